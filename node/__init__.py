@@ -1,0 +1,1 @@
+"""The meterline daemon: peer API, admin API, channel and arbiter services, storage, CLI."""

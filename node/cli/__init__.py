@@ -1,0 +1,34 @@
+"""The `meterline` command: a thin client of the admin API, one module per noun.
+
+Each noun module exposes a click command or group named in :data:`_COMMANDS`; this package only
+assembles them (hatch's ``cli/`` layout).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+# (module, attribute) for each top-level command, in help order.
+_COMMANDS: list[tuple[str, str]] = [
+]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="meterline")
+def cli() -> None:
+    """meterline: pay per unit over signed payment channels, settle net at the bank.
+
+    \b
+    Example:
+      meterline demo
+    """
+
+
+for _module, _attr in _COMMANDS:
+    cli.add_command(getattr(importlib.import_module(_module), _attr))
+
+
+def main() -> None:
+    cli()

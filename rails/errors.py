@@ -1,0 +1,77 @@
+"""Typed rail errors. Nothing escapes an adapter as a bare exception."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One thing wrong (or worth a warning) in an instruction or a file.
+
+    `path` is an element path (``/Document/CstmrCdtTrfInitn/PmtInf[1]/...``) for XML or
+    ``line N col M`` for fixed-width files; `code` is a reason code (ISO external codes such as
+    ``AC01``, or ``FF01`` for anything structural).
+    """
+
+    path: str
+    code: str
+    message: str
+    severity: Literal["error", "warning"] = "error"
+
+    def __str__(self) -> str:
+        return f"{self.severity} {self.code} at {self.path}: {self.message}"
+
+
+class RailError(Exception):
+    """Base of every error a rail raises. `code` is stable and machine-readable."""
+
+    code = "RAIL_ERROR"
+    retryable = False
+
+
+class InvalidInstruction(RailError):
+    """The instruction (or the file built from it) breaks a rule; nothing was submitted."""
+
+    code = "INVALID_INSTRUCTION"
+
+    def __init__(self, message: str, findings: list[Finding] | None = None) -> None:
+        self.findings = list(findings or [])
+        detail = "; ".join(str(f) for f in self.findings)
+        super().__init__(f"{message}: {detail}" if detail else message)
+
+
+class IdempotencyConflict(RailError):
+    """The idempotency key was already used for a different instruction."""
+
+    code = "IDEMPOTENCY_CONFLICT"
+
+
+class UnknownPayment(RailError):
+    """No payment was ever submitted under this idempotency key."""
+
+    code = "UNKNOWN_PAYMENT"
+
+
+class BankUnavailable(RailError):
+    """The bank timed out or answered 5xx after every retry; retry later with the same key."""
+
+    code = "BANK_UNAVAILABLE"
+    retryable = True
+
+
+class BankProtocolError(RailError):
+    """The bank's answer did not parse or broke its own specification."""
+
+    code = "BANK_PROTOCOL_ERROR"
+
+
+class BankRejected(RailError):
+    """The bank refused the request outright (for example an unknown or closed account)."""
+
+    code = "BANK_REJECTED"
+
+    def __init__(self, message: str, reason_code: str | None = None) -> None:
+        self.reason_code = reason_code
+        super().__init__(f"{message} ({reason_code})" if reason_code else message)
