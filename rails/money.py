@@ -44,4 +44,4 @@ def parse_minor(text: str, currency: str) -> int:
         if significant.strip("0"):
             raise ValueError(f"amount {text!r} has more than {exponent} decimals for {currency}")
         frac = frac[:exponent]
-    return int(whole) * 10**exponent + int(frac.ljust(exponent, "0") or "0")
+    return int(int(whole) * 10**exponent + int(frac.ljust(exponent, "0") or "0"))
