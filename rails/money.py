@@ -33,7 +33,7 @@ def format_minor(amount_minor: int, currency: str) -> str:
 
 
 def parse_minor(text: str, currency: str) -> int:
-    """"12.34" EUR → 1234. More decimals than the exponent, or junk, is a ValueError."""
+    """ "12.34" EUR → 1234. More decimals than the exponent, or junk, is a ValueError."""
     exponent = currency_exponent(currency)
     match = _DECIMAL.fullmatch(text.strip())
     if not match:

@@ -18,8 +18,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for_port(port: int, *, timeout: float = 20.0, proc: subprocess.Popen[bytes] | None = None,
-                  log: Path | None = None) -> None:
+def wait_for_port(
+    port: int,
+    *,
+    timeout: float = 20.0,
+    proc: subprocess.Popen[bytes] | None = None,
+    log: Path | None = None,
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -38,9 +43,15 @@ def venv_bin(name: str) -> str:
 
 
 @contextlib.contextmanager
-def running(argv: Sequence[str], *, port: int, log: Path, env: dict[str, str] | None = None,
-            timeout: float = 20.0) -> Iterator[subprocess.Popen[bytes]]:
-    """Start `argv`, wait until it listens on `port`, yield it, then stop it (SIGTERM, then KILL)."""
+def running(
+    argv: Sequence[str],
+    *,
+    port: int,
+    log: Path,
+    env: dict[str, str] | None = None,
+    timeout: float = 20.0,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Start `argv`, wait until it listens on `port`, yield it, then stop it (TERM, then KILL)."""
     full_env = {**os.environ, **(env or {})}
     with log.open("wb") as out:
         proc = subprocess.Popen(list(argv), stdout=out, stderr=subprocess.STDOUT, env=full_env)

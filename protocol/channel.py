@@ -1,0 +1,777 @@
+"""The channel state machine: one per node per channel (specs/0003-channel.md).
+
+``step(state, input, *, now_ms) -> Transition(state, effects)`` is pure: it verifies, decides and
+returns a new state plus the effects the node must carry out (send a proof, hand a close to the
+arbiter). It never performs them. An input that is not legal in the current phase, or that breaks
+a rule, raises a typed error and the caller keeps the state it had.
+
+The rules do not depend on who we are: :func:`_apply_proof` validates our own outgoing proofs and
+the peer's incoming ones with the same code (h11's "we don't cheat").
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import TypeAlias
+
+from protocol.crypto import Signer
+from protocol.errors import ErrorCode, LocalProtocolError, ProtocolError, RemoteProtocolError
+from protocol.messages import (
+    EMPTY_SIGNATURE,
+    BalanceProof,
+    ChannelAcceptance,
+    ChannelProposal,
+    ChannelTerms,
+    CooperativeClose,
+    DisputeEvidence,
+    FundingConfirmation,
+    PayoutNotice,
+    Receipt,
+    UnilateralClose,
+    next_usage_digest,
+)
+from protocol.money import check_scale, currency_exponent, from_minor_units
+from protocol.tariff import check_tariff, tariff_amount
+from protocol.types import U64_MAX, Amount, ChannelId, MinorUnits, Nonce, Quantity
+
+MIN_DISPUTE_WINDOW_MS = 1_000
+
+
+class Phase(enum.StrEnum):
+    PROPOSED = "proposed"
+    """We proposed; the peer has not accepted yet."""
+    ACCEPTED = "accepted"
+    """Both signed the terms; waiting for the arbiter to confirm the deposits."""
+    OPEN = "open"
+    """Funded: updates flow both ways."""
+    CLOSING = "closing"
+    """A cooperative close is being agreed; no new payments, in-flight proofs still land."""
+    CLOSED = "closed"
+    """Both signed the final state; the arbiter pays out."""
+    DISPUTED = "disputed"
+    """A unilateral close is open at the arbiter; its dispute window runs."""
+    SETTLED = "settled"
+    """The arbiter reported the payouts booked at its bank."""
+
+
+# ---------------------------------------------------------------------------------------------
+# State
+
+
+@dataclass(frozen=True, slots=True)
+class Flow:
+    """One direction of the channel: what its sender has sent, cumulatively."""
+
+    nonce: Nonce
+    amount: Amount
+    direct_amount: Amount
+    quantities: tuple[Quantity, ...]
+    usage_digest: bytes
+    proof: BalanceProof | None = None
+    """The latest proof in this direction (signed by its sender)."""
+    acked_nonce: Nonce = Nonce(0)
+    """The highest nonce the receiver's receipts cover."""
+    receipt: Receipt | None = None
+    """The latest receipt for this direction (signed by its receiver)."""
+
+    @classmethod
+    def empty(cls, channel_id: ChannelId, lines: int) -> Flow:
+        return cls(Nonce(0), Amount(0), Amount(0), (Quantity(0),) * lines, bytes(channel_id))
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelState:
+    terms: ChannelTerms
+    channel_id: ChannelId
+    us: int
+    """Our party index: 0 when we opened the channel, 1 when we accepted it."""
+    phase: Phase
+    opener_signature: bytes
+    peer_signature: bytes
+    flows: tuple[Flow, Flow]
+    """Indexed by sender: flows[0] is opener → peer, flows[1] is peer → opener."""
+    funded: tuple[MinorUnits, MinorUnits] = (MinorUnits(0), MinorUnits(0))
+    funding: tuple[FundingConfirmation | None, FundingConfirmation | None] = (None, None)
+    close: CooperativeClose | None = None
+    """The close we signed (with the peer's signature too once we have it)."""
+    peer_close: CooperativeClose | None = None
+    """The peer's latest signed close request."""
+    dispute: UnilateralClose | None = None
+    payout: PayoutNotice | None = None
+    updated_ms: int = 0
+
+    @property
+    def them(self) -> int:
+        return 1 - self.us
+
+    @property
+    def sent(self) -> Flow:
+        return self.flows[self.us]
+
+    @property
+    def received(self) -> Flow:
+        return self.flows[self.them]
+
+    def balance(self) -> Amount:
+        """What we would be owed at close now: deposit − sent + received (channel scale)."""
+        exponent = currency_exponent(self.terms.currency)
+        deposit = from_minor_units(self.terms.deposits()[self.us], self.terms.scale, exponent)
+        return Amount(deposit - self.sent.amount + self.received.amount)
+
+    def capacity(self, sender: int) -> Amount:
+        """The most `sender` may have sent in total: its deposit plus what it has received."""
+        exponent = currency_exponent(self.terms.currency)
+        deposit = from_minor_units(self.terms.deposits()[sender], self.terms.scale, exponent)
+        return Amount(deposit + self.flows[1 - sender].amount)
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiveAcceptance:
+    acceptance: ChannelAcceptance
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiveFunding:
+    confirmation: FundingConfirmation
+
+
+@dataclass(frozen=True, slots=True)
+class ActionPay:
+    """Pay for `quantities` more units (one delta per tariff line) plus `direct_amount`."""
+
+    signer: Signer
+    quantities: tuple[Quantity, ...]
+    direct_amount: Amount = Amount(0)
+    reference: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiveProof:
+    proof: BalanceProof
+
+
+@dataclass(frozen=True, slots=True)
+class ActionAcknowledge:
+    """Sign a receipt for everything received so far (after it is durably stored)."""
+
+    signer: Signer
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiveReceipt:
+    receipt: Receipt
+
+
+@dataclass(frozen=True, slots=True)
+class ActionClose:
+    """Sign the current state as final (or co-sign the peer's request when it matches)."""
+
+    signer: Signer
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiveClose:
+    close: CooperativeClose
+
+
+@dataclass(frozen=True, slots=True)
+class ActionForceClose:
+    """Close without the peer: hand the arbiter the latest proof we hold from it."""
+
+    signer: Signer
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiveUnilateralClose:
+    """The arbiter forwarded the peer's unilateral close: our dispute window is running."""
+
+    claim: UnilateralClose
+
+
+@dataclass(frozen=True, slots=True)
+class ActionSubmitEvidence:
+    signer: Signer
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivePayout:
+    notice: PayoutNotice
+
+
+Input: TypeAlias = (
+    ReceiveAcceptance
+    | ReceiveFunding
+    | ActionPay
+    | ReceiveProof
+    | ActionAcknowledge
+    | ReceiveReceipt
+    | ActionClose
+    | ReceiveClose
+    | ActionForceClose
+    | ReceiveUnilateralClose
+    | ActionSubmitEvidence
+    | ReceivePayout
+)
+
+# ---------------------------------------------------------------------------------------------
+# Effects
+
+
+@dataclass(frozen=True, slots=True)
+class SendProposal:
+    proposal: ChannelProposal
+
+
+@dataclass(frozen=True, slots=True)
+class SendAcceptance:
+    acceptance: ChannelAcceptance
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterWithArbiter:
+    """Hand the arbiter both signatures over the terms (either party may; it is idempotent)."""
+
+    proposal: ChannelProposal
+    acceptance: ChannelAcceptance
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyOpened:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class SendProof:
+    proof: BalanceProof
+
+
+@dataclass(frozen=True, slots=True)
+class SendReceipt:
+    receipt: Receipt
+
+
+@dataclass(frozen=True, slots=True)
+class SendClose:
+    close: CooperativeClose
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyCloseRequested:
+    """The peer asked to close; answer with ActionClose (policy belongs to the node)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitClose:
+    """Hand the fully signed close to the arbiter."""
+
+    close: CooperativeClose
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitUnilateralClose:
+    claim: UnilateralClose
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyDispute:
+    """A unilateral close is open; answer with ActionSubmitEvidence before the deadline."""
+
+    claim: UnilateralClose
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitEvidence:
+    evidence: DisputeEvidence
+
+
+@dataclass(frozen=True, slots=True)
+class NotifySettled:
+    notice: PayoutNotice
+
+
+Effect: TypeAlias = (
+    SendProposal
+    | SendAcceptance
+    | RegisterWithArbiter
+    | NotifyOpened
+    | SendProof
+    | SendReceipt
+    | SendClose
+    | NotifyCloseRequested
+    | SubmitClose
+    | SubmitUnilateralClose
+    | NotifyDispute
+    | SubmitEvidence
+    | NotifySettled
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    state: ChannelState
+    effects: tuple[Effect, ...] = field(default=())
+
+
+# ---------------------------------------------------------------------------------------------
+# The transition table: (phase, input type) → the phases the handler may move to.
+# specs/0003-channel.md's lifecycle diagram is generated from this table.
+
+P = Phase
+TRANSITIONS: dict[tuple[Phase, type], frozenset[Phase]] = {
+    (P.PROPOSED, ReceiveAcceptance): frozenset({P.ACCEPTED}),
+    (P.ACCEPTED, ReceiveAcceptance): frozenset({P.ACCEPTED}),
+    (P.ACCEPTED, ReceiveFunding): frozenset({P.ACCEPTED, P.OPEN}),
+    (P.OPEN, ReceiveFunding): frozenset({P.OPEN}),
+    (P.OPEN, ActionPay): frozenset({P.OPEN}),
+    (P.OPEN, ReceiveProof): frozenset({P.OPEN}),
+    (P.CLOSING, ReceiveProof): frozenset({P.CLOSING}),
+    (P.OPEN, ActionAcknowledge): frozenset({P.OPEN}),
+    (P.CLOSING, ActionAcknowledge): frozenset({P.CLOSING}),
+    (P.OPEN, ReceiveReceipt): frozenset({P.OPEN}),
+    (P.CLOSING, ReceiveReceipt): frozenset({P.CLOSING}),
+    (P.CLOSED, ReceiveReceipt): frozenset({P.CLOSED}),
+    (P.OPEN, ActionClose): frozenset({P.CLOSING, P.CLOSED}),
+    (P.CLOSING, ActionClose): frozenset({P.CLOSING, P.CLOSED}),
+    (P.OPEN, ReceiveClose): frozenset({P.CLOSING, P.CLOSED}),
+    (P.CLOSING, ReceiveClose): frozenset({P.CLOSING, P.CLOSED}),
+    (P.CLOSED, ReceiveClose): frozenset({P.CLOSED}),
+    (P.ACCEPTED, ActionForceClose): frozenset({P.DISPUTED}),
+    (P.OPEN, ActionForceClose): frozenset({P.DISPUTED}),
+    (P.CLOSING, ActionForceClose): frozenset({P.DISPUTED}),
+    (P.ACCEPTED, ReceiveUnilateralClose): frozenset({P.DISPUTED}),
+    (P.OPEN, ReceiveUnilateralClose): frozenset({P.DISPUTED}),
+    (P.CLOSING, ReceiveUnilateralClose): frozenset({P.DISPUTED}),
+    (P.DISPUTED, ReceiveUnilateralClose): frozenset({P.DISPUTED}),
+    (P.DISPUTED, ActionSubmitEvidence): frozenset({P.DISPUTED}),
+    (P.CLOSED, ReceivePayout): frozenset({P.SETTLED}),
+    (P.DISPUTED, ReceivePayout): frozenset({P.SETTLED}),
+    (P.SETTLED, ReceivePayout): frozenset({P.SETTLED}),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Creating a channel
+
+
+def check_terms(terms: ChannelTerms) -> None:
+    """INVALID_TERMS (or the money/tariff code) unless the terms can make a channel."""
+    parties = {terms.opener, terms.peer, terms.arbiter}
+    if len(parties) != 3:
+        raise RemoteProtocolError(
+            ErrorCode.INVALID_TERMS, "opener, peer and arbiter must be three different nodes"
+        )
+    try:
+        check_scale(terms.scale, currency_exponent(terms.currency))
+        check_tariff(terms.tariff)
+    except LocalProtocolError as exc:
+        raise RemoteProtocolError(exc.code, exc.message) from None
+    if terms.opener_deposit + terms.peer_deposit == 0:
+        raise RemoteProtocolError(ErrorCode.INVALID_TERMS, "a channel needs a deposit")
+    exponent = currency_exponent(terms.currency)
+    if from_minor_units(terms.opener_deposit + terms.peer_deposit, terms.scale, exponent) > U64_MAX:
+        raise RemoteProtocolError(ErrorCode.INVALID_TERMS, "deposits overflow u64 at this scale")
+    if terms.dispute_window_ms < MIN_DISPUTE_WINDOW_MS:
+        raise RemoteProtocolError(ErrorCode.INVALID_TERMS, "the dispute window is under 1 s")
+
+
+def _new_state(proposal: ChannelProposal, us: int, now_ms: int) -> ChannelState:
+    terms = proposal.terms
+    cid = terms.channel_id
+    lines = len(terms.tariff)
+    return ChannelState(
+        terms=terms,
+        channel_id=cid,
+        us=us,
+        phase=Phase.PROPOSED,
+        opener_signature=proposal.signature,
+        peer_signature=b"",
+        flows=(Flow.empty(cid, lines), Flow.empty(cid, lines)),
+        updated_ms=now_ms,
+    )
+
+
+def propose(terms: ChannelTerms, signer: Signer, *, now_ms: int) -> Transition:
+    """Open a channel: we are the opener; the effect sends the signed terms to the peer."""
+    if terms.opener != signer.node_id:
+        raise LocalProtocolError(ErrorCode.NOT_A_PARTY, "the opener signs the proposal")
+    try:
+        check_terms(terms)
+    except RemoteProtocolError as exc:
+        raise LocalProtocolError(exc.code, exc.message) from None
+    proposal = ChannelProposal(terms, EMPTY_SIGNATURE).signed_by(signer)
+    return Transition(_new_state(proposal, 0, now_ms), (SendProposal(proposal),))
+
+
+def verify_proposal(proposal: ChannelProposal) -> None:
+    """What a peer checks before it even shows a proposal to its operator."""
+    check_terms(proposal.terms)
+    proposal.verify_signature(proposal.terms.opener)
+
+
+def accept(proposal: ChannelProposal, signer: Signer, *, now_ms: int) -> Transition:
+    """Accept a verified proposal addressed to us."""
+    if proposal.terms.peer != signer.node_id:
+        raise RemoteProtocolError(ErrorCode.NOT_A_PARTY, "the proposal is not addressed to us")
+    verify_proposal(proposal)
+    acceptance = ChannelAcceptance.for_terms(proposal.terms, signer)
+    state = replace(
+        _new_state(proposal, 1, now_ms),
+        phase=Phase.ACCEPTED,
+        peer_signature=acceptance.signature,
+    )
+    return Transition(
+        _funded_phase(state),
+        (SendAcceptance(acceptance), RegisterWithArbiter(proposal, acceptance)),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The step function
+
+
+def step(state: ChannelState, event: Input, *, now_ms: int) -> Transition:
+    """Apply one input. Raises ProtocolError (state untouched) when it is not allowed."""
+    allowed = TRANSITIONS.get((state.phase, type(event)))
+    if allowed is None:
+        err = (
+            LocalProtocolError
+            if type(event).__name__.startswith("Action")
+            else (RemoteProtocolError)
+        )
+        raise err(
+            ErrorCode.INVALID_STATE,
+            f"{type(event).__name__} is not allowed when the channel is {state.phase.value}",
+        )
+    handler = _HANDLERS[type(event)]
+    result = handler(state, event, now_ms)
+    if result.state.phase not in allowed:  # a bug in a handler, never the peer's doing
+        raise AssertionError(f"{type(event).__name__}: {state.phase} → {result.state.phase}")
+    return Transition(replace(result.state, updated_ms=now_ms), result.effects)
+
+
+def _on_acceptance(state: ChannelState, event: ReceiveAcceptance, now_ms: int) -> Transition:
+    event.acceptance.verify_for(state.terms)
+    if state.phase is Phase.ACCEPTED:
+        return Transition(state)
+    proposal = ChannelProposal(state.terms, state.opener_signature)  # type: ignore[arg-type]
+    new = replace(state, phase=Phase.ACCEPTED, peer_signature=event.acceptance.signature)
+    return Transition(_funded_phase(new), (RegisterWithArbiter(proposal, event.acceptance),))
+
+
+def _funded_phase(state: ChannelState) -> ChannelState:
+    """ACCEPTED becomes OPEN once every non-zero deposit is confirmed."""
+    deposits = state.terms.deposits()
+    if all(state.funded[i] >= deposits[i] for i in (0, 1)):
+        return replace(state, phase=Phase.OPEN)
+    return state
+
+
+def _on_funding(state: ChannelState, event: ReceiveFunding, now_ms: int) -> Transition:
+    conf = event.confirmation
+    if conf.channel_id != state.channel_id:
+        raise RemoteProtocolError(
+            ErrorCode.WRONG_CHANNEL, "funding confirmation for another channel"
+        )
+    conf.verify_signature(state.terms.arbiter)
+    side = state.terms.party_index(conf.depositor)
+    if conf.amount <= state.funded[side]:
+        return Transition(state)  # a repeat or an older confirmation: nothing new
+    funded = list(state.funded)
+    funding = list(state.funding)
+    funded[side], funding[side] = conf.amount, conf
+    new = replace(
+        state,
+        funded=(funded[0], funded[1]),
+        funding=(funding[0], funding[1]),
+    )
+    if state.phase is Phase.ACCEPTED:
+        new = _funded_phase(new)
+        if new.phase is Phase.OPEN:
+            return Transition(new, (NotifyOpened(),))
+    return Transition(new)
+
+
+def _apply_proof(state: ChannelState, proof: BalanceProof, *, verify_signature: bool) -> Flow:
+    """Validate `proof` against the flow of its sender and return the flow it produces.
+
+    The same checks run for proofs we create and proofs we receive.
+    """
+    if proof.channel_id != state.channel_id:
+        raise RemoteProtocolError(ErrorCode.WRONG_CHANNEL, "the proof is for another channel")
+    sender = state.terms.party_index(proof.sender)
+    if verify_signature:
+        proof.verify_signature(proof.sender)
+    flow = state.flows[sender]
+    if proof.nonce <= flow.nonce:
+        raise RemoteProtocolError(
+            ErrorCode.NONCE_REPLAY, f"nonce {proof.nonce} is not above {flow.nonce}"
+        )
+    if proof.nonce != flow.nonce + 1:
+        raise RemoteProtocolError(
+            ErrorCode.NONCE_GAP, f"nonce {proof.nonce} skips past {flow.nonce + 1}"
+        )
+    if len(proof.quantities) != len(flow.quantities):
+        raise RemoteProtocolError(ErrorCode.TARIFF_MISMATCH, "one quantity per tariff line")
+    if (
+        proof.amount < flow.amount
+        or proof.direct_amount < flow.direct_amount
+        or any(new < old for new, old in zip(proof.quantities, flow.quantities, strict=True))
+    ):
+        raise RemoteProtocolError(ErrorCode.AMOUNT_REGRESSION, "cumulative totals never fall")
+    expected = tariff_amount(state.terms.tariff, proof.quantities) + proof.direct_amount
+    if proof.amount != expected:
+        raise RemoteProtocolError(
+            ErrorCode.TARIFF_MISMATCH,
+            f"amount {proof.amount} but the tariff and direct amount give {expected}",
+        )
+    if proof.amount > state.capacity(sender):
+        raise RemoteProtocolError(
+            ErrorCode.CAPACITY_EXCEEDED,
+            f"cumulative {proof.amount} exceeds the sender's capacity {state.capacity(sender)}",
+        )
+    digest = next_usage_digest(
+        flow.usage_digest,
+        nonce=proof.nonce,
+        amount=proof.amount,
+        direct_amount=proof.direct_amount,
+        quantities=proof.quantities,
+        reference=proof.reference,
+        time_ms=proof.time_ms,
+    )
+    if proof.usage_digest != digest:
+        raise RemoteProtocolError(ErrorCode.USAGE_DIGEST_MISMATCH, "usage digest does not chain")
+    return replace(
+        flow,
+        nonce=proof.nonce,
+        amount=proof.amount,
+        direct_amount=proof.direct_amount,
+        quantities=proof.quantities,
+        usage_digest=digest,
+        proof=proof,
+    )
+
+
+def _with_flow(state: ChannelState, sender: int, flow: Flow) -> ChannelState:
+    flows = (flow, state.flows[1]) if sender == 0 else (state.flows[0], flow)
+    return replace(state, flows=flows)
+
+
+def build_proof(state: ChannelState, event: ActionPay, *, now_ms: int) -> BalanceProof:
+    """The next proof from us for `event` (signed), without validating it."""
+    flow = state.sent
+    if len(event.quantities) != len(flow.quantities):
+        raise LocalProtocolError(
+            ErrorCode.TARIFF_MISMATCH,
+            f"{len(event.quantities)} quantities for {len(flow.quantities)} tariff lines",
+        )
+    if any(q < 0 for q in event.quantities) or event.direct_amount < 0:
+        raise LocalProtocolError(ErrorCode.INVALID_AMOUNT, "payments are never negative")
+    if not any(event.quantities) and not event.direct_amount:
+        raise LocalProtocolError(ErrorCode.INVALID_AMOUNT, "a payment of nothing")
+    quantities = tuple(
+        Quantity(old + new) for old, new in zip(flow.quantities, event.quantities, strict=True)
+    )
+    direct = Amount(flow.direct_amount + event.direct_amount)
+    amount = Amount(tariff_amount(state.terms.tariff, quantities) + direct)
+    nonce = Nonce(flow.nonce + 1)
+    digest = next_usage_digest(
+        flow.usage_digest,
+        nonce=nonce,
+        amount=amount,
+        direct_amount=direct,
+        quantities=quantities,
+        reference=event.reference,
+        time_ms=now_ms,
+    )
+    return BalanceProof(
+        state.channel_id,
+        event.signer.node_id,
+        nonce,
+        amount,
+        direct,
+        quantities,
+        digest,
+        event.reference,
+        now_ms,
+        EMPTY_SIGNATURE,
+    ).signed_by(event.signer)
+
+
+def _local(fn: Callable[[], Flow]) -> Flow:
+    """Run a rule check on our own action: a violation is *our* caller's error."""
+    try:
+        return fn()
+    except RemoteProtocolError as exc:
+        raise LocalProtocolError(exc.code, exc.message) from None
+
+
+def _on_pay(state: ChannelState, event: ActionPay, now_ms: int) -> Transition:
+    if event.signer.node_id != state.terms.parties()[state.us]:
+        raise LocalProtocolError(ErrorCode.NOT_A_PARTY, "signing with a key that is not ours")
+    proof = build_proof(state, event, now_ms=now_ms)
+    flow = _local(lambda: _apply_proof(state, proof, verify_signature=False))
+    return Transition(_with_flow(state, state.us, flow), (SendProof(proof),))
+
+
+def _on_proof(state: ChannelState, event: ReceiveProof, now_ms: int) -> Transition:
+    proof = event.proof
+    if proof.sender != state.terms.parties()[state.them]:
+        raise RemoteProtocolError(ErrorCode.NOT_A_PARTY, "the proof is not signed by our peer")
+    held = state.received.proof
+    if held is not None and proof.nonce == held.nonce and proof == held:
+        return Transition(state)  # the same proof again: idempotent, nothing changes
+    flow = _apply_proof(state, proof, verify_signature=True)
+    return Transition(_with_flow(state, state.them, flow))
+
+
+def _on_acknowledge(state: ChannelState, event: ActionAcknowledge, now_ms: int) -> Transition:
+    flow = state.received
+    if flow.nonce == 0:
+        raise LocalProtocolError(ErrorCode.INVALID_STATE, "nothing received to acknowledge")
+    if flow.receipt is not None and flow.receipt.nonce == flow.nonce:
+        return Transition(state, (SendReceipt(flow.receipt),))
+    receipt = Receipt(
+        state.channel_id, event.signer.node_id, flow.nonce, flow.amount, EMPTY_SIGNATURE
+    ).signed_by(event.signer)
+    new_flow = replace(flow, receipt=receipt, acked_nonce=flow.nonce)
+    return Transition(_with_flow(state, state.them, new_flow), (SendReceipt(receipt),))
+
+
+def _on_receipt(state: ChannelState, event: ReceiveReceipt, now_ms: int) -> Transition:
+    receipt = event.receipt
+    if receipt.channel_id != state.channel_id:
+        raise RemoteProtocolError(ErrorCode.WRONG_CHANNEL, "the receipt is for another channel")
+    if receipt.receiver != state.terms.parties()[state.them]:
+        raise RemoteProtocolError(ErrorCode.NOT_A_PARTY, "the receipt is not signed by our peer")
+    receipt.verify_signature(receipt.receiver)
+    flow = state.sent
+    if receipt.nonce > flow.nonce:
+        raise RemoteProtocolError(
+            ErrorCode.NONCE_GAP, f"receipt for nonce {receipt.nonce}; we sent up to {flow.nonce}"
+        )
+    if receipt.nonce <= flow.acked_nonce:
+        return Transition(state)  # an older or repeated receipt: nothing new
+    if flow.proof is not None and receipt.nonce == flow.nonce and receipt.amount != flow.amount:
+        raise RemoteProtocolError(ErrorCode.CLOSE_MISMATCH, "receipt amount differs from proof")
+    new_flow = replace(flow, acked_nonce=receipt.nonce, receipt=receipt)
+    return Transition(_with_flow(state, state.us, new_flow))
+
+
+def close_body(state: ChannelState) -> CooperativeClose:
+    """The final state as we see it, unsigned."""
+    return CooperativeClose(
+        state.channel_id,
+        state.flows[0].nonce,
+        state.flows[0].amount,
+        state.flows[1].nonce,
+        state.flows[1].amount,
+        EMPTY_SIGNATURE,
+        EMPTY_SIGNATURE,
+    )
+
+
+def _merge(close: CooperativeClose, other: CooperativeClose) -> CooperativeClose:
+    return replace(
+        close,
+        opener_signature=close.opener_signature or other.opener_signature,
+        peer_signature=close.peer_signature or other.peer_signature,
+    )
+
+
+def _on_close_action(state: ChannelState, event: ActionClose, now_ms: int) -> Transition:
+    ours = close_body(state).signed_by(event.signer, CooperativeClose.SIGNATURE_FIELDS[state.us])
+    if state.peer_close is not None and state.peer_close.same_state(ours):
+        full = _merge(ours, state.peer_close)
+        return Transition(
+            replace(state, phase=Phase.CLOSED, close=full), (SendClose(full), SubmitClose(full))
+        )
+    return Transition(replace(state, phase=Phase.CLOSING, close=ours), (SendClose(ours),))
+
+
+def _on_close(state: ChannelState, event: ReceiveClose, now_ms: int) -> Transition:
+    close = event.close
+    if close.channel_id != state.channel_id:
+        raise RemoteProtocolError(ErrorCode.WRONG_CHANNEL, "the close is for another channel")
+    their_field = close.signature_field(state.them)
+    close.verify_signature(state.terms.parties()[state.them], their_field)
+    if state.phase is Phase.CLOSED:
+        if state.close is not None and state.close.same_state(close):
+            return Transition(state)
+        raise RemoteProtocolError(ErrorCode.CLOSE_MISMATCH, "the channel closed on another state")
+    peer_only = (
+        replace(close, opener_signature=EMPTY_SIGNATURE)
+        if state.us == 0
+        else replace(close, peer_signature=EMPTY_SIGNATURE)
+    )
+    if state.close is not None and state.close.same_state(close):
+        full = _merge(state.close, peer_only)
+        return Transition(
+            replace(state, phase=Phase.CLOSED, close=full, peer_close=peer_only),
+            (SendClose(full), SubmitClose(full)),
+        )
+    effects: tuple[Effect, ...] = (NotifyCloseRequested(),)
+    return Transition(replace(state, phase=Phase.CLOSING, peer_close=peer_only), effects)
+
+
+def _on_force_close(state: ChannelState, event: ActionForceClose, now_ms: int) -> Transition:
+    claim = UnilateralClose(
+        state.channel_id, event.signer.node_id, state.received.proof, EMPTY_SIGNATURE
+    ).signed_by(event.signer)
+    return Transition(
+        replace(state, phase=Phase.DISPUTED, dispute=claim), (SubmitUnilateralClose(claim),)
+    )
+
+
+def _on_unilateral(state: ChannelState, event: ReceiveUnilateralClose, now_ms: int) -> Transition:
+    claim = event.claim
+    if claim.channel_id != state.channel_id:
+        raise RemoteProtocolError(ErrorCode.WRONG_CHANNEL, "the claim is for another channel")
+    claim.verify_signature(claim.claimant)
+    state.terms.party_index(claim.claimant)
+    if state.phase is Phase.DISPUTED:
+        return Transition(state)
+    return Transition(replace(state, phase=Phase.DISPUTED, dispute=claim), (NotifyDispute(claim),))
+
+
+def _on_evidence(state: ChannelState, event: ActionSubmitEvidence, now_ms: int) -> Transition:
+    evidence = DisputeEvidence(
+        state.channel_id, event.signer.node_id, state.received.proof, EMPTY_SIGNATURE
+    ).signed_by(event.signer)
+    return Transition(state, (SubmitEvidence(evidence),))
+
+
+def _on_payout(state: ChannelState, event: ReceivePayout, now_ms: int) -> Transition:
+    notice = event.notice
+    if notice.channel_id != state.channel_id:
+        raise RemoteProtocolError(ErrorCode.WRONG_CHANNEL, "payout notice for another channel")
+    notice.verify_signature(state.terms.arbiter)
+    if notice.opener_payout + notice.peer_payout != sum(state.terms.deposits()):
+        raise RemoteProtocolError(ErrorCode.DEPOSIT_MISMATCH, "payouts do not sum to the deposits")
+    if state.phase is Phase.SETTLED:
+        return Transition(state)
+    return Transition(replace(state, phase=Phase.SETTLED, payout=notice), (NotifySettled(notice),))
+
+
+_Handler = Callable[[ChannelState, Input, int], Transition]
+_HANDLERS: dict[type, _Handler] = {
+    ReceiveAcceptance: _on_acceptance,  # type: ignore[dict-item]
+    ReceiveFunding: _on_funding,  # type: ignore[dict-item]
+    ActionPay: _on_pay,  # type: ignore[dict-item]
+    ReceiveProof: _on_proof,  # type: ignore[dict-item]
+    ActionAcknowledge: _on_acknowledge,  # type: ignore[dict-item]
+    ReceiveReceipt: _on_receipt,  # type: ignore[dict-item]
+    ActionClose: _on_close_action,  # type: ignore[dict-item]
+    ReceiveClose: _on_close,  # type: ignore[dict-item]
+    ActionForceClose: _on_force_close,  # type: ignore[dict-item]
+    ReceiveUnilateralClose: _on_unilateral,  # type: ignore[dict-item]
+    ActionSubmitEvidence: _on_evidence,  # type: ignore[dict-item]
+    ReceivePayout: _on_payout,  # type: ignore[dict-item]
+}
+
+__all__ = ["ChannelState", "Phase", "ProtocolError", "Transition", "accept", "propose", "step"]

@@ -1,0 +1,409 @@
+"""Every wire message (specs/0002-wire.md §5): frozen dataclasses, encode/decode, sign/verify.
+
+Signed messages carry their signature(s) as the last field(s). The bytes a signature covers are
+the canonical encoding of the message *without* its signature fields (:meth:`Signed.body`), under
+the message's domain tag (:mod:`protocol.crypto`). Signing returns a new value; nothing mutates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, replace
+from typing import ClassVar, Self
+
+from protocol.crypto import Signer, verify
+from protocol.encoding import pack
+from protocol.errors import ErrorCode, RemoteProtocolError
+from protocol.records import Bin, Kind, ListOf, Message, Nested, Opt, Record, Text, UInt
+from protocol.tariff import MAX_LINES, TariffLine
+from protocol.types import Amount, ChannelId, MinorUnits, NodeId, Nonce, Quantity, Signature
+
+ID = Bin(32)
+SIG = Bin(64)
+SIG_OR_EMPTY = Bin(0, 64)
+CURRENCY = Text(3, r"[A-Z]{3}", min_len=3)
+REFERENCE = Text(64, r"[\x20-\x7e]*")
+"""Usage references ("SHIPMENT-4711") and bank references: printable ASCII."""
+
+EMPTY_SIGNATURE = Signature(b"")
+
+
+class Signed(Message):
+    """A message with one or more signature fields at the end."""
+
+    DOMAIN: ClassVar[str] = ""
+    SIGNATURE_FIELDS: ClassVar[tuple[str, ...]] = ("signature",)
+
+    def body(self) -> bytes:
+        """The canonical bytes the signature(s) cover."""
+        from protocol import PROTOCOL_VERSION
+
+        fields = [(n, k) for n, k in self.FIELDS if n not in self.SIGNATURE_FIELDS]
+        return pack([self.TAG, PROTOCOL_VERSION, *self.fields_to_wire(fields)])
+
+    def signed_by(self, signer: Signer, field: str = "signature") -> Self:
+        if field not in self.SIGNATURE_FIELDS:
+            raise ValueError(f"{type(self).__name__} has no signature field {field!r}")
+        signed: Self = replace(self, **{field: signer.sign(self.DOMAIN, self.body())})  # type: ignore[type-var]
+        return signed
+
+    def verify_signature(self, node_id: bytes, field: str = "signature") -> None:
+        verify(node_id, self.DOMAIN, self.body(), getattr(self, field))
+
+
+@dataclass(frozen=True, slots=True)
+class BankAccount(Record):
+    """Where money is paid: a rail scheme, the account's identification, the holder's name."""
+
+    scheme: str
+    """``IBAN``, ``UK.OBIE.SortCodeAccountNumber``, ``US.ABA`` (identification routing:account)."""
+    identification: str
+    name: str
+
+    FIELDS: ClassVar[tuple[tuple[str, Kind], ...]] = (
+        ("scheme", Text(40, r"[A-Za-z0-9.]+", min_len=1)),
+        ("identification", Text(64, r"[A-Za-z0-9:]+", min_len=1)),
+        ("name", Text(70, r"[\x20-\x7e]+", min_len=1)),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelTerms(Message):
+    """What both parties sign; the channel id is SHA-256 of these canonical bytes."""
+
+    opener: NodeId
+    peer: NodeId
+    arbiter: NodeId
+    currency: str
+    scale: int
+    opener_deposit: MinorUnits
+    """Whole rail units (minor units at the currency's exponent)."""
+    peer_deposit: MinorUnits
+    tariff: tuple[TariffLine, ...]
+    dispute_window_ms: int
+    opener_account: BankAccount
+    peer_account: BankAccount
+    escrow_account: BankAccount
+    salt: bytes
+
+    TAG = 16
+    FIELDS = (
+        ("opener", ID),
+        ("peer", ID),
+        ("arbiter", ID),
+        ("currency", CURRENCY),
+        ("scale", UInt(8)),
+        ("opener_deposit", UInt()),
+        ("peer_deposit", UInt()),
+        ("tariff", ListOf(Nested(TariffLine), 1, MAX_LINES)),
+        ("dispute_window_ms", UInt()),
+        ("opener_account", Nested(BankAccount)),
+        ("peer_account", Nested(BankAccount)),
+        ("escrow_account", Nested(BankAccount)),
+        ("salt", Bin(16)),
+    )
+
+    @property
+    def channel_id(self) -> ChannelId:
+        return ChannelId(hashlib.sha256(self.encode()).digest())
+
+    def party_index(self, node_id: bytes) -> int:
+        """0 for the opener, 1 for the peer; NOT_A_PARTY otherwise."""
+        if node_id == self.opener:
+            return 0
+        if node_id == self.peer:
+            return 1
+        raise RemoteProtocolError(
+            ErrorCode.NOT_A_PARTY, f"{node_id.hex()} is not a party to this channel"
+        )
+
+    def parties(self) -> tuple[NodeId, NodeId]:
+        return (self.opener, self.peer)
+
+    def deposits(self) -> tuple[MinorUnits, MinorUnits]:
+        return (self.opener_deposit, self.peer_deposit)
+
+    def accounts(self) -> tuple[BankAccount, BankAccount]:
+        return (self.opener_account, self.peer_account)
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelProposal(Signed):
+    """The opener's signed terms. The signature covers the *terms'* bytes, domain ``terms``."""
+
+    terms: ChannelTerms
+    signature: Signature
+
+    TAG = 1
+    DOMAIN = "terms"
+    FIELDS = (("terms", Nested(ChannelTerms)), ("signature", SIG_OR_EMPTY))
+
+    def body(self) -> bytes:
+        return self.terms.encode()
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelAcceptance(Signed):
+    """The peer's signature over the same terms bytes (domain ``terms``)."""
+
+    channel_id: ChannelId
+    signature: Signature
+
+    TAG = 2
+    DOMAIN = "terms"
+    FIELDS = (("channel_id", ID), ("signature", SIG_OR_EMPTY))
+
+    @classmethod
+    def for_terms(cls, terms: ChannelTerms, signer: Signer) -> ChannelAcceptance:
+        return cls(terms.channel_id, signer.sign(cls.DOMAIN, terms.encode()))
+
+    def verify_for(self, terms: ChannelTerms) -> None:
+        if self.channel_id != terms.channel_id:
+            raise RemoteProtocolError(ErrorCode.WRONG_CHANNEL, "acceptance names another channel")
+        verify(terms.peer, self.DOMAIN, terms.encode(), self.signature)
+
+
+@dataclass(frozen=True, slots=True)
+class FundingConfirmation(Signed):
+    """The arbiter saw `depositor`'s deposit booked on its escrow account."""
+
+    channel_id: ChannelId
+    depositor: NodeId
+    amount: MinorUnits
+    """Total confirmed for this depositor so far, in rail minor units."""
+    bank_reference: str
+    booked_ms: int
+    signature: Signature
+
+    TAG = 3
+    DOMAIN = "funding"
+    FIELDS = (
+        ("channel_id", ID),
+        ("depositor", ID),
+        ("amount", UInt()),
+        ("bank_reference", REFERENCE),
+        ("booked_ms", UInt()),
+        ("signature", SIG_OR_EMPTY),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class BalanceProof(Signed):
+    """The sender's cumulative promise: everything it has ever sent on this channel."""
+
+    channel_id: ChannelId
+    sender: NodeId
+    nonce: Nonce
+    amount: Amount
+    """Cumulative amount sent, at channel scale: tariff(quantities) + direct_amount."""
+    direct_amount: Amount
+    """Cumulative part paid as plain amounts rather than metered units."""
+    quantities: tuple[Quantity, ...]
+    """Cumulative quantity per tariff line, in tariff order."""
+    usage_digest: bytes
+    """Running SHA-256 over every proof's usage fields (specs/0003 §6)."""
+    reference: str
+    """The usage reference of this update ("SHIPMENT-4711"), or ""."""
+    time_ms: int
+    signature: Signature
+
+    TAG = 4
+    DOMAIN = "balance-proof"
+    FIELDS = (
+        ("channel_id", ID),
+        ("sender", ID),
+        ("nonce", UInt()),
+        ("amount", UInt()),
+        ("direct_amount", UInt()),
+        ("quantities", ListOf(UInt(), 1, MAX_LINES)),
+        ("usage_digest", Bin(32)),
+        ("reference", REFERENCE),
+        ("time_ms", UInt()),
+        ("signature", SIG_OR_EMPTY),
+    )
+
+
+def next_usage_digest(
+    previous: bytes,
+    *,
+    nonce: int,
+    amount: int,
+    direct_amount: int,
+    quantities: tuple[int, ...],
+    reference: str,
+    time_ms: int,
+) -> bytes:
+    """digest_n = SHA-256(digest_{n-1} ‖ canonical([nonce, amount, direct, quantities, ref, t]))."""
+    return hashlib.sha256(
+        previous + pack([nonce, amount, direct_amount, list(quantities), reference, time_ms])
+    ).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt(Signed):
+    """Cumulative acknowledgement: the receiver holds every proof up to `nonce`."""
+
+    channel_id: ChannelId
+    receiver: NodeId
+    nonce: Nonce
+    amount: Amount
+    signature: Signature
+
+    TAG = 5
+    DOMAIN = "receipt"
+    FIELDS = (
+        ("channel_id", ID),
+        ("receiver", ID),
+        ("nonce", UInt()),
+        ("amount", UInt()),
+        ("signature", SIG_OR_EMPTY),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint(Signed):
+    """Both sides agree the state so far; the arbiter may pay the net out and the channel goes on.
+
+    Defined on the wire now; the state machines do not act on it yet (specs/0003 §9).
+    """
+
+    channel_id: ChannelId
+    seq: int
+    opener_nonce: Nonce
+    opener_amount: Amount
+    peer_nonce: Nonce
+    peer_amount: Amount
+    opener_signature: Signature
+    peer_signature: Signature
+
+    TAG = 6
+    DOMAIN = "checkpoint"
+    SIGNATURE_FIELDS = ("opener_signature", "peer_signature")
+    FIELDS = (
+        ("channel_id", ID),
+        ("seq", UInt()),
+        ("opener_nonce", UInt()),
+        ("opener_amount", UInt()),
+        ("peer_nonce", UInt()),
+        ("peer_amount", UInt()),
+        ("opener_signature", SIG_OR_EMPTY),
+        ("peer_signature", SIG_OR_EMPTY),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class CooperativeClose(Signed):
+    """The final state, signed by both parties; handed to the arbiter for payout."""
+
+    channel_id: ChannelId
+    opener_nonce: Nonce
+    opener_amount: Amount
+    peer_nonce: Nonce
+    peer_amount: Amount
+    opener_signature: Signature
+    peer_signature: Signature
+
+    TAG = 7
+    DOMAIN = "close"
+    SIGNATURE_FIELDS = ("opener_signature", "peer_signature")
+    FIELDS = (
+        ("channel_id", ID),
+        ("opener_nonce", UInt()),
+        ("opener_amount", UInt()),
+        ("peer_nonce", UInt()),
+        ("peer_amount", UInt()),
+        ("opener_signature", SIG_OR_EMPTY),
+        ("peer_signature", SIG_OR_EMPTY),
+    )
+
+    def signature_field(self, index: int) -> str:
+        return self.SIGNATURE_FIELDS[index]
+
+    def fully_signed(self) -> bool:
+        return bool(self.opener_signature) and bool(self.peer_signature)
+
+    def same_state(self, other: CooperativeClose) -> bool:
+        return self.body() == other.body()
+
+
+@dataclass(frozen=True, slots=True)
+class UnilateralClose(Signed):
+    """`claimant` asks the arbiter to close on the latest proof it holds from the other side."""
+
+    channel_id: ChannelId
+    claimant: NodeId
+    proof: BalanceProof | None
+    signature: Signature
+
+    TAG = 8
+    DOMAIN = "unilateral-close"
+    FIELDS = (
+        ("channel_id", ID),
+        ("claimant", ID),
+        ("proof", Opt(Nested(BalanceProof))),
+        ("signature", SIG_OR_EMPTY),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class DisputeEvidence(Signed):
+    """During the dispute window: the latest proof `submitter` holds from the other side."""
+
+    channel_id: ChannelId
+    submitter: NodeId
+    proof: BalanceProof | None
+    signature: Signature
+
+    TAG = 9
+    DOMAIN = "evidence"
+    FIELDS = (
+        ("channel_id", ID),
+        ("submitter", ID),
+        ("proof", Opt(Nested(BalanceProof))),
+        ("signature", SIG_OR_EMPTY),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PayoutNotice(Signed):
+    """The arbiter's word that the payouts are booked at its bank."""
+
+    channel_id: ChannelId
+    opener_payout: MinorUnits
+    peer_payout: MinorUnits
+    opener_reference: str
+    peer_reference: str
+    booked_ms: int
+    signature: Signature
+
+    TAG = 10
+    DOMAIN = "payout"
+    FIELDS = (
+        ("channel_id", ID),
+        ("opener_payout", UInt()),
+        ("peer_payout", UInt()),
+        ("opener_reference", REFERENCE),
+        ("peer_reference", REFERENCE),
+        ("booked_ms", UInt()),
+        ("signature", SIG_OR_EMPTY),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Error(Message):
+    """A typed refusal. Unsigned: it carries no authority and changes nothing."""
+
+    code: int
+    message: str
+    channel_id: bytes
+
+    TAG = 11
+    FIELDS = (
+        ("code", UInt(16)),
+        ("message", Text(256)),
+        ("channel_id", Bin(0, 32)),
+    )
+
+    @classmethod
+    def from_exception(cls, exc: RemoteProtocolError, channel_id: bytes = b"") -> Error:
+        return cls(int(exc.code), exc.message[:256], channel_id)
