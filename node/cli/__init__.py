@@ -13,6 +13,7 @@ import click
 # (module, attribute) for each top-level command, in help order.
 _COMMANDS: list[tuple[str, str]] = [
     ("node.cli.bank", "bank"),
+    ("node.cli.rails_cmd", "rails"),
 ]
 
 
