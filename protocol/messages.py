@@ -164,6 +164,23 @@ class ChannelAcceptance(Signed):
 
 
 @dataclass(frozen=True, slots=True)
+class ChannelRegistration(Message):
+    """Both signatures over the terms, handed to the arbiter (either party may; idempotent).
+
+    Unsigned itself: the proposal and acceptance inside carry the signatures that matter.
+    """
+
+    proposal: ChannelProposal
+    acceptance: ChannelAcceptance
+
+    TAG = 12
+    FIELDS = (
+        ("proposal", Nested(ChannelProposal)),
+        ("acceptance", Nested(ChannelAcceptance)),
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class FundingConfirmation(Signed):
     """The arbiter saw `depositor`'s deposit booked on its escrow account."""
 
