@@ -72,8 +72,8 @@ class Fault:
     path: str
     method: str | None
     kind: str
-    """``delay`` (``timeout`` is a long delay), ``error`` (a 5xx) or ``reject`` (the payment
-    is created ``Rejected``)."""
+    """``delay`` (``timeout`` is a long delay), ``error`` (a 5xx), ``reject`` (the payment is
+    created ``Rejected``) or ``garbage`` (a 200 that is not JSON)."""
     remaining: int
     delay_ms: int = 0
     after_processing: bool = False
@@ -294,10 +294,10 @@ def render_txn(t: TxnRow) -> dict[str, Any]:
         out["TransactionReference"] = t.reference
     if t.information:
         out["TransactionInformation"] = t.information
-    if t.counterparty_scheme and t.counterparty_id:
-        party = {"SchemeName": t.counterparty_scheme, "Identification": t.counterparty_id}
-        if t.counterparty_name:
-            party["Name"] = t.counterparty_name
+    party = {k: v for k, v in (("SchemeName", t.counterparty_scheme),
+                               ("Identification", t.counterparty_id),
+                               ("Name", t.counterparty_name)) if v}
+    if party:
         out["DebtorAccount" if t.indicator == "Credit" else "CreditorAccount"] = party
     supplementary = {}
     if t.end_to_end_id:
@@ -357,6 +357,9 @@ async def fault_middleware(request: web.Request, handler: Handler) -> web.Stream
     log.warning("fault_injected", kind=fault.kind, remaining=fault.remaining)
     if fault.kind == "error":
         raise OBError(fault.status, "UK.OBIE.UnexpectedError", "injected fault")
+    if fault.kind == "garbage":
+        return web.Response(text="<html>upstream proxy says hello</html>", status=200,
+                            content_type="text/html")
     if fault.kind == "reject":
         request[REJECT] = (fault.reason_code, fault.reason)
         return await handler(request)
@@ -865,8 +868,8 @@ async def admin_consent_decision(request: web.Request) -> web.StreamResponse:
 async def admin_add_fault(request: web.Request) -> web.StreamResponse:
     body = await admin_json(request)
     kind = admin_str(body, "kind")
-    if kind not in ("delay", "timeout", "error", "reject"):
-        raise AdminError(400, "kind is delay, timeout, error or reject")
+    if kind not in ("delay", "timeout", "error", "reject", "garbage"):
+        raise AdminError(400, "kind is delay, timeout, error, reject or garbage")
     method = body.get("method")
     if method is not None and not isinstance(method, str):
         raise AdminError(400, "method must be a string")
