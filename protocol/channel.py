@@ -751,7 +751,9 @@ def _on_payout(state: ChannelState, event: ReceivePayout, now_ms: int) -> Transi
     if notice.channel_id != state.channel_id:
         raise RemoteProtocolError(ErrorCode.WRONG_CHANNEL, "payout notice for another channel")
     notice.verify_signature(state.terms.arbiter)
-    if notice.opener_payout + notice.peer_payout != sum(state.terms.deposits()):
+    # What escrow holds as the arbiter confirmed it: the terms' deposits once the channel opened
+    # (plus any over-deposit); only what was paid in when it never opened and is refunded.
+    if notice.opener_payout + notice.peer_payout != sum(state.funded):
         raise RemoteProtocolError(ErrorCode.DEPOSIT_MISMATCH, "payouts do not sum to the deposits")
     if state.phase is Phase.SETTLED:
         return Transition(state)
