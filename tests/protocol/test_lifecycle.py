@@ -21,7 +21,7 @@ from protocol.simulation import Simulation
 from protocol.tariff import tariff_amount
 from protocol.types import Amount, Quantity
 
-from .conftest import KM, KM_GRADUATED, MSG
+from .conftest import KM, KM_GRADUATED
 
 EUR_FACTOR = 10**4
 """Channel scale 6 over the EUR exponent 2: one cent is 10⁴ channel units."""
@@ -105,7 +105,8 @@ def test_full_lifecycle_thousand_updates_each_way(make_sim: Callable[..., Simula
             assert same_flow(s.states[1 - sender].received, flow)
             if ack:
                 receipt = s.states[sender].sent.receipt
-                assert receipt is not None and receipt.nonce == i + 1
+                assert receipt is not None
+                assert receipt.nonce == i + 1
                 receipt.verify_signature(s.terms.parties()[1 - sender])
                 assert receipt.amount == amounts_at[sender][receipt.nonce]
                 receipts[sender].append(receipt.nonce)
@@ -198,7 +199,8 @@ def test_unilateral_close_pays_out_on_the_highest_proofs(sim: Simulation) -> Non
     older_opener_proof = s.states[1].received.proof
     s.pay(0, (10_000,))  # the opener's latest proof, held by the peer
     latest_opener_proof = s.states[1].received.proof
-    assert older_opener_proof is not None and latest_opener_proof is not None
+    assert older_opener_proof is not None
+    assert latest_opener_proof is not None
     assert older_opener_proof.amount < latest_opener_proof.amount
 
     forced = ch.step(s.states[0], ch.ActionForceClose(s.opener), now_ms=s.tick())
@@ -240,7 +242,8 @@ def test_unilateral_close_pays_out_on_the_highest_proofs(sim: Simulation) -> Non
     assert s.escrow.evidence == (latest_opener_proof, s.states[0].received.proof)
 
     early = arb.step(s.escrow, arb.Tick(), now_ms=deadline - 1)
-    assert early.effects == () and early.state.phase is arb.ArbiterPhase.DISPUTE
+    assert early.effects == ()
+    assert early.state.phase is arb.ArbiterPhase.DISPUTE
     decided = arb.step(s.escrow, arb.Tick(), now_ms=deadline)
     s.escrow = decided.state
     assert s.escrow.phase is arb.ArbiterPhase.PAYING
@@ -317,7 +320,8 @@ def test_a_channel_that_never_funded_refunds(make_sim: Callable[..., Simulation]
     handshake(s)
     s.deposit(0, 10_000)  # the peer never pays in
     assert [st.phase for st in s.states] == [Phase.ACCEPTED, Phase.ACCEPTED]
-    assert s.escrow is not None and s.escrow.phase is arb.ArbiterPhase.FUNDING
+    assert s.escrow is not None
+    assert s.escrow.phase is arb.ArbiterPhase.FUNDING
     with pytest.raises(LocalProtocolError) as info:
         ch.step(s.states[0], ch.ActionPay(s.opener, (Quantity(1),)), now_ms=s.tick())
     assert info.value.code is ErrorCode.INVALID_STATE
@@ -325,12 +329,14 @@ def test_a_channel_that_never_funded_refunds(make_sim: Callable[..., Simulation]
     forced = ch.step(s.states[0], ch.ActionForceClose(s.opener), now_ms=s.tick())
     s.states[0] = forced.state
     (submit,) = forced.effects
-    assert isinstance(submit, ch.SubmitUnilateralClose) and submit.claim.proof is None
+    assert isinstance(submit, ch.SubmitUnilateralClose)
+    assert submit.claim.proof is None
     t0 = s.tick()
     opened = arb.step(s.escrow, arb.ReceiveUnilateralClose(submit.claim), now_ms=t0)
     s.escrow = opened.state
     (forward,) = opened.effects
-    assert isinstance(forward, arb.ForwardDispute) and forward.to == 1
+    assert isinstance(forward, arb.ForwardDispute)
+    assert forward.to == 1
     s.states[1] = ch.step(s.states[1], ch.ReceiveUnilateralClose(forward.claim), now_ms=t0).state
     s.now_ms = forward.deadline_ms
     decided = arb.step(s.escrow, arb.Tick(), now_ms=s.now_ms)
@@ -384,7 +390,8 @@ def test_direct_amount_payments(sim: Simulation) -> None:
         1_000_000,
         (0,),
     )
-    assert received.proof is not None and received.proof.reference == "INVOICE-1"
+    assert received.proof is not None
+    assert received.proof.reference == "INVOICE-1"
     s.pay(0, (1_000,), direct=5)
     received = s.states[1].received
     assert (received.amount, received.direct_amount, received.quantities) == (
@@ -394,7 +401,8 @@ def test_direct_amount_payments(sim: Simulation) -> None:
     )
     decided = s.close(0)
     s.settle(decided)
-    assert s.escrow is not None and s.escrow.payouts is not None
+    assert s.escrow is not None
+    assert s.escrow.payouts is not None
     # the peer is owed 1.012305 EUR: rounded down to 1.01 EUR, the opener keeps the rest
     assert (s.escrow.payouts.opener, s.escrow.payouts.peer) == (10_000 - 101, 5_000 + 101)
     assert s.escrow.payouts.residual == 2_305
@@ -460,5 +468,6 @@ def test_simulation_close_and_settle_round_trip(sim: Simulation) -> None:
     accounts = sim.terms.accounts()
     assert sim.ledger.balances[accounts[0].identification] == 10_000
     assert sim.ledger.balances[accounts[1].identification] == 5_000
-    assert sim.escrow is not None and sim.escrow.payouts is not None
+    assert sim.escrow is not None
+    assert sim.escrow.payouts is not None
     assert sim.escrow.payouts.residual == Amount(0)
