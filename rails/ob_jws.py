@@ -18,6 +18,8 @@ the sandbox bank (:mod:`rails.sandbox`, verifies requests, signs answers).
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import time
 from collections.abc import Mapping
@@ -119,13 +121,19 @@ def verify_detached(signature: str | None, body: bytes, key: RSAKey, *, kid: str
         raise SignatureError("UK.OBIE.Signature.Malformed",
                              "x-jws-signature must be a detached compact JWS (header..signature)")
     try:
+        raw_header = json.loads(base64.urlsafe_b64decode(parts[0] + "=" * (-len(parts[0]) % 4)))
+    except ValueError as exc:
+        raise SignatureError("UK.OBIE.Signature.Malformed", "JWS header is not JSON") from exc
+    if not isinstance(raw_header, dict):
+        raise SignatureError("UK.OBIE.Signature.Malformed", "JWS header is not an object")
+    if "b64" in raw_header:
+        raise SignatureError("UK.OBIE.Signature.Unexpected",
+                             "b64 is not allowed in the JWS header since v3.1.4")
+    try:
         obj = jws.extract_compact(signature.encode(), body, OB_REGISTRY)
     except (JoseError, ValueError) as exc:
         raise SignatureError("UK.OBIE.Signature.Malformed", f"cannot parse JWS: {exc}") from exc
     header = obj.headers()
-    if "b64" in header:
-        raise SignatureError("UK.OBIE.Signature.Unexpected",
-                             "b64 is not allowed in the JWS header since v3.1.4")
     if header.get("alg") != ALGORITHM:
         raise SignatureError("UK.OBIE.Signature.InvalidClaim", "alg must be PS256")
     crit = header.get("crit")
