@@ -194,8 +194,9 @@ class Message(Record):
             raise DecodeError(ErrorCode.MALFORMED, f"{path}: a message starts with tag, version")
         tag, version = raw[0], raw[1]
         if tag != cls.TAG:
+            known = isinstance(tag, int) and tag in _REGISTRY  # a tag may be any wire value
             raise DecodeError(
-                ErrorCode.UNKNOWN_MESSAGE_TYPE if tag not in _REGISTRY else ErrorCode.INVALID_FIELD,
+                ErrorCode.INVALID_FIELD if known else ErrorCode.UNKNOWN_MESSAGE_TYPE,
                 f"{path}: expected {cls.__name__} (tag {cls.TAG}), got tag {tag!r}",
             )
         if version != PROTOCOL_VERSION:
