@@ -12,6 +12,7 @@ from rails.port import Account
 from tests.rails.iso20022.harness import MockBank, mock_bank
 from tests.rails.iso20022.sepa_data import ACME, bank_now
 
+
 @pytest.fixture
 def bank(tmp_path: Path) -> Iterator[MockBank]:
     with mock_bank(tmp_path) as b:

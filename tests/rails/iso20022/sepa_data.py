@@ -1,4 +1,4 @@
-"""Accounts mock-bank seeds (real mod-97 IBANs at the fictional bank MOCK) and an instruction maker."""
+"""mock-bank's seeded accounts (real mod-97 IBANs at the fictional bank MOCK), a payment maker."""
 
 from __future__ import annotations
 

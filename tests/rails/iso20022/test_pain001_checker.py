@@ -49,19 +49,23 @@ async def test_multi_transaction_file_passes_xsd_profile_and_mock_bank(bank: Moc
     assert PAIN001.is_valid(data.decode())
     assert check_pain001(data) == []
     status, prose = await bank.validate(data)
-    assert status == 200 and "3 payments, 0 findings" in prose, prose
+    assert status == 200, prose
+    assert "3 payments, 0 findings" in prose, prose
     text = data.decode()
-    assert "<NbOfTxs>3</NbOfTxs>" in text and "<CtrlSum>101000.00</CtrlSum>" in text
+    assert "<NbOfTxs>3</NbOfTxs>" in text
+    assert "<CtrlSum>101000.00</CtrlSum>" in text
     assert "<Nm>Jurgen Muller + Sohne Strasse GmbH</Nm>" in text
     assert "<BICFI>COBADEFFXXX</BICFI>" in text  # schwifty's registry, from the IBAN
-    assert "<Cd>SCOR</Cd>" in text and "<Ref>RF18539007547034</Ref>" in text
+    assert "<Cd>SCOR</Cd>" in text
+    assert "<Ref>RF18539007547034</Ref>" in text
 
 
 def test_ids_are_deterministic_short_and_in_the_sepa_set() -> None:
     ids = {sepa.derive_id(k, kind) for k in ("a", "b", "ch/1:close") for kind in "MPE"}
     assert len(ids) == 9
     for value in ids:
-        assert len(value) <= 31 and sepa.SEPA_CHARSET.fullmatch(value)
+        assert len(value) <= 31
+        assert sepa.SEPA_CHARSET.fullmatch(value)
     assert sepa.derive_id("a", "E") == sepa.derive_id("a", "E")
 
 
@@ -99,7 +103,8 @@ async def test_each_broken_rule_is_named_by_path_and_code(
     assert (path, code) in {(f.path, f.code) for f in findings if f.severity == "error"}, findings
     if bank_code is not None:  # the bank's own validator agrees it is wrong
         status, prose = await bank.validate(broken)
-        assert status == 422 and bank_code in prose, prose
+        assert status == 422, prose
+        assert bank_code in prose, prose
 
 
 def test_the_xsd_alone_would_pass_what_the_profile_refuses() -> None:
@@ -119,4 +124,5 @@ def test_the_xsd_alone_would_pass_what_the_profile_refuses() -> None:
 ])
 def test_unreadable_or_hostile_files_are_findings_not_exceptions(data: bytes) -> None:
     findings = check_pain001(data)
-    assert findings and all(f.code == "FF01" for f in findings)
+    assert findings
+    assert all(f.code == "FF01" for f in findings)

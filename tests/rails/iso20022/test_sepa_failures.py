@@ -64,7 +64,8 @@ async def test_every_finding_is_reported_at_once(rail: SepaCreditTransferRail) -
         rail, creditor=Account("Peer", AccountScheme.IBAN, "NL31MOCK0000000005"),
         reference="x" * 150)
     codes = sorted({(f.path.rsplit("/", 2)[-1], f.code) for f in err.findings})
-    assert ("IBAN", "AC01") in codes and ("Ustrd", "FF01") in codes
+    assert ("IBAN", "AC01") in codes
+    assert ("Ustrd", "FF01") in codes
     assert "Ustrd is 150 characters" in str(err)
 
 
@@ -75,7 +76,8 @@ async def test_5xx_then_success_retries_the_same_bytes(
     rail = make_rail(url=flaky.url)
     record = await rail.submit(pay("retry-5xx"))
     assert record.status is PaymentStatus.BOOKED
-    assert len(flaky.posted) == 3 and len(set(flaky.posted)) == 1
+    assert len(flaky.posted) == 3
+    assert len(set(flaky.posted)) == 1
     assert len(await bank.payments_with(record.end_to_end_id)) == 1
 
 
@@ -86,7 +88,8 @@ async def test_lost_answer_is_retried_and_the_duplicate_is_looked_up(
     rail = make_rail(url=flaky.url)
     record = await rail.submit(pay("retry-lost"))
     assert record.status is PaymentStatus.BOOKED
-    assert len(flaky.posted) == 2 and flaky.posted[0] == flaky.posted[1]
+    assert len(flaky.posted) == 2
+    assert flaky.posted[0] == flaky.posted[1]
     assert len(await bank.payments_with(record.end_to_end_id)) == 1
 
 

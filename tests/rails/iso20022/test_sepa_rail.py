@@ -30,14 +30,16 @@ async def test_submit_books_and_every_answer_names_our_end_to_end_id(
     record = await rail.submit(pay("chan-1/close"))
 
     assert record.status is PaymentStatus.BOOKED  # executes today, before the cutoff
-    assert record.end_to_end_id.startswith("ML-E-") and len(record.end_to_end_id) <= 31
+    assert record.end_to_end_id.startswith("ML-E-")
+    assert len(record.end_to_end_id) <= 31
     at_bank = await bank.payments_with(record.end_to_end_id)
     assert [(p["amount"], p["currency"], p["creditor_iban"]) for p in at_bank] == [
         (12_345, "EUR", PEER.identification)]
 
     pain002 = [m for m in await bank.messages("pain.002")
                if record.end_to_end_id in m["body"]]
-    assert len(pain002) == 1 and "<TxSts>ACCP</TxSts>" in pain002[0]["body"]
+    assert len(pain002) == 1
+    assert "<TxSts>ACCP</TxSts>" in pain002[0]["body"]
     camt054 = [m for m in await bank.messages("camt.054")
                if record.end_to_end_id in m["body"]]
     assert len(camt054) == 1
@@ -48,7 +50,8 @@ async def test_submit_books_and_every_answer_names_our_end_to_end_id(
 
     await bank.advance(1)  # the day ends: camt.053
     statement = await rail.latest_statement()
-    assert statement is not None and statement.account == ACME.identification
+    assert statement is not None
+    assert statement.account == ACME.identification
     assert statement.opening_balance_minor is not None
     assert statement.closing_balance_minor == statement.opening_balance_minor - 12_345
     recon = await rail.reconcile()
@@ -56,7 +59,8 @@ async def test_submit_books_and_every_answer_names_our_end_to_end_id(
     assert recon.booked["chan-1/close"].amount_minor == 12_345
     assert recon.outstanding == ()
     camt053 = [m for m in await bank.messages("camt.053") if record.end_to_end_id in m["body"]]
-    assert camt053 and _xsd("camt.053.001.08").is_valid(camt053[0]["body"])
+    assert camt053
+    assert _xsd("camt.053.001.08").is_valid(camt053[0]["body"])
 
 
 async def test_file_sent_is_the_stored_file_and_passes_xsd_and_the_bank(
@@ -73,7 +77,8 @@ async def test_file_sent_is_the_stored_file_and_passes_xsd_and_the_bank(
     assert _xsd("pain.001.001.09").is_valid(data.decode())
     assert check_pain001(data) == []
     status, prose = await bank.validate(data)
-    assert status == 200 and "0 findings" in prose, prose
+    assert status == 200, prose
+    assert "0 findings" in prose, prose
 
 
 async def test_closed_creditor_account_is_rejected_ac04(
@@ -86,7 +91,8 @@ async def test_closed_creditor_account_is_rejected_ac04(
     assert (again.status, again.reason_code) == (PaymentStatus.REJECTED, "AC04")
     pain002 = [m["body"] for m in await bank.messages("pain.002")
                if record.end_to_end_id in m["body"]]
-    assert len(pain002) == 1 and "<Cd>AC04</Cd>" in pain002[0]
+    assert len(pain002) == 1
+    assert "<Cd>AC04</Cd>" in pain002[0]
 
 
 async def test_insufficient_funds_is_rejected_am04(make_rail: Rails, bank: MockBank) -> None:

@@ -23,7 +23,7 @@ from rails.nacha import (
 from rails.port import Account, AccountScheme, PaymentStatus
 from rails.store import SqliteIdempotencyStore
 from tests.rails.iso20022.harness import MockBank
-from tests.rails.nacha.ach_data import ACME, EURODIS, GLOBEX, INITECH, PEER, pay
+from tests.rails.nacha.ach_data import EURODIS, GLOBEX, INITECH, pay
 
 Rails = Callable[..., AchCreditRail]
 T0 = datetime(2026, 10, 1, 9, 0, tzinfo=UTC)
@@ -42,18 +42,23 @@ async def test_generated_file_passes_achkit_mock_bank_and_our_checker(
 ) -> None:
     data = rail.prepare(pay("chan-1/close"), T0, "A")
     lines = data.decode("ascii").splitlines()
-    assert all(len(line) == 94 for line in lines) and len(lines) % 10 == 0
+    assert all(len(line) == 94 for line in lines)
+    assert len(lines) % 10 == 0
     assert [line[0] for line in lines[:6]] == ["1", "5", "6", "7", "8", "9"]
     assert lines[6:] == ["9" * 94] * 4
-    assert lines[1][50:53] == "CCD" and lines[1][1:4] == "220"
-    assert lines[2][1:3] == "22" and lines[2][39:54] == derive_individual_id("chan-1/close")
-    assert lines[3][1:3] == "05" and lines[3][3:83].rstrip() == "ML CHANNEL 7F3A CLOSE"
+    assert lines[1][50:53] == "CCD"
+    assert lines[1][1:4] == "220"
+    assert lines[2][1:3] == "22"
+    assert lines[2][39:54] == derive_individual_id("chan-1/close")
+    assert lines[3][1:3] == "05"
+    assert lines[3][3:83].rstrip() == "ML CHANNEL 7F3A CLOSE"
     assert lines[4][10:20] == "0002100002"  # entry hash: RDFI 02100002
 
     assert check_nacha(data) == []
     assert achkit.validate(data.decode()) == {"ok": True, "errors": []}
     status, prose = await nacha_bank.validate(data)
-    assert status == 200 and "0 findings" in prose, prose
+    assert status == 200, prose
+    assert "0 findings" in prose, prose
 
 
 async def test_submit_books_and_restart_with_same_key_is_one_payment(
@@ -61,7 +66,8 @@ async def test_submit_books_and_restart_with_same_key_is_one_payment(
 ) -> None:
     first = make_rail()
     one = await first.submit(pay("chan-2/close"))
-    assert one.status is PaymentStatus.BOOKED and len(one.end_to_end_id) == 15
+    assert one.status is PaymentStatus.BOOKED
+    assert len(one.end_to_end_id) == 15
     await first.aclose()
 
     second = make_rail()

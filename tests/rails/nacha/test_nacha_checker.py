@@ -38,11 +38,13 @@ async def test_clean_two_entry_file(bank: MockBank) -> None:
     assert achkit.validate(data.decode())["ok"]
     await bank.patch_account("ACME", format="nacha", currency="USD")
     status, prose = await bank.validate(data)
-    assert status == 200 and "2 payments, 0 findings" in prose, prose
+    assert status == 200, prose
+    assert "2 payments, 0 findings" in prose, prose
     assert "MULLER SOHNE" in data.decode()  # ASCII, accents dropped
     # Entry hash: 02100002 + 01100001 = 3200003; credit total 12350 cents.
     control = data.decode().splitlines()[6]
-    assert control[10:20] == "0003200003" and control[32:44] == "000000012350"
+    assert control[10:20] == "0003200003"
+    assert control[32:44] == "000000012350"
 
 
 @pytest.mark.parametrize(
@@ -75,7 +77,8 @@ def test_short_line_bad_byte_and_missing_padding() -> None:
     assert ("line 1 col 1", "FF01") in {(f.path, f.code) for f in check_nacha(short)}
     accented = data.replace(b"MULLER", "MÜLLER".encode("latin-1"))
     msgs = [f for f in check_nacha(accented) if "0xDC" in f.message]
-    assert msgs and msgs[0].path == "line 5 col 56"
+    assert msgs
+    assert msgs[0].path == "line 5 col 56"
     unpadded = b"\n".join(rows[:8]) + b"\n"
     findings = check_nacha(unpadded)
     assert any("lines of nines" in f.message for f in findings)
