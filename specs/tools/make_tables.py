@@ -21,6 +21,7 @@ from protocol.messages import (
     BankAccount,
     ChannelAcceptance,
     ChannelProposal,
+    ChannelRegistration,
     ChannelTerms,
     Checkpoint,
     CooperativeClose,
@@ -99,6 +100,12 @@ def layout(cls: type[Record]) -> str:
         lines += [
             "Carried inside `ChannelProposal`; the signatures of the proposal and the "
             "acceptance cover this encoding, and the channel id is its SHA-256.",
+            "",
+        ]
+    elif cls is ChannelRegistration:
+        lines += [
+            "Unsigned: the `ChannelProposal` and `ChannelAcceptance` inside carry the signatures "
+            "that matter.",
             "",
         ]
     elif is_message:

@@ -31,6 +31,7 @@ from protocol.messages import (
     BalanceProof,
     BankAccount,
     ChannelAcceptance,
+    ChannelRegistration,
     ChannelTerms,
     Checkpoint,
     DisputeEvidence,
@@ -215,6 +216,7 @@ def example_messages() -> list[tuple[str, Message]]:
     accepted = ch.accept(proposal, peer, now_ms=T0 + 1)
     acceptance = _only(accepted.effects, ch.SendAcceptance).acceptance
     out += [("channel-proposal", proposal), ("channel-acceptance", acceptance)]
+    out.append(("channel-registration", ChannelRegistration(proposal, acceptance)))
     states = [
         ch.step(proposed.state, ch.ReceiveAcceptance(acceptance), now_ms=T0 + 2).state,
         accepted.state,
@@ -855,6 +857,12 @@ def decode_error_inputs() -> list[tuple[str, str, bytes]]:
         ("tag 0 is not a message", "any", pack([0, 1])),
         ("tag is a string", "any", pack(["receipt", 1, b"", 0])),
         ("nested terms with an unknown tag", "any", pack([1, 1, [17, 1], b""])),
+        ("nested terms whose tag is an array", "any", pack([1, 1, [[16], 1], b""])),
+        (
+            "nested proof with another message's tag",
+            "any",
+            pack([9, 1, bytes(32), bytes(32), [5, 1], b""]),
+        ),
         ("version 2", "any", with_field(1, 2)),
         ("version 0", "any", with_field(1, 0)),
         ("receipt without its signature", "any", pack(good[:-1])),

@@ -1,0 +1,510 @@
+"""The JSON test vectors of specs/vectors/, checked against protocol/ in both directions.
+
+Building a value from a vector's fields must give its bytes; decoding the bytes must give the
+fields; every signature must verify; every malformed input must raise the typed DecodeError with
+the listed code. The JSON is read here with its own small reader (below), not with the generator's
+writer, so a mistake in one does not hide in the other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from protocol import PROTOCOL_VERSION
+from protocol import arbiter as arb
+from protocol.crypto import (
+    DOMAIN_PREFIX,
+    Signer,
+    ed25519_public,
+    ed25519_sign,
+    ed25519_verify,
+    signing_input,
+)
+from protocol.encoding import pack
+from protocol.errors import DecodeError, ErrorCode, ProtocolError
+from protocol.messages import BalanceProof, ChannelAcceptance, ChannelTerms, Signed
+from protocol.money import (
+    compute_payouts,
+    currency_exponent,
+    format_money,
+    parse_decimal,
+    parse_money,
+    to_minor_units,
+)
+from protocol.records import (
+    Bin,
+    Kind,
+    ListOf,
+    Message,
+    Nested,
+    Opt,
+    Record,
+    Text,
+    UInt,
+    decode_message,
+    message_types,
+)
+from protocol.references import Purpose, bank_reference, idempotency_key
+from protocol.tariff import TariffLine, check_tariff, parse_tariff_line, tariff_amount
+from protocol.types import Amount, MinorUnits
+
+ROOT = Path(__file__).resolve().parents[2]
+VECTORS = ROOT / "specs" / "vectors"
+
+
+def load(name: str) -> Any:
+    return json.loads((VECTORS / name).read_text(encoding="utf-8"))
+
+
+def ids(cases: list[dict[str, Any]], key: str = "name") -> list[str]:
+    return [str(case[key]) for case in cases]
+
+
+# ---------------------------------------------------------------------------------------------
+# The JSON form, read and written by Kind (README: u64 as decimal strings, bytes as hex).
+
+
+def from_json(kind: Kind, value: Any) -> Any:
+    if isinstance(kind, UInt):
+        if kind.bits > 32:
+            assert isinstance(value, str), f"u{kind.bits} is a decimal string in the vectors"
+            assert value.isdigit()
+            assert value == "0" or not value.startswith("0")
+        else:
+            assert isinstance(value, int)
+        return int(value)
+    if isinstance(kind, Bin):
+        assert value == value.lower()
+        return bytes.fromhex(value)
+    if isinstance(kind, Text):
+        assert isinstance(value, str)
+        return value
+    if isinstance(kind, Opt):
+        return None if value is None else from_json(kind.inner, value)
+    if isinstance(kind, ListOf):
+        return tuple(from_json(kind.inner, item) for item in value)
+    if isinstance(kind, Nested):
+        return record_from_json(kind.cls, value)
+    raise TypeError(kind)
+
+
+def record_from_json(cls: type[Record], fields: dict[str, Any]) -> Any:
+    assert list(fields) == [name for name, _ in cls.FIELDS], f"{cls.__name__}: field order"
+    return cls(**{name: from_json(kind, fields[name]) for name, kind in cls.FIELDS})
+
+
+def to_json(kind: Kind, value: Any) -> Any:
+    if isinstance(kind, UInt):
+        return str(value) if kind.bits > 32 else value
+    if isinstance(kind, Bin):
+        return value.hex()
+    if isinstance(kind, Opt):
+        return None if value is None else to_json(kind.inner, value)
+    if isinstance(kind, ListOf):
+        return [to_json(kind.inner, item) for item in value]
+    if isinstance(kind, Nested):
+        return {name: to_json(k, getattr(value, name)) for name, k in value.FIELDS}
+    return value
+
+
+def message_json(message: Message) -> dict[str, Any]:
+    return to_json(Nested(type(message)), message)  # type: ignore[no-any-return]
+
+
+def assert_error(exc: ProtocolError, case: dict[str, Any]) -> None:
+    assert exc.code is ErrorCode[case["error"]]
+    assert int(exc.code) == case["code"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The committed files are what the generator writes today.
+
+
+def test_vector_files_are_current() -> None:
+    from specs.tools import make_vectors
+
+    generated = make_vectors.generate()
+    committed = {path.name for path in VECTORS.glob("*.json")}
+    assert committed == set(generated), "run python -m specs.tools.make_vectors"
+    for name, text in generated.items():
+        assert (VECTORS / name).read_text(encoding="utf-8") == text, (
+            f"{name} is stale: run python -m specs.tools.make_vectors"
+        )
+
+
+def test_readme_describes_every_file() -> None:
+    readme = (VECTORS / "README.md").read_text(encoding="utf-8")
+    for path in VECTORS.glob("*.json"):
+        assert f"`{path.name}`" in readme
+
+
+# ---------------------------------------------------------------------------------------------
+# keys.json
+
+KEYS = load("keys.json")
+
+
+@pytest.mark.parametrize("case", KEYS["rfc8032"], ids=ids(KEYS["rfc8032"]))
+def test_rfc8032(case: dict[str, Any]) -> None:
+    seed, message = bytes.fromhex(case["seed"]), bytes.fromhex(case["message"])
+    public, signature = bytes.fromhex(case["public_key"]), bytes.fromhex(case["signature"])
+    assert ed25519_public(seed) == public
+    assert Signer(seed).node_id == public
+    assert ed25519_sign(seed, message) == signature
+    assert ed25519_verify(public, message, signature)
+    assert not ed25519_verify(public, message + b"\x00", signature)
+
+
+@pytest.mark.parametrize("case", KEYS["labelled"], ids=ids(KEYS["labelled"], "label"))
+def test_labelled_keys(case: dict[str, Any]) -> None:
+    seed = hashlib.sha256(case["label"].encode()).digest()
+    assert seed.hex() == case["seed"]
+    signer = Signer.from_label(case["label"])
+    assert signer.seed() == seed
+    assert signer.node_id.hex() == case["node_id"]
+
+
+@pytest.mark.parametrize("case", KEYS["signing"], ids=ids(KEYS["signing"], "domain"))
+def test_domain_separated_signing(case: dict[str, Any]) -> None:
+    body = bytes.fromhex(case["body"])
+    expected = (
+        KEYS["domain_prefix"].encode()
+        + case["domain"].encode()
+        + b"\x00"
+        + bytes([KEYS["protocol_version"]])
+        + body
+    )
+    assert expected.hex() == case["signing_input"]
+    assert signing_input(case["domain"], body) == expected
+    signer = Signer.from_label(case["signer"])
+    assert signer.sign(case["domain"], body).hex() == case["signature"]
+    assert ed25519_verify(signer.node_id, expected, bytes.fromhex(case["signature"]))
+
+
+# ---------------------------------------------------------------------------------------------
+# messages.json
+
+MESSAGES = load("messages.json")
+BY_NAME = {cls.__name__: cls for cls in message_types().values()}
+NODE_IDS = {case["label"]: bytes.fromhex(case["node_id"]) for case in KEYS["labelled"]}
+
+
+def test_every_message_type_has_a_vector() -> None:
+    assert MESSAGES["protocol_version"] == PROTOCOL_VERSION
+    assert MESSAGES["domain_prefix"] == DOMAIN_PREFIX.decode()
+    covered = {case["type"] for case in MESSAGES["messages"]}
+    assert covered == set(BY_NAME)
+
+
+@pytest.mark.parametrize("case", MESSAGES["messages"], ids=ids(MESSAGES["messages"]))
+def test_message_encodes_to_its_bytes(case: dict[str, Any]) -> None:
+    cls = BY_NAME[case["type"]]
+    assert case["tag"] == cls.TAG
+    message = record_from_json(cls, case["fields"])
+    encoded = message.encode()
+    assert encoded.hex() == case["encoded"]
+    assert encoded[1:2] == bytes([case["tag"]])
+    assert encoded[2:3] == bytes([PROTOCOL_VERSION])
+    if "channel_id" in case:
+        assert hashlib.sha256(encoded).hexdigest() == case["channel_id"]
+        assert message.channel_id.hex() == case["channel_id"]
+
+
+@pytest.mark.parametrize("case", MESSAGES["messages"], ids=ids(MESSAGES["messages"]))
+def test_message_decodes_to_its_fields(case: dict[str, Any]) -> None:
+    data = bytes.fromhex(case["encoded"])
+    message = decode_message(data)
+    assert type(message).__name__ == case["type"]
+    assert message_json(message) == case["fields"]
+    assert BY_NAME[case["type"]].decode(data) == message
+
+
+def _terms() -> ChannelTerms:
+    (case,) = [c for c in MESSAGES["messages"] if c["type"] == "ChannelTerms"]
+    terms: ChannelTerms = record_from_json(ChannelTerms, case["fields"])
+    return terms
+
+
+@pytest.mark.parametrize("case", MESSAGES["messages"], ids=ids(MESSAGES["messages"]))
+def test_message_signatures_verify(case: dict[str, Any]) -> None:
+    message = decode_message(bytes.fromhex(case["encoded"]))
+    if not isinstance(message, Signed):
+        assert case["signatures"] == []
+        return
+    assert [s["field"] for s in case["signatures"]] == list(message.SIGNATURE_FIELDS)
+    for sig in case["signatures"]:
+        assert sig["domain"] == message.DOMAIN
+        signed = bytes.fromhex(sig["signed_bytes"])
+        if isinstance(message, ChannelAcceptance):
+            assert signed == _terms().encode()
+        else:
+            assert signed == message.body()
+        expected = DOMAIN_PREFIX + sig["domain"].encode() + b"\x00" + bytes([1]) + signed
+        assert expected.hex() == sig["signing_input"]
+        node_id = NODE_IDS[sig["signer"]]
+        signature = getattr(message, sig["field"])
+        assert ed25519_verify(node_id, expected, signature)
+        # and the same check through the message API (a re-sign gives the same bytes)
+        if isinstance(message, ChannelAcceptance):
+            message.verify_for(_terms())
+        else:
+            message.verify_signature(node_id, sig["field"])
+            resigned = message.signed_by(Signer.from_label(sig["signer"]), sig["field"])
+            assert resigned == message
+        # any change to the signed bytes breaks it
+        assert not ed25519_verify(node_id, expected[:-1] + bytes([expected[-1] ^ 1]), signature)
+    proof = getattr(message, "proof", None)
+    if isinstance(proof, BalanceProof):
+        proof.verify_signature(proof.sender)
+
+
+def test_unsigned_body_excludes_signature_fields() -> None:
+    (case,) = [c for c in MESSAGES["messages"] if c["name"] == "cooperative-close"]
+    message = decode_message(bytes.fromhex(case["encoded"]))
+    assert isinstance(message, Signed)
+    wire = message.to_wire()
+    assert message.body() == pack(wire[: -len(message.SIGNATURE_FIELDS)])
+
+
+@pytest.mark.parametrize(
+    "case", MESSAGES["usage_digests"], ids=ids(MESSAGES["usage_digests"], "proof")
+)
+def test_usage_digest_chain(case: dict[str, Any]) -> None:
+    (vector,) = [c for c in MESSAGES["messages"] if c["name"] == case["proof"]]
+    proof = decode_message(bytes.fromhex(vector["encoded"]))
+    assert isinstance(proof, BalanceProof)
+    usage = pack(
+        [
+            proof.nonce,
+            proof.amount,
+            proof.direct_amount,
+            list(proof.quantities),
+            proof.reference,
+            proof.time_ms,
+        ]
+    )
+    assert usage.hex() == case["usage"]
+    digest = hashlib.sha256(bytes.fromhex(case["previous"]) + usage).digest()
+    assert digest.hex() == case["digest"] == proof.usage_digest.hex()
+    if proof.nonce == 1:  # the chain starts from the channel id
+        assert case["previous"] == proof.channel_id.hex()
+
+
+def test_proof_amounts_follow_the_tariff() -> None:
+    terms = _terms()
+    for case in MESSAGES["messages"]:
+        if case["type"] == "BalanceProof":
+            proof = decode_message(bytes.fromhex(case["encoded"]))
+            assert isinstance(proof, BalanceProof)
+            expected = tariff_amount(terms.tariff, proof.quantities) + proof.direct_amount
+            assert proof.amount == expected
+
+
+# ---------------------------------------------------------------------------------------------
+# decode-errors.json
+
+DECODE = load("decode-errors.json")
+
+
+@pytest.mark.parametrize("case", DECODE["cases"], ids=ids(DECODE["cases"]))
+def test_decode_error(case: dict[str, Any]) -> None:
+    data = bytes.fromhex(case["hex"])
+    decode = decode_message if case["decoder"] == "any" else BY_NAME[case["decoder"]].decode
+    with pytest.raises(DecodeError) as info:
+        decode(data)
+    assert_error(info.value, case)
+    assert 1 <= info.value.code <= 19
+
+
+def test_decode_errors_cover_every_decoding_code() -> None:
+    decoding = {code.name for code in ErrorCode if 1 <= code <= 19}
+    assert {case["error"] for case in DECODE["cases"]} == decoding
+
+
+# ---------------------------------------------------------------------------------------------
+# tariff.json
+
+TARIFF = load("tariff.json")
+
+
+def lines_from_json(lines: list[dict[str, Any]]) -> tuple[TariffLine, ...]:
+    return tuple(record_from_json(TariffLine, line) for line in lines)
+
+
+@pytest.mark.parametrize("case", TARIFF["amounts"], ids=ids(TARIFF["amounts"]))
+def test_tariff_amount(case: dict[str, Any]) -> None:
+    lines = lines_from_json(case["tariff"])
+    check_tariff(lines)
+    quantities = [int(q) for q in case["quantities"]]
+    for line, q, amount in zip(lines, quantities, case["line_amounts"], strict=True):
+        assert line.amount(q) == int(amount)
+    assert tariff_amount(lines, quantities) == int(case["amount"])
+
+
+@pytest.mark.parametrize("case", TARIFF["parse"], ids=ids(TARIFF["parse"], "text"))
+def test_tariff_parse(case: dict[str, Any]) -> None:
+    line = parse_tariff_line(
+        case["text"], scale=case["scale"], quantity_scale=case["quantity_scale"]
+    )
+    assert line == record_from_json(TariffLine, case["line"])
+    assert to_json(Nested(TariffLine), line) == case["line"]
+
+
+@pytest.mark.parametrize("case", TARIFF["invalid_text"], ids=ids(TARIFF["invalid_text"], "text"))
+def test_tariff_parse_rejects(case: dict[str, Any]) -> None:
+    with pytest.raises(ProtocolError) as info:
+        parse_tariff_line(case["text"], scale=case["scale"], quantity_scale=case["quantity_scale"])
+    assert_error(info.value, case)
+
+
+@pytest.mark.parametrize("case", TARIFF["invalid_tariff"], ids=ids(TARIFF["invalid_tariff"]))
+def test_tariff_check_rejects(case: dict[str, Any]) -> None:
+    with pytest.raises(ProtocolError) as info:
+        check_tariff(lines_from_json(case["tariff"]))
+    assert_error(info.value, case)
+
+
+# ---------------------------------------------------------------------------------------------
+# money.json
+
+MONEY = load("money.json")
+
+
+@pytest.mark.parametrize("case", MONEY["exponents"], ids=ids(MONEY["exponents"], "currency"))
+def test_currency_exponent(case: dict[str, Any]) -> None:
+    if "error" in case:
+        with pytest.raises(ProtocolError) as info:
+            currency_exponent(case["currency"])
+        assert_error(info.value, case)
+    else:
+        assert currency_exponent(case["currency"]) == case["exponent"]
+
+
+@pytest.mark.parametrize("case", MONEY["parse_decimal"], ids=ids(MONEY["parse_decimal"], "text"))
+def test_parse_decimal(case: dict[str, Any]) -> None:
+    if "error" in case:
+        with pytest.raises(ProtocolError) as info:
+            parse_decimal(case["text"], case["scale"])
+        assert_error(info.value, case)
+    else:
+        assert parse_decimal(case["text"], case["scale"]) == int(case["value"])
+
+
+@pytest.mark.parametrize("case", MONEY["parse_money"], ids=ids(MONEY["parse_money"], "text"))
+def test_parse_money(case: dict[str, Any]) -> None:
+    if "error" in case:
+        with pytest.raises(ProtocolError) as info:
+            parse_money(case["text"], case["scale"])
+        assert_error(info.value, case)
+    else:
+        money = parse_money(case["text"], case["scale"])
+        assert (money.amount, money.currency, money.scale) == (
+            int(case["amount"]),
+            case["currency"],
+            case["scale"],
+        )
+
+
+@pytest.mark.parametrize(
+    "case", MONEY["to_minor_units"], ids=ids(MONEY["to_minor_units"], "amount")
+)
+def test_to_minor_units(case: dict[str, Any]) -> None:
+    minor = to_minor_units(Amount(int(case["amount"])), case["scale"], case["exponent"])
+    assert minor == int(case["minor_units"])
+
+
+@pytest.mark.parametrize("case", MONEY["format_money"], ids=ids(MONEY["format_money"], "text"))
+def test_format_money(case: dict[str, Any]) -> None:
+    text = format_money(
+        int(case["amount"]), case["currency"], case["scale"], precise=case["precise"]
+    )
+    assert text == case["text"]
+
+
+@pytest.mark.parametrize("case", MONEY["payouts"], ids=ids(MONEY["payouts"]))
+def test_payouts(case: dict[str, Any]) -> None:
+    result = compute_payouts(
+        opener_deposit=MinorUnits(int(case["opener_deposit"])),
+        peer_deposit=MinorUnits(int(case["peer_deposit"])),
+        opener_sent=Amount(int(case["opener_sent"])),
+        peer_sent=Amount(int(case["peer_sent"])),
+        scale=case["scale"],
+        exponent=case["exponent"],
+    )
+    assert (result.opener, result.peer, result.residual) == (
+        int(case["opener_payout"]),
+        int(case["peer_payout"]),
+        int(case["residual"]),
+    )
+    # the spec's rule, restated: the payouts add up to the deposits exactly
+    assert result.opener + result.peer == int(case["opener_deposit"]) + int(case["peer_deposit"])
+    assert 0 <= result.residual < 10 ** (case["scale"] - case["exponent"])
+
+
+@pytest.mark.parametrize("case", MONEY["arbiter_payouts"], ids=ids(MONEY["arbiter_payouts"]))
+def test_arbiter_payouts(case: dict[str, Any]) -> None:
+    from dataclasses import replace
+
+    terms = replace(
+        _terms(),
+        currency=case["currency"],
+        scale=case["scale"],
+        opener_deposit=MinorUnits(int(case["opener_deposit"])),
+        peer_deposit=MinorUnits(int(case["peer_deposit"])),
+    )
+    opener, peer = Signer.from_label("opener"), Signer.from_label("peer")
+    from protocol.messages import EMPTY_SIGNATURE, ChannelProposal
+
+    proposal = ChannelProposal(terms, EMPTY_SIGNATURE).signed_by(opener)
+    acceptance = ChannelAcceptance.for_terms(terms, peer)
+    state = arb.register(proposal, acceptance, terms.arbiter, now_ms=0)
+    state = replace(
+        state,
+        deposited=(
+            MinorUnits(int(case["opener_deposited"])),
+            MinorUnits(int(case["peer_deposited"])),
+        ),
+        opened=case["opened"],
+    )
+    result = arb.decide_payouts(state, int(case["opener_sent"]), int(case["peer_sent"]))
+    assert (result.opener, result.peer, result.residual) == (
+        int(case["opener_payout"]),
+        int(case["peer_payout"]),
+        int(case["residual"]),
+    )
+    assert result.opener + result.peer == state.held()
+
+
+# ---------------------------------------------------------------------------------------------
+# references.json
+
+REFERENCES = load("references.json")["references"]
+
+
+@pytest.mark.parametrize(
+    "case", REFERENCES, ids=[f"{c['purpose']}-{c['party']}-{c['seq']}" for c in REFERENCES]
+)
+def test_references(case: dict[str, Any]) -> None:
+    cid = bytes.fromhex(case["channel_id"])
+    purpose, party, seq = Purpose(case["purpose"]), case["party"], int(case["seq"])
+    material = (
+        b"meterline/ref\x00"
+        + cid
+        + purpose.value.encode()
+        + bytes([party])
+        + seq.to_bytes(8, "big")
+    )
+    assert material.hex() == case["material"]
+    digest = hashlib.sha256(material).digest()
+    assert digest.hex() == case["digest"]
+    assert bank_reference(cid, purpose, party, seq) == case["bank_reference"]
+    assert idempotency_key(cid, purpose, party, seq) == case["idempotency_key"]
+    assert case["bank_reference"] == "ML" + digest[:8].hex().upper()
+    assert case["idempotency_key"] == "ml-" + digest[8:24].hex()
+    assert len(case["bank_reference"]) == 18
+    assert len(case["idempotency_key"]) == 35
