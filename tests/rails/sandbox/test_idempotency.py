@@ -153,3 +153,17 @@ async def test_same_key_after_restarting_adapter_and_bank_is_one_payment(
     consent_keys = {e.request_headers["x-idempotency-key"]
                     for e in ob.seen if e.path == f"{PISP}/domestic-payment-consents"}
     assert len(consent_keys) == 1
+
+
+def test_bank_facing_ids_are_pure_functions_of_the_key_within_ob_limits() -> None:
+    from rails.openbanking import derive_ids
+
+    key = "ch-0123456789abcdef:close:attempt-1"
+    ids = derive_ids(key)
+    assert derive_ids(key) == ids
+    assert derive_ids(key + "x") != ids
+    assert len(ids.end_to_end_id) <= 31
+    assert len(ids.instruction_id) <= 35
+    assert len(ids.consent_key) <= 40
+    assert len(ids.payment_key) <= 40
+    assert ids.consent_key != ids.payment_key
