@@ -18,7 +18,7 @@ from protocol.types import Amount, MinorUnits
 
 DEFAULT_SCALE = 6
 MAX_SCALE = 12
-_DECIMAL = re.compile(r"(\d{1,20})(?:\.(\d{1,20}))?")
+_DECIMAL = re.compile(r"([0-9]{1,20})(?:\.([0-9]{1,20}))?")  # ASCII digits only
 _MONEY = re.compile(r"\s*(\S+)\s+([A-Za-z]{3})\s*")
 
 

@@ -1,0 +1,386 @@
+"""Money at a scale, ISO 4217 exponents, the payout rule (DESIGN §3) and tariffs."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from protocol import channel as ch
+from protocol.errors import ErrorCode, LocalProtocolError
+from protocol.money import (
+    Money,
+    Payouts,
+    compute_payouts,
+    currency_exponent,
+    format_decimal,
+    format_money,
+    from_minor_units,
+    parse_decimal,
+    parse_money,
+    to_minor_units,
+)
+from protocol.simulation import Simulation
+from protocol.tariff import (
+    TariffLine,
+    TariffTier,
+    check_tariff,
+    parse_quantity,
+    parse_tariff_line,
+    tariff_amount,
+)
+from protocol.types import Amount, MinorUnits, Quantity
+
+from .conftest import KM, KM_GRADUATED, MSG
+
+PROPERTY = settings(max_examples=200, deadline=None)
+
+# -- parsing ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "scale", "expected"),
+    [
+        ("5000.00 EUR", 6, Money(Amount(5_000_000_000), "EUR", 6)),
+        ("5000 EUR", 6, Money(Amount(5_000_000_000), "EUR", 6)),
+        ("0.000001 EUR", 6, Money(Amount(1), "EUR", 6)),
+        ("12.5 eur", 6, Money(Amount(12_500_000), "EUR", 6)),
+        ("  7.10 EUR  ", 2, Money(Amount(710), "EUR", 2)),
+        ("1.500 EUR", 2, Money(Amount(150), "EUR", 2)),  # trailing zeros are exact
+        ("1000 JPY", 0, Money(Amount(1000), "JPY", 0)),
+        ("1.234 KWD", 3, Money(Amount(1234), "KWD", 3)),
+        ("99999999999999999999.999999 EUR", 6, Money(Amount(10**26 - 1), "EUR", 6)),
+    ],
+)
+def test_parse_money(text: str, scale: int, expected: Money) -> None:
+    assert parse_money(text, scale) == expected
+    assert isinstance(parse_money(text, scale).amount, int)
+
+
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [
+        ("1e3 EUR", ErrorCode.INVALID_AMOUNT),
+        ("1E3 EUR", ErrorCode.INVALID_AMOUNT),
+        ("inf EUR", ErrorCode.INVALID_AMOUNT),
+        ("nan EUR", ErrorCode.INVALID_AMOUNT),
+        ("-5 EUR", ErrorCode.INVALID_AMOUNT),
+        ("+5 EUR", ErrorCode.INVALID_AMOUNT),
+        ("1,000.00 EUR", ErrorCode.INVALID_AMOUNT),
+        ("1_000 EUR", ErrorCode.INVALID_AMOUNT),
+        (".5 EUR", ErrorCode.INVALID_AMOUNT),
+        ("5. EUR", ErrorCode.INVALID_AMOUNT),
+        ("0x10 EUR", ErrorCode.INVALID_AMOUNT),
+        ("0.0000001 EUR", ErrorCode.INVALID_AMOUNT),  # 7 decimals at scale 6
+        ("\u0661\u0662 EUR", ErrorCode.INVALID_AMOUNT),  # Arabic-Indic digits
+        ("\uff11\uff12 EUR", ErrorCode.INVALID_AMOUNT),  # full-width digits
+        ("5000.00", ErrorCode.INVALID_AMOUNT),
+        ("EUR 5000.00", ErrorCode.INVALID_AMOUNT),
+        ("5000.00 EURO", ErrorCode.INVALID_AMOUNT),
+        ("", ErrorCode.INVALID_AMOUNT),
+        ("5 ZZZ", ErrorCode.UNKNOWN_CURRENCY),
+        ("5 XAU", ErrorCode.UNKNOWN_CURRENCY),
+        ("5 XXX", ErrorCode.UNKNOWN_CURRENCY),
+    ],
+)
+def test_parse_money_refuses(text: str, code: ErrorCode) -> None:
+    with pytest.raises(LocalProtocolError) as info:
+        parse_money(text)
+    assert info.value.code is code
+
+
+def test_parse_money_refuses_a_scale_below_the_exponent() -> None:
+    with pytest.raises(LocalProtocolError) as info:
+        parse_money("1.234 KWD", 2)
+    assert info.value.code is ErrorCode.INVALID_TERMS
+    with pytest.raises(LocalProtocolError) as info:
+        parse_money("1 EUR", 13)
+    assert info.value.code is ErrorCode.INVALID_TERMS
+
+
+def test_too_many_decimals() -> None:
+    assert parse_decimal("0.12", 2) == 12
+    with pytest.raises(LocalProtocolError) as info:
+        parse_decimal("0.123", 2)
+    assert info.value.code is ErrorCode.INVALID_AMOUNT
+    assert parse_decimal("0.1230", 3) == 123
+    with pytest.raises(LocalProtocolError) as info:
+        parse_decimal(1.5, 2)  # type: ignore[arg-type]
+    assert info.value.code is ErrorCode.INVALID_AMOUNT
+
+
+@pytest.mark.parametrize(
+    ("code", "exponent"), [("EUR", 2), ("USD", 2), ("GBP", 2), ("JPY", 0), ("KWD", 3)]
+)
+def test_exponents(code: str, exponent: int) -> None:
+    assert currency_exponent(code) == exponent
+
+
+@pytest.mark.parametrize("code", ["XAU", "XAG", "XXX", "ZZZ", "eur", "EU", "EURO", ""])
+def test_unknown_currencies(code: str) -> None:
+    with pytest.raises(LocalProtocolError) as info:
+        currency_exponent(code)
+    assert info.value.code is ErrorCode.UNKNOWN_CURRENCY
+
+
+def test_rounding_to_minor_units() -> None:
+    assert to_minor_units(Amount(12_345_678), 6, 2) == 1234
+    assert to_minor_units(Amount(12_349_999), 6, 2) == 1234  # always down
+    assert to_minor_units(Amount(1_999_999), 6, 0) == 1
+    assert to_minor_units(Amount(123_456), 6, 3) == 123
+    assert to_minor_units(Amount(0), 6, 2) == 0
+    assert from_minor_units(1234, 6, 2) == 12_340_000
+    with pytest.raises(LocalProtocolError) as info:
+        to_minor_units(Amount(-1), 6, 2)
+    assert info.value.code is ErrorCode.INVALID_AMOUNT
+
+
+def test_formatting() -> None:
+    assert format_decimal(153_750, 6) == "0.15375"
+    assert format_decimal(5_000_000_000, 6, min_places=2) == "5000.00"
+    assert format_decimal(-1, 6) == "-0.000001"
+    assert format_decimal(12, 0) == "12"
+    assert format_money(12_349_999, "EUR", 6) == "12.34 EUR"
+    assert format_money(-12_349_999, "EUR", 6) == "-12.34 EUR"
+    assert format_money(12_349_999, "EUR", 6, precise=True) == "12.349999 EUR"
+    assert format_money(1_000_000, "JPY", 6) == "1 JPY"
+    assert str(parse_money("5000.00 EUR")) == "5000.00 EUR"
+
+
+@PROPERTY
+@given(st.integers(0, 10**20 - 1), st.integers(0, 12))  # at most 20 whole digits
+def test_decimal_round_trip(value: int, scale: int) -> None:
+    assert parse_decimal(format_decimal(value, scale), scale) == value
+
+
+# -- the payout rule --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("deposits", "sent", "exponent", "expected"),
+    [
+        # nothing moved: each gets its deposit back
+        ((100, 50), (0, 0), 2, Payouts(MinorUnits(100), MinorUnits(50), Amount(0))),
+        # opener paid 12.345678 EUR: the peer (payee) gets 12.34, the opener the rest
+        (
+            (10_000, 0),
+            (12_345_678, 0),
+            2,
+            Payouts(MinorUnits(8766), MinorUnits(1234), Amount(5678)),
+        ),
+        # the peer paid more: the opener is the payee and is rounded down
+        (
+            (5_000, 5_000),
+            (1_000_000, 3_500_001),
+            2,
+            Payouts(MinorUnits(5250), MinorUnits(4750), Amount(1)),
+        ),
+        # exactly one cent net: no residual
+        ((100, 100), (10_000, 0), 2, Payouts(MinorUnits(99), MinorUnits(101), Amount(0))),
+        # JPY has no minor unit: 1.999999 yen pays 1 yen
+        ((1000, 0), (1_999_999, 0), 0, Payouts(MinorUnits(999), MinorUnits(1), Amount(999_999))),
+        # KWD has three decimals: 0.123456 KWD pays 123 fils
+        ((1000, 0), (123_456, 0), 3, Payouts(MinorUnits(877), MinorUnits(123), Amount(456))),
+        # a side cannot be owed less than nothing
+        ((100, 0), (3_000_000, 0), 2, Payouts(MinorUnits(0), MinorUnits(100), Amount(0))),
+        # nor more than the escrow holds
+        ((100, 0), (0, 5_000_000), 2, Payouts(MinorUnits(100), MinorUnits(0), Amount(0))),
+        # everything to the peer, rounding included
+        ((100, 0), (1_000_000, 0), 2, Payouts(MinorUnits(0), MinorUnits(100), Amount(0))),
+    ],
+)
+def test_compute_payouts_table(
+    deposits: tuple[int, int], sent: tuple[int, int], exponent: int, expected: Payouts
+) -> None:
+    payouts = compute_payouts(
+        opener_deposit=MinorUnits(deposits[0]),
+        peer_deposit=MinorUnits(deposits[1]),
+        opener_sent=Amount(sent[0]),
+        peer_sent=Amount(sent[1]),
+        scale=6,
+        exponent=exponent,
+    )
+    assert payouts == expected
+    assert payouts.opener + payouts.peer == sum(deposits)
+
+
+@PROPERTY
+@given(
+    st.integers(0, 10**9),
+    st.integers(0, 10**9),
+    st.integers(0, 10**16),
+    st.integers(0, 10**16),
+    st.sampled_from([0, 2, 3]),
+)
+def test_payout_rule_properties(dep0: int, dep1: int, sent0: int, sent1: int, exp: int) -> None:
+    f = 10 ** (6 - exp)
+    payouts = compute_payouts(
+        opener_deposit=MinorUnits(dep0),
+        peer_deposit=MinorUnits(dep1),
+        opener_sent=Amount(sent0),
+        peer_sent=Amount(sent1),
+        scale=6,
+        exponent=exp,
+    )
+    assert payouts.opener + payouts.peer == dep0 + dep1
+    assert payouts.opener >= 0
+    assert payouts.peer >= 0
+    assert 0 <= payouts.residual < f
+    owed0 = min(max(0, dep0 * f - sent0 + sent1), (dep0 + dep1) * f)
+    if owed0 > dep0 * f:  # the opener is the payee: rounded down
+        assert payouts.opener == owed0 // f
+    else:  # the peer is the payee (or nobody is): the peer rounded down
+        assert payouts.peer == ((dep0 + dep1) * f - owed0) // f
+    # paying more never raises your payout
+    more = compute_payouts(
+        opener_deposit=MinorUnits(dep0),
+        peer_deposit=MinorUnits(dep1),
+        opener_sent=Amount(sent0 + f),
+        peer_sent=Amount(sent1),
+        scale=6,
+        exponent=exp,
+    )
+    assert more.opener <= payouts.opener
+
+
+# -- tariffs ----------------------------------------------------------------------------------
+
+
+def test_flat_tariff() -> None:
+    assert KM.amount(0) == 0
+    assert KM.amount(1_000) == 12_300  # 1 km
+    assert KM.amount(12_500) == 153_750  # 12.5 km
+    assert KM.amount(1) == 12  # one metre: 12.3 rounded down
+    assert KM.amount(999) == 12_287  # 12287.7 rounded down
+
+
+def test_graduated_tiers() -> None:
+    assert KM_GRADUATED.amount(1_000_000) == 15_000_000  # 1000 km at 0.015
+    assert KM_GRADUATED.amount(1_500_000) == 15_000_000 + 6_150_000
+    assert KM_GRADUATED.amount(999_999) == 14_999_985
+    assert KM_GRADUATED.amount(1_000_001) == 15_000_012  # 15_000_000 + 12.3
+    three = TariffLine(
+        "hour",
+        0,
+        (
+            TariffTier(Quantity(10), Amount(100)),
+            TariffTier(Quantity(20), Amount(50)),
+            TariffTier(None, Amount(10)),
+        ),
+    )
+    check_tariff([three])
+    assert [three.amount(q) for q in (0, 5, 10, 15, 20, 25)] == [0, 500, 1000, 1250, 1500, 1550]
+
+
+def test_multi_line_amount() -> None:
+    assert tariff_amount((KM_GRADUATED, MSG), (Quantity(1_500), Quantity(3))) == 22_521
+    with pytest.raises(LocalProtocolError) as info:
+        tariff_amount((KM_GRADUATED, MSG), (Quantity(1),))
+    assert info.value.code is ErrorCode.TARIFF_MISMATCH
+
+
+def test_parse_tariff_line() -> None:
+    assert parse_tariff_line("km=0.0123", scale=6) == KM
+    assert parse_tariff_line("km=0.015:1000,0.0123", scale=6) == KM_GRADUATED
+    assert parse_tariff_line("message=0.000007", scale=6, quantity_scale=0) == MSG
+    line = parse_tariff_line("container-hour=1.5", scale=6)
+    assert line.amount(parse_quantity("12.5", line)) == 18_750_000
+    assert parse_quantity("12.5", KM) == 12_500
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "km",
+        "km:0.01",
+        "=0.01",
+        "KM=0.01",
+        "1km=0.01",
+        "km=",
+        "km=abc",
+        "km=1e-3",
+        "km=-0.01",
+        "km=0.0000001",  # finer than the amount scale
+        "km=0.01:1000",  # the last tier must be unbounded
+        "km=0.01,0.02",  # only the last tier is unbounded
+        "km=0.02:1000,0.01:500,0.005",  # bounds must rise
+        "km=0.02:0,0.01",  # a first tier of nothing
+        "km=0.02:1.0001,0.01",  # bound finer than the quantity scale
+        "km=" + ",".join([f"0.01:{i + 1}" for i in range(8)]) + ",0.01",  # 9 tiers
+    ],
+)
+def test_parse_tariff_line_errors(text: str) -> None:
+    with pytest.raises(LocalProtocolError) as info:
+        parse_tariff_line(text, scale=6)
+    assert info.value.code is ErrorCode.INVALID_TARIFF
+
+
+def test_check_tariff_errors() -> None:
+    for lines in ([], [KM, KM], [TariffLine("km", 10, KM.tiers)], [TariffLine("Km", 3, KM.tiers)]):
+        with pytest.raises(LocalProtocolError) as info:
+            check_tariff(lines)
+        assert info.value.code is ErrorCode.INVALID_TARIFF
+    with pytest.raises(LocalProtocolError) as info:
+        parse_quantity("1.0001", KM)
+    assert info.value.code is ErrorCode.INVALID_AMOUNT
+
+
+@PROPERTY
+@given(
+    st.integers(0, 10**12),
+    st.integers(0, 10**12),
+)
+def test_tariff_is_monotonic_and_exact(a: int, b: int) -> None:
+    lo, hi = sorted((a, b))
+    for line in (KM, KM_GRADUATED, MSG):
+        assert line.amount(lo) <= line.amount(hi)
+    # flat price on cumulative totals: exactly floor(price × q / 10^scale)
+    assert KM.amount(hi) == 12_300 * hi // 1_000
+
+
+# -- no drift ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n", [1, 7, 333])
+def test_no_drift_one_at_a_time_equals_all_at_once(n: int) -> None:
+    """One metre at a time costs 12.3 → the proofs carry cumulative amounts, never rounded steps."""
+
+    def run(steps: list[int]) -> int:
+        s = Simulation.create(tariff=(KM,), opener_deposit=10_000, peer_deposit=0)
+        s.open()
+        for q in steps:
+            s.pay(0, (q,), acknowledge=False)
+        assert s.states[1].received.amount == s.states[0].sent.amount
+        return s.states[1].received.amount
+
+    one_by_one = run([1] * n)
+    at_once = run([n])
+    assert one_by_one == at_once == 12_300 * n // 1_000
+    if n >= 7:
+        assert one_by_one != n * KM.amount(1)  # per-step rounding would have drifted
+
+
+@PROPERTY
+@given(st.lists(st.integers(1, 5_000_000), min_size=1, max_size=40))
+def test_no_drift_tariff_increments(steps: list[int]) -> None:
+    total = 0
+    charged = 0
+    for q in steps:
+        before = KM_GRADUATED.amount(total)
+        total += q
+        charged += KM_GRADUATED.amount(total) - before
+    assert charged == KM_GRADUATED.amount(total)
+
+
+def test_pay_refuses_bad_quantities(sim: Simulation) -> None:
+    before = sim.states[0]
+    for quantities, direct, code in [
+        ((Quantity(-1),), Amount(0), ErrorCode.INVALID_AMOUNT),
+        ((Quantity(0),), Amount(-1), ErrorCode.INVALID_AMOUNT),
+        ((Quantity(0),), Amount(0), ErrorCode.INVALID_AMOUNT),
+        ((Quantity(1), Quantity(1)), Amount(0), ErrorCode.TARIFF_MISMATCH),
+    ]:
+        with pytest.raises(LocalProtocolError) as info:
+            ch.step(before, ch.ActionPay(sim.opener, quantities, direct), now_ms=sim.tick())
+        assert info.value.code is code
+        assert sim.states[0] is before
