@@ -12,6 +12,8 @@ import click
 
 # (module, attribute) for each top-level command, in help order.
 _COMMANDS: list[tuple[str, str]] = [
+    ("node.cli.node_cmd", "init"),
+    ("node.cli.node_cmd", "node"),
     ("node.cli.bank", "bank"),
     ("node.cli.rails_cmd", "rails"),
 ]

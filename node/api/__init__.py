@@ -1,0 +1,1 @@
+"""The node's two HTTP faces: the peer-to-peer API and the local admin API."""

@@ -1,0 +1,234 @@
+"""Peer-to-peer API: msgpack messages, each signed by its author and verified here.
+
+Errors go back as a protocol ``Error`` message with the spec's code; nothing changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import structlog
+from aiohttp import WSMsgType, web
+
+from node.errors import NodeError, NotFound
+from node.keys import CHANNELS, CONFIG, ESCROW, SIGNER
+from protocol import PROTOCOL_VERSION
+from protocol.errors import DecodeError, ErrorCode, ProtocolError, RemoteProtocolError
+from protocol.messages import (
+    BalanceProof,
+    ChannelAcceptance,
+    ChannelProposal,
+    ChannelRegistration,
+    CooperativeClose,
+    DisputeEvidence,
+    Error,
+    FundingConfirmation,
+    PayoutNotice,
+    UnilateralClose,
+)
+from protocol.records import Message
+
+log = structlog.get_logger()
+MSGPACK = "application/msgpack"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+M = TypeVar("M", bound=Message)
+
+
+def reply(message: Message | None, status: int = 200) -> web.Response:
+    if message is None:
+        return web.Response(status=204)
+    return web.Response(body=message.encode(), status=status, content_type=MSGPACK)
+
+
+def error_reply(exc: ProtocolError, status: int = 400) -> web.Response:
+    return web.Response(
+        body=Error(int(exc.code), exc.message[:256], b"").encode(),
+        status=status,
+        content_type=MSGPACK,
+    )
+
+
+@web.middleware
+async def peer_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(
+        request_id=uuid.uuid4().hex[:12],
+        peer=request.headers.get("X-Meterline-Node", "")[:16],
+        path=request.path,
+    )
+    try:
+        return await handler(request)
+    except web.HTTPRequestEntityTooLarge:
+        return error_reply(RemoteProtocolError(ErrorCode.TOO_LARGE, "body over the limit"), 413)
+    except ProtocolError as exc:
+        log.info("peer.refused", code=exc.code.name, error=exc.message)
+        return error_reply(exc)
+    except NotFound as exc:
+        return error_reply(RemoteProtocolError(ErrorCode.UNKNOWN_CHANNEL, exc.message), 404)
+    except NodeError as exc:
+        return error_reply(RemoteProtocolError(ErrorCode.INVALID_STATE, exc.message), exc.status)
+
+
+async def body_as(request: web.Request, cls: type[M]) -> M:
+    data = await request.read()
+    if not data:
+        raise DecodeError(ErrorCode.MALFORMED, "empty body")
+    return cls.decode(data)
+
+
+async def info(request: web.Request) -> web.Response:
+    config = request.app[CONFIG]
+    bank = config.bank
+    account = (
+        {"scheme": bank.scheme, "identification": bank.identification,
+         "name": bank.name or config.name}
+        if bank.identification else None
+    )
+    return web.json_response({
+        "node_id": request.app[SIGNER].node_id.hex(),
+        "name": config.name,
+        "role": config.role,
+        "protocol_version": PROTOCOL_VERSION,
+        "account": account,
+    })
+
+
+async def proposal(request: web.Request) -> web.Response:
+    msg = await body_as(request, ChannelProposal)
+    acceptance = await request.app[CHANNELS].on_proposal(msg)
+    return reply(acceptance) if acceptance is not None else web.Response(status=202)
+
+
+async def acceptance(request: web.Request) -> web.Response:
+    await request.app[CHANNELS].on_acceptance(await body_as(request, ChannelAcceptance))
+    return reply(None)
+
+
+async def funding(request: web.Request) -> web.Response:
+    await request.app[CHANNELS].on_funding(await body_as(request, FundingConfirmation))
+    return reply(None)
+
+
+async def proof(request: web.Request) -> web.Response:
+    """Plain-POST fallback for one balance proof; answers with the cumulative receipt."""
+    msg = await body_as(request, BalanceProof)
+    receipt, errors = await request.app[CHANNELS].on_proofs(msg.channel_id.hex(), [msg])
+    if errors:
+        raise errors[0]
+    return reply(receipt)
+
+
+async def close(request: web.Request) -> web.Response:
+    msg = await body_as(request, CooperativeClose)
+    if request.app[CONFIG].role == "arbiter":
+        await request.app[ESCROW].on_close(msg)
+        return reply(None)
+    return reply(await request.app[CHANNELS].on_close(msg))
+
+
+async def dispute(request: web.Request) -> web.Response:
+    await request.app[CHANNELS].on_dispute(await body_as(request, UnilateralClose))
+    return reply(None)
+
+
+async def payout(request: web.Request) -> web.Response:
+    await request.app[CHANNELS].on_payout(await body_as(request, PayoutNotice))
+    return reply(None)
+
+
+async def register(request: web.Request) -> web.Response:
+    msg = await body_as(request, ChannelRegistration)
+    await request.app[ESCROW].on_register(
+        msg, request.headers.get("X-Meterline-Node", ""),
+        request.headers.get("X-Meterline-Callback", ""))
+    return reply(None)
+
+
+async def unilateral(request: web.Request) -> web.Response:
+    await request.app[ESCROW].on_unilateral(await body_as(request, UnilateralClose))
+    return reply(None)
+
+
+async def evidence(request: web.Request) -> web.Response:
+    await request.app[ESCROW].on_evidence(await body_as(request, DisputeEvidence))
+    return reply(None)
+
+
+async def stream(request: web.Request) -> web.StreamResponse:
+    """One WebSocket per channel: proofs in, cumulative receipts out.
+
+    A reader task queues frames; the processor takes everything queued, commits it in one
+    transaction and answers with one receipt covering all of it.
+    """
+    service = request.app[CHANNELS]
+    cid = request.match_info["channel_id"]
+    service.get(cid)  # 404 before upgrading when the channel is unknown
+    limits = request.app[CONFIG].limits
+    ws = web.WebSocketResponse(heartbeat=20, max_msg_size=limits.max_body_bytes)
+    await ws.prepare(request)
+    queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+
+    async def read() -> None:
+        try:
+            async for frame in ws:
+                if frame.type is WSMsgType.BINARY:
+                    await queue.put(frame.data)
+                elif frame.type is WSMsgType.ERROR:
+                    break
+        finally:
+            await queue.put(None)
+
+    reader = asyncio.create_task(read())
+    try:
+        while True:
+            first = await queue.get()
+            if first is None:
+                break
+            frames = [first]
+            while not queue.empty() and len(frames) < limits.max_batch:
+                nxt = queue.get_nowait()
+                if nxt is None:
+                    queue.put_nowait(None)
+                    break
+                frames.append(nxt)
+            proofs: list[BalanceProof] = []
+            for data in frames:
+                try:
+                    proofs.append(BalanceProof.decode(data))
+                except ProtocolError as exc:
+                    await ws.send_bytes(Error(int(exc.code), exc.message[:256], b"").encode())
+            if not proofs:
+                continue
+            receipt, errors = await service.on_proofs(cid, proofs)
+            for error in errors:
+                await ws.send_bytes(
+                    Error(int(error.code), error.message[:256], bytes.fromhex(cid)).encode())
+            if receipt is not None:
+                await ws.send_bytes(receipt.encode())
+    finally:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await reader
+        await ws.close()
+    return ws
+
+
+def routes(role: str) -> list[web.RouteDef]:
+    common = [web.get("/p2p/info", info), web.post("/p2p/close", close)]
+    if role == "arbiter":
+        return [*common, web.post("/p2p/register", register),
+                web.post("/p2p/unilateral", unilateral), web.post("/p2p/evidence", evidence)]
+    return [
+        *common,
+        web.post("/p2p/proposal", proposal),
+        web.post("/p2p/acceptance", acceptance),
+        web.post("/p2p/funding", funding),
+        web.post("/p2p/proof", proof),
+        web.get("/p2p/channels/{channel_id}/stream", stream),
+        web.post("/p2p/dispute", dispute),
+        web.post("/p2p/payout", payout),
+    ]

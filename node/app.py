@@ -1,0 +1,172 @@
+"""The daemon: one ``Node`` holding the services, two aiohttp applications (peer, admin).
+
+``create_apps(config)`` builds both; ``serve(config)`` runs them until SIGINT/SIGTERM, then stops
+accepting, lets in-flight commits finish, closes streams and the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import structlog
+from aiohttp import web
+
+from node.api import admin, peer
+from node.channels import ChannelService
+from node.config import Config, ConfigError, load_signer, load_token
+from node.context import Context
+from node.escrow import EscrowService
+from node.keys import CHANNELS, CONFIG, CONTEXT, ESCROW, SIGNER, TOKEN, TRANSFERS
+from node.outbox import Outbox
+from node.peerclient import PeerClient
+from node.storage.db import make_engine, migrate, sessionmaker
+from node.transfers import Transfers
+from protocol.errors import RemoteProtocolError
+from protocol.records import decode_message
+from rails.port import Rail
+
+log = structlog.get_logger()
+
+
+def build_rail(config: Config) -> Rail | None:
+    """The rail named in [bank]; None when the node has no bank account configured."""
+    bank = config.bank
+    if not bank.identification:
+        return None
+    if bank.rail == "openbanking":
+        from rails.openbanking import OpenBankingConfig, OpenBankingRail
+
+        token_file = Path(bank.token_file) if bank.token_file else None
+        if not (bank.client_id and token_file and bank.key_file and bank.account_id):
+            raise ConfigError("[bank] rail openbanking needs client_id, token_file, key_file "
+                              "and account_id")
+        return OpenBankingRail(OpenBankingConfig(
+            base_url=bank.url, client_id=bank.client_id,
+            access_token=token_file.read_text().strip(), key_file=Path(bank.key_file),
+            account_id=bank.account_id, store_path=config.data_dir / "rail-openbanking.sqlite",
+            poll_attempts=4, poll_interval_s=0.1))
+    raise ConfigError(f"[bank] rail {bank.rail!r} is not wired into the daemon yet "
+                      "(openbanking is); see the issue notes")
+
+
+class Node:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.signer = load_signer(config)
+        self.token = load_token(config)
+        engine = make_engine(config.db_url)
+        self.ctx = Context(
+            config=config, signer=self.signer, engine=engine, db=sessionmaker(engine),
+            peers=PeerClient(node_id=self.signer.node_id.hex(), public_url=config.public_url),
+            rail=build_rail(config))
+        self.outbox = Outbox(self.ctx)
+        self.transfers = Transfers(self.ctx)
+        self.channels = ChannelService(self.ctx, self.outbox)
+        self.escrow = EscrowService(self.ctx, self.outbox, self.transfers)
+        self.outbox.handlers["send"] = self._send
+        self.outbox.handlers["deposit"] = self.transfers.submit_row
+        self._deposit_task: asyncio.Task[None] | None = None
+
+    async def _send(self, row: object) -> None:
+        from node.storage.models import Outbox as OutboxRow
+
+        assert isinstance(row, OutboxRow)
+        base, _, path = row.target.partition("/p2p/")
+        message = decode_message(row.payload)
+        try:
+            answer = await self.ctx.peers.send(base, "/p2p/" + path, message)
+        except RemoteProtocolError as exc:
+            # the peer refused: retrying the same bytes cannot help; record and move on
+            log.warning("outbox.refused", target=row.target, code=exc.code.name,
+                        error=exc.message)
+            return
+        if answer is not None and self.config.role == "node":
+            from protocol.messages import CooperativeClose
+
+            if isinstance(answer, CooperativeClose):
+                await self.channels.on_close(answer)
+
+    async def start(self) -> None:
+        await migrate(self.ctx.engine)
+        if self.config.role == "arbiter":
+            await self.escrow.load()
+            self.escrow.start()
+        else:
+            await self.channels.load()
+            self._deposit_task = asyncio.create_task(self._watch_transfers())
+        self.outbox.start()
+        self.outbox.kick()
+
+    async def _watch_transfers(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.bank.poll_interval_ms / 1000)
+            with contextlib.suppress(Exception):
+                await self.transfers.refresh()
+
+    async def stop(self) -> None:
+        if self._deposit_task is not None:
+            self._deposit_task.cancel()
+        await self.escrow.stop()
+        await self.outbox.stop()
+        await self.channels.stop()
+        await self.ctx.peers.close()
+        if self.ctx.rail is not None:
+            await self.ctx.rail.aclose()
+        await self.ctx.engine.dispose()
+
+    def _app(self, routes: list[web.RouteDef], middlewares: list[object],
+             max_size: int) -> web.Application:
+        app = web.Application(middlewares=middlewares, client_max_size=max_size)  # type: ignore[arg-type]
+        app[CONFIG] = self.config
+        app[SIGNER] = self.signer
+        app[CONTEXT] = self.ctx
+        app[CHANNELS] = self.channels
+        app[ESCROW] = self.escrow
+        app[TRANSFERS] = self.transfers
+        app[TOKEN] = self.token
+        app.add_routes(routes)
+        return app
+
+    def create_apps(self) -> tuple[web.Application, web.Application]:
+        limits = self.config.limits
+        peer_app = self._app(peer.routes(self.config.role), [peer.peer_errors],
+                             limits.max_body_bytes)
+        admin_app = self._app(admin.routes(self.config.role),
+                              [admin.admin_errors, admin.admin_auth], 1024 * 1024)
+        return peer_app, admin_app
+
+
+@contextlib.asynccontextmanager
+async def running(config: Config) -> AsyncIterator[Node]:
+    node = Node(config)
+    await node.start()
+    peer_app, admin_app = node.create_apps()
+    runners = [web.AppRunner(peer_app, access_log=None), web.AppRunner(admin_app,
+                                                                      access_log=None)]
+    for runner in runners:
+        await runner.setup()
+    try:
+        await web.TCPSite(runners[0], *config.listen, shutdown_timeout=5).start()
+        await web.TCPSite(runners[1], *config.admin, shutdown_timeout=5).start()
+        log.info("node.started", name=config.name, role=config.role,
+                 node_id=node.signer.node_id.hex(), listen=f"{config.listen[0]}:{config.listen[1]}",
+                 admin=f"{config.admin[0]}:{config.admin[1]}")
+        yield node
+    finally:
+        for runner in runners:
+            await runner.cleanup()
+        await node.stop()
+        log.info("node.stopped", name=config.name)
+
+
+async def serve(config: Config) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with running(config):
+        await stop.wait()

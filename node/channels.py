@@ -1,0 +1,586 @@
+"""The channel service: protocol.channel's machine, persisted, wired to peers, arbiter and rail.
+
+Every change follows *persist, then act*: the new state (and the rows that go with it: usage,
+our in-flight proofs, outbox effects) is committed in one transaction, the in-memory copy is
+replaced only after the commit, and only then does anything leave the node. A receipt is signed
+into the state and committed before it is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+from sqlalchemy import delete, select, update
+
+from node.context import Context, now_ms, upsert_usage
+from node.errors import Conflict, NodeError, NotFound
+from node.outbox import Outbox
+from node.peerclient import OutboundStream
+from node.storage.codec import decode_channel, encode_channel
+from node.storage.models import Channel, HeldProposal, OutgoingProof
+from protocol import channel as ch
+from protocol.errors import ErrorCode, ProtocolError, RemoteProtocolError
+from protocol.messages import (
+    BalanceProof,
+    BankAccount,
+    ChannelAcceptance,
+    ChannelProposal,
+    ChannelRegistration,
+    ChannelTerms,
+    CooperativeClose,
+    FundingConfirmation,
+    PayoutNotice,
+    Receipt,
+    UnilateralClose,
+)
+from protocol.money import currency_exponent, parse_money
+from protocol.records import Message
+from protocol.references import Purpose, bank_reference, idempotency_key
+from protocol.tariff import TariffLine
+from protocol.types import Amount, ChannelId, MinorUnits, Quantity
+
+log = structlog.get_logger()
+BUCKET_MS = 3_600_000
+
+
+def account_from_info(info: dict[str, Any], what: str) -> BankAccount:
+    acct = info.get("account") or {}
+    try:
+        return BankAccount(str(acct["scheme"]), str(acct["identification"]), str(acct["name"]))
+    except KeyError:
+        raise NodeError(f"{what} has no bank account configured", code="NO_ACCOUNT") from None
+
+
+def usage_rows(
+    state: ch.ChannelState, before: ch.Flow, proof: BalanceProof, rows: dict[Any, list[int]]
+) -> None:
+    """Add one proof's usage (its deltas over `before`) to the aggregate `rows`."""
+    sender = state.terms.party_index(proof.sender)
+    bucket = proof.time_ms - proof.time_ms % BUCKET_MS
+    cid = state.channel_id.hex()
+    for line, old, new in zip(state.terms.tariff, before.quantities, proof.quantities, strict=True):
+        if new != old:
+            row = rows[(cid, sender, line.unit, proof.reference, bucket)]
+            row[0] += new - old
+            row[1] += line.amount(new) - line.amount(old)
+            row[2] += 1
+    if proof.direct_amount != before.direct_amount:
+        row = rows[(cid, sender, "amount", proof.reference, bucket)]
+        row[1] += proof.direct_amount - before.direct_amount
+        row[2] += 1
+
+
+class ChannelService:
+    def __init__(self, ctx: Context, outbox: Outbox) -> None:
+        self.ctx = ctx
+        self.outbox = outbox
+        self.states: dict[str, ch.ChannelState] = {}
+        self.locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self.acked: defaultdict[str, asyncio.Condition] = defaultdict(asyncio.Condition)
+        self.streams: dict[str, OutboundStream] = {}
+        self.changed = asyncio.Event()
+
+    # -- loading and saving -------------------------------------------------------------------
+
+    async def load(self) -> None:
+        async with self.ctx.db() as session:
+            for row in (await session.scalars(select(Channel))).all():
+                self.states[row.id] = decode_channel(row.state)
+        for cid, state in self.states.items():
+            if state.phase in (ch.Phase.OPEN, ch.Phase.CLOSING) and state.sent.nonce:
+                await self._stream(cid)
+
+    def get(self, cid: str) -> ch.ChannelState:
+        state = self.states.get(cid)
+        if state is None:
+            raise NotFound(f"no channel {cid}", code="UNKNOWN_CHANNEL")
+        return state
+
+    def resolve(self, prefix: str) -> str:
+        """A channel id from any unique prefix of it."""
+        prefix = prefix.lower().strip()
+        if not prefix or any(c not in "0123456789abcdef" for c in prefix):
+            raise NodeError(f"{prefix!r} is not a channel id (hex)", code="BAD_CHANNEL_ID")
+        matches = sorted(cid for cid in self.states if cid.startswith(prefix))
+        if not matches:
+            raise NotFound(f"no channel starts with {prefix}", code="UNKNOWN_CHANNEL")
+        if len(matches) > 1:
+            raise Conflict(
+                f"{prefix} is ambiguous: it matches {', '.join(matches)}",
+                code="AMBIGUOUS_CHANNEL",
+            )
+        return matches[0]
+
+    async def _commit(
+        self,
+        state: ch.ChannelState,
+        *,
+        new: bool = False,
+        usage: dict[Any, list[int]] | None = None,
+        outgoing: Sequence[BalanceProof] = (),
+        prune_upto: int | None = None,
+        outbox: Sequence[tuple[str, str, bytes]] = (),
+    ) -> None:
+        cid = state.channel_id.hex()
+        async with self.ctx.db() as session, session.begin():
+            data = encode_channel(state)
+            if new:
+                peer = state.terms.parties()[state.them].hex()
+                session.add(
+                    Channel(
+                        id=cid,
+                        peer_id=peer,
+                        phase=state.phase.value,
+                        state=data,
+                        created_ms=state.updated_ms,
+                        updated_ms=state.updated_ms,
+                    )
+                )
+            else:
+                await session.execute(
+                    update(Channel)
+                    .where(Channel.id == cid)
+                    .values(phase=state.phase.value, state=data, updated_ms=state.updated_ms)
+                )
+            if usage:
+                await session.execute(upsert_usage(session, usage))
+            if outgoing:
+                session.add_all(
+                    OutgoingProof(channel_id=cid, nonce=p.nonce, proof=p.encode()) for p in outgoing
+                )
+            if prune_upto is not None:
+                await session.execute(
+                    delete(OutgoingProof).where(
+                        OutgoingProof.channel_id == cid, OutgoingProof.nonce <= prune_upto
+                    )
+                )
+            for kind, target, payload in outbox:
+                self.outbox.add(session, cid, kind, target, payload)
+        self.states[cid] = state
+        self.changed.set()
+        if outbox:
+            self.outbox.kick()
+
+    # -- opening ------------------------------------------------------------------------------
+
+    async def open(
+        self,
+        *,
+        peer_id: str,
+        arbiter_id: str,
+        deposit: str,
+        peer_deposit: str | None,
+        tariff: Sequence[TariffLine],
+        dispute_window_ms: int,
+        scale: int,
+    ) -> ch.ChannelState:
+        ctx = self.ctx
+        if peer_id == ctx.node_id or arbiter_id in (ctx.node_id, peer_id):
+            raise NodeError("peer, arbiter and this node must be three different nodes")
+        peer, arbiter = await ctx.peer(peer_id), await ctx.peer(arbiter_id)
+        if arbiter.role != "arbiter":
+            raise NodeError(f"{arbiter_id[:16]}… is not an arbiter", code="NOT_AN_ARBITER")
+        ours = parse_money(deposit, scale)
+        theirs = parse_money(peer_deposit, scale) if peer_deposit else None
+        if theirs is not None and theirs.currency != ours.currency:
+            raise NodeError("both deposits must be in the same currency", code="INVALID_AMOUNT")
+        exponent = currency_exponent(ours.currency)
+        unit = 10 ** (scale - exponent)
+        for money in (ours, theirs):
+            if money is not None and money.amount % unit:
+                raise NodeError(
+                    f"a deposit is whole {ours.currency} minor units: {money}",
+                    code="INVALID_AMOUNT",
+                )
+        terms = ChannelTerms(
+            ctx.signer.node_id,
+            bytes.fromhex(peer_id),  # type: ignore[arg-type]
+            bytes.fromhex(arbiter_id),  # type: ignore[arg-type]
+            ours.currency,
+            scale,
+            MinorUnits(ours.amount // unit),
+            MinorUnits(theirs.amount // unit if theirs else 0),
+            tuple(tariff),
+            dispute_window_ms,
+            self.own_account(),
+            account_from_info(json.loads(peer.info), "the peer"),
+            account_from_info(json.loads(arbiter.info), "the arbiter"),
+            os.urandom(16),
+        )
+        t = ch.propose(terms, ctx.signer, now_ms=now_ms())
+        cid = t.state.channel_id.hex()
+        await self._commit(t.state, new=True)
+        log.info("channel.proposed", channel=cid, peer=peer_id[:16])
+        (send,) = t.effects
+        assert isinstance(send, ch.SendProposal)
+        answer = await ctx.peers.send(peer.url, "/p2p/proposal", send.proposal)
+        if isinstance(answer, ChannelAcceptance):
+            await self.on_acceptance(answer)
+        return self.states[cid]
+
+    def own_account(self) -> BankAccount:
+        bank = self.ctx.config.bank
+        if not bank.identification:
+            raise NodeError("this node has no bank account: set [bank] in config.toml")
+        return BankAccount(bank.scheme, bank.identification, bank.name or self.ctx.config.name)
+
+    async def on_proposal(self, proposal: ChannelProposal) -> ChannelAcceptance | None:
+        """A peer proposes: accept at once when allow-listed, else hold it for the operator."""
+        ctx = self.ctx
+        terms = proposal.terms
+        if terms.peer != ctx.signer.node_id:
+            raise RemoteProtocolError(ErrorCode.NOT_A_PARTY, "the proposal is not addressed to us")
+        ch.verify_proposal(proposal)
+        if terms.peer_account != self.own_account():
+            raise RemoteProtocolError(ErrorCode.INVALID_TERMS, "the terms name another account")
+        try:
+            arbiter = await ctx.peer(terms.arbiter.hex())
+        except NotFound:
+            raise RemoteProtocolError(
+                ErrorCode.INVALID_TERMS, "we do not know the arbiter the terms name"
+            ) from None
+        if arbiter.role != "arbiter":
+            raise RemoteProtocolError(ErrorCode.INVALID_TERMS, "the terms' arbiter is no arbiter")
+        cid = terms.channel_id.hex()
+        if cid in self.states:
+            acceptance = ChannelAcceptance(terms.channel_id, self.states[cid].peer_signature)  # type: ignore[arg-type]
+            return acceptance if self.states[cid].peer_signature else None
+        if terms.opener.hex() not in ctx.config.allow:
+            async with ctx.db() as session, session.begin():
+                if await session.get(HeldProposal, cid) is None:
+                    session.add(
+                        HeldProposal(
+                            id=cid,
+                            opener_id=terms.opener.hex(),
+                            proposal=proposal.encode(),
+                            received_ms=now_ms(),
+                        )
+                    )
+            log.info("channel.held", channel=cid, opener=terms.opener.hex()[:16])
+            return None
+        return await self._accept(proposal, reply_inline=True)
+
+    async def held(self) -> list[HeldProposal]:
+        async with self.ctx.db() as session:
+            return list((await session.scalars(select(HeldProposal))).all())
+
+    async def accept_held(self, prefix: str) -> ch.ChannelState:
+        held = {h.id: h for h in await self.held()}
+        matches = [cid for cid in held if cid.startswith(prefix.lower())]
+        if not matches:
+            if any(cid.startswith(prefix.lower()) for cid in self.states):
+                raise Conflict("that channel is already accepted", code="ALREADY_ACCEPTED")
+            raise NotFound(f"no proposal waiting with id {prefix}", code="UNKNOWN_CHANNEL")
+        if len(matches) > 1:
+            raise Conflict(f"{prefix} is ambiguous: {', '.join(matches)}", code="AMBIGUOUS_CHANNEL")
+        proposal = ChannelProposal.decode(held[matches[0]].proposal)
+        await self._accept(proposal, reply_inline=False)
+        async with self.ctx.db() as session, session.begin():
+            await session.execute(delete(HeldProposal).where(HeldProposal.id == matches[0]))
+        return self.states[matches[0]]
+
+    async def _accept(self, proposal: ChannelProposal, *, reply_inline: bool) -> ChannelAcceptance:
+        t = ch.accept(proposal, self.ctx.signer, now_ms=now_ms())
+        acceptance = next(e.acceptance for e in t.effects if isinstance(e, ch.SendAcceptance))
+        outbox = await self._funding_effects(t.state, proposal, acceptance)
+        if not reply_inline:
+            opener = await self.ctx.peer(proposal.terms.opener.hex())
+            outbox.append(("send", f"{opener.url}/p2p/acceptance", acceptance.encode()))
+        await self._commit(t.state, new=True, outbox=outbox)
+        log.info("channel.accepted", channel=t.state.channel_id.hex())
+        return acceptance
+
+    async def _funding_effects(
+        self, state: ch.ChannelState, proposal: ChannelProposal, acceptance: ChannelAcceptance
+    ) -> list[tuple[str, str, bytes]]:
+        """Register with the arbiter and pay our deposit into escrow (both via the outbox)."""
+        arbiter = await self.ctx.peer(state.terms.arbiter.hex())
+        out = [
+            (
+                "send",
+                f"{arbiter.url}/p2p/register",
+                ChannelRegistration(proposal, acceptance).encode(),
+            )
+        ]
+        deposit = state.terms.deposits()[state.us]
+        if deposit:
+            out.append(("deposit", "", json.dumps(self.deposit_instruction(state)).encode()))
+        return out
+
+    def deposit_instruction(self, state: ch.ChannelState) -> dict[str, Any]:
+        cid = state.channel_id
+        escrow = state.terms.escrow_account
+        return {
+            "idempotency_key": idempotency_key(cid, Purpose.DEPOSIT, state.us),
+            "purpose": Purpose.DEPOSIT.value,
+            "party": state.us,
+            "amount_minor": state.terms.deposits()[state.us],
+            "currency": state.terms.currency,
+            "reference": bank_reference(cid, Purpose.DEPOSIT, state.us),
+            "creditor": {
+                "scheme": escrow.scheme,
+                "identification": escrow.identification,
+                "name": escrow.name,
+            },
+        }
+
+    async def on_acceptance(self, acceptance: ChannelAcceptance) -> None:
+        cid = acceptance.channel_id.hex()
+        async with self.locks[cid]:
+            state = self.get(cid)
+            t = ch.step(state, ch.ReceiveAcceptance(acceptance), now_ms=now_ms())
+            if t.state is state or state.phase is not ch.Phase.PROPOSED:
+                return
+            proposal = ChannelProposal(state.terms, state.opener_signature)  # type: ignore[arg-type]
+            outbox = await self._funding_effects(t.state, proposal, acceptance)
+            await self._commit(t.state, outbox=outbox)
+        log.info("channel.accepted_by_peer", channel=cid)
+
+    async def on_funding(self, conf: FundingConfirmation) -> None:
+        cid = conf.channel_id.hex()
+        async with self.locks[cid]:
+            state = self.get(cid)
+            t = ch.step(state, ch.ReceiveFunding(conf), now_ms=now_ms())
+            if t.state.funded != state.funded or t.state.phase != state.phase:
+                await self._commit(t.state)
+        if any(isinstance(e, ch.NotifyOpened) for e in t.effects):
+            log.info("channel.open", channel=cid)
+
+    # -- paying -------------------------------------------------------------------------------
+
+    async def _stream(self, cid: str) -> OutboundStream:
+        stream = self.streams.get(cid)
+        if stream is None:
+            state = self.get(cid)
+            peer = await self.ctx.peer(state.terms.parties()[state.them].hex())
+            url = f"{peer.url.rstrip('/')}/p2p/channels/{cid}/stream"
+            stream = OutboundStream(
+                url=url.replace("http://", "ws://", 1).replace("https://", "wss://", 1),
+                session=self.ctx.peers.session,
+                on_message=self._on_stream_message,
+                resend=lambda: self._unacked(cid),
+            )
+            self.streams[cid] = stream
+            stream.start()
+        return stream
+
+    async def _unacked(self, cid: str) -> list[bytes]:
+        acked = self.get(cid).sent.acked_nonce
+        async with self.ctx.db() as session:
+            rows = await session.scalars(
+                select(OutgoingProof.proof)
+                .where(OutgoingProof.channel_id == cid, OutgoingProof.nonce > acked)
+                .order_by(OutgoingProof.nonce)
+            )
+            return list(rows.all())
+
+    async def _on_stream_message(self, message: Message) -> None:
+        if isinstance(message, Receipt):
+            await self.on_receipt(message)
+        else:
+            log.warning("stream.peer_error", message=repr(message)[:300])
+
+    async def pay(
+        self,
+        cid: str,
+        *,
+        quantities: Sequence[int],
+        direct_amount: int = 0,
+        reference: str = "",
+        repeat: int = 1,
+        wait: bool = True,
+        timeout_s: float = 30.0,
+    ) -> ch.ChannelState:
+        """Sign `repeat` updates of `quantities` (+ `direct_amount`) each, stream them, and with
+        `wait` return once the peer's receipts cover the last one."""
+        if not 1 <= repeat <= 1_000_000:
+            raise NodeError("repeat must be between 1 and 1,000,000")
+        stream = await self._stream(cid)
+        window = self.ctx.config.limits.max_inflight
+        remaining = repeat
+        last = 0
+        while remaining:
+            await self._wait_window(cid, window // 2, timeout_s)
+            async with self.locks[cid]:
+                state = self.get(cid)
+                room = max(1, window - (state.sent.nonce - state.sent.acked_nonce))
+                batch = min(remaining, room, self.ctx.config.limits.max_batch)
+                proofs: list[BalanceProof] = []
+                rows: dict[Any, list[int]] = defaultdict(lambda: [0, 0, 0])
+                stamp = now_ms()
+                action = ch.ActionPay(
+                    self.ctx.signer,
+                    tuple(Quantity(q) for q in quantities),
+                    Amount(direct_amount),
+                    reference,
+                )
+                for _ in range(batch):
+                    before = state.sent
+                    t = ch.step(state, action, now_ms=stamp)
+                    state = t.state
+                    proof = t.effects[0].proof  # type: ignore[union-attr]
+                    usage_rows(state, before, proof, rows)
+                    proofs.append(proof)
+                await self._commit(state, usage=rows, outgoing=proofs)
+            for proof in proofs:
+                await stream.send(proof.encode())
+            last = proofs[-1].nonce
+            remaining -= batch
+        if wait:
+            await self._wait_acked(cid, last, timeout_s)
+        return self.states[cid]
+
+    async def _wait_window(self, cid: str, window: int, timeout_s: float) -> None:
+        cond = self.acked[cid]
+        async with cond:
+            await asyncio.wait_for(
+                cond.wait_for(
+                    lambda: self.get(cid).sent.nonce - self.get(cid).sent.acked_nonce <= window
+                ),
+                timeout_s,
+            )
+
+    async def _wait_acked(self, cid: str, nonce: int, timeout_s: float) -> None:
+        cond = self.acked[cid]
+        try:
+            async with cond:
+                await asyncio.wait_for(
+                    cond.wait_for(lambda: self.get(cid).sent.acked_nonce >= nonce), timeout_s
+                )
+        except TimeoutError:
+            raise NodeError(
+                f"the peer has not acknowledged update {nonce} within {timeout_s:.0f} s; "
+                "it is stored and will be resent",
+                code="NOT_ACKNOWLEDGED",
+                status=504,
+            ) from None
+
+    async def on_receipt(self, receipt: Receipt) -> None:
+        cid = receipt.channel_id.hex()
+        async with self.locks[cid]:
+            state = self.get(cid)
+            t = ch.step(state, ch.ReceiveReceipt(receipt), now_ms=now_ms())
+            if t.state.sent.acked_nonce != state.sent.acked_nonce:
+                await self._commit(t.state, prune_upto=t.state.sent.acked_nonce)
+        cond = self.acked[cid]
+        async with cond:
+            cond.notify_all()
+
+    async def on_proofs(
+        self, cid: str, proofs: Sequence[BalanceProof]
+    ) -> tuple[Receipt | None, list[ProtocolError]]:
+        """Validate, persist (one transaction), then sign one cumulative receipt."""
+        errors: list[ProtocolError] = []
+        async with self.locks[cid]:
+            state = self.get(cid)
+            start = state
+            rows: dict[Any, list[int]] = defaultdict(lambda: [0, 0, 0])
+            stamp = now_ms()
+            for proof in proofs:
+                if proof.channel_id != state.channel_id:
+                    errors.append(
+                        RemoteProtocolError(ErrorCode.WRONG_CHANNEL, "proof for another channel")
+                    )
+                    continue
+                if 0 < proof.nonce <= state.received.nonce:
+                    continue  # already held: answered by the cumulative receipt below
+                before = state.received
+                try:
+                    state = ch.step(state, ch.ReceiveProof(proof), now_ms=stamp).state
+                except ProtocolError as exc:
+                    errors.append(exc)
+                    continue
+                usage_rows(state, before, proof, rows)
+            if state.received.nonce == 0:
+                return None, errors
+            t = ch.step(state, ch.ActionAcknowledge(self.ctx.signer), now_ms=stamp)
+            if state is not start or t.state.received.receipt != start.received.receipt:
+                await self._commit(t.state, usage=rows)
+            receipt = t.state.received.receipt
+        return receipt, errors
+
+    # -- closing ------------------------------------------------------------------------------
+
+    async def close(self, cid: str, *, timeout_s: float = 30.0) -> ch.ChannelState:
+        state = self.get(cid)
+        if state.phase not in (ch.Phase.OPEN, ch.Phase.CLOSING):
+            raise Conflict(f"the channel is {state.phase.value}; only an open channel closes",
+                           code="INVALID_STATE")
+        await self._wait_acked(cid, state.sent.nonce, timeout_s)
+        async with self.locks[cid]:
+            t = ch.step(self.get(cid), ch.ActionClose(self.ctx.signer), now_ms=now_ms())
+            await self._commit(t.state, outbox=await self._close_outbox(t))
+        send = next(e.close for e in t.effects if isinstance(e, ch.SendClose))
+        peer = await self.ctx.peer(t.state.terms.parties()[t.state.them].hex())
+        answer = await self.ctx.peers.send(peer.url, "/p2p/close", send)
+        if isinstance(answer, CooperativeClose):
+            await self.on_close(answer)
+        return self.states[cid]
+
+    async def _close_outbox(self, t: ch.Transition) -> list[tuple[str, str, bytes]]:
+        out = []
+        for effect in t.effects:
+            if isinstance(effect, ch.SubmitClose):
+                arbiter = await self.ctx.peer(t.state.terms.arbiter.hex())
+                out.append(("send", f"{arbiter.url}/p2p/close", effect.close.encode()))
+            if isinstance(effect, ch.SubmitUnilateralClose):
+                arbiter = await self.ctx.peer(t.state.terms.arbiter.hex())
+                out.append(("send", f"{arbiter.url}/p2p/unilateral", effect.claim.encode()))
+            if isinstance(effect, ch.SubmitEvidence):
+                arbiter = await self.ctx.peer(t.state.terms.arbiter.hex())
+                out.append(("send", f"{arbiter.url}/p2p/evidence", effect.evidence.encode()))
+        return out
+
+    async def on_close(self, close: CooperativeClose) -> CooperativeClose | None:
+        """The peer signed a close: co-sign it when it matches what we hold (node policy)."""
+        cid = close.channel_id.hex()
+        async with self.locks[cid]:
+            state = self.get(cid)
+            t = ch.step(state, ch.ReceiveClose(close), now_ms=now_ms())
+            if any(isinstance(e, ch.NotifyCloseRequested) for e in t.effects):
+                t = ch.step(t.state, ch.ActionClose(self.ctx.signer), now_ms=now_ms())
+            if t.state is not state:
+                await self._commit(t.state, outbox=await self._close_outbox(t))
+        if t.state.phase is ch.Phase.CLOSED:
+            log.info("channel.closed", channel=cid)
+        return t.state.close
+
+    async def force_close(self, cid: str) -> ch.ChannelState:
+        async with self.locks[cid]:
+            t = ch.step(self.get(cid), ch.ActionForceClose(self.ctx.signer), now_ms=now_ms())
+            await self._commit(t.state, outbox=await self._close_outbox(t))
+        return self.states[cid]
+
+    async def on_dispute(self, claim: UnilateralClose) -> None:
+        cid = claim.channel_id.hex()
+        async with self.locks[cid]:
+            t = ch.step(self.get(cid), ch.ReceiveUnilateralClose(claim), now_ms=now_ms())
+            if any(isinstance(e, ch.NotifyDispute) for e in t.effects):
+                t2 = ch.step(t.state, ch.ActionSubmitEvidence(self.ctx.signer), now_ms=now_ms())
+                await self._commit(t2.state, outbox=await self._close_outbox(t2))
+
+    async def on_payout(self, notice: PayoutNotice) -> None:
+        cid = notice.channel_id.hex()
+        async with self.locks[cid]:
+            state = self.get(cid)
+            t = ch.step(state, ch.ReceivePayout(notice), now_ms=now_ms())
+            if t.state is not state and t.state.phase != state.phase:
+                await self._commit(t.state)
+        stream = self.streams.pop(cid, None)
+        if stream is not None:
+            await stream.stop()
+        log.info("channel.settled", channel=cid)
+
+    async def stop(self) -> None:
+        for stream in list(self.streams.values()):
+            await stream.stop()
+        self.streams.clear()
+
+
+__all__ = ["ChannelId", "ChannelService", "usage_rows"]

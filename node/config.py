@@ -1,0 +1,231 @@
+"""The node's data directory: ``config.toml``, the Ed25519 key file and the admin token file.
+
+``meterline init`` writes all three (key and token mode 0600) and refuses to overwrite a key.
+``meterline node start`` refuses a key file that others can read. A config that does not parse or
+names something impossible is a :class:`ConfigError` that says which setting and why.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import stat
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from protocol.crypto import Signer
+
+KEY_FILE = "node.key"
+TOKEN_FILE = "admin.token"
+CONFIG_FILE = "config.toml"
+DB_FILE = "meterline.sqlite"
+
+
+class ConfigError(Exception):
+    """The data directory or config.toml is unusable; the message says how to fix it."""
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("METERLINE_HOME") or Path.home() / ".meterline")
+
+
+def parse_hostport(text: str, setting: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{setting}: {text!r} is not HOST:PORT")
+    return host, int(port)
+
+
+@dataclass(frozen=True, slots=True)
+class BankConfig:
+    """The node's own bank account and the rail that reaches it."""
+
+    rail: str = "openbanking"
+    """``openbanking`` (the sandbox bank by default), ``sepa`` or ``nacha`` (through mock-bank)."""
+    url: str = "http://127.0.0.1:8700"
+    account_id: str = ""
+    scheme: str = "UK.OBIE.SortCodeAccountNumber"
+    identification: str = ""
+    name: str = ""
+    agent: str = ""
+    client_id: str = ""
+    token_file: str = ""
+    key_file: str = ""
+    poll_interval_ms: int = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_inflight: int = 512
+    """Unacknowledged proofs the stream keeps in flight before it waits."""
+    max_body_bytes: int = 64 * 1024
+    max_batch: int = 1024
+    """Proofs committed together at most (one transaction)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    data_dir: Path
+    name: str
+    role: str
+    listen: tuple[str, int]
+    admin: tuple[str, int]
+    public_url: str
+    db_url: str
+    bank: BankConfig = field(default_factory=BankConfig)
+    allow: tuple[str, ...] = ()
+    """Node ids (hex) whose channel proposals are accepted without the operator."""
+    limits: Limits = field(default_factory=Limits)
+    dispute_window_ms: int = 86_400_000
+
+    @property
+    def key_path(self) -> Path:
+        return self.data_dir / KEY_FILE
+
+    @property
+    def token_path(self) -> Path:
+        return self.data_dir / TOKEN_FILE
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://{self.admin[0]}:{self.admin[1]}"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'
+
+
+def render_config(sections: dict[str, dict[str, Any]]) -> str:
+    lines = ["# meterline node configuration (written by `meterline init`)"]
+    for section, values in sections.items():
+        lines.append(f"\n[{section}]")
+        lines += [f"{key} = {_toml_value(v)}" for key, v in values.items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Create `path` with mode 0600 (never readable by others, not even briefly)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+def init_data_dir(
+    data_dir: Path,
+    *,
+    name: str,
+    role: str = "node",
+    listen: str = "127.0.0.1:7801",
+    admin: str = "127.0.0.1:7802",
+    db: str | None = None,
+    bank: dict[str, Any] | None = None,
+    allow: list[str] | None = None,
+    seed: bytes | None = None,
+) -> Signer:
+    """Write config.toml, the key and the token. Refuses to overwrite an existing key."""
+    if role not in ("node", "arbiter"):
+        raise ConfigError(f"role must be node or arbiter, not {role!r}")
+    parse_hostport(listen, "--listen")
+    admin_host, _ = parse_hostport(admin, "--admin")
+    if admin_host not in ("127.0.0.1", "localhost", "::1"):
+        raise ConfigError("--admin must be a loopback address: the admin API is local only")
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key_path = data_dir / KEY_FILE
+    if key_path.exists():
+        raise ConfigError(f"{key_path} already exists: refusing to overwrite a node key")
+    signer = Signer(seed if seed is not None else secrets.token_bytes(32))
+    write_private(key_path, signer.seed().hex().encode() + b"\n")
+    token_path = data_dir / TOKEN_FILE
+    token_path.unlink(missing_ok=True)
+    write_private(token_path, secrets.token_urlsafe(32).encode() + b"\n")
+    host, port = parse_hostport(listen, "--listen")
+    sections: dict[str, dict[str, Any]] = {
+        "node": {
+            "name": name,
+            "role": role,
+            "listen": listen,
+            "admin": admin,
+            "public_url": f"http://{host}:{port}",
+            "db": db or f"sqlite+aiosqlite:///{(data_dir / DB_FILE).resolve()}",
+        },
+        "bank": {k: v for k, v in (bank or {}).items() if v is not None},
+        "peers": {"allow": list(allow or [])},
+    }
+    (data_dir / CONFIG_FILE).write_text(render_config(sections))
+    return signer
+
+
+def load_config(data_dir: Path) -> Config:
+    path = data_dir / CONFIG_FILE
+    if not path.exists():
+        raise ConfigError(f"no {path}: run `meterline init --data-dir {data_dir}` first")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    node = raw.get("node", {})
+    try:
+        bank_raw = raw.get("bank", {})
+        unknown = set(bank_raw) - set(BankConfig.__dataclass_fields__)
+        if unknown:
+            raise ConfigError(f"{path}: unknown [bank] settings {sorted(unknown)}")
+        limits_raw = raw.get("limits", {})
+        unknown = set(limits_raw) - set(Limits.__dataclass_fields__)
+        if unknown:
+            raise ConfigError(f"{path}: unknown [limits] settings {sorted(unknown)}")
+        role = node.get("role", "node")
+        if role not in ("node", "arbiter"):
+            raise ConfigError(f"{path}: [node] role must be node or arbiter")
+        listen = parse_hostport(node.get("listen", "127.0.0.1:7801"), "[node] listen")
+        admin = parse_hostport(node.get("admin", "127.0.0.1:7802"), "[node] admin")
+        allow = tuple(str(a).lower() for a in raw.get("peers", {}).get("allow", []))
+        for node_id in allow:
+            if len(node_id) != 64 or any(c not in "0123456789abcdef" for c in node_id):
+                raise ConfigError(f"{path}: [peers] allow entry {node_id!r} is not a node id")
+        return Config(
+            data_dir=data_dir,
+            name=str(node.get("name", data_dir.name)),
+            role=role,
+            listen=listen,
+            admin=admin,
+            public_url=str(node.get("public_url", f"http://{listen[0]}:{listen[1]}")),
+            db_url=str(node.get("db", f"sqlite+aiosqlite:///{(data_dir / DB_FILE).resolve()}")),
+            bank=BankConfig(**bank_raw),
+            allow=allow,
+            limits=Limits(**limits_raw),
+            dispute_window_ms=int(node.get("dispute_window_ms", 86_400_000)),
+        )
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def load_signer(config: Config) -> Signer:
+    """Read the key file; refuse it when group or others can read it."""
+    path = config.key_path
+    if not path.exists():
+        raise ConfigError(f"no key file {path}: run `meterline init` first")
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise ConfigError(
+            f"{path} is readable by others (mode {mode:o}): run `chmod 600 {path}`"
+        )
+    try:
+        return Signer(bytes.fromhex(path.read_text().strip()))
+    except ValueError as exc:
+        raise ConfigError(f"{path} does not hold a 32-byte hex key: {exc}") from None
+
+
+def load_token(config: Config) -> str:
+    path = config.token_path
+    if not path.exists():
+        raise ConfigError(f"no admin token {path}: run `meterline init` first")
+    return path.read_text().strip()

@@ -1,0 +1,20 @@
+"""Typed application keys (aiohttp's "no singletons"), all in one place."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from node.channels import ChannelService
+from node.config import Config
+from node.context import Context
+from node.escrow import EscrowService
+from node.transfers import Transfers
+from protocol.crypto import Signer
+
+CONFIG = web.AppKey("config", Config)
+SIGNER = web.AppKey("signer", Signer)
+CONTEXT = web.AppKey("context", Context)
+CHANNELS = web.AppKey("channels", ChannelService)
+ESCROW = web.AppKey("escrow", EscrowService)
+TRANSFERS = web.AppKey("transfers", Transfers)
+TOKEN = web.AppKey("token", str)

@@ -1,0 +1,149 @@
+"""Talking to other nodes and arbiters: signed msgpack messages over POST, proofs over WebSocket.
+
+Messages carry their own signatures, so a request needs no other authentication; the answer is
+either a message or an :class:`~protocol.messages.Error` with the spec's code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import structlog
+
+from node.errors import PeerUnavailable
+from protocol.errors import ErrorCode, RemoteProtocolError
+from protocol.messages import Error
+from protocol.records import Message, decode_message
+
+log = structlog.get_logger()
+MSGPACK = "application/msgpack"
+
+
+class PeerClient:
+    def __init__(self, *, node_id: str, public_url: str, timeout_s: float = 10.0) -> None:
+        self._session: aiohttp.ClientSession | None = None
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._headers = {"X-Meterline-Node": node_id, "X-Meterline-Callback": public_url}
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=self._timeout, headers=self._headers)
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def info(self, url: str) -> dict[str, Any]:
+        try:
+            async with self.session.get(f"{url.rstrip('/')}/p2p/info") as resp:
+                if resp.status != 200:
+                    raise PeerUnavailable(f"{url} answered {resp.status} to /p2p/info")
+                data: dict[str, Any] = await resp.json()
+                return data
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise PeerUnavailable(f"cannot reach {url}: {exc}") from None
+
+    async def send(self, url: str, path: str, message: Message) -> Message | None:
+        """POST one message; return the answer message (None for an empty 202/204)."""
+        try:
+            async with self.session.post(
+                f"{url.rstrip('/')}{path}",
+                data=message.encode(),
+                headers={"Content-Type": MSGPACK},
+            ) as resp:
+                body = await resp.read()
+                if resp.status in (202, 204) or not body:
+                    return None
+                answer = decode_message(body)
+                if isinstance(answer, Error):
+                    raise RemoteProtocolError(_code(answer.code), answer.message)
+                return answer
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise PeerUnavailable(f"cannot reach {url}{path}: {exc}") from None
+
+
+def _code(value: int) -> ErrorCode:
+    try:
+        return ErrorCode(value)
+    except ValueError:
+        return ErrorCode.INTERNAL
+
+
+class OutboundStream:
+    """One long-lived WebSocket per channel carrying our proofs; receipts come back on it.
+
+    `resend` yields the proofs not yet acknowledged (from storage) each time the socket
+    (re)connects, so a dropped connection or a restarted peer loses nothing.
+    """
+
+    def __init__(
+        self,
+        *,
+        url: str,
+        session: aiohttp.ClientSession,
+        on_message: Callable[[Message], Awaitable[None]],
+        resend: Callable[[], Awaitable[list[bytes]]],
+    ) -> None:
+        self._url = url
+        self._session = session
+        self._on_message = on_message
+        self._resend = resend
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._connected = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"stream {self._url}")
+
+    async def stop(self) -> None:
+        self._closing = True
+        if self._ws is not None:
+            await self._ws.close()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+
+    async def send(self, data: bytes) -> None:
+        """Queue one encoded proof; if the socket is down it is resent after reconnecting."""
+        ws = self._ws
+        if ws is None or ws.closed:
+            return
+        try:
+            await ws.send_bytes(data)
+        except (ConnectionError, aiohttp.ClientError, RuntimeError):
+            return  # the reader notices, reconnects and resends from storage
+
+    async def _run(self) -> None:
+        delay = 0.05
+        while not self._closing:
+            try:
+                async with self._session.ws_connect(self._url, heartbeat=20, max_msg_size=0) as ws:
+                    self._ws = ws
+                    delay = 0.05
+                    for data in await self._resend():
+                        await ws.send_bytes(data)
+                    self._connected.set()
+                    async for frame in ws:
+                        if frame.type is aiohttp.WSMsgType.BINARY:
+                            try:
+                                await self._on_message(decode_message(frame.data))
+                            except RemoteProtocolError as exc:
+                                log.warning("stream.bad_frame", error=str(exc))
+                        elif frame.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSE):
+                            break
+            except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
+                log.info("stream.reconnect", url=self._url, error=str(exc), delay_s=delay)
+            finally:
+                self._ws = None
+                self._connected.clear()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)

@@ -1,0 +1,187 @@
+"""Channel and arbiter state ↔ bytes, as explicit versioned records (never class paths).
+
+A state is stored as one msgpack array whose first element is the codec version. Signed messages
+inside it are stored as their canonical wire bytes and decoded with the protocol's own strict
+decoder, so a row that was tampered with or corrupted fails loudly on load.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import msgpack
+
+from protocol.arbiter import ArbiterPhase, ArbiterState
+from protocol.channel import ChannelState, Flow, Phase
+from protocol.messages import (
+    BalanceProof,
+    ChannelAcceptance,
+    ChannelProposal,
+    ChannelTerms,
+    CooperativeClose,
+    FundingConfirmation,
+    PayoutNotice,
+    Receipt,
+    Signed,
+    UnilateralClose,
+)
+from protocol.money import Payouts
+from protocol.records import Message
+from protocol.types import Amount, ChannelId, MinorUnits, Nonce, Quantity, Signature
+
+CODEC_VERSION = 1
+M = TypeVar("M", bound=Message)
+
+
+class CorruptState(Exception):
+    """A stored state that does not decode: never silently replaced."""
+
+
+def _msg(value: Message | None) -> bytes | None:
+    return None if value is None else value.encode()
+
+
+def _load(cls: type[M], raw: bytes | None) -> M | None:
+    return None if raw is None else cls.decode(raw)
+
+
+def _flow_out(flow: Flow) -> list[Any]:
+    return [
+        flow.nonce,
+        flow.amount,
+        flow.direct_amount,
+        list(flow.quantities),
+        flow.usage_digest,
+        _msg(flow.proof),
+        flow.acked_nonce,
+        _msg(flow.receipt),
+    ]
+
+
+def _flow_in(raw: list[Any]) -> Flow:
+    return Flow(
+        Nonce(raw[0]),
+        Amount(raw[1]),
+        Amount(raw[2]),
+        tuple(Quantity(q) for q in raw[3]),
+        raw[4],
+        _load(BalanceProof, raw[5]),
+        Nonce(raw[6]),
+        _load(Receipt, raw[7]),
+    )
+
+
+def encode_channel(state: ChannelState) -> bytes:
+    out: bytes = msgpack.packb(
+        [
+            CODEC_VERSION,
+            state.terms.encode(),
+            state.us,
+            state.phase.value,
+            state.opener_signature,
+            state.peer_signature,
+            [_flow_out(f) for f in state.flows],
+            list(state.funded),
+            [_msg(c) for c in state.funding],
+            _msg(state.close),
+            _msg(state.peer_close),
+            _msg(state.dispute),
+            _msg(state.payout),
+            state.updated_ms,
+        ],
+        use_bin_type=True,
+    )
+    return out
+
+
+def decode_channel(data: bytes) -> ChannelState:
+    try:
+        raw = msgpack.unpackb(data, raw=False)
+        if raw[0] != CODEC_VERSION:
+            raise CorruptState(f"unknown channel codec version {raw[0]}")
+        terms = ChannelTerms.decode(raw[1])
+        flows = [_flow_in(f) for f in raw[6]]
+        funding = [_load(FundingConfirmation, c) for c in raw[8]]
+        return ChannelState(
+            terms=terms,
+            channel_id=terms.channel_id,
+            us=raw[2],
+            phase=Phase(raw[3]),
+            opener_signature=raw[4],
+            peer_signature=raw[5],
+            flows=(flows[0], flows[1]),
+            funded=(MinorUnits(raw[7][0]), MinorUnits(raw[7][1])),
+            funding=(funding[0], funding[1]),
+            close=_load(CooperativeClose, raw[9]),
+            peer_close=_load(CooperativeClose, raw[10]),
+            dispute=_load(UnilateralClose, raw[11]),
+            payout=_load(PayoutNotice, raw[12]),
+            updated_ms=raw[13],
+        )
+    except CorruptState:
+        raise
+    except Exception as exc:
+        raise CorruptState(f"stored channel state does not decode: {exc}") from exc
+
+
+def encode_escrow(state: ArbiterState) -> bytes:
+    payouts = state.payouts
+    out: bytes = msgpack.packb(
+        [
+            CODEC_VERSION,
+            state.proposal.encode(),
+            state.acceptance.encode(),
+            state.phase.value,
+            list(state.deposited),
+            list(state.deposit_entries),
+            state.opened,
+            [_msg(p) for p in state.evidence],
+            _msg(state.close),
+            _msg(state.claim),
+            state.deadline_ms,
+            None if payouts is None else [payouts.opener, payouts.peer, payouts.residual],
+            list(state.booked),
+            _msg(state.notice),
+            state.updated_ms,
+        ],
+        use_bin_type=True,
+    )
+    return out
+
+
+def decode_escrow(data: bytes) -> ArbiterState:
+    try:
+        raw = msgpack.unpackb(data, raw=False)
+        if raw[0] != CODEC_VERSION:
+            raise CorruptState(f"unknown escrow codec version {raw[0]}")
+        proposal = ChannelProposal.decode(raw[1])
+        evidence = [_load(BalanceProof, p) for p in raw[7]]
+        payouts = raw[11]
+        return ArbiterState(
+            terms=proposal.terms,
+            channel_id=ChannelId(proposal.terms.channel_id),
+            phase=ArbiterPhase(raw[3]),
+            proposal=proposal,
+            acceptance=ChannelAcceptance.decode(raw[2]),
+            deposited=(MinorUnits(raw[4][0]), MinorUnits(raw[4][1])),
+            deposit_entries=tuple(raw[5]),
+            opened=bool(raw[6]),
+            evidence=(evidence[0], evidence[1]),
+            close=_load(CooperativeClose, raw[8]),
+            claim=_load(UnilateralClose, raw[9]),
+            deadline_ms=raw[10],
+            payouts=None
+            if payouts is None
+            else Payouts(MinorUnits(payouts[0]), MinorUnits(payouts[1]), Amount(payouts[2])),
+            booked=(bool(raw[12][0]), bool(raw[12][1])),
+            notice=_load(PayoutNotice, raw[13]),
+            updated_ms=raw[14],
+        )
+    except CorruptState:
+        raise
+    except Exception as exc:
+        raise CorruptState(f"stored escrow state does not decode: {exc}") from exc
+
+
+__all__ = ["CorruptState", "Signature", "Signed", "decode_channel", "decode_escrow",
+           "encode_channel", "encode_escrow"]

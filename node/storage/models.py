@@ -1,0 +1,140 @@
+"""SQLAlchemy 2 typed models. Growth is bounded: per channel one state row, the in-flight window
+of our unacknowledged proofs, and usage aggregated per (direction, unit, reference, hour).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Boolean, Integer, LargeBinary, MetaData, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Peer(Base):
+    __tablename__ = "peer"
+
+    node_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    """Lowercase hex Ed25519 public key."""
+    url: Mapped[str] = mapped_column(String(300))
+    name: Mapped[str] = mapped_column(String(100), default="")
+    role: Mapped[str] = mapped_column(String(16), default="node")
+    info: Mapped[str] = mapped_column(Text, default="{}")
+    """The peer's /p2p/info answer as JSON (an arbiter's escrow account lives here)."""
+    added_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class Channel(Base):
+    __tablename__ = "channel"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    peer_id: Mapped[str] = mapped_column(String(64), index=True)
+    phase: Mapped[str] = mapped_column(String(16))
+    state: Mapped[bytes] = mapped_column(LargeBinary)
+    """protocol.channel.ChannelState through node.storage.codec."""
+    created_ms: Mapped[int] = mapped_column(BigInteger)
+    updated_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class HeldProposal(Base):
+    """A proposal from a peer not on the allow-list, waiting for the operator."""
+
+    __tablename__ = "held_proposal"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    opener_id: Mapped[str] = mapped_column(String(64))
+    proposal: Mapped[bytes] = mapped_column(LargeBinary)
+    received_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class OutgoingProof(Base):
+    """Our signed proofs the peer has not acknowledged yet (at most the stream window)."""
+
+    __tablename__ = "outgoing_proof"
+
+    channel_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    nonce: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    proof: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Usage(Base):
+    """Usage aggregated per (channel, direction, unit, reference, hour)."""
+
+    __tablename__ = "usage"
+
+    channel_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    sender: Mapped[int] = mapped_column(Integer, primary_key=True)
+    unit: Mapped[str] = mapped_column(String(32), primary_key=True)
+    """A tariff unit, or ``amount`` for plain-amount payments."""
+    reference: Mapped[str] = mapped_column(String(64), primary_key=True)
+    bucket_ms: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    quantity: Mapped[int] = mapped_column(BigInteger, default=0)
+    """At the tariff line's quantity scale."""
+    amount: Mapped[int] = mapped_column(BigInteger, default=0)
+    """At the channel's amount scale."""
+    updates: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class Escrow(Base):
+    """Arbiter mode: one row per channel held in escrow."""
+
+    __tablename__ = "escrow"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    phase: Mapped[str] = mapped_column(String(16))
+    state: Mapped[bytes] = mapped_column(LargeBinary)
+    opener_url: Mapped[str] = mapped_column(String(300), default="")
+    peer_url: Mapped[str] = mapped_column(String(300), default="")
+    updated_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class Transfer(Base):
+    """A bank transfer this node asked its rail for (deposits, payouts)."""
+
+    __tablename__ = "transfer"
+
+    idempotency_key: Mapped[str] = mapped_column(String(40), primary_key=True)
+    channel_id: Mapped[str] = mapped_column(String(64), index=True)
+    purpose: Mapped[str] = mapped_column(String(16))
+    party: Mapped[int] = mapped_column(Integer)
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    reference: Mapped[str] = mapped_column(String(35))
+    creditor: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    reason: Mapped[str] = mapped_column(String(200), default="")
+    end_to_end_id: Mapped[str] = mapped_column(String(40), default="")
+    created_ms: Mapped[int] = mapped_column(BigInteger)
+    updated_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class Outbox(Base):
+    """Effects committed with the state that produced them; a worker carries them out."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    channel_id: Mapped[str] = mapped_column(String(64), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    target: Mapped[str] = mapped_column(String(300), default="")
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    created_ms: Mapped[int] = mapped_column(BigInteger)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    done: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+
+
+class Cursor(Base):
+    __tablename__ = "cursor"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)

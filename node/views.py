@@ -1,0 +1,173 @@
+"""JSON shapes of the admin API (specs/admin-api.yaml). Amounts are decimal strings."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from typing import Any
+
+from sqlalchemy import select
+
+from node.context import Context
+from node.storage.models import Transfer, Usage
+from protocol import channel as ch
+from protocol.money import currency_exponent, format_decimal, to_minor_units
+from protocol.references import Purpose, bank_reference
+from protocol.types import Amount
+
+
+def money(amount: int, state: ch.ChannelState) -> dict[str, str]:
+    """Both renderings: at the currency exponent (rounded down) and at full scale."""
+    terms = state.terms
+    exponent = currency_exponent(terms.currency)
+    minor = to_minor_units(Amount(amount), terms.scale, exponent) if amount >= 0 else -(
+        to_minor_units(Amount(-amount), terms.scale, exponent))
+    return {
+        "amount": format_decimal(minor, exponent, min_places=exponent),
+        "precise": format_decimal(amount, terms.scale, min_places=exponent),
+        "currency": terms.currency,
+    }
+
+
+def minor(amount_minor: int, currency: str) -> dict[str, str]:
+    exponent = currency_exponent(currency)
+    return {"amount": format_decimal(amount_minor, exponent, min_places=exponent),
+            "currency": currency}
+
+
+def channel_summary(state: ch.ChannelState) -> dict[str, Any]:
+    terms = state.terms
+    return {
+        "id": state.channel_id.hex(),
+        "peer": terms.parties()[state.them].hex(),
+        "role": "opener" if state.us == 0 else "peer",
+        "phase": state.phase.value,
+        "currency": terms.currency,
+        "balance": money(state.balance(), state),
+        "sent": money(state.sent.amount, state),
+        "received": money(state.received.amount, state),
+    }
+
+
+def transfer_json(row: Transfer) -> dict[str, Any]:
+    return {
+        "purpose": row.purpose,
+        "party": "opener" if row.party == 0 else "peer",
+        "amount": minor(row.amount_minor, row.currency),
+        "reference": row.reference,
+        "idempotency_key": row.idempotency_key,
+        "end_to_end_id": row.end_to_end_id,
+        "status": row.status,
+        "reason": row.reason,
+        "creditor": json.loads(row.creditor),
+    }
+
+
+def settlement_transfers(state: ch.ChannelState, ours: list[Transfer]) -> list[dict[str, Any]]:
+    """Our own rail transfers plus what the arbiter reported (deposits seen, payouts booked)."""
+    out = [transfer_json(t) for t in ours]
+    terms = state.terms
+    known = {t["reference"] for t in out}
+    for party, conf in enumerate(state.funding):
+        if conf is not None and conf.bank_reference not in known:
+            out.append({"purpose": "deposit", "party": "opener" if party == 0 else "peer",
+                        "amount": minor(conf.amount, terms.currency),
+                        "reference": conf.bank_reference, "status": "booked",
+                        "source": "arbiter funding confirmation"})
+    notice = state.payout
+    if notice is not None:
+        for party, (amount, ref) in enumerate(((notice.opener_payout, notice.opener_reference),
+                                               (notice.peer_payout, notice.peer_reference))):
+            if amount:
+                out.append({"purpose": "payout", "party": "opener" if party == 0 else "peer",
+                            "amount": minor(amount, terms.currency), "reference": ref,
+                            "status": "booked", "source": "arbiter payout notice"})
+    elif state.phase in (ch.Phase.CLOSED, ch.Phase.DISPUTED):
+        for party in (0, 1):
+            out.append({"purpose": "payout", "party": "opener" if party == 0 else "peer",
+                        "reference": bank_reference(state.channel_id, Purpose.PAYOUT, party),
+                        "status": "pending", "source": "arbiter"})
+    return out
+
+
+def channel_detail(state: ch.ChannelState, transfers: list[Transfer]) -> dict[str, Any]:
+    terms = state.terms
+    units = {
+        "sent": {line.unit: format_decimal(q, line.quantity_scale)
+                 for line, q in zip(terms.tariff, state.sent.quantities, strict=True)},
+        "received": {line.unit: format_decimal(q, line.quantity_scale)
+                     for line, q in zip(terms.tariff, state.received.quantities, strict=True)},
+    }
+    dispute_deadline = None
+    if state.dispute is not None:
+        dispute_deadline = "pending at the arbiter"
+    return {
+        **channel_summary(state),
+        "arbiter": terms.arbiter.hex(),
+        "opener": terms.opener.hex(),
+        "scale": terms.scale,
+        "deposit": {"ours": minor(terms.deposits()[state.us], terms.currency),
+                    "peer": minor(terms.deposits()[state.them], terms.currency)},
+        "funded": {"ours": minor(state.funded[state.us], terms.currency),
+                   "peer": minor(state.funded[state.them], terms.currency)},
+        "tariff": [
+            {"unit": line.unit, "quantity_scale": line.quantity_scale,
+             "tiers": [{"up_to": None if t.up_to is None else
+                        format_decimal(t.up_to, line.quantity_scale),
+                        "price": format_decimal(t.price, terms.scale)} for t in line.tiers]}
+            for line in terms.tariff
+        ],
+        "nonce_sent": state.sent.nonce,
+        "nonce_received": state.received.nonce,
+        "acked_nonce_sent": state.sent.acked_nonce,
+        "units": units,
+        "dispute_window_ms": terms.dispute_window_ms,
+        "dispute_deadline": dispute_deadline,
+        "settlement": settlement_transfers(state, transfers),
+    }
+
+
+async def statement(ctx: Context, state: ch.ChannelState,
+                    transfers: list[Transfer]) -> dict[str, Any]:
+    """Line items per (direction, unit, reference); subtotals per unit; the net; transfers."""
+    cid = state.channel_id.hex()
+    async with ctx.db() as session:
+        rows = (await session.scalars(select(Usage).where(Usage.channel_id == cid))).all()
+    terms = state.terms
+    lines_by_unit = {line.unit: line for line in terms.tariff}
+    grouped: dict[tuple[int, str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
+    for row in rows:
+        g = grouped[(row.sender, row.unit, row.reference)]
+        g[0] += row.quantity
+        g[1] += row.amount
+        g[2] += row.updates
+    items = []
+    subtotals: dict[tuple[str, str], int] = defaultdict(int)
+    for (sender, unit, reference), (quantity, amount, updates) in sorted(grouped.items()):
+        direction = "sent" if sender == state.us else "received"
+        line = lines_by_unit.get(unit)
+        items.append({
+            "direction": direction,
+            "unit": unit,
+            "reference": reference,
+            "quantity": format_decimal(quantity, line.quantity_scale) if line else None,
+            "unit_price": format_decimal(line.tiers[0].price, terms.scale) if line else None,
+            "graduated": bool(line and len(line.tiers) > 1),
+            "updates": updates,
+            "amount": money(amount, state),
+        })
+        subtotals[(direction, unit)] += amount
+    net = state.received.amount - state.sent.amount
+    return {
+        "channel": cid,
+        "currency": terms.currency,
+        "phase": state.phase.value,
+        "items": items,
+        "subtotals": [{"direction": d, "unit": u, "amount": money(a, state)}
+                      for (d, u), a in sorted(subtotals.items())],
+        "sent": money(state.sent.amount, state),
+        "received": money(state.received.amount, state),
+        "net": money(net, state),
+        "balance": money(state.balance(), state),
+        "transfers": settlement_transfers(state, transfers),
+    }
