@@ -49,8 +49,22 @@ def build_rail(config: Config) -> Rail | None:
             access_token=token_file.read_text().strip(), key_file=Path(bank.key_file),
             account_id=bank.account_id, store_path=config.data_dir / "rail-openbanking.sqlite",
             poll_attempts=4, poll_interval_s=0.1))
-    raise ConfigError(f"[bank] rail {bank.rail!r} is not wired into the daemon yet "
-                      "(openbanking is); see the issue notes")
+    if bank.rail in ("sepa", "nacha"):
+        from rails.port import Account, AccountScheme
+
+        scheme = AccountScheme.IBAN if bank.rail == "sepa" else AccountScheme.US_ABA
+        account = Account(bank.name or config.name, scheme, bank.identification,
+                          bank.agent or None)
+        store_path = config.data_dir / f"rail-{bank.rail}.sqlite"
+        if bank.rail == "sepa":
+            from rails.iso20022 import SepaCreditTransferRail
+
+            return SepaCreditTransferRail(base_url=bank.url, account=account,
+                                          store_path=store_path)
+        from rails.nacha import AchCreditRail
+
+        return AchCreditRail(base_url=bank.url, account=account, store_path=store_path)
+    raise ConfigError(f"[bank] rail must be openbanking, sepa or nacha, not {bank.rail!r}")
 
 
 class Node:

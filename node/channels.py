@@ -438,13 +438,22 @@ class ChannelService:
 
     async def _wait_window(self, cid: str, window: int, timeout_s: float) -> None:
         cond = self.acked[cid]
-        async with cond:
-            await asyncio.wait_for(
-                cond.wait_for(
-                    lambda: self.get(cid).sent.nonce - self.get(cid).sent.acked_nonce <= window
-                ),
-                timeout_s,
-            )
+        try:
+            async with cond:
+                await asyncio.wait_for(
+                    cond.wait_for(
+                        lambda: self.get(cid).sent.nonce - self.get(cid).sent.acked_nonce
+                        <= window
+                    ),
+                    timeout_s,
+                )
+        except TimeoutError:
+            raise NodeError(
+                f"the peer has acknowledged nothing for {timeout_s:.0f} s; what was signed is "
+                "stored and will be resent when it is back",
+                code="NOT_ACKNOWLEDGED",
+                status=504,
+            ) from None
 
     async def _wait_acked(self, cid: str, nonce: int, timeout_s: float) -> None:
         cond = self.acked[cid]
