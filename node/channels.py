@@ -84,6 +84,7 @@ class ChannelService:
         self.locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self.acked: defaultdict[str, asyncio.Condition] = defaultdict(asyncio.Condition)
         self.streams: dict[str, OutboundStream] = {}
+        self.early_funding: defaultdict[str, list[FundingConfirmation]] = defaultdict(list)
         self.changed = asyncio.Event()
 
     # -- loading and saving -------------------------------------------------------------------
@@ -341,11 +342,19 @@ class ChannelService:
             outbox = await self._funding_effects(t.state, proposal, acceptance)
             await self._commit(t.state, outbox=outbox)
         log.info("channel.accepted_by_peer", channel=cid)
+        for conf in self.early_funding.pop(cid, []):
+            await self.on_funding(conf)
 
     async def on_funding(self, conf: FundingConfirmation) -> None:
         cid = conf.channel_id.hex()
         async with self.locks[cid]:
             state = self.get(cid)
+            if state.phase is ch.Phase.PROPOSED:
+                # The peer registered and was confirmed before its acceptance reached us:
+                # check the arbiter's signature now, apply it once the acceptance lands.
+                conf.verify_signature(state.terms.arbiter)
+                self.early_funding[cid].append(conf)
+                return
             t = ch.step(state, ch.ReceiveFunding(conf), now_ms=now_ms())
             if t.state.funded != state.funded or t.state.phase != state.phase:
                 await self._commit(t.state)

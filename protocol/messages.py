@@ -13,7 +13,7 @@ from typing import ClassVar, Self
 
 from protocol.crypto import Signer, verify
 from protocol.encoding import pack
-from protocol.errors import ErrorCode, RemoteProtocolError
+from protocol.errors import ErrorCode, ProtocolError, RemoteProtocolError
 from protocol.records import Bin, Kind, ListOf, Message, Nested, Opt, Record, Text, UInt
 from protocol.tariff import MAX_LINES, TariffLine
 from protocol.types import Amount, ChannelId, MinorUnits, NodeId, Nonce, Quantity, Signature
@@ -161,6 +161,10 @@ class ChannelAcceptance(Signed):
         if self.channel_id != terms.channel_id:
             raise RemoteProtocolError(ErrorCode.WRONG_CHANNEL, "acceptance names another channel")
         verify(terms.peer, self.DOMAIN, terms.encode(), self.signature)
+
+    def body(self) -> bytes:
+        """The signature covers the terms, which this message does not carry."""
+        raise TypeError("an acceptance signs the terms: use for_terms() and verify_for()")
 
 
 @dataclass(frozen=True, slots=True)
@@ -422,5 +426,11 @@ class Error(Message):
     )
 
     @classmethod
-    def from_exception(cls, exc: RemoteProtocolError, channel_id: bytes = b"") -> Error:
-        return cls(int(exc.code), exc.message[:256], channel_id)
+    def make(cls, code: int, message: str, channel_id: bytes = b"") -> Error:
+        """An Error whose message fits the wire limit (256 UTF-8 bytes, cut on a character)."""
+        text = message.encode("utf-8")[:256].decode("utf-8", errors="ignore")
+        return cls(code, text, channel_id)
+
+    @classmethod
+    def from_exception(cls, exc: ProtocolError, channel_id: bytes = b"") -> Error:
+        return cls.make(int(exc.code), exc.message, channel_id)

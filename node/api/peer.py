@@ -46,7 +46,7 @@ def reply(message: Message | None, status: int = 200) -> web.Response:
 
 def error_reply(exc: ProtocolError, status: int = 400) -> web.Response:
     return web.Response(
-        body=Error(int(exc.code), exc.message[:256], b"").encode(),
+        body=Error.from_exception(exc).encode(),
         status=status,
         content_type=MSGPACK,
     )
@@ -200,13 +200,12 @@ async def stream(request: web.Request) -> web.StreamResponse:
                 try:
                     proofs.append(BalanceProof.decode(data))
                 except ProtocolError as exc:
-                    await ws.send_bytes(Error(int(exc.code), exc.message[:256], b"").encode())
+                    await ws.send_bytes(Error.from_exception(exc).encode())
             if not proofs:
                 continue
             receipt, errors = await service.on_proofs(cid, proofs)
             for error in errors:
-                await ws.send_bytes(
-                    Error(int(error.code), error.message[:256], bytes.fromhex(cid)).encode())
+                await ws.send_bytes(Error.from_exception(error, bytes.fromhex(cid)).encode())
             if receipt is not None:
                 await ws.send_bytes(receipt.encode())
     finally:
