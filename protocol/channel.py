@@ -611,9 +611,14 @@ def _local(fn: Callable[[], Flow]) -> Flow:
         raise LocalProtocolError(exc.code, exc.message) from None
 
 
-def _on_pay(state: ChannelState, event: ActionPay, now_ms: int) -> Transition:
-    if event.signer.node_id != state.terms.parties()[state.us]:
+def _check_signer(state: ChannelState, signer: Signer) -> None:
+    """Every action signs with our own key; anything else would be refused downstream."""
+    if signer.node_id != state.terms.parties()[state.us]:
         raise LocalProtocolError(ErrorCode.NOT_A_PARTY, "signing with a key that is not ours")
+
+
+def _on_pay(state: ChannelState, event: ActionPay, now_ms: int) -> Transition:
+    _check_signer(state, event.signer)
     proof = build_proof(state, event, now_ms=now_ms)
     flow = _local(lambda: _apply_proof(state, proof, verify_signature=False))
     return Transition(_with_flow(state, state.us, flow), (SendProof(proof),))
@@ -631,6 +636,7 @@ def _on_proof(state: ChannelState, event: ReceiveProof, now_ms: int) -> Transiti
 
 
 def _on_acknowledge(state: ChannelState, event: ActionAcknowledge, now_ms: int) -> Transition:
+    _check_signer(state, event.signer)
     flow = state.received
     if flow.nonce == 0:
         raise LocalProtocolError(ErrorCode.INVALID_STATE, "nothing received to acknowledge")
@@ -685,6 +691,7 @@ def _merge(close: CooperativeClose, other: CooperativeClose) -> CooperativeClose
 
 
 def _on_close_action(state: ChannelState, event: ActionClose, now_ms: int) -> Transition:
+    _check_signer(state, event.signer)
     ours = close_body(state).signed_by(event.signer, CooperativeClose.SIGNATURE_FIELDS[state.us])
     if state.peer_close is not None and state.peer_close.same_state(ours):
         full = _merge(ours, state.peer_close)
@@ -720,6 +727,7 @@ def _on_close(state: ChannelState, event: ReceiveClose, now_ms: int) -> Transiti
 
 
 def _on_force_close(state: ChannelState, event: ActionForceClose, now_ms: int) -> Transition:
+    _check_signer(state, event.signer)
     claim = UnilateralClose(
         state.channel_id, event.signer.node_id, state.received.proof, EMPTY_SIGNATURE
     ).signed_by(event.signer)
@@ -740,6 +748,7 @@ def _on_unilateral(state: ChannelState, event: ReceiveUnilateralClose, now_ms: i
 
 
 def _on_evidence(state: ChannelState, event: ActionSubmitEvidence, now_ms: int) -> Transition:
+    _check_signer(state, event.signer)
     evidence = DisputeEvidence(
         state.channel_id, event.signer.node_id, state.received.proof, EMPTY_SIGNATURE
     ).signed_by(event.signer)

@@ -721,3 +721,15 @@ def test_protocol_error_base_is_abstract() -> None:
     with pytest.raises(TypeError):
         ProtocolError(ErrorCode.INTERNAL, "x")
     assert NodeId(b"x") == b"x"
+
+
+def test_actions_sign_with_our_key_only(sim: Simulation, third: Signer) -> None:
+    """Found while testing: acknowledge, close, force-close and evidence took any key; a
+    force-close signed by a stranger left the channel DISPUTED with a claim the arbiter refuses."""
+    sim.pay(1, (1_000,), acknowledge=False)
+    state = sim.states[0]
+    for action in (ch.ActionAcknowledge, ch.ActionClose, ch.ActionForceClose):
+        for signer in (third, sim.peer):
+            rejects(state, action(signer), LocalProtocolError, ErrorCode.NOT_A_PARTY)
+    disputed = ch.step(state, ch.ActionForceClose(sim.opener), now_ms=NOW).state
+    rejects(disputed, ch.ActionSubmitEvidence(third), LocalProtocolError, ErrorCode.NOT_A_PARTY)
