@@ -160,3 +160,86 @@ class Cluster:
             handle.stop()
         if self.bank is not None:
             self.bank.stop()
+
+
+ESCROW, MANUFACTURER, CARRIER = "escrow", "manufacturer", "carrier"
+
+
+@dataclass
+class Companies:
+    """The demo topology: a sandbox bank, an arbiter, a manufacturer and a carrier."""
+
+    cluster: Cluster
+    arbiter: NodeHandle
+    manufacturer: NodeHandle
+    carrier: NodeHandle
+
+    def balances(self) -> dict[str, int]:
+        import asyncio
+
+        from node.provision import balances
+
+        return asyncio.run(balances(self.cluster.bank_url))
+
+    def open_channel(self, **extra: Any) -> str:
+        body = {"peer": self.carrier.node_id, "arbiter": self.arbiter.node_id,
+                "deposit": "5000.00 EUR", "peer_deposit": "100.00 EUR",
+                "tariff": ["km=0.0123", "container-hour=1.75"], **extra}
+        cid: str = self.manufacturer.api("POST", "/api/channels", body)["id"]
+        wait_for(lambda: self.manufacturer.api("GET", f"/api/channels/{cid}")["phase"] == "open"
+                 and self.carrier.api("GET", f"/api/channels/{cid}")["phase"] == "open",
+                 "the channel to open on both sides")
+        return cid
+
+
+def wait_for(check: Any, what: str, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    raise ClusterError(f"timed out waiting for {what}")
+
+
+def start_companies(root: Path, *, manufacturer_balance: int = 1_000_000,
+                    carrier_balance: int = 50_000, say: Any = None) -> Companies:
+    """Start the bank, open three accounts, start the arbiter and both companies, introduce
+    them to each other. The caller stops ``result.cluster`` when done."""
+    import asyncio
+
+    from node.provision import open_sandbox_account
+
+    def step(text: str) -> None:
+        if say is not None:
+            say(text)
+
+    cluster = Cluster(root)
+    try:
+        cluster.start_bank()
+        step(f"sandbox bank (UK Open Banking v3.1.11) at {cluster.bank_url}")
+
+        async def provision() -> list[dict[str, Any]]:
+            specs = [(ESCROW, "Escrow Agent", "40000100000001", 0),
+                     (MANUFACTURER, "Manufacturer GmbH", "40000100000002",
+                      manufacturer_balance),
+                     (CARRIER, "Carrier Ltd", "40000100000003", carrier_balance)]
+            return [await open_sandbox_account(
+                bank_url=cluster.bank_url, directory=root / f"bank-keys-{acct}",
+                account_id=acct, name=name, identification=ident,
+                opening_balance_minor=balance) for acct, name, ident, balance in specs]
+
+        escrow_bank, man_bank, car_bank = asyncio.run(provision())
+        arbiter = cluster.add_node("arbiter", role="arbiter", bank=escrow_bank)
+        manufacturer = cluster.add_node("manufacturer", bank=man_bank)
+        carrier = cluster.add_node("carrier", bank=car_bank, allow=[manufacturer.node_id])
+        for handle in (arbiter, manufacturer, carrier):
+            handle.start()
+            step(f"{handle.name:<12} {handle.node_id[:16]}…  peer API {handle.url}")
+        for handle in (manufacturer, carrier):
+            handle.api("POST", "/api/peers", {"url": arbiter.url})
+        manufacturer.api("POST", "/api/peers", {"url": carrier.url})
+        carrier.api("POST", "/api/peers", {"url": manufacturer.url})
+    except BaseException:
+        cluster.stop()
+        raise
+    return Companies(cluster, arbiter, manufacturer, carrier)

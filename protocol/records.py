@@ -215,6 +215,7 @@ def message_types() -> dict[int, type[Message]]:
 
 def decode_message(data: bytes) -> Message:
     """Decode any known message; UNKNOWN_MESSAGE_TYPE for a tag nobody registered."""
+    import protocol.messages  # noqa: F401 - registers every message type
     raw = unpack(data)
     if len(raw) < 2:
         raise DecodeError(ErrorCode.MALFORMED, "a message starts with tag, version")

@@ -14,6 +14,11 @@ import click
 _COMMANDS: list[tuple[str, str]] = [
     ("node.cli.node_cmd", "init"),
     ("node.cli.node_cmd", "node"),
+    ("node.cli.peer", "peer"),
+    ("node.cli.channel", "channel"),
+    ("node.cli.pay", "pay"),
+    ("node.cli.statement", "statement"),
+    ("node.cli.demo", "demo"),
     ("node.cli.bank", "bank"),
     ("node.cli.rails_cmd", "rails"),
 ]

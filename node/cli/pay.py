@@ -1,0 +1,49 @@
+"""`meterline pay`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from node.cli.client import Admin, data_dir_option, emit, json_option
+from node.cli.render import amount
+
+
+@click.command()
+@click.argument("channel_id")
+@click.option("--units", "units", multiple=True, metavar="UNIT=QUANTITY",
+              help="Quantity of a tariff unit, e.g. km=12.5; repeat for several units.")
+@click.option("--amount", "amount_text", default=None, help='A plain amount, e.g. "3.20 EUR".')
+@click.option("--ref", "reference", default="", help="Usage reference, e.g. SHIPMENT-4711.")
+@click.option("--repeat", default=1, show_default=True, type=click.IntRange(1, 1_000_000),
+              help="Send this many updates, each one signed and receipted.")
+@data_dir_option
+@json_option
+def pay(channel_id: str, units: tuple[str, ...], amount_text: str | None, reference: str,
+        repeat: int, data_dir: Path | None, as_json: bool) -> None:
+    """Pay the peer for units consumed (priced by the tariff) or a plain amount.
+
+    Returns once the peer's signed receipt covers the update.
+
+    \b
+    Example:
+      meterline pay 3f9a --units km=12.5 --ref SHIPMENT-4711
+      meterline pay 3f9a --amount "3.20 EUR"
+    """
+    parsed: dict[str, str] = {}
+    for item in units:
+        unit, sep, quantity = item.partition("=")
+        if not sep or not unit or not quantity:
+            raise click.ClickException(f"{item!r} is not UNIT=QUANTITY (e.g. km=12.5)")
+        parsed[unit.strip()] = quantity.strip()
+    if not parsed and not amount_text:
+        raise click.ClickException("say what to pay: --units km=12.5 or --amount \"3.20 EUR\"")
+    body: dict[str, Any] = {"units": parsed, "reference": reference, "repeat": repeat}
+    if amount_text:
+        body["amount"] = amount_text
+    data = Admin(data_dir).call("POST", f"/api/channels/{channel_id}/pay", body)
+    emit(data, as_json,
+         f"paid: sent {amount(data['sent'])} in total, update {data['nonce_sent']} "
+         f"acknowledged by the peer; balance {amount(data['balance'])}")
