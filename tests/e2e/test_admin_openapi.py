@@ -1,0 +1,516 @@
+"""The admin API against ``specs/admin-api.yaml``, on a real cluster.
+
+A sandbox bank, an arbiter and two companies (a manufacturer and its carrier) run as separate
+``meterline`` processes on loopback, once for the module (``node.cluster``). The tests drive the
+admin API through a channel's whole life — status, peers, open, show, list, pay by units and by
+amount, statement, close, settled — plus a proposal held for the operator and the error answers,
+and validate **every request and every response** against the OpenAPI document.
+
+Validator: ``openapi-core`` (``openapi_core.OpenAPI.validate_request`` /
+``OpenAPI.validate_response``, with ``openapi_core.testing.MockRequest`` / ``MockResponse`` as
+the request and response adapters). Each exchange is checked twice:
+
+* *strict* — ``Config(additional_properties_default_policy="forbid")``: every object schema that
+  leaves ``additionalProperties`` unset is read as ``false``, so a member the node sends but the
+  document does not describe fails, as does a missing ``required`` one;
+* *published* — the document as clients read it (objects open, a tolerant reader).
+
+The document itself is checked with ``openapi-spec-validator`` (OpenAPI 3.1), and the copy the
+node serves at ``/openapi.yaml`` must be the file byte for byte.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import re
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from openapi_core import Config, OpenAPI
+from openapi_core.exceptions import OpenAPIError
+from openapi_core.testing import MockRequest, MockResponse
+from openapi_core.validation.request.exceptions import SecurityValidationError
+from openapi_core.validation.response.exceptions import InvalidData
+from openapi_spec_validator import OpenAPIV31SpecValidator, validate
+
+from node.cluster import Cluster, NodeHandle
+from node.provision import open_sandbox_account
+
+SPEC_PATH = Path(__file__).resolve().parents[2] / "specs" / "admin-api.yaml"
+HTTP_METHODS = ("get", "put", "post", "delete", "patch")
+TARIFF = ["km=0.0123", "container-hour=1.75"]
+
+
+# -- validation ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Exchange:
+    method: str
+    path: str
+    request_headers: dict[str, str]
+    request_body: bytes | None
+    status: int
+    response_headers: dict[str, str]
+    response_body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.response_body)
+
+
+@dataclass
+class SpecCheck:
+    """The admin document loaded twice (strict and as published) and what it has validated."""
+
+    document: dict[str, Any]
+    strict: OpenAPI
+    published: OpenAPI
+    exercised: set[tuple[str, str]] = field(default_factory=set)
+    validated: int = 0
+
+    def operation(self, method: str, path: str) -> tuple[str, str]:
+        """(method, path template) of the documented operation a concrete request hits."""
+        for template, item in self.document["paths"].items():
+            pattern = re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template))
+            if re.fullmatch(pattern, path) and method.lower() in item:
+                return method.lower(), template
+        raise AssertionError(f"{method} {path} is not in the document")
+
+    def operations(self) -> set[tuple[str, str]]:
+        return {(m, p) for p, item in self.document["paths"].items()
+                for m in item if m in HTTP_METHODS}
+
+    def check(self, ex: Exchange, *, request_valid: bool = True) -> None:
+        req = MockRequest("http://127.0.0.1:" + ex.request_headers["Host"].rsplit(":", 1)[1],
+                          ex.method, ex.path, headers=ex.request_headers,
+                          data=ex.request_body,
+                          content_type=ex.request_headers.get("Content-Type", ""))
+        resp = MockResponse(ex.response_body, status_code=ex.status,
+                            headers=ex.response_headers,
+                            content_type=ex.response_headers.get("Content-Type", ""))
+        for api in (self.strict, self.published):
+            if request_valid:
+                api.validate_request(req)
+            else:  # a request the node refuses: the document must refuse it too
+                with pytest.raises(OpenAPIError):
+                    api.validate_request(req)
+            api.validate_response(req, resp)
+        self.exercised.add(self.operation(ex.method, ex.path))
+        self.validated += 1
+
+
+def load_spec_check() -> SpecCheck:
+    document = yaml.safe_load(SPEC_PATH.read_text())
+    # application/yaml would be read as bytes; the schema says it is a (UTF-8) string
+    yaml_text = {"application/yaml": lambda value, **_: value.decode("utf-8")}
+    strict = Config(additional_properties_default_policy="forbid",
+                    extra_media_type_deserializers=yaml_text)
+    return SpecCheck(
+        document=document,
+        strict=OpenAPI.from_dict(copy.deepcopy(document), config=strict),
+        published=OpenAPI.from_dict(copy.deepcopy(document),
+                                    config=Config(extra_media_type_deserializers=yaml_text)))
+
+
+@pytest.fixture(scope="module")
+def spec() -> SpecCheck:
+    return load_spec_check()
+
+
+# -- the cluster --------------------------------------------------------------------------------
+
+
+@dataclass
+class Admin:
+    """One daemon's admin API; every call is validated against the document."""
+
+    node: NodeHandle
+    spec: SpecCheck
+
+    @property
+    def node_id(self) -> str:
+        return self.node.node_id
+
+    def exchange(self, method: str, path: str, body: Any = None, *,
+                 token: str | None = None, auth: bool = True) -> Exchange:
+        host = f"127.0.0.1:{self.node.admin_port}"
+        headers = {"Host": host}
+        if auth:
+            headers["Authorization"] = f"Bearer {token or self.node.token}"
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        request = urllib.request.Request(f"http://{host}{path}", data=data, method=method,
+                                         headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=120) as resp:
+                status, resp_headers, raw = resp.status, dict(resp.headers), resp.read()
+        except urllib.error.HTTPError as exc:
+            status, resp_headers, raw = exc.code, dict(exc.headers), exc.read()
+        return Exchange(method, path, headers, data, status, resp_headers, raw)
+
+    def call(self, method: str, path: str, body: Any = None, *, status: int = 200,
+             request_valid: bool = True, **kwargs: Any) -> Any:
+        """Send, check the status, validate both ways, return the JSON answer."""
+        ex = self.exchange(method, path, body, **kwargs)
+        assert ex.status == status, (
+            f"{self.node.name} {method} {path}: {ex.status} {ex.response_body[:500]!r}")
+        self.spec.check(ex, request_valid=request_valid)
+        return ex.json()
+
+    def wait_phase(self, cid: str, phase: str, *, timeout_s: float = 30.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            channel = self.call("GET", f"/api/channels/{cid[:12]}")
+            if channel["phase"] == phase or time.monotonic() > deadline:
+                assert channel["phase"] == phase, channel
+                return dict(channel)
+            time.sleep(0.1)
+
+
+@dataclass
+class Companies:
+    arbiter: Admin
+    manufacturer: Admin
+    carrier: Admin
+
+
+@pytest.fixture(scope="module")
+def companies(tmp_path_factory: pytest.TempPathFactory,
+              spec: SpecCheck) -> Iterator[Companies]:
+    root = tmp_path_factory.mktemp("admin-openapi")
+    cluster = Cluster(root)
+    try:
+        cluster.start_bank()
+
+        async def accounts() -> list[dict[str, Any]]:
+            return [await open_sandbox_account(
+                bank_url=cluster.bank_url, directory=root / f"keys-{account}",
+                account_id=account, name=name, identification=ident,
+                opening_balance_minor=balance)
+                for account, name, ident, balance in (
+                    ("escrow", "Escrow Agent", "40000100000001", 0),
+                    ("manu", "Manufacturer", "40000100000002", 1_000_000),
+                    ("carrier", "Carrier", "40000100000003", 100_000))]
+
+        escrow, manu, carrier = asyncio.run(accounts())
+        arb = cluster.add_node("arbiter", role="arbiter", bank=escrow)
+        man = cluster.add_node("manufacturer", bank=manu)
+        car = cluster.add_node("carrier", bank=carrier, allow=[man.node_id])
+        for handle in (arb, man, car):
+            handle.start()
+        yield Companies(Admin(arb, spec), Admin(man, spec), Admin(car, spec))
+    except BaseException:
+        for daemon in [*cluster.nodes.values(), cluster.bank]:
+            if daemon is not None:
+                print(f"===== {daemon.name}\n{daemon.tail(20)}")
+        raise
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def peered(companies: Companies) -> Companies:
+    """Each company knows the arbiter and the other company."""
+    arb, man, car = companies.arbiter, companies.manufacturer, companies.carrier
+    for admin, other in ((man, arb), (car, arb), (man, car), (car, man)):
+        peer = admin.call("POST", "/api/peers", {"url": other.node.url}, status=201)
+        assert peer["node_id"] == other.node_id
+        assert peer["url"] == other.node.url
+    return companies
+
+
+@dataclass
+class Lifecycle:
+    cid: str
+    answers: dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def lifecycle(peered: Companies) -> Lifecycle:
+    """Open, pay both ways, read the statement, close, wait for the payouts: every answer kept."""
+    arb, man, car = peered.arbiter, peered.manufacturer, peered.carrier
+    got: dict[str, Any] = {}
+    got["open"] = man.call("POST", "/api/channels", {
+        "peer": car.node_id, "arbiter": arb.node_id[:8], "deposit": "5000.00 EUR",
+        "peer_deposit": "100.00 EUR", "tariff": TARIFF, "dispute_window": "24h",
+    }, status=201)
+    cid = got["open"]["id"]
+    got["opened"] = man.wait_phase(cid, "open")
+    got["list"] = man.call("GET", "/api/channels")
+    got["pay_units"] = man.call("POST", f"/api/channels/{cid[:10]}/pay", {
+        "units": {"km": "12.5"}, "reference": "SHIPMENT-4711", "repeat": 1})
+    got["pay_amount"] = man.call("POST", f"/api/channels/{cid}/pay", {"amount": "3.20 EUR"})
+    got["carrier_pays"] = car.call("POST", f"/api/channels/{cid}/pay", {
+        "units": {"container-hour": "1"}, "reference": "DEMURRAGE-7", "repeat": 4})
+    got["statement"] = man.call("GET", f"/api/channels/{cid}/statement")
+    got["close"] = man.call("POST", f"/api/channels/{cid}/close", {})
+    got["settled"] = man.wait_phase(cid, "settled")
+    got["carrier_statement"] = car.call("GET", f"/api/channels/{cid}/statement")
+    got["escrows"] = arb.call("GET", "/api/escrows")
+    return Lifecycle(cid, got)
+
+
+# -- the document -------------------------------------------------------------------------------
+
+
+def test_document_is_valid_openapi_3_1() -> None:
+    document = yaml.safe_load(SPEC_PATH.read_text())
+    assert document["openapi"].startswith("3.1.")
+    validate(document, cls=OpenAPIV31SpecValidator)
+
+
+def test_node_serves_the_document(companies: Companies) -> None:
+    for admin in (companies.manufacturer, companies.arbiter):
+        ex = admin.exchange("GET", "/openapi.yaml", auth=False)
+        assert ex.status == 200
+        assert ex.response_headers["Content-Type"].startswith("application/yaml")
+        assert ex.response_body == SPEC_PATH.read_bytes()
+        admin.spec.check(ex)
+
+
+# -- status and peers ---------------------------------------------------------------------------
+
+
+def test_status_by_role(companies: Companies) -> None:
+    node = companies.manufacturer.call("GET", "/api/status")
+    assert node["role"] == "node"
+    assert node["node_id"] == companies.manufacturer.node_id
+    assert node["bank"]["account"] == "40000100000002"
+    assert "channels" in node
+    arbiter = companies.arbiter.call("GET", "/api/status")
+    assert arbiter["role"] == "arbiter"
+    assert "escrows" in arbiter
+
+
+def test_peers_list(peered: Companies) -> None:
+    man, car = peered.manufacturer, peered.carrier
+    peers = {p["node_id"]: p for p in man.call("GET", "/api/peers")["peers"]}
+    arbiter = peers[peered.arbiter.node_id]
+    assert arbiter["role"] == "arbiter"
+    assert arbiter["account"]["identification"] == "40000100000001"
+    assert peers[car.node_id]["allowed"] is False
+    assert {p["node_id"]: p for p in car.call("GET", "/api/peers")["peers"]}[
+        man.node_id]["allowed"] is True
+
+
+def test_add_peer_again_refreshes(peered: Companies) -> None:
+    again = peered.manufacturer.call("POST", "/api/peers", {"url": peered.carrier.node.url},
+                                     status=201)
+    assert again["node_id"] == peered.carrier.node_id
+
+
+# -- a channel's life ---------------------------------------------------------------------------
+
+
+def test_open_show_list(lifecycle: Lifecycle, peered: Companies) -> None:
+    got, cid = lifecycle.answers, lifecycle.cid
+    assert got["open"]["phase"] in ("accepted", "open")
+    assert got["open"]["deposit"]["ours"] == {"amount": "5000.00", "currency": "EUR"}
+    assert got["open"]["dispute_window_ms"] == 24 * 3_600_000
+    assert [line["unit"] for line in got["open"]["tariff"]] == ["km", "container-hour"]
+    assert got["opened"]["funded"]["peer"] == {"amount": "100.00", "currency": "EUR"}
+    assert got["opened"]["arbiter"] == peered.arbiter.node_id
+    assert cid in [c["id"] for c in got["list"]["channels"]]
+
+
+def test_pay_units_and_amount(lifecycle: Lifecycle) -> None:
+    got = lifecycle.answers
+    units = got["pay_units"]
+    assert units["sent"] == {"amount": "0.15", "precise": "0.15375", "currency": "EUR"}
+    assert units["units"]["sent"] == {"km": "12.5", "container-hour": "0"}
+    assert units["acked_nonce_sent"] == units["nonce_sent"] == 1
+    amount = got["pay_amount"]
+    assert amount["sent"]["precise"] == "3.35375"
+    assert amount["nonce_sent"] == 2
+    assert got["carrier_pays"]["sent"]["precise"] == "7.00"
+
+
+def test_statement(lifecycle: Lifecycle) -> None:
+    st = lifecycle.answers["statement"]
+    assert st["channel"] == lifecycle.cid
+    by_ref = {(i["direction"], i["unit"], i["reference"]): i for i in st["items"]}
+    km = by_ref[("sent", "km", "SHIPMENT-4711")]
+    assert (km["quantity"], km["unit_price"], km["updates"]) == ("12.5", "0.0123", 1)
+    direct = by_ref[("sent", "amount", "")]
+    assert direct["quantity"] is None
+    assert direct["amount"]["amount"] == "3.20"
+    assert by_ref[("received", "container-hour", "DEMURRAGE-7")]["updates"] == 4
+    assert st["net"] == {"amount": "3.64", "precise": "3.64625", "currency": "EUR"}
+    carrier = lifecycle.answers["carrier_statement"]
+    assert carrier["net"]["precise"] == "-3.64625"
+
+
+def test_close_and_settle(lifecycle: Lifecycle) -> None:
+    got = lifecycle.answers
+    assert got["close"]["phase"] in ("closing", "closed", "settled")
+    settled = got["settled"]
+    payouts = {t["party"]: t for t in settled["settlement"] if t["purpose"] == "payout"}
+    assert {p["status"] for p in payouts.values()} == {"booked"}
+    assert sum(Decimal(p["amount"]["amount"]) for p in payouts.values()) == Decimal("5100.00")
+    (escrow,) = [e for e in got["escrows"]["escrows"] if e["id"] == lifecycle.cid]
+    assert escrow["phase"] == "settled"
+    assert sum(escrow["payouts"]) == sum(escrow["deposited"]) == 510_000
+
+
+@pytest.fixture(scope="module")
+def held(peered: Companies) -> dict[str, Any]:
+    """The manufacturer has no allow-list: the carrier's proposal waits for `accept`."""
+    man, car = peered.manufacturer, peered.carrier
+    got: dict[str, Any] = {}
+    got["proposed"] = car.call("POST", "/api/channels", {
+        "peer": "manufacturer", "arbiter": "arbiter", "deposit": "10.00 EUR",
+        "tariff": "pallet=2.50"}, status=201)
+    got["list"] = man.call("GET", "/api/channels")
+    got["accepted"] = man.call("POST", f"/api/channels/{got['proposed']['id'][:16]}/accept")
+    return got
+
+
+def test_held_proposal_is_accepted_by_the_operator(peered: Companies,
+                                                   held: dict[str, Any]) -> None:
+    man, car = peered.manufacturer, peered.carrier
+    proposed, accepted = held["proposed"], held["accepted"]
+    assert proposed["phase"] == "proposed"
+    assert {"id": proposed["id"], "peer": car.node_id, "phase": "awaiting-acceptance"} in (
+        held["list"]["proposals"])
+    assert accepted["phase"] == "accepted"
+    assert accepted["role"] == "peer"
+    assert accepted["deposit"]["peer"] == {"amount": "10.00", "currency": "EUR"}
+    man.call("POST", f"/api/channels/{proposed['id']}/accept", status=409)
+
+
+# -- errors -------------------------------------------------------------------------------------
+
+
+def error_of(body: Any) -> str:
+    return str(body["error"]["code"])
+
+
+def test_unknown_channel_prefix_is_404(lifecycle: Lifecycle, peered: Companies) -> None:
+    other = "0123" if not lifecycle.cid.startswith("0123") else "3210"
+    for path in (f"/api/channels/{other}", f"/api/channels/{other}/statement"):
+        body = peered.manufacturer.call("GET", path, status=404)
+        assert error_of(body) == "UNKNOWN_CHANNEL"
+
+
+def test_channel_id_that_is_not_hex_is_400(peered: Companies) -> None:
+    # the document's path pattern rejects it as well
+    body = peered.manufacturer.call("GET", "/api/channels/xyz", status=400,
+                                    request_valid=False)
+    assert error_of(body) == "BAD_CHANNEL_ID"
+
+
+@pytest.mark.parametrize(("tariff", "code"), [
+    (["km=free"], "INVALID_TARIFF"),
+    (["km=0.0123", "km=0.02"], "INVALID_TARIFF"),
+    ([], "INVALID_TARIFF"),
+])
+def test_bad_tariff_is_400(peered: Companies, tariff: list[str], code: str) -> None:
+    body = peered.manufacturer.call("POST", "/api/channels", {
+        "peer": peered.carrier.node_id, "arbiter": peered.arbiter.node_id,
+        "deposit": "5000.00 EUR", "tariff": tariff}, status=400, request_valid=bool(tariff))
+    assert error_of(body) == code
+
+
+def test_unknown_peer_is_404(peered: Companies) -> None:
+    body = peered.manufacturer.call("POST", "/api/channels", {
+        "peer": "nobody", "arbiter": "arbiter", "deposit": "1.00 EUR", "tariff": TARIFF},
+        status=404)
+    assert error_of(body) == "UNKNOWN_PEER"
+
+
+@pytest.mark.parametrize("path", ["/api/status", "/api/channels", "/api/peers"])
+def test_no_token_is_401(companies: Companies, path: str) -> None:
+    man = companies.manufacturer
+    ex = man.exchange("GET", path, auth=False)
+    assert ex.status == 401
+    assert error_of(ex.json()) == "UNAUTHORIZED"
+    # the document requires the bearer token: openapi-core refuses the request as well
+    with pytest.raises(SecurityValidationError):
+        man.spec.strict.validate_request(MockRequest(
+            f"http://127.0.0.1:{man.node.admin_port}", "get", path, headers=ex.request_headers))
+    man.spec.check(ex, request_valid=False)
+    wrong = man.call("GET", path, status=401, token="not-the-token")
+    assert error_of(wrong) == "UNAUTHORIZED"
+
+
+def test_pay_on_a_settled_channel_is_409(lifecycle: Lifecycle, peered: Companies) -> None:
+    body = peered.manufacturer.call("POST", f"/api/channels/{lifecycle.cid}/pay",
+                                    {"units": {"km": "1"}}, status=409)
+    assert error_of(body) == "INVALID_STATE"
+    body = peered.manufacturer.call("POST", f"/api/channels/{lifecycle.cid}/close", {},
+                                    status=409)
+    assert error_of(body) == "INVALID_STATE"
+
+
+@pytest.mark.parametrize(("body", "code"), [
+    ({"units": {"pallet": "1"}}, "UNKNOWN_UNIT"),
+    ({"amount": "1.00 USD"}, "WRONG_CURRENCY"),
+    ({"units": {"km": "0"}}, "NOTHING_TO_PAY"),
+])
+def test_bad_payment_is_400(lifecycle: Lifecycle, peered: Companies, body: dict[str, Any],
+                            code: str) -> None:
+    answer = peered.manufacturer.call("POST", f"/api/channels/{lifecycle.cid}/pay", body,
+                                      status=400)
+    assert error_of(answer) == code
+
+
+# -- the checks themselves ----------------------------------------------------------------------
+
+
+def test_every_documented_operation_was_exercised(
+    spec: SpecCheck, lifecycle: Lifecycle, held: dict[str, Any], peered: Companies
+) -> None:
+    # the fixtures alone reach every channel route; status, peers, escrows and the document
+    # itself are asked here so that this test holds when it runs on its own (-k)
+    for admin in (peered.manufacturer, peered.arbiter):
+        admin.call("GET", "/api/status")
+        admin.call("GET", "/api/peers")
+        spec.check(admin.exchange("GET", "/openapi.yaml", auth=False))
+    assert spec.operations() - spec.exercised == set()
+    assert spec.validated >= 20
+
+
+def test_strict_check_catches_undocumented_and_missing_members(
+    spec: SpecCheck, lifecycle: Lifecycle, peered: Companies
+) -> None:
+    """The strict validator fails on a member the document does not name, anywhere, and on a
+    missing required one; the published document stays a tolerant reader's."""
+    man = peered.manufacturer
+    real = man.exchange("GET", f"/api/channels/{lifecycle.cid}")
+    spec.check(real)
+    req = MockRequest(f"http://127.0.0.1:{man.node.admin_port}", "get",
+                      f"/api/channels/{lifecycle.cid}", headers=real.request_headers)
+
+    def answer(body: dict[str, Any]) -> MockResponse:
+        return MockResponse(json.dumps(body).encode(), status_code=200,
+                            content_type="application/json")
+
+    extra_top = {**real.json(), "fees": "0.00"}
+    extra_nested = real.json()
+    extra_nested["settlement"][0]["bank_fee"] = "0.10"
+    extra_money = real.json()
+    extra_money["balance"]["minor"] = 123
+    for body in (extra_top, extra_nested, extra_money):
+        with pytest.raises(InvalidData):
+            spec.strict.validate_response(req, answer(body))
+        spec.published.validate_response(req, answer(body))
+    missing = real.json()
+    del missing["settlement"]
+    wrong = real.json()
+    wrong["sent"]["amount"] = 3.35
+    for body in (missing, wrong):
+        for api in (spec.strict, spec.published):
+            with pytest.raises(InvalidData):
+                api.validate_response(req, answer(body))
