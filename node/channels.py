@@ -39,7 +39,7 @@ from protocol.messages import (
     Receipt,
     UnilateralClose,
 )
-from protocol.money import currency_exponent, parse_money
+from protocol.money import currency_exponent, format_money, parse_money
 from protocol.records import Message
 from protocol.references import Purpose, bank_reference, idempotency_key
 from protocol.tariff import TariffLine
@@ -196,7 +196,9 @@ class ChannelService:
         for money in (ours, theirs):
             if money is not None and money.amount % unit:
                 raise NodeError(
-                    f"a deposit is whole {ours.currency} minor units: {money}",
+                    f"a deposit is a whole number of {ours.currency} minor units "
+                    f"({exponent} decimal places), not "
+                    f"{format_money(money.amount, money.currency, scale, precise=True)}",
                     code="INVALID_AMOUNT",
                 )
         terms = ChannelTerms(

@@ -2,33 +2,14 @@
 
 from __future__ import annotations
 
-import logging
-import sys
+import asyncio
+import json
 from pathlib import Path
 
 import click
 import structlog
 
-
-def _configure_logging(json_logs: bool) -> None:
-    """structlog once, at the entry point: pretty on a TTY, JSON otherwise (or when asked)."""
-    renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer()
-        if json_logs or not sys.stderr.isatty()
-        else structlog.dev.ConsoleRenderer()
-    )
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-        cache_logger_on_first_use=True,
-    )
+from node.logs import configure_logging
 
 
 def _parse_listen(value: str) -> tuple[str, int]:
@@ -71,9 +52,53 @@ def start(data_dir: Path, listen: str, manual_approval: bool, json_logs: bool) -
     from rails.sandbox import BankConfig, create_app
 
     host, port = _parse_listen(listen)
-    _configure_logging(json_logs)
+    configure_logging(json=True if json_logs else None)
     log = structlog.get_logger("meterline.bank")
     log.info("bank_starting", listen=f"{host}:{port}", data_dir=str(data_dir),
              manual_approval=manual_approval)
     app = create_app(BankConfig(data_dir=data_dir, manual_approval=manual_approval))
     web.run_app(app, host=host, port=port, access_log=None, print=None, shutdown_timeout=2.0)
+
+
+@bank.command("open-account")
+@click.option("--bank", "bank_url", default="http://127.0.0.1:8700", show_default=True,
+              help="The sandbox bank's URL.")
+@click.option("--account-id", required=True, help="The bank's id for the new account.")
+@click.option("--name", required=True, help="The account holder's name.")
+@click.option("--identification", required=True,
+              help="Sort code + account number, 14 digits (UK.OBIE.SortCodeAccountNumber).")
+@click.option("--balance", default="0.00 EUR", show_default=True,
+              help='Opening balance, e.g. "10000.00 EUR".')
+@click.option("--keys-dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Where to keep the TPP signing key and bank token (mode 0600).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Write the node's [bank] settings here, for `meterline init --bank-config`.")
+def open_account(bank_url: str, account_id: str, name: str, identification: str, balance: str,
+                 keys_dir: Path, out: Path) -> None:
+    """Open an account at the sandbox bank and register this company as its pay-by-bank client.
+
+    \b
+    Example:
+      meterline bank open-account --account-id carrier --name "Carrier Ltd" \\
+          --identification 40000100000003 --keys-dir ./carrier-bank --out carrier-bank.json
+    """
+    from node.provision import ProvisionError, open_sandbox_account
+    from protocol.errors import ProtocolError
+    from protocol.money import parse_money
+
+    try:
+        money = parse_money(balance, 6)
+    except ProtocolError as exc:
+        raise click.ClickException(exc.message) from None
+    from protocol.money import currency_exponent
+
+    minor = money.amount // 10 ** (6 - currency_exponent(money.currency))
+    try:
+        settings = asyncio.run(open_sandbox_account(
+            bank_url=bank_url, directory=keys_dir, account_id=account_id, name=name,
+            identification=identification, currency=money.currency,
+            opening_balance_minor=minor))
+    except (ProvisionError, OSError) as exc:
+        raise click.ClickException(f"could not open the account: {exc}") from None
+    out.write_text(json.dumps(settings, indent=2) + "\n")
+    click.echo(f"opened {account_id} ({name}) at {bank_url}; settings in {out}")
