@@ -159,13 +159,13 @@ async def running(config: Config) -> AsyncIterator[Node]:
     node = Node(config)
     await node.start()
     peer_app, admin_app = node.create_apps()
-    runners = [web.AppRunner(peer_app, access_log=None), web.AppRunner(admin_app,
-                                                                      access_log=None)]
+    runners = [web.AppRunner(app, access_log=None, shutdown_timeout=5)
+               for app in (peer_app, admin_app)]
     for runner in runners:
         await runner.setup()
     try:
-        await web.TCPSite(runners[0], *config.listen, shutdown_timeout=5).start()
-        await web.TCPSite(runners[1], *config.admin, shutdown_timeout=5).start()
+        await web.TCPSite(runners[0], *config.listen).start()
+        await web.TCPSite(runners[1], *config.admin).start()
         log.info("node.started", name=config.name, role=config.role,
                  node_id=node.signer.node_id.hex(), listen=f"{config.listen[0]}:{config.listen[1]}",
                  admin=f"{config.admin[0]}:{config.admin[1]}")

@@ -19,7 +19,7 @@ import structlog
 from sqlalchemy import delete, select, update
 
 from node.context import Context, now_ms, upsert_usage
-from node.errors import Conflict, NodeError, NotFound
+from node.errors import Conflict, NodeError, NotFound, PeerUnavailable
 from node.outbox import Outbox
 from node.peerclient import OutboundStream
 from node.storage.codec import decode_channel, encode_channel
@@ -382,6 +382,21 @@ class ChannelService:
         return stream
 
     async def _unacked(self, cid: str) -> list[bytes]:
+        """What to (re)send after the stream connects: first learn what the peer already holds
+        (its latest receipt — lost if it crashed after committing), then only what is newer."""
+        state = self.get(cid)
+        peer = await self.ctx.peer(state.terms.parties()[state.them].hex())
+        try:
+            receipt = await self.ctx.peers.fetch(
+                f"{peer.url.rstrip('/')}/p2p/channels/{cid}/receipt")
+        except (PeerUnavailable, ProtocolError) as exc:
+            log.info("stream.no_receipt", channel=cid[:16], error=str(exc))
+            receipt = None
+        if isinstance(receipt, Receipt):
+            try:
+                await self.on_receipt(receipt)
+            except ProtocolError as exc:
+                log.warning("stream.bad_receipt", channel=cid[:16], error=str(exc))
         acked = self.get(cid).sent.acked_nonce
         async with self.ctx.db() as session:
             rows = await session.scalars(
@@ -412,6 +427,10 @@ class ChannelService:
         `wait` return once the peer's receipts cover the last one."""
         if not 1 <= repeat <= 1_000_000:
             raise NodeError("repeat must be between 1 and 1,000,000")
+        phase = self.get(cid).phase
+        if phase is not ch.Phase.OPEN:
+            raise Conflict(f"cannot pay: the channel is {phase.value}, not open",
+                           code="INVALID_STATE")
         stream = await self._stream(cid)
         window = self.ctx.config.limits.max_inflight
         remaining = repeat
@@ -492,6 +511,10 @@ class ChannelService:
         async with cond:
             cond.notify_all()
 
+    def latest_receipt(self, cid: str) -> Receipt | None:
+        """Our latest receipt for what the peer sent us (what it needs to resume a stream)."""
+        return self.get(cid).received.receipt
+
     async def on_proofs(
         self, cid: str, proofs: Sequence[BalanceProof]
     ) -> tuple[Receipt | None, list[ProtocolError]]:
@@ -508,8 +531,6 @@ class ChannelService:
                         RemoteProtocolError(ErrorCode.WRONG_CHANNEL, "proof for another channel")
                     )
                     continue
-                if 0 < proof.nonce <= state.received.nonce:
-                    continue  # already held: answered by the cumulative receipt below
                 before = state.received
                 try:
                     state = ch.step(state, ch.ReceiveProof(proof), now_ms=stamp).state
@@ -520,7 +541,8 @@ class ChannelService:
             if state.received.nonce == 0:
                 return None, errors
             t = ch.step(state, ch.ActionAcknowledge(self.ctx.signer), now_ms=stamp)
-            if state is not start or t.state.received.receipt != start.received.receipt:
+            if (t.state.received.nonce != start.received.nonce
+                    or t.state.received.receipt != start.received.receipt):
                 await self._commit(t.state, usage=rows)
             receipt = t.state.received.receipt
         return receipt, errors

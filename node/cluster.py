@@ -120,6 +120,7 @@ class Cluster:
         return f"http://127.0.0.1:{self.bank.port}"
 
     def start_bank(self) -> Daemon:
+        self.root.mkdir(parents=True, exist_ok=True)
         port = free_port()
         directory = self.root / "bank"
         self.bank = Daemon("bank", directory, port, argv=[
@@ -130,6 +131,7 @@ class Cluster:
 
     def add_node(self, name: str, *, role: str = "node", bank: dict[str, Any] | None,
                  allow: list[str] | None = None, db: str | None = None) -> NodeHandle:
+        self.root.mkdir(parents=True, exist_ok=True)
         directory = self.root / name
         port, admin_port = free_port(), free_port()
         argv = [*meterline_argv(), "init", "--data-dir", str(directory), "--name", name,

@@ -136,7 +136,7 @@ def init_data_dir(
         raise ConfigError(f"role must be node or arbiter, not {role!r}")
     parse_hostport(listen, "--listen")
     admin_host, _ = parse_hostport(admin, "--admin")
-    if admin_host not in ("127.0.0.1", "localhost", "::1"):
+    if admin_host not in LOOPBACK:
         raise ConfigError("--admin must be a loopback address: the admin API is local only")
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     key_path = data_dir / KEY_FILE
@@ -164,7 +164,41 @@ def init_data_dir(
     return signer
 
 
+NODE_KEYS = frozenset({"name", "role", "listen", "admin", "public_url", "db", "dispute_window_ms"})
+SECTIONS = frozenset({"node", "bank", "peers", "limits"})
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def _check_keys(path: Path, section: str, raw: dict[str, Any], known: Any) -> None:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: [{section}] must be a table")
+    unknown = set(raw) - set(known)
+    if unknown:
+        raise ConfigError(f"{path}: unknown [{section}] settings {sorted(unknown)}")
+
+
+def _typed(path: Path, section: str, raw: dict[str, Any], cls: Any) -> Any:
+    """Build `cls` from `raw`, every value of its field's type (ints positive)."""
+    _check_keys(path, section, raw, cls.__dataclass_fields__)
+    for key, value in raw.items():
+        want = type(getattr(cls(), key))
+        if want is int:
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"{path}: [{section}] {key} must be a positive integer")
+        elif not isinstance(value, want):
+            raise ConfigError(f"{path}: [{section}] {key} must be a {want.__name__}")
+    return cls(**raw)
+
+
+def _str(path: Path, node: dict[str, Any], key: str, default: str) -> str:
+    value = node.get(key, default)
+    if not isinstance(value, str):
+        raise ConfigError(f"{path}: [node] {key} must be a string")
+    return value
+
+
 def load_config(data_dir: Path) -> Config:
+    """Read config.toml strictly: unknown sections or settings and wrong types are errors."""
     path = data_dir / CONFIG_FILE
     if not path.exists():
         raise ConfigError(f"no {path}: run `meterline init --data-dir {data_dir}` first")
@@ -172,40 +206,44 @@ def load_config(data_dir: Path) -> Config:
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+    _check_keys(path, "top level", raw, SECTIONS)
     node = raw.get("node", {})
-    try:
-        bank_raw = raw.get("bank", {})
-        unknown = set(bank_raw) - set(BankConfig.__dataclass_fields__)
-        if unknown:
-            raise ConfigError(f"{path}: unknown [bank] settings {sorted(unknown)}")
-        limits_raw = raw.get("limits", {})
-        unknown = set(limits_raw) - set(Limits.__dataclass_fields__)
-        if unknown:
-            raise ConfigError(f"{path}: unknown [limits] settings {sorted(unknown)}")
-        role = node.get("role", "node")
-        if role not in ("node", "arbiter"):
-            raise ConfigError(f"{path}: [node] role must be node or arbiter")
-        listen = parse_hostport(node.get("listen", "127.0.0.1:7801"), "[node] listen")
-        admin = parse_hostport(node.get("admin", "127.0.0.1:7802"), "[node] admin")
-        allow = tuple(str(a).lower() for a in raw.get("peers", {}).get("allow", []))
-        for node_id in allow:
-            if len(node_id) != 64 or any(c not in "0123456789abcdef" for c in node_id):
-                raise ConfigError(f"{path}: [peers] allow entry {node_id!r} is not a node id")
-        return Config(
-            data_dir=data_dir,
-            name=str(node.get("name", data_dir.name)),
-            role=role,
-            listen=listen,
-            admin=admin,
-            public_url=str(node.get("public_url", f"http://{listen[0]}:{listen[1]}")),
-            db_url=str(node.get("db", f"sqlite+aiosqlite:///{(data_dir / DB_FILE).resolve()}")),
-            bank=BankConfig(**bank_raw),
-            allow=allow,
-            limits=Limits(**limits_raw),
-            dispute_window_ms=int(node.get("dispute_window_ms", 86_400_000)),
-        )
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+    _check_keys(path, "node", node, NODE_KEYS)
+    peers = raw.get("peers", {})
+    _check_keys(path, "peers", peers, {"allow"})
+    bank = _typed(path, "bank", raw.get("bank", {}), BankConfig)
+    limits = _typed(path, "limits", raw.get("limits", {}), Limits)
+    role = _str(path, node, "role", "node")
+    if role not in ("node", "arbiter"):
+        raise ConfigError(f"{path}: [node] role must be node or arbiter")
+    listen = parse_hostport(_str(path, node, "listen", "127.0.0.1:7801"), "[node] listen")
+    admin = parse_hostport(_str(path, node, "admin", "127.0.0.1:7802"), "[node] admin")
+    if admin[0] not in LOOPBACK:
+        raise ConfigError(f"{path}: [node] admin must be a loopback address (the admin API is "
+                          "local only)")
+    allow_raw = peers.get("allow", [])
+    if not isinstance(allow_raw, list) or not all(isinstance(a, str) for a in allow_raw):
+        raise ConfigError(f"{path}: [peers] allow must be a list of node ids")
+    allow = tuple(a.lower() for a in allow_raw)
+    for node_id in allow:
+        if len(node_id) != 64 or any(c not in "0123456789abcdef" for c in node_id):
+            raise ConfigError(f"{path}: [peers] allow entry {node_id!r} is not a node id")
+    window = node.get("dispute_window_ms", 86_400_000)
+    if not isinstance(window, int) or isinstance(window, bool) or window < 1000:
+        raise ConfigError(f"{path}: [node] dispute_window_ms must be an integer ≥ 1000")
+    return Config(
+        data_dir=data_dir,
+        name=_str(path, node, "name", data_dir.name),
+        role=role,
+        listen=listen,
+        admin=admin,
+        public_url=_str(path, node, "public_url", f"http://{listen[0]}:{listen[1]}"),
+        db_url=_str(path, node, "db", f"sqlite+aiosqlite:///{(data_dir / DB_FILE).resolve()}"),
+        bank=bank,
+        allow=allow,
+        limits=limits,
+        dispute_window_ms=window,
+    )
 
 
 def load_signer(config: Config) -> Signer:

@@ -49,6 +49,20 @@ class PeerClient:
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise PeerUnavailable(f"cannot reach {url}: {exc}") from None
 
+    async def fetch(self, url: str) -> Message | None:
+        """GET one message (None for 204)."""
+        try:
+            async with self.session.get(url) as resp:
+                body = await resp.read()
+                if resp.status == 204 or not body:
+                    return None
+                answer = decode_message(body)
+                if isinstance(answer, Error):
+                    raise RemoteProtocolError(_code(answer.code), answer.message)
+                return answer
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise PeerUnavailable(f"cannot reach {url}: {exc}") from None
+
     async def send(self, url: str, path: str, message: Message) -> Message | None:
         """POST one message; return the answer message (None for an empty 202/204)."""
         try:

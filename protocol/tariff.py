@@ -30,6 +30,8 @@ MAX_TIERS = 8
 MAX_QUANTITY_SCALE = 9
 DEFAULT_QUANTITY_SCALE = 3
 UNIT_PATTERN = r"[a-z][a-z0-9-]{0,31}"
+RESERVED_UNITS = frozenset({"amount"})
+"""Statements book plain-amount payments under this name; no tariff line may use it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +80,10 @@ def check_tariff(lines: Sequence[TariffLine]) -> None:
     for line in lines:
         if not re.fullmatch(UNIT_PATTERN, line.unit):
             raise LocalProtocolError(ErrorCode.INVALID_TARIFF, f"bad unit name {line.unit!r}")
+        if line.unit in RESERVED_UNITS:
+            raise LocalProtocolError(
+                ErrorCode.INVALID_TARIFF, f"{line.unit!r} is reserved for plain-amount payments"
+            )
         if not 0 <= line.quantity_scale <= MAX_QUANTITY_SCALE:
             raise LocalProtocolError(
                 ErrorCode.INVALID_TARIFF, f"{line.unit}: quantity scale above {MAX_QUANTITY_SCALE}"

@@ -21,7 +21,7 @@ from node.context import now_ms
 from node.errors import NodeError, NotFound
 from node.keys import CHANNELS, CONFIG, CONTEXT, ESCROW, SIGNER, TOKEN, TRANSFERS
 from node.storage.models import Peer
-from node.views import channel_detail, channel_summary, statement
+from node.views import channel_detail, channel_summary, minor, statement
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.money import DEFAULT_SCALE, parse_decimal, parse_money
 from protocol.tariff import parse_quantity, parse_tariff_line
@@ -64,8 +64,12 @@ async def admin_errors(request: web.Request, handler: Handler) -> web.StreamResp
         return problem(status, exc.code.name, exc.message)
     except RailError as exc:
         return problem(502, exc.code, str(exc))
-    except web.HTTPException:
-        raise
+    except web.HTTPNotFound:
+        return problem(404, "NO_SUCH_ROUTE", f"no admin route {request.method} {request.path}")
+    except web.HTTPMethodNotAllowed as exc:
+        return problem(405, "METHOD_NOT_ALLOWED",
+                       f"{request.method} is not allowed on {request.path} "
+                       f"(allowed: {', '.join(sorted(exc.allowed_methods))})")
 
 
 async def json_body(request: web.Request) -> dict[str, Any]:
@@ -76,6 +80,13 @@ async def json_body(request: web.Request) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise NodeError("the body must be a JSON object", code="BAD_JSON")
     return data
+
+
+def _int(body: dict[str, Any], field: str, default: int) -> int:
+    value = body.get(field, default)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise NodeError(f"{field} must be an integer", code=f"BAD_{field.upper()}")
+    return value
 
 
 def parse_duration(text: str) -> int:
@@ -161,7 +172,7 @@ async def show_channel(request: web.Request) -> web.Response:
 
 async def open_channel(request: web.Request) -> web.Response:
     body = await json_body(request)
-    scale = int(body.get("scale", DEFAULT_SCALE))
+    scale = _int(body, "scale", DEFAULT_SCALE)
     for field in ("peer", "arbiter", "deposit"):
         if not isinstance(body.get(field), str):
             raise NodeError(f"{field} is required", code="MISSING_FIELD")
@@ -223,10 +234,13 @@ async def pay(request: web.Request) -> web.Response:
         raise NodeError("units is an object like {\"km\": \"12.5\"}", code="BAD_UNITS")
     by_unit = {line.unit: i for i, line in enumerate(terms.tariff)}
     for unit, text in units.items():
+        if not isinstance(text, str):
+            raise NodeError(f"the quantity of {unit} must be a decimal string like \"12.5\"",
+                            code="BAD_UNITS")
         if unit not in by_unit:
             raise NodeError(f"the tariff has no unit {unit!r} (it has {', '.join(by_unit)})",
                             code="UNKNOWN_UNIT")
-        quantities[by_unit[unit]] = parse_quantity(str(text), terms.tariff[by_unit[unit]])
+        quantities[by_unit[unit]] = parse_quantity(text, terms.tariff[by_unit[unit]])
     direct = 0
     if body.get("amount"):
         money = parse_money(str(body["amount"]), terms.scale)
@@ -240,7 +254,7 @@ async def pay(request: web.Request) -> web.Response:
     if len(reference) > 64 or not re.fullmatch(r"[\x20-\x7e]*", reference):
         raise NodeError("a reference is at most 64 printable ASCII characters",
                         code="BAD_REFERENCE")
-    repeat = int(body.get("repeat", 1))
+    repeat = _int(body, "repeat", 1)
     await service.pay(cid, quantities=quantities, direct_amount=direct, reference=reference,
                       repeat=repeat, wait=bool(body.get("wait", True)))
     return web.json_response(await _detail(request, cid))
@@ -257,10 +271,13 @@ async def list_escrows(request: web.Request) -> web.Response:
     escrow = request.app[ESCROW]
     out = []
     for cid, state in escrow.states.items():
-        out.append({"id": cid, "phase": state.phase.value, "currency": state.terms.currency,
-                    "deposited": list(state.deposited),
+        cur = state.terms.currency
+        out.append({"id": cid, "phase": state.phase.value, "currency": cur,
+                    "deposited": {"opener": minor(state.deposited[0], cur),
+                                  "peer": minor(state.deposited[1], cur)},
                     "payouts": None if state.payouts is None else
-                    [state.payouts.opener, state.payouts.peer],
+                    {"opener": minor(state.payouts.opener, cur),
+                     "peer": minor(state.payouts.peer, cur)},
                     "deadline_ms": state.deadline_ms})
     return web.json_response({"escrows": out})
 

@@ -122,6 +122,11 @@ async def proof(request: web.Request) -> web.Response:
     return reply(receipt)
 
 
+async def receipt(request: web.Request) -> web.Response:
+    """Our latest receipt on a channel: a sender reads it before resuming its stream."""
+    return reply(request.app[CHANNELS].latest_receipt(request.match_info["channel_id"]))
+
+
 async def close(request: web.Request) -> web.Response:
     msg = await body_as(request, CooperativeClose)
     if request.app[CONFIG].role == "arbiter":
@@ -228,6 +233,7 @@ def routes(role: str) -> list[web.RouteDef]:
         web.post("/p2p/funding", funding),
         web.post("/p2p/proof", proof),
         web.get("/p2p/channels/{channel_id}/stream", stream),
+        web.get("/p2p/channels/{channel_id}/receipt", receipt),
         web.post("/p2p/dispute", dispute),
         web.post("/p2p/payout", payout),
     ]

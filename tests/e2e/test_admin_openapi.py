@@ -361,7 +361,9 @@ def test_close_and_settle(lifecycle: Lifecycle) -> None:
     assert sum(Decimal(p["amount"]["amount"]) for p in payouts.values()) == Decimal("5100.00")
     (escrow,) = [e for e in got["escrows"]["escrows"] if e["id"] == lifecycle.cid]
     assert escrow["phase"] == "settled"
-    assert sum(escrow["payouts"]) == sum(escrow["deposited"]) == 510_000
+    deposited = sum(Decimal(v["amount"]) for v in escrow["deposited"].values())
+    paid_out = sum(Decimal(v["amount"]) for v in escrow["payouts"].values())
+    assert paid_out == deposited == Decimal("5100.00")
 
 
 @pytest.fixture(scope="module")

@@ -84,12 +84,13 @@ def quickstart(tmp_path: Path) -> Any:
 
 
 def test_lifecycle_through_the_cli(quickstart: Any, tmp_path: Path) -> None:
-    bank_url, homes, daemons = quickstart
+    _bank_url, homes, daemons = quickstart
     man, car = homes["manufacturer"], homes["carrier"]
     urls = {name: f"http://127.0.0.1:{d.port}" for name, d in daemons.items()}
 
     status = js("node", "status", home=man)
-    assert status["role"] == "node" and status["name"] == "manufacturer"
+    assert status["role"] == "node"
+    assert status["name"] == "manufacturer"
     assert js("node", "status", home=homes["escrow"])["role"] == "arbiter"
 
     for home, others in ((man, ("escrow", "carrier")), (car, ("escrow", "manufacturer"))):
@@ -155,7 +156,7 @@ def test_lifecycle_through_the_cli(quickstart: Any, tmp_path: Path) -> None:
     payouts = {t["party"]: t["amount"]["amount"] for t in closed["settlement"]
                if t["purpose"] == "payout"}
     assert payouts == {"opener": "4816.73", "peer": "183.27"}
-    assert "not allowed when the channel is settled" in fails(
+    assert "the channel is settled, not open" in fails(
         "pay", cid[:8], "--units", "km=1", home=man)
 
     # an ambiguous prefix: 17 proposals guarantee two ids share their first hex digit
@@ -168,5 +169,6 @@ def test_lifecycle_through_the_cli(quickstart: Any, tmp_path: Path) -> None:
 
     daemons["carrier"].stop()
     message = fails("channel", "list", home=car)
-    assert "not running" in message and "meterline node start" in message
+    assert "not running" in message
+    assert "meterline node start" in message
     assert json.loads(run("statement", cid[:8], "--json", home=man).stdout)["phase"] == "settled"
