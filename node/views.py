@@ -11,7 +11,7 @@ from sqlalchemy import select
 from node.context import Context
 from node.storage.models import Transfer, Usage
 from protocol import channel as ch
-from protocol.money import currency_exponent, format_decimal, to_minor_units
+from protocol.money import compute_payouts, currency_exponent, format_decimal, to_minor_units
 from protocol.references import Purpose, bank_reference
 from protocol.types import Amount
 
@@ -60,31 +60,56 @@ def transfer_json(row: Transfer) -> dict[str, Any]:
         "status": row.status,
         "reason": row.reason,
         "creditor": json.loads(row.creditor),
+        "source": "rail",
     }
 
 
+def expected_payouts(state: ch.ChannelState) -> tuple[int, int] | None:
+    """The payouts the signed final state implies (what the arbiter will pay), in minor units.
+
+    None while no cooperative close is signed (a dispute decides it at the arbiter).
+    """
+    close = state.close
+    if close is None or not close.fully_signed():
+        return None
+    terms = state.terms
+    base = compute_payouts(
+        opener_deposit=terms.opener_deposit, peer_deposit=terms.peer_deposit,
+        opener_sent=close.opener_amount, peer_sent=close.peer_amount,
+        scale=terms.scale, exponent=currency_exponent(terms.currency))
+    extra = [max(0, state.funded[i] - terms.deposits()[i]) for i in (0, 1)]
+    return base.opener + extra[0], base.peer + extra[1]
+
+
 def settlement_transfers(state: ch.ChannelState, ours: list[Transfer]) -> list[dict[str, Any]]:
-    """Our own rail transfers plus what the arbiter reported (deposits seen, payouts booked)."""
+    """Our own rail transfers plus what the arbiter reported (deposits seen, payouts booked)
+    or will make (payouts expected from the signed final state)."""
     out = [transfer_json(t) for t in ours]
     terms = state.terms
     known = {t["reference"] for t in out}
+    party_name = ("opener", "peer")
     for party, conf in enumerate(state.funding):
         if conf is not None and conf.bank_reference not in known:
-            out.append({"purpose": "deposit", "party": "opener" if party == 0 else "peer",
+            out.append({"purpose": "deposit", "party": party_name[party],
                         "amount": minor(conf.amount, terms.currency),
                         "reference": conf.bank_reference, "status": "booked",
-                        "source": "arbiter funding confirmation"})
+                        "source": "arbiter"})
     notice = state.payout
     if notice is not None:
         for party, (amount, ref) in enumerate(((notice.opener_payout, notice.opener_reference),
                                                (notice.peer_payout, notice.peer_reference))):
             if amount:
-                out.append({"purpose": "payout", "party": "opener" if party == 0 else "peer",
+                out.append({"purpose": "payout", "party": party_name[party],
                             "amount": minor(amount, terms.currency), "reference": ref,
-                            "status": "booked", "source": "arbiter payout notice"})
+                            "status": "booked", "source": "arbiter"})
     elif state.phase in (ch.Phase.CLOSED, ch.Phase.DISPUTED):
+        expected = expected_payouts(state)
         for party in (0, 1):
-            out.append({"purpose": "payout", "party": "opener" if party == 0 else "peer",
+            if expected is not None and expected[party] == 0:
+                continue
+            out.append({"purpose": "payout", "party": party_name[party],
+                        "amount": None if expected is None else
+                        minor(expected[party], terms.currency),
                         "reference": bank_reference(state.channel_id, Purpose.PAYOUT, party),
                         "status": "pending", "source": "arbiter"})
     return out

@@ -73,8 +73,9 @@ def start(data_dir: Path, listen: str, manual_approval: bool, json_logs: bool) -
               help="Where to keep the TPP signing key and bank token (mode 0600).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Write the node's [bank] settings here, for `meterline init --bank-config`.")
+@click.option("--json", "as_json", is_flag=True, help="Print the settings as JSON.")
 def open_account(bank_url: str, account_id: str, name: str, identification: str, balance: str,
-                 keys_dir: Path, out: Path) -> None:
+                 keys_dir: Path, out: Path, as_json: bool) -> None:
     """Open an account at the sandbox bank and register this company as its pay-by-bank client.
 
     \b
@@ -101,4 +102,7 @@ def open_account(bank_url: str, account_id: str, name: str, identification: str,
     except (ProvisionError, OSError) as exc:
         raise click.ClickException(f"could not open the account: {exc}") from None
     out.write_text(json.dumps(settings, indent=2) + "\n")
-    click.echo(f"opened {account_id} ({name}) at {bank_url}; settings in {out}")
+    if as_json:
+        click.echo(json.dumps(settings, indent=2, sort_keys=True))
+    else:
+        click.echo(f"opened {account_id} ({name}) at {bank_url}; settings in {out}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import sys
 import tempfile
@@ -45,17 +46,26 @@ KM_STEP = Decimal("0.25")  # one signed update per quarter kilometre
 HOUR_STEP = Decimal("0.05")  # one signed update per 3 minutes of container time
 
 
+_TO_STDERR = {"on": False}
+"""With --json the story goes to stderr and stdout carries only the JSON summary."""
+
+
+def _echo(text: str, **kwargs: Any) -> None:
+    click.secho(text, err=_TO_STDERR["on"], **kwargs)
+
+
 def step(text: str) -> None:
-    click.secho(f"\n▸ {text}", bold=True)
+    _echo(f"\n▸ {text}", bold=True)
 
 
 def say(text: str) -> None:
-    click.echo(f"  {text}")
+    _echo(f"  {text}")
 
 
 def progress(text: str) -> None:
-    if sys.stdout.isatty():
-        click.echo(f"\r\x1b[2K  {text}", nl=False)
+    stream = sys.stderr if _TO_STDERR["on"] else sys.stdout
+    if stream.isatty():
+        _echo(f"\r\x1b[2K  {text}", nl=False)
 
 
 async def bank_transactions(bank_url: str, account: str) -> list[dict[str, Any]]:
@@ -70,7 +80,7 @@ def euros(cents: int) -> str:
     return f"{Decimal(cents) / 100:,.2f} EUR"
 
 
-def meter_day(c: Any, cid: str) -> tuple[int, Decimal, Decimal]:
+def meter_day(c: Any, cid: str) -> tuple[int, Decimal, Decimal, float]:
     """Stream the day's usage; returns (updates, km, container-hours)."""
     man = c.manufacturer
     updates = 0
@@ -96,22 +106,24 @@ def meter_day(c: Any, cid: str) -> tuple[int, Decimal, Decimal]:
                          f"{rate:>7,.0f} updates/s  owed {amount(owed['sent'])}")
         total_km += shipment.km
         total_hours += shipment.container_hours
-        if sys.stdout.isatty():
-            click.echo("")
+        if (sys.stderr if _TO_STDERR["on"] else sys.stdout).isatty():
+            _echo("")
         say(f"{shipment.reference} {shipment.route:<20} {shipment.km:>5} km, "
             f"{shipment.container_hours:>3} container-hours — owed so far "
             f"{amount(owed['sent'])}")
     elapsed = time.monotonic() - started
     say(f"{updates:,} signed updates in {elapsed:.1f} s ({updates / elapsed:,.0f} updates/s), "
         "each verified, committed by the carrier and covered by its signed receipt")
-    return updates, total_km, total_hours
+    return updates, total_km, total_hours, elapsed
 
 
 @click.command()
 @click.option("--keep", is_flag=True, help="Leave the daemons running and say how to reach them.")
 @click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
               default=None, help="Where to put the demo's data [default: a new temporary dir].")
-def demo(keep: bool, directory: Path | None) -> None:
+@click.option("--json", "as_json", is_flag=True,
+              help="Print a JSON summary on stdout (the story goes to stderr).")
+def demo(keep: bool, directory: Path | None, as_json: bool) -> None:
     """Two companies on loopback: open a channel, meter a day of freight, settle at the bank.
 
     Starts a sandbox bank, an arbiter, a manufacturer and a carrier (each a real process with
@@ -126,6 +138,7 @@ def demo(keep: bool, directory: Path | None) -> None:
     """
     from node.cluster import CARRIER, ESCROW, MANUFACTURER, ClusterError, start_companies, wait_for
 
+    _TO_STDERR["on"] = as_json
     root = directory or Path(tempfile.mkdtemp(prefix="meterline-demo-"))
     root.mkdir(parents=True, exist_ok=True)
     step(f"starting a bank, an arbiter and two companies in {root}")
@@ -148,7 +161,7 @@ def demo(keep: bool, directory: Path | None) -> None:
         say("the arbiter saw the deposit on its escrow statement and confirmed it: channel open")
 
         step("a day of freight, metered unit by unit")
-        updates, km, hours = meter_day(c, cid)
+        updates, km, hours, elapsed = meter_day(c, cid)
 
         step("closing: both sign the final state, the arbiter pays out")
         c.manufacturer.api("POST", f"/api/channels/{cid}/close", {})
@@ -158,7 +171,8 @@ def demo(keep: bool, directory: Path | None) -> None:
         say("the arbiter's bank booked both payouts: channel settled")
 
         step("the carrier's statement")
-        click.echo(as_table(c.carrier.api("GET", f"/api/channels/{cid}/statement")))
+        statement = c.carrier.api("GET", f"/api/channels/{cid}/statement")
+        _echo(as_table(statement))
 
         step("what moved at the bank")
         rows = []
@@ -167,7 +181,7 @@ def demo(keep: bool, directory: Path | None) -> None:
                 sign = "+" if t["indicator"] == "Credit" else "-"
                 rows.append((account, f"{sign}{euros(t['amount_minor'])}",
                              t.get("reference") or "", t.get("counterparty_name") or ""))
-        click.echo(table(["ACCOUNT", "AMOUNT", "REFERENCE", "COUNTERPARTY"], rows))
+        _echo(table(["ACCOUNT", "AMOUNT", "REFERENCE", "COUNTERPARTY"], rows))
         end = c.balances()
         moved = {k: end[k] - start[k] for k in end}
         say(f"manufacturer {euros(moved[MANUFACTURER])}, carrier {euros(moved[CARRIER])}, "
@@ -185,6 +199,26 @@ def demo(keep: bool, directory: Path | None) -> None:
             f"{card:,.2f} EUR in fees")
         say(f"bank wire at an assumed 15.00 EUR each:                  {wire:,.2f} EUR in fees")
         say(f"meterline: 3 bank transfers at an assumed 0.20 EUR each:  {ours:,.2f} EUR")
+        if as_json:
+            click.echo(json.dumps({
+                "channel": cid,
+                "updates": updates,
+                "updates_per_s": round(updates / elapsed, 1),
+                "km": str(km),
+                "container_hours": str(hours),
+                "paid": owed,
+                "statement": statement,
+                "bank_balance_changes_minor": moved,
+                "bank_transactions": [
+                    {"account": a, "amount": amt, "reference": ref, "counterparty": cp}
+                    for a, amt, ref, cp in rows],
+                "fees_if_paid_per_update": {
+                    "card": f"{card:.2f}", "wire": f"{wire:.2f}", "meterline": f"{ours:.2f}",
+                    "assumptions": "card 1.5 % + 0.25 EUR (Stripe's published EEA rate); "
+                                   "wire 15.00 EUR each (assumed); bank transfer 0.20 EUR "
+                                   "each (assumed)"},
+                "data_dir": str(root) if keep else None,
+            }, indent=2, sort_keys=True))
         if keep:
             step("the daemons keep running")
             for h in (c.arbiter, c.manufacturer, c.carrier):
