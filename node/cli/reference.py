@@ -31,8 +31,9 @@ def render() -> str:
     parts = [BEGIN, ""]
     for path, command in _walk(cli, ["meterline"]):
         name = " ".join(path)
-        with click.Context(command, info_name=name, terminal_width=100,
-                           max_content_width=100) as ctx:
+        # the same help option names `meterline` gives every command (-h and --help)
+        with click.Context(command, info_name=name, terminal_width=100, max_content_width=100,
+                           help_option_names=["-h", "--help"]) as ctx:
             text = command.get_help(ctx)
         parts += [f"### `{name}`", "", "```text", text.rstrip(), "```", ""]
     parts.append(END)
