@@ -51,35 +51,30 @@ class PeerClient:
 
     async def fetch(self, url: str) -> Message | None:
         """GET one message (None for 204)."""
-        try:
-            async with self.session.get(url) as resp:
-                body = await resp.read()
-                if resp.status == 204 or not body:
-                    return None
-                answer = decode_message(body)
-                if isinstance(answer, Error):
-                    raise RemoteProtocolError(_code(answer.code), answer.message)
-                return answer
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise PeerUnavailable(f"cannot reach {url}: {exc}") from None
+        return await self._exchange("GET", url, None)
 
     async def send(self, url: str, path: str, message: Message) -> Message | None:
         """POST one message; return the answer message (None for an empty 202/204)."""
+        return await self._exchange("POST", f"{url.rstrip('/')}{path}", message)
+
+    async def _exchange(self, method: str, url: str, message: Message | None) -> Message | None:
+        """One request; the answer is a message, nothing, or an Error raised as typed error."""
         try:
-            async with self.session.post(
-                f"{url.rstrip('/')}{path}",
-                data=message.encode(),
+            async with self.session.request(
+                method,
+                url,
+                data=None if message is None else message.encode(),
                 headers={"Content-Type": MSGPACK},
             ) as resp:
                 body = await resp.read()
                 if resp.status in (202, 204) or not body:
                     return None
                 answer = decode_message(body)
-                if isinstance(answer, Error):
-                    raise RemoteProtocolError(_code(answer.code), answer.message)
-                return answer
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise PeerUnavailable(f"cannot reach {url}{path}: {exc}") from None
+            raise PeerUnavailable(f"cannot reach {url}: {exc}") from None
+        if isinstance(answer, Error):
+            raise RemoteProtocolError(_code(answer.code), answer.message)
+        return answer
 
 
 def _code(value: int) -> ErrorCode:
