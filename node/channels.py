@@ -34,10 +34,10 @@ from protocol.messages import (
     ChannelRegistration,
     ChannelTerms,
     CooperativeClose,
+    DisputeNotice,
     FundingConfirmation,
     PayoutNotice,
     Receipt,
-    UnilateralClose,
 )
 from protocol.money import currency_exponent, format_money, parse_money
 from protocol.records import Message
@@ -599,13 +599,18 @@ class ChannelService:
             await self._commit(t.state, outbox=await self._close_outbox(t))
         return self.states[cid]
 
-    async def on_dispute(self, claim: UnilateralClose) -> None:
-        cid = claim.channel_id.hex()
+    async def on_dispute(self, notice: DisputeNotice) -> None:
+        """The arbiter opened a dispute window: hand in the latest proof we hold (policy)."""
+        cid = notice.channel_id.hex()
         async with self.locks[cid]:
-            t = ch.step(self.get(cid), ch.ReceiveUnilateralClose(claim), now_ms=now_ms())
+            state = self.get(cid)
+            t = ch.step(state, ch.ReceiveDisputeNotice(notice), now_ms=now_ms())
             if any(isinstance(e, ch.NotifyDispute) for e in t.effects):
-                t2 = ch.step(t.state, ch.ActionSubmitEvidence(self.ctx.signer), now_ms=now_ms())
-                await self._commit(t2.state, outbox=await self._close_outbox(t2))
+                t = ch.step(t.state, ch.ActionSubmitEvidence(self.ctx.signer), now_ms=now_ms())
+            if (t.state.phase, t.state.dispute_deadline_ms) != (state.phase,
+                                                                state.dispute_deadline_ms):
+                await self._commit(t.state, outbox=await self._close_outbox(t))
+        log.info("channel.disputed", channel=cid, deadline_ms=notice.deadline_ms)
 
     async def on_payout(self, notice: PayoutNotice) -> None:
         cid = notice.channel_id.hex()

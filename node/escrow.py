@@ -22,9 +22,11 @@ from node.transfers import Transfers
 from protocol import arbiter as arb
 from protocol.errors import ErrorCode, RemoteProtocolError
 from protocol.messages import (
+    EMPTY_SIGNATURE,
     ChannelRegistration,
     CooperativeClose,
     DisputeEvidence,
+    DisputeNotice,
     UnilateralClose,
 )
 from protocol.references import Purpose, bank_reference
@@ -89,8 +91,11 @@ class EscrowService:
         if isinstance(effect, arb.SendPayoutNotice):
             return [("send", f"{u}/p2p/payout", effect.notice.encode()) for u in urls if u]
         if isinstance(effect, arb.ForwardDispute):
-            url = urls[effect.to]
-            return [("send", f"{url}/p2p/dispute", effect.claim.encode())] if url else []
+            # Both parties hear it, signed: the other side must answer before the deadline,
+            # the claimant learns when the payout is decided.
+            notice = DisputeNotice(effect.claim.channel_id, effect.claim, effect.deadline_ms,
+                                   EMPTY_SIGNATURE).signed_by(self.ctx.signer)
+            return [("send", f"{u}/p2p/dispute", notice.encode()) for u in urls if u]
         if isinstance(effect, arb.SubmitPayout):
             spec = {
                 "idempotency_key": effect.idempotency_key, "purpose": Purpose.PAYOUT.value,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -124,8 +125,9 @@ def channel_detail(state: ch.ChannelState, transfers: list[Transfer]) -> dict[st
                      for line, q in zip(terms.tariff, state.received.quantities, strict=True)},
     }
     dispute_deadline = None
-    if state.dispute is not None:
-        dispute_deadline = "pending at the arbiter"
+    if state.dispute_deadline_ms is not None:
+        dispute_deadline = datetime.fromtimestamp(
+            state.dispute_deadline_ms / 1000, tz=UTC).isoformat(timespec="seconds")
     return {
         **channel_summary(state),
         "arbiter": terms.arbiter.hex(),

@@ -26,6 +26,7 @@ from protocol.messages import (
     ChannelTerms,
     CooperativeClose,
     DisputeEvidence,
+    DisputeNotice,
     FundingConfirmation,
     PayoutNotice,
     Receipt,
@@ -101,6 +102,8 @@ class ChannelState:
     dispute: UnilateralClose | None = None
     payout: PayoutNotice | None = None
     updated_ms: int = 0
+    dispute_deadline_ms: int | None = None
+    """When the arbiter's dispute window ends (from its signed DisputeNotice)."""
 
     @property
     def them(self) -> int:
@@ -195,6 +198,13 @@ class ReceiveUnilateralClose:
 
 
 @dataclass(frozen=True, slots=True)
+class ReceiveDisputeNotice:
+    """The arbiter says a unilateral close is open (by either party) and until when."""
+
+    notice: DisputeNotice
+
+
+@dataclass(frozen=True, slots=True)
 class ActionSubmitEvidence:
     signer: Signer
 
@@ -215,6 +225,7 @@ Input: TypeAlias = (
     | ReceiveClose
     | ActionForceClose
     | ReceiveUnilateralClose
+    | ReceiveDisputeNotice
     | ActionSubmitEvidence
     | ReceivePayout
 )
@@ -348,6 +359,11 @@ TRANSITIONS: dict[tuple[Phase, type], frozenset[Phase]] = {
     (P.OPEN, ReceiveUnilateralClose): frozenset({P.DISPUTED}),
     (P.CLOSING, ReceiveUnilateralClose): frozenset({P.DISPUTED}),
     (P.DISPUTED, ReceiveUnilateralClose): frozenset({P.DISPUTED}),
+    (P.ACCEPTED, ReceiveDisputeNotice): frozenset({P.DISPUTED}),
+    (P.OPEN, ReceiveDisputeNotice): frozenset({P.DISPUTED}),
+    (P.CLOSING, ReceiveDisputeNotice): frozenset({P.DISPUTED}),
+    (P.DISPUTED, ReceiveDisputeNotice): frozenset({P.DISPUTED}),
+    (P.CLOSED, ReceiveDisputeNotice): frozenset({P.CLOSED}),
     (P.DISPUTED, ActionSubmitEvidence): frozenset({P.DISPUTED}),
     (P.CLOSED, ReceivePayout): frozenset({P.SETTLED}),
     (P.DISPUTED, ReceivePayout): frozenset({P.SETTLED}),
@@ -747,6 +763,27 @@ def _on_unilateral(state: ChannelState, event: ReceiveUnilateralClose, now_ms: i
     return Transition(replace(state, phase=Phase.DISPUTED, dispute=claim), (NotifyDispute(claim),))
 
 
+def _on_dispute_notice(
+    state: ChannelState, event: ReceiveDisputeNotice, now_ms: int
+) -> Transition:
+    notice = event.notice
+    if notice.channel_id != state.channel_id or notice.claim.channel_id != state.channel_id:
+        raise RemoteProtocolError(ErrorCode.WRONG_CHANNEL, "dispute notice for another channel")
+    notice.verify_signature(state.terms.arbiter)
+    if state.phase is Phase.CLOSED:
+        return Transition(state)  # our co-signed close is at the arbiter and overrides the claim
+    claim = notice.claim
+    state.terms.party_index(claim.claimant)
+    claim.verify_signature(claim.claimant)
+    new = replace(state, phase=Phase.DISPUTED, dispute=claim,
+                  dispute_deadline_ms=notice.deadline_ms)
+    ours = claim.claimant == state.terms.parties()[state.us]
+    if ours or (state.phase is Phase.DISPUTED and state.dispute is not None
+                and state.dispute.claimant == claim.claimant):
+        return Transition(new)
+    return Transition(new, (NotifyDispute(claim),))
+
+
 def _on_evidence(state: ChannelState, event: ActionSubmitEvidence, now_ms: int) -> Transition:
     _check_signer(state, event.signer)
     evidence = DisputeEvidence(
@@ -781,6 +818,7 @@ _HANDLERS: dict[type, _Handler] = {
     ReceiveClose: _on_close,  # type: ignore[dict-item]
     ActionForceClose: _on_force_close,  # type: ignore[dict-item]
     ReceiveUnilateralClose: _on_unilateral,  # type: ignore[dict-item]
+    ReceiveDisputeNotice: _on_dispute_notice,  # type: ignore[dict-item]
     ActionSubmitEvidence: _on_evidence,  # type: ignore[dict-item]
     ReceivePayout: _on_payout,  # type: ignore[dict-item]
 }

@@ -386,6 +386,29 @@ class DisputeEvidence(Signed):
 
 
 @dataclass(frozen=True, slots=True)
+class DisputeNotice(Signed):
+    """The arbiter's word that a unilateral close is open and when its window ends.
+
+    Sent to both parties: the other side learns it must hand in evidence before `deadline_ms`;
+    the claimant learns when the payout will be decided.
+    """
+
+    channel_id: ChannelId
+    claim: UnilateralClose
+    deadline_ms: int
+    signature: Signature
+
+    TAG = 13
+    DOMAIN = "dispute"
+    FIELDS = (
+        ("channel_id", ID),
+        ("claim", Nested(UnilateralClose)),
+        ("deadline_ms", UInt()),
+        ("signature", SIG_OR_EMPTY),
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class PayoutNotice(Signed):
     """The arbiter's word that the payouts are booked at its bank."""
 

@@ -25,6 +25,7 @@ from protocol.messages import (
     ChannelRegistration,
     CooperativeClose,
     DisputeEvidence,
+    DisputeNotice,
     Error,
     FundingConfirmation,
     PayoutNotice,
@@ -136,7 +137,7 @@ async def close(request: web.Request) -> web.Response:
 
 
 async def dispute(request: web.Request) -> web.Response:
-    await request.app[CHANNELS].on_dispute(await body_as(request, UnilateralClose))
+    await request.app[CHANNELS].on_dispute(await body_as(request, DisputeNotice))
     return reply(None)
 
 

@@ -21,6 +21,7 @@ _COMMANDS: list[tuple[str, str]] = [
     ("node.cli.demo", "demo"),
     ("node.cli.bank", "bank"),
     ("node.cli.rails_cmd", "rails"),
+    ("node.cli.bench", "bench"),
 ]
 
 

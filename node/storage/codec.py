@@ -88,6 +88,7 @@ def encode_channel(state: ChannelState) -> bytes:
             _msg(state.dispute),
             _msg(state.payout),
             state.updated_ms,
+            state.dispute_deadline_ms,
         ],
         use_bin_type=True,
     )
@@ -117,6 +118,7 @@ def decode_channel(data: bytes) -> ChannelState:
             dispute=_load(UnilateralClose, raw[11]),
             payout=_load(PayoutNotice, raw[12]),
             updated_ms=raw[13],
+            dispute_deadline_ms=raw[14] if len(raw) > 14 else None,
         )
     except CorruptState:
         raise

@@ -26,6 +26,7 @@ from protocol.messages import (
     Checkpoint,
     CooperativeClose,
     DisputeEvidence,
+    DisputeNotice,
     FundingConfirmation,
     PayoutNotice,
     Receipt,
@@ -52,6 +53,7 @@ SIGNERS: dict[type[Signed], str] = {
     UnilateralClose: "`claimant`",
     DisputeEvidence: "`submitter`",
     PayoutNotice: "`terms.arbiter`",
+    DisputeNotice: "`terms.arbiter`",
 }
 """Whose key verifies each signature (the code passes it to ``verify_signature``)."""
 

@@ -35,6 +35,7 @@ from protocol.messages import (
     ChannelTerms,
     Checkpoint,
     DisputeEvidence,
+    DisputeNotice,
     Error,
     Receipt,
     Signed,
@@ -308,6 +309,8 @@ def example_messages() -> list[tuple[str, Message]]:
         ch.SubmitEvidence,
     ).evidence
     out.append(("dispute-evidence", evidence))
+    notice = DisputeNotice(cid, claim, T0 + 800 + terms.dispute_window_ms, EMPTY_SIGNATURE)
+    out.append(("dispute-notice", notice.signed_by(arbiter)))
     empty = DisputeEvidence(cid, peer.node_id, None, EMPTY_SIGNATURE).signed_by(peer)
     out.append(("dispute-evidence-nil", empty))
 
@@ -341,6 +344,7 @@ def _signatures(message: Message) -> list[dict[str, Any]]:
         "ChannelAcceptance": {"signature": terms.peer},
         "FundingConfirmation": {"signature": terms.arbiter},
         "PayoutNotice": {"signature": terms.arbiter},
+        "DisputeNotice": {"signature": terms.arbiter},
         "Checkpoint": {"opener_signature": terms.opener, "peer_signature": terms.peer},
         "CooperativeClose": {"opener_signature": terms.opener, "peer_signature": terms.peer},
     }

@@ -25,6 +25,7 @@ from protocol.messages import (
     ChannelTerms,
     CooperativeClose,
     DisputeEvidence,
+    DisputeNotice,
     Error,
     Receipt,
     UnilateralClose,
@@ -57,6 +58,9 @@ def samples() -> tuple[Message, ...]:
     evidence = DisputeEvidence(
         s.terms.channel_id, s.opener.node_id, s.states[0].received.proof, EMPTY_SIGNATURE
     ).signed_by(s.opener)
+    dispute = DisputeNotice(s.terms.channel_id, claim, 86_400_000, EMPTY_SIGNATURE).signed_by(
+        s.arbiter
+    )
     decided = s.close(0)
     close = s.states[0].close
     s.settle(decided)
@@ -80,6 +84,7 @@ def samples() -> tuple[Message, ...]:
         close,
         claim,
         evidence,
+        dispute,
         notice,
         error,
     )
