@@ -15,34 +15,30 @@ is derived from the idempotency key and is how every answer is matched back.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from rails.errors import BankProtocolError, Finding, InvalidInstruction, UnknownPayment
+from rails.errors import BankProtocolError, Finding, InvalidInstruction
+from rails.iso20022.filebank import RANK, FileBankRail, HighestStatus, utcnow
 from rails.iso20022.reports import parse_camt054
-from rails.iso20022.transport import BankFileClient, BankMessage, PostAnswer
 from rails.port import (
     Account,
     AccountScheme,
-    CreditPage,
     EntryDirection,
-    IncomingCredit,
     PaymentInstruction,
     PaymentRecord,
     PaymentStatus,
-    Reconciliation,
     Statement,
     StatementEntry,
     validate_instruction_basics,
 )
-from rails.store import IdempotencyStore, SqliteIdempotencyStore, StoredSubmission
+from rails.store import IdempotencyStore, StoredSubmission
 
 RECORD_LEN = 94
 BLOCKING_FACTOR = 10
@@ -588,16 +584,6 @@ def parse_return_file(data: bytes) -> list[AchReturn]:
 # -- the adapter ---------------------------------------------------------------------------
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-_RANK = {
-    PaymentStatus.PENDING: 0, PaymentStatus.ACCEPTED: 1, PaymentStatus.BOOKED: 2,
-    PaymentStatus.REJECTED: 3, PaymentStatus.RETURNED: 4,
-}
-
-
 def check_ach_instruction(instruction: PaymentInstruction) -> list[Finding]:
     """Instruction rules for a US ACH credit: USD, ABA routing, account ≤17, reference ≤80."""
     findings: list[Finding] = []
@@ -632,15 +618,27 @@ def check_ach_instruction(instruction: PaymentInstruction) -> list[Finding]:
     return findings
 
 
-class AchCreditRail:
+class AchCreditRail(FileBankRail):
     """:class:`rails.port.Rail` for US ACH credits (NACHA CCD+) through a file-based bank.
 
     `account` is our account at the ODFI: ``Account(name, AccountScheme.US_ABA,
     identification=<account number, used as company identification, ≤10>,
     agent=<ODFI routing number>)``. Store as for the SEPA rail: `store` or `store_path`.
+    Submitting, status, credits and reconciliation are
+    :class:`~rails.iso20022.filebank.FileBankRail`'s; what is NACHA's is here.
+
+    Credits and the default statement come from camt.054 (mock-bank notifies NACHA accounts in
+    ISO 20022; the BAI2 statement is not read). :meth:`reconcile` only reports: it does not
+    save the statuses it matches (:meth:`status` does).
     """
 
     name = "ach-ccd"
+    content_type = CONTENT_TYPE
+    parsers: ClassVar[Mapping[str, Callable[[bytes], Any]]] = {
+        "nacha.ack": parse_acknowledgement, "camt.054": parse_camt054,
+        "nacha.return": parse_return_file,
+    }
+    reconcile_saves = False
 
     def __init__(
         self,
@@ -653,41 +651,31 @@ class AchCreditRail:
         timeout_s: float = 10.0,
         attempts: int = 4,
         backoff_s: float = 0.2,
-        clock: Callable[[], datetime] = _utcnow,
+        clock: Callable[[], datetime] = utcnow,
         bank_name: str = "",
         report_account: str | None = None,
     ) -> None:
-        if (store is None) == (store_path is None):
-            raise ValueError("give exactly one of store and store_path")
+        super().__init__(base_url=base_url, account=account, store=store, store_path=store_path,
+                         auth=auth, timeout_s=timeout_s, attempts=attempts, backoff_s=backoff_s,
+                         clock=clock)
+        self._bank_name = bank_name
+        self._report_account = report_account
+
+    def _check_account(self, account: Account) -> None:
         if account.scheme is not AccountScheme.US_ABA or not account.agent:
             raise ValueError("an ACH rail's own account is US.ABA with the ODFI routing number")
         if not aba_valid(account.agent):
             raise ValueError(f"ODFI routing number {account.agent} fails the check digit")
         if len(account.identification) > 10:
             raise ValueError("the company identification (our account number) is ≤10")
-        self.account = account
-        self._owns_store = store is None
-        self._store: IdempotencyStore = (
-            store if store is not None else SqliteIdempotencyStore(str(store_path)))
-        self._bank = BankFileClient(base_url, auth=auth, timeout_s=timeout_s,
-                                    attempts=attempts, backoff_s=backoff_s)
-        self._clock = clock
-        self._bank_name = bank_name
-        self._reserve_lock = asyncio.Lock()
-        self._report_account = report_account
 
-    def _ours(self, reported: str) -> bool:
+    def _is_our_account(self, reported: str) -> bool:
         """Is a camt.054's Acct/Id ours? The bank names a NACHA account there by its IBAN
         (`report_account`); without one configured, an identifier ending in our account
         number is taken as ours."""
         if self._report_account is not None:
             return reported == self._report_account
         return reported.endswith(self.account.identification)
-
-    async def aclose(self) -> None:
-        await self._bank.aclose()
-        if self._owns_store:
-            self._store.close()
 
     def _spec(self, instruction: PaymentInstruction, created_at: datetime, modifier: str
               ) -> AchFileSpec:
@@ -736,71 +724,35 @@ class AchCreditRail:
             raise InvalidInstruction("NACHA file failed validation; nothing was sent", bad)
         return data
 
-    async def submit(self, instruction: PaymentInstruction) -> PaymentRecord:
-        async with self._reserve_lock:
-            stored = self._store.get(instruction.idempotency_key)
-            if stored is None:
-                created, modifier = self._file_identity()
-                data = self.prepare(instruction, created, modifier)
-                meta = {
-                    "rail": self.name, "created": created.isoformat(), "modifier": modifier,
-                    "end_to_end_id": derive_individual_id(instruction.idempotency_key),
-                    "file_b64": base64.b64encode(data).decode("ascii"),
-                }
-            else:
-                meta = stored.meta
-            stored = self._store.reserve(instruction, meta)
-        if stored.record is not None:
-            return stored.record
-        answer = await self._bank.post_file(base64.b64decode(stored.meta["file_b64"]),
-                                            CONTENT_TYPE)
-        record = await self._from_answer(stored, answer)
-        self._store.save(record)
-        return record
+    def _new_meta(self, instruction: PaymentInstruction) -> dict[str, Any]:
+        created, modifier = self._file_identity()
+        data = self.prepare(instruction, created, modifier)
+        return self._meta(data, created=created.isoformat(), modifier=modifier,
+                          end_to_end_id=derive_individual_id(instruction.idempotency_key))
 
-    def _record(self, stored: StoredSubmission, status: PaymentStatus, *,
-                code: str | None = None, reason: str | None = None) -> PaymentRecord:
-        return PaymentRecord(
-            idempotency_key=stored.idempotency_key, end_to_end_id=stored.meta["end_to_end_id"],
-            status=status, amount_minor=int(stored.instruction["amount_minor"]),
-            currency=str(stored.instruction["currency"]),
-            bank_payment_id=None if status is PaymentStatus.REJECTED else stored.meta.get(
-                "bank_file_id"),
-            reason_code=code, reason=reason)
+    def _bank_payment_id(self, stored: StoredSubmission, status: PaymentStatus) -> str | None:
+        """The bank's file id from its answer, on every record but a rejection."""
+        if status is PaymentStatus.REJECTED:
+            return None
+        bank_file_id: str | None = stored.meta.get("bank_file_id")
+        return bank_file_id
 
-    async def _from_answer(self, stored: StoredSubmission, answer: PostAnswer
-                           ) -> PaymentRecord:
-        body = answer.body
-        iid = stored.meta["end_to_end_id"]
-        if body.get("reason") == "DUPL":
-            return await self._lookup(stored)
+    def _answered(self, stored: StoredSubmission, body: dict[str, Any]) -> StoredSubmission:
+        """Keep the bank's id for the file (its ``msg_id``) the first time an answer gives it."""
         if isinstance(body.get("msg_id"), str) and "bank_file_id" not in stored.meta:
             meta = {**stored.meta, "bank_file_id": body["msg_id"]}
             self._store.update_meta(stored.idempotency_key, meta)
             stored = StoredSubmission(stored.idempotency_key, stored.digest,
                                       stored.instruction, meta, stored.record)
-        payments = body.get("payments")
-        if not isinstance(payments, list):
-            raise BankProtocolError("POST /payments answer has no payments list")
-        mine = [p for p in payments if isinstance(p, dict) and p.get("end_to_end_id") == iid]
-        if not mine:
-            if answer.status == 422 or body.get("status") == "RJCT":
-                return self._record(stored, PaymentStatus.REJECTED,
-                                    code=str(body.get("reason") or "FF01"),
-                                    reason=body.get("reason_text"))
-            raise BankProtocolError(f"POST /payments answer does not mention {iid}")
-        p = mine[0]
-        if p.get("outcome") == "rejected":
-            # The acknowledgement carries the R code; fetch it so the record says R01/R02/R03.
-            refreshed = await self._refresh(stored, None)
-            if refreshed.status is PaymentStatus.REJECTED:
-                return refreshed
-            return self._record(stored, PaymentStatus.REJECTED, code=p.get("reason"),
-                                reason=p.get("reason_text"))
-        if p.get("outcome") != "accepted":
-            raise BankProtocolError(f"unknown outcome {p.get('outcome')!r} for {iid}")
-        return self._record(stored, PaymentStatus.BOOKED if p.get("booked") is True
-                            else PaymentStatus.ACCEPTED)
+        return stored
+
+    async def _rejected(self, stored: StoredSubmission, payment: dict[str, Any]
+                        ) -> PaymentRecord:
+        # The acknowledgement carries the R code; fetch it so the record says R01/R02/R03.
+        refreshed = await self._refresh(stored, None)
+        if refreshed.status is PaymentStatus.REJECTED:
+            return refreshed
+        return await super()._rejected(stored, payment)
 
     async def _lookup(self, stored: StoredSubmission) -> PaymentRecord:
         refreshed = await self._refresh(stored, None)
@@ -820,116 +772,48 @@ class AchCreditRail:
                                 else PaymentStatus.ACCEPTED)
         raise BankProtocolError(f"payment lookup gave unknown status {state!r}")
 
-    async def _messages(self, kind: str) -> list[BankMessage]:
-        return await self._bank.messages(kind)
-
     async def _refresh(self, stored: StoredSubmission, current: PaymentRecord | None
                        ) -> PaymentRecord:
         """Fold acknowledgements, camt.054 bookings and return files into one status."""
         iid = stored.meta["end_to_end_id"]
-        best = current or self._record(stored, PaymentStatus.PENDING)
+        fold = HighestStatus(current or self._record(stored, PaymentStatus.PENDING))
         rejected: PaymentRecord | None = None
-
-        def consider(candidate: PaymentRecord) -> None:
-            nonlocal best
-            if _RANK[candidate.status] > _RANK[best.status]:
-                best = candidate
-
-        for msg in await self._messages("nacha.ack"):
-            ack = parse_acknowledgement(msg.body)
+        for _, ack in await self._fetch("nacha.ack"):
+            assert isinstance(ack, Acknowledgement)
             for e in ack.entries:
                 if e.individual_id != iid:
                     continue
                 if e.accepted:
-                    consider(self._record(stored, PaymentStatus.ACCEPTED))
+                    fold.consider(self._record(stored, PaymentStatus.ACCEPTED))
                 else:
                     rejected = self._record(stored, PaymentStatus.REJECTED,
                                             code=e.reason_code, reason=e.reason)
         if rejected is not None:
             # Rejected on receipt: the return entry that follows confirms it, moves no money.
-            return rejected if _RANK[best.status] < _RANK[PaymentStatus.REJECTED] else best
-        for msg in await self._messages("camt.054"):
-            for rep in parse_camt054(msg.body):
+            if RANK[fold.best.status] < RANK[PaymentStatus.REJECTED]:
+                return rejected
+            return fold.best
+        for _, reports in await self._fetch("camt.054"):
+            for rep in reports:
                 for entry in rep.entries:
                     if (entry.end_to_end_id == iid and entry.booked
                             and entry.direction is EntryDirection.DEBIT):
-                        consider(self._record(stored, PaymentStatus.BOOKED))
-        for msg in await self._messages("nacha.return"):
-            for ret in parse_return_file(msg.body):
+                        fold.consider(self._record(stored, PaymentStatus.BOOKED))
+        for _, returns in await self._fetch("nacha.return"):
+            for ret in returns:
                 if ret.individual_id == iid:
-                    consider(self._record(stored, PaymentStatus.RETURNED, code=ret.reason_code,
-                                          reason="returned by the RDFI"))
-        return best
+                    fold.consider(self._record(stored, PaymentStatus.RETURNED,
+                                               code=ret.reason_code,
+                                               reason="returned by the RDFI"))
+        return fold.best
 
-    async def status(self, idempotency_key: str) -> PaymentRecord:
-        stored = self._store.get(idempotency_key)
-        if stored is None:
-            raise UnknownPayment(f"no payment under key {idempotency_key!r}")
-        record = await self._refresh(stored, stored.record)
-        if record != stored.record and record.status is not PaymentStatus.PENDING:
-            self._store.save(record)
-        return record
-
-    async def incoming_credits(self, cursor: str | None = None) -> CreditPage:
-        """Credits to our account from camt.054 (mock-bank notifies NACHA accounts in
-        ISO 20022; the BAI2 statement is not read). Cursor: last bank message id."""
-        after = 0
-        if cursor:
-            prefix, _, number = cursor.partition(":")
-            if prefix != "msg" or not number.isdigit():
-                raise InvalidInstruction("cursor was not issued by this rail",
-                                         [Finding("cursor", "FF01", f"unknown {cursor!r}")])
-            after = int(number)
-        credits = []
-        last = after
-        for msg in await self._bank.messages("camt.054", after):
-            last = max(last, msg.id)
-            for rep in parse_camt054(msg.body):
-                if not self._ours(rep.account):
-                    continue
-                for e in rep.entries:
-                    if (e.direction is EntryDirection.CREDIT and e.booked
-                            and e.return_reason is None and e.booking_date is not None):
-                        credits.append(IncomingCredit(
-                            entry_id=e.entry_id, amount_minor=e.amount_minor,
-                            currency=e.currency, debtor_name=e.counterparty_name,
-                            debtor_account=e.counterparty_account, reference=e.reference,
-                            booking_date=e.booking_date, end_to_end_id=e.end_to_end_id))
-        return CreditPage(tuple(credits), f"msg:{last}")
-
-    async def reconcile(self, statement: Statement | None = None) -> Reconciliation:
-        """Match a statement to our submissions by individual identification number.
-
-        With no statement given, the camt.054 bookings for our account stand in for one
-        (mock-bank sends NACHA accounts BAI2 statements, which this rail does not read).
-        """
-        if statement is None:
-            entries: list[StatementEntry] = []
-            for msg in await self._bank.messages("camt.054"):
-                for rep in parse_camt054(msg.body):
-                    if self._ours(rep.account):
-                        entries.extend(e.to_port() for e in rep.entries)
-            statement = Statement(account=self.account.identification, currency="USD",
-                                  entries=tuple(entries))
-        subs = {s.meta.get("end_to_end_id"): s for s in self._store.all()
-                if s.meta.get("rail") == self.name}
-        booked = {}
-        returned = {}
-        unmatched = []
-        for entry in statement.entries:
-            sub = subs.get(entry.end_to_end_id) if entry.end_to_end_id else None
-            if sub is None or not entry.booked:
-                unmatched.append(entry)
-            elif entry.direction is EntryDirection.DEBIT and entry.return_reason is None:
-                booked[sub.idempotency_key] = entry
-            elif entry.direction is EntryDirection.CREDIT and entry.return_reason:
-                returned[sub.idempotency_key] = entry
-            else:
-                unmatched.append(entry)
-        outstanding = tuple(
-            k.idempotency_key for k in subs.values()
-            if k.idempotency_key not in booked and k.idempotency_key not in returned
-            and (k.record is None or k.record.status in (PaymentStatus.PENDING,
-                                                         PaymentStatus.ACCEPTED)))
-        return Reconciliation(booked=booked, returned=returned, outstanding=outstanding,
-                              unmatched=tuple(unmatched))
+    async def _default_statement(self) -> Statement:
+        """The camt.054 bookings for our account, standing in for a statement (mock-bank sends
+        NACHA accounts BAI2 statements, which this rail does not read)."""
+        entries: list[StatementEntry] = []
+        for _, reports in await self._fetch("camt.054"):
+            for rep in reports:
+                if self._ours(rep):
+                    entries.extend(e.to_port() for e in rep.entries)
+        return Statement(account=self.account.identification, currency="USD",
+                         entries=tuple(entries))
