@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 
 from rails.nacha import AchCreditRail
-from rails.port import Account
-from tests.rails.iso20022.harness import MockBank, mock_bank
+from tests.rails.iso20022.harness import MockBank
+from tests.rails.mockbank_fixtures import bank, rail_maker
 from tests.rails.nacha.ach_data import ACME, bank_now
 
-
-@pytest.fixture
-def bank(tmp_path: Path) -> Iterator[MockBank]:
-    with mock_bank(tmp_path) as b:
-        yield b
+__all__ = ["bank", "make_rail", "nacha_bank", "rail"]
 
 
 @pytest.fixture
@@ -30,18 +26,9 @@ async def nacha_bank(bank: MockBank) -> MockBank:
 @pytest.fixture
 async def make_rail(nacha_bank: MockBank, tmp_path: Path
                     ) -> AsyncIterator[Callable[..., AchCreditRail]]:
-    made: list[AchCreditRail] = []
-
-    def make(account: Account = ACME, url: str | None = None, **kw: object) -> AchCreditRail:
-        kw.setdefault("store_path", tmp_path / "ach.db")
-        rail = AchCreditRail(base_url=url or nacha_bank.url, account=account, clock=bank_now,
-                             backoff_s=0.01, **kw)  # type: ignore[arg-type]
-        made.append(rail)
-        return rail
-
-    yield make
-    for r in made:
-        await r.aclose()
+    async with rail_maker(AchCreditRail, url=nacha_bank.url, store_path=tmp_path / "ach.db",
+                          account=ACME, clock=bank_now) as make:
+        yield make
 
 
 @pytest.fixture
