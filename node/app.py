@@ -20,7 +20,7 @@ from node.channels import ChannelService
 from node.config import Config, ConfigError, load_signer, load_token
 from node.context import Context
 from node.escrow import EscrowService
-from node.keys import CHANNELS, CONFIG, CONTEXT, ESCROW, SIGNER, TOKEN, TRANSFERS
+from node.keys import CHANNELS, CONFIG, CONTEXT, ESCROW, SIGNER, TOKEN, TRANSFERS, WEBSOCKETS
 from node.outbox import Outbox
 from node.peerclient import PeerClient
 from node.storage.db import make_engine, migrate, sessionmaker
@@ -142,6 +142,7 @@ class Node:
         app[ESCROW] = self.escrow
         app[TRANSFERS] = self.transfers
         app[TOKEN] = self.token
+        app[WEBSOCKETS] = set()
         app.add_routes(routes)
         return app
 
@@ -149,6 +150,7 @@ class Node:
         limits = self.config.limits
         peer_app = self._app(peer.routes(self.config.role), [peer.peer_errors],
                              limits.max_body_bytes)
+        peer_app.on_shutdown.append(peer.close_streams)
         admin_app = self._app(admin.routes(self.config.role),
                               [admin.admin_errors, admin.admin_auth], 1024 * 1024)
         return peer_app, admin_app

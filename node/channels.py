@@ -9,14 +9,17 @@ into the state and committed before it is sent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import heapq
+import itertools
 import json
 import os
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Sequence
 from typing import Any
 
 import structlog
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, insert, select, update
 
 from node.context import Context, now_ms, upsert_usage
 from node.errors import Conflict, NodeError, NotFound, PeerUnavailable
@@ -82,7 +85,14 @@ class ChannelService:
         self.outbox = outbox
         self.states: dict[str, ch.ChannelState] = {}
         self.locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
-        self.acked: defaultdict[str, asyncio.Condition] = defaultdict(asyncio.Condition)
+        self.ack_waiters: defaultdict[str, list[tuple[int, int, asyncio.Future[None]]]] = (
+            defaultdict(list))
+        self._tiebreak = itertools.count()
+        self.pending: defaultdict[str, deque[tuple[ch.ActionPay, int, asyncio.Future[int]]]] = (
+            defaultdict(deque))
+        self.writers: dict[str, asyncio.Task[None]] = {}
+        self.dirty: set[str] = set()
+        self.flusher: asyncio.Task[None] | None = None
         self.streams: dict[str, OutboundStream] = {}
         self.early_funding: defaultdict[str, list[FundingConfirmation]] = defaultdict(list)
         self.changed = asyncio.Event()
@@ -152,8 +162,9 @@ class ChannelService:
             if usage:
                 await session.execute(upsert_usage(session, usage))
             if outgoing:
-                session.add_all(
-                    OutgoingProof(channel_id=cid, nonce=p.nonce, proof=p.encode()) for p in outgoing
+                await session.execute(
+                    insert(OutgoingProof),
+                    [{"channel_id": cid, "nonce": p.nonce, "proof": p.encode()} for p in outgoing],
                 )
             if prune_upto is not None:
                 await session.execute(
@@ -164,6 +175,7 @@ class ChannelService:
             for kind, target, payload in outbox:
                 self.outbox.add(session, cid, kind, target, payload)
         self.states[cid] = state
+        self.dirty.discard(cid)
         self.changed.set()
         if outbox:
             self.outbox.kick()
@@ -424,92 +436,152 @@ class ChannelService:
         timeout_s: float = 30.0,
     ) -> ch.ChannelState:
         """Sign `repeat` updates of `quantities` (+ `direct_amount`) each, stream them, and with
-        `wait` return once the peer's receipts cover the last one."""
+        `wait` return once the peer's receipts cover the last one.
+
+        Concurrent calls on one channel are coalesced: one writer signs everything queued,
+        commits it in one transaction and sends it (group commit on the sender side too).
+        """
         if not 1 <= repeat <= 1_000_000:
             raise NodeError("repeat must be between 1 and 1,000,000")
         phase = self.get(cid).phase
         if phase is not ch.Phase.OPEN:
             raise Conflict(f"cannot pay: the channel is {phase.value}, not open",
                            code="INVALID_STATE")
-        stream = await self._stream(cid)
-        window = self.ctx.config.limits.max_inflight
-        remaining = repeat
-        last = 0
+        await self._stream(cid)
+        action = ch.ActionPay(
+            self.ctx.signer, tuple(Quantity(q) for q in quantities), Amount(direct_amount),
+            reference)
+        chunk = max(1, min(self.ctx.config.limits.max_batch,
+                           self.ctx.config.limits.max_inflight // 2))
+        remaining, last = repeat, 0
         while remaining:
-            await self._wait_window(cid, window // 2, timeout_s)
-            async with self.locks[cid]:
-                state = self.get(cid)
-                room = max(1, window - (state.sent.nonce - state.sent.acked_nonce))
-                batch = min(remaining, room, self.ctx.config.limits.max_batch)
-                proofs: list[BalanceProof] = []
-                rows: dict[Any, list[int]] = defaultdict(lambda: [0, 0, 0])
-                stamp = now_ms()
-                action = ch.ActionPay(
-                    self.ctx.signer,
-                    tuple(Quantity(q) for q in quantities),
-                    Amount(direct_amount),
-                    reference,
-                )
-                for _ in range(batch):
-                    before = state.sent
-                    t = ch.step(state, action, now_ms=stamp)
-                    state = t.state
-                    proof = t.effects[0].proof  # type: ignore[union-attr]
-                    usage_rows(state, before, proof, rows)
-                    proofs.append(proof)
-                await self._commit(state, usage=rows, outgoing=proofs)
-            for proof in proofs:
-                await stream.send(proof.encode())
-            last = proofs[-1].nonce
-            remaining -= batch
+            n = min(remaining, chunk)
+            last = await self._enqueue(cid, action, n, timeout_s)
+            remaining -= n
         if wait:
             await self._wait_acked(cid, last, timeout_s)
         return self.states[cid]
 
-    async def _wait_window(self, cid: str, window: int, timeout_s: float) -> None:
-        cond = self.acked[cid]
+    async def _enqueue(self, cid: str, action: ch.ActionPay, n: int, timeout_s: float) -> int:
+        """Queue `n` updates for the channel's writer; returns the last nonce once committed
+        and handed to the stream."""
+        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.pending[cid].append((action, n, done))
+        writer = self.writers.get(cid)
+        if writer is None or writer.done():
+            self.writers[cid] = asyncio.create_task(self._write(cid, timeout_s),
+                                                    name=f"writer {cid[:16]}")
+        return await done
+
+    async def _write(self, cid: str, timeout_s: float) -> None:
+        """Sign and commit whatever is queued, as few transactions as the window allows."""
+        window = self.ctx.config.limits.max_inflight
+        queue = self.pending[cid]
+        while queue:
+            try:
+                await self._wait_room(cid, window - queue[0][1], timeout_s)
+            except NodeError as exc:
+                for _, _, done in queue:
+                    if not done.done():
+                        done.set_exception(exc)
+                queue.clear()
+                return
+            async with self.locks[cid]:
+                state = self.get(cid)
+                room = window - (state.sent.nonce - state.sent.acked_nonce)
+                taken: list[tuple[int, asyncio.Future[int]]] = []
+                proofs: list[BalanceProof] = []
+                rows: dict[Any, list[int]] = defaultdict(lambda: [0, 0, 0])
+                stamp = now_ms()
+                while queue and (not taken or queue[0][1] <= room - len(proofs)):
+                    action, n, done = queue.popleft()
+                    before_request = (state, len(proofs), {k: list(v) for k, v in rows.items()})
+                    try:
+                        for _ in range(n):
+                            before = state.sent
+                            t = ch.step(state, action, now_ms=stamp)
+                            state = t.state
+                            proof = t.effects[0].proof  # type: ignore[union-attr]
+                            usage_rows(state, before, proof, rows)
+                            proofs.append(proof)
+                    except ProtocolError as exc:  # this request only: the others go on
+                        state, keep, saved = before_request
+                        del proofs[keep:]
+                        rows = defaultdict(lambda: [0, 0, 0], saved)
+                        done.set_exception(exc)
+                        continue
+                    taken.append((state.sent.nonce, done))
+                if proofs:
+                    try:
+                        await self._commit(state, usage=rows, outgoing=proofs,
+                                           prune_upto=state.sent.acked_nonce)
+                    except Exception as exc:
+                        for _, done in taken:
+                            done.set_exception(exc)
+                        continue
+            stream = self.streams.get(cid)
+            if stream is not None:
+                for proof in proofs:
+                    await stream.send(proof.encode())
+            for nonce, done in taken:
+                done.set_result(nonce)
+
+    async def _wait_room(self, cid: str, inflight: int, timeout_s: float) -> None:
+        """Until at most `inflight` of our proofs are unacknowledged."""
+        await self._wait_acked(cid, self.get(cid).sent.nonce - max(0, inflight), timeout_s,
+                               what="acknowledged nothing")
+
+    async def _wait_acked(self, cid: str, nonce: int, timeout_s: float, *,
+                          what: str = "not acknowledged") -> None:
+        if self.get(cid).sent.acked_nonce >= nonce:
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self.ack_waiters[cid], (nonce, next(self._tiebreak), waiter))
         try:
-            async with cond:
-                await asyncio.wait_for(
-                    cond.wait_for(
-                        lambda: self.get(cid).sent.nonce - self.get(cid).sent.acked_nonce
-                        <= window
-                    ),
-                    timeout_s,
-                )
+            await asyncio.wait_for(asyncio.shield(waiter), timeout_s)
         except TimeoutError:
             raise NodeError(
-                f"the peer has acknowledged nothing for {timeout_s:.0f} s; what was signed is "
-                "stored and will be resent when it is back",
+                f"the peer has {what} update {nonce} within {timeout_s:.0f} s; what was signed "
+                "is stored and will be resent when it is back",
                 code="NOT_ACKNOWLEDGED",
                 status=504,
             ) from None
 
-    async def _wait_acked(self, cid: str, nonce: int, timeout_s: float) -> None:
-        cond = self.acked[cid]
-        try:
-            async with cond:
-                await asyncio.wait_for(
-                    cond.wait_for(lambda: self.get(cid).sent.acked_nonce >= nonce), timeout_s
-                )
-        except TimeoutError:
-            raise NodeError(
-                f"the peer has not acknowledged update {nonce} within {timeout_s:.0f} s; "
-                "it is stored and will be resent",
-                code="NOT_ACKNOWLEDGED",
-                status=504,
-            ) from None
+    def _release_waiters(self, cid: str) -> None:
+        acked = self.get(cid).sent.acked_nonce
+        heap = self.ack_waiters[cid]
+        while heap and heap[0][0] <= acked:
+            _, _, waiter = heapq.heappop(heap)
+            if not waiter.done():
+                waiter.set_result(None)
 
     async def on_receipt(self, receipt: Receipt) -> None:
+        """A receipt moves our acknowledged nonce. It is kept in memory at once and written
+        with the next commit (or by the flusher within a moment): the peer holds it too, and a
+        restarted sender reads it back before resuming (ADR 0002)."""
         cid = receipt.channel_id.hex()
         async with self.locks[cid]:
             state = self.get(cid)
             t = ch.step(state, ch.ReceiveReceipt(receipt), now_ms=now_ms())
-            if t.state.sent.acked_nonce != state.sent.acked_nonce:
-                await self._commit(t.state, prune_upto=t.state.sent.acked_nonce)
-        cond = self.acked[cid]
-        async with cond:
-            cond.notify_all()
+            if t.state.sent.acked_nonce == state.sent.acked_nonce:
+                return
+            self.states[cid] = t.state
+            self.dirty.add(cid)
+        self._release_waiters(cid)
+        if self.flusher is None or self.flusher.done():
+            self.flusher = asyncio.create_task(self._flush_soon(), name="receipt flusher")
+
+    async def _flush_soon(self, delay_s: float = 0.05) -> None:
+        await asyncio.sleep(delay_s)
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Write receipts held only in memory (and prune what they acknowledge)."""
+        while self.dirty:
+            cid = self.dirty.pop()
+            async with self.locks[cid]:
+                state = self.get(cid)
+                await self._commit(state, prune_upto=state.sent.acked_nonce)
 
     def latest_receipt(self, cid: str) -> Receipt | None:
         """Our latest receipt for what the peer sent us (what it needs to resume a stream)."""
@@ -628,6 +700,12 @@ class ChannelService:
         for stream in list(self.streams.values()):
             await stream.stop()
         self.streams.clear()
+        for writer in list(self.writers.values()):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer, 5)
+        if self.flusher is not None:
+            self.flusher.cancel()
+        await self.flush()
 
 
 __all__ = ["ChannelId", "ChannelService", "usage_rows"]

@@ -18,3 +18,5 @@ CHANNELS = web.AppKey("channels", ChannelService)
 ESCROW = web.AppKey("escrow", EscrowService)
 TRANSFERS = web.AppKey("transfers", Transfers)
 TOKEN = web.AppKey("token", str)
+WEBSOCKETS = web.AppKey("websockets", set)
+"""Inbound update streams, closed at shutdown so the daemon stops at once."""

@@ -15,7 +15,7 @@ import structlog
 from aiohttp import WSMsgType, web
 
 from node.errors import NodeError, NotFound
-from node.keys import CHANNELS, CONFIG, ESCROW, SIGNER
+from node.keys import CHANNELS, CONFIG, ESCROW, SIGNER, WEBSOCKETS
 from protocol import PROTOCOL_VERSION
 from protocol.errors import DecodeError, ErrorCode, ProtocolError, RemoteProtocolError
 from protocol.messages import (
@@ -176,6 +176,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
     limits = request.app[CONFIG].limits
     ws = web.WebSocketResponse(heartbeat=20, max_msg_size=limits.max_body_bytes)
     await ws.prepare(request)
+    request.app[WEBSOCKETS].add(ws)
     queue: asyncio.Queue[bytes | None] = asyncio.Queue()
 
     async def read() -> None:
@@ -215,11 +216,19 @@ async def stream(request: web.Request) -> web.StreamResponse:
             if receipt is not None:
                 await ws.send_bytes(receipt.encode())
     finally:
+        request.app[WEBSOCKETS].discard(ws)
         reader.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await reader
         await ws.close()
     return ws
+
+
+async def close_streams(app: web.Application) -> None:
+    """on_shutdown: close inbound streams (senders reconnect and resume from our receipt)."""
+    streams: set[web.WebSocketResponse] = app[WEBSOCKETS]
+    for ws in [*streams]:
+        await ws.close(code=1001, message=b"node shutting down")
 
 
 def routes(role: str) -> list[web.RouteDef]:

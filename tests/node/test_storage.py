@@ -346,6 +346,9 @@ async def test_outgoing_proofs_are_kept_until_a_receipt_covers_them(
     assert await svc.count(OutgoingProof) == 300
 
     await svc.channels.on_receipt(receipt(120))
+    # held in memory at once (what the window and waiters use), written by the next flush
+    assert svc.channels.get(cid).sent.acked_nonce == 120
+    await svc.channels.flush()
     assert await svc.count(OutgoingProof) == 180
     assert svc.channels.get(cid).sent.acked_nonce == 120
     assert [BalanceProof.decode(p).nonce for p in await svc.channels._unacked(cid)] == list(
@@ -363,6 +366,7 @@ async def test_outgoing_proofs_are_kept_until_a_receipt_covers_them(
         range(121, 301)
     )
     await again.channels.on_receipt(receipt(300))
+    await again.channels.flush()
     assert await again.count(OutgoingProof) == 0
     assert await again.channels._unacked(cid) == []
 
