@@ -204,7 +204,8 @@ def wait_for(check: Any, what: str, timeout_s: float = 60.0) -> None:
 
 
 def start_companies(root: Path, *, manufacturer_balance: int = 1_000_000,
-                    carrier_balance: int = 50_000, say: Any = None) -> Companies:
+                    carrier_balance: int = 50_000, say: Any = None,
+                    databases: dict[str, str] | None = None) -> Companies:
     """Start the bank, open three accounts, start the arbiter and both companies, introduce
     them to each other. The caller stops ``result.cluster`` when done."""
     import asyncio
@@ -231,9 +232,13 @@ def start_companies(root: Path, *, manufacturer_balance: int = 1_000_000,
                 opening_balance_minor=balance) for acct, name, ident, balance in specs]
 
         escrow_bank, man_bank, car_bank = asyncio.run(provision())
-        arbiter = cluster.add_node("arbiter", role="arbiter", bank=escrow_bank)
-        manufacturer = cluster.add_node("manufacturer", bank=man_bank)
-        carrier = cluster.add_node("carrier", bank=car_bank, allow=[manufacturer.node_id])
+        dbs = databases or {}
+        arbiter = cluster.add_node("arbiter", role="arbiter", bank=escrow_bank,
+                                   db=dbs.get("arbiter"))
+        manufacturer = cluster.add_node("manufacturer", bank=man_bank,
+                                        db=dbs.get("manufacturer"))
+        carrier = cluster.add_node("carrier", bank=car_bank, allow=[manufacturer.node_id],
+                                   db=dbs.get("carrier"))
         for handle in (arbiter, manufacturer, carrier):
             handle.start()
             step(f"{handle.name:<12} {handle.node_id[:16]}…  peer API {handle.url}")

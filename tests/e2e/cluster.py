@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from node.cluster import CARRIER, ESCROW, MANUFACTURER, Companies, start_companies, wait_for
 
@@ -12,7 +13,7 @@ __all__ = ["CARRIER", "ESCROW", "MANUFACTURER", "Companies", "companies", "wait_
 
 
 @contextmanager
-def companies(root: Path, **kwargs: int) -> Iterator[Companies]:
+def companies(root: Path, **kwargs: Any) -> Iterator[Companies]:
     c = start_companies(root, **kwargs)
     try:
         yield c
