@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import structlog
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 
 from node.context import Context, now_ms, upsert_usage
 from node.errors import Conflict, NodeError, NotFound, PeerUnavailable
@@ -50,6 +50,8 @@ from protocol.types import Amount, ChannelId, MinorUnits, Quantity
 
 log = structlog.get_logger()
 BUCKET_MS = 3_600_000
+MAX_HELD_PROPOSALS = 100
+"""Proposals from peers off the allow-list waiting for the operator (anyone can sign one)."""
 
 
 def account_from_info(info: dict[str, Any], what: str) -> BankAccount:
@@ -268,6 +270,12 @@ class ChannelService:
             return acceptance if self.states[cid].peer_signature else None
         if terms.opener.hex() not in ctx.config.allow:
             async with ctx.db() as session, session.begin():
+                waiting = await session.scalar(select(func.count()).select_from(HeldProposal))
+                if (waiting or 0) >= MAX_HELD_PROPOSALS:
+                    raise RemoteProtocolError(
+                        ErrorCode.INVALID_STATE,
+                        "too many proposals are waiting for this node's operator; try later",
+                    )
                 if await session.get(HeldProposal, cid) is None:
                     session.add(
                         HeldProposal(

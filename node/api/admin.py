@@ -55,6 +55,8 @@ async def admin_auth(request: web.Request, handler: Handler) -> web.StreamRespon
 async def admin_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(request_id=uuid.uuid4().hex[:12], path=request.path)
+    if "channel_id" in request.match_info:
+        structlog.contextvars.bind_contextvars(channel=request.match_info["channel_id"][:16])
     try:
         return await handler(request)
     except NodeError as exc:

@@ -61,6 +61,8 @@ async def peer_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         peer=request.headers.get("X-Meterline-Node", "")[:16],
         path=request.path,
     )
+    if "channel_id" in request.match_info:
+        structlog.contextvars.bind_contextvars(channel=request.match_info["channel_id"][:16])
     try:
         return await handler(request)
     except web.HTTPRequestEntityTooLarge:
