@@ -15,6 +15,11 @@ banks a clearing system carries the payment across; here the test does, with thr
   (``POST /_mock/advance``) when an accepted payment is due on a later day, and relays each booked
   debit to an account the bank holds as one ``POST /_mock/credits`` to the creditor, carrying the
   payment's remittance and EndToEndId — exactly once per payment.
+
+The same pieces serve the NACHA run: a posted file that starts with a file header (``101``) is
+read by :func:`read_nacha` instead of :func:`read_pain001`, and each booked ACH credit entry is
+relayed with its individual identification number (mock-bank's EndToEndId) and the payment
+related information of its 05 addenda as the note to payee.
 """
 
 from __future__ import annotations
@@ -86,9 +91,9 @@ class BankClient:
     def advance_to(self, day: str) -> Any:
         return self.call("POST", "/_mock/advance?to=" + quote(day))
 
-    def validate(self, data: bytes) -> tuple[int, str]:
+    def validate(self, data: bytes, content_type: str = "application/xml") -> tuple[int, str]:
         status, body = self.raw("POST", "/_mock/validate", data,
-                                {"Content-Type": "application/xml"})
+                                {"Content-Type": content_type})
         return status, body.decode(errors="replace")
 
 
@@ -217,6 +222,92 @@ def read_pain001(data: bytes) -> list[Transfer]:
     return out
 
 
+# -- reading a NACHA file as the clearing system would ---------------------------------------
+
+
+@dataclass(frozen=True)
+class AchEntry:
+    """One credit entry detail (6) of a posted NACHA file with its 05 addenda, read by column.
+
+    Deliberately independent of ``rails.nacha``: the clearing reads the wire, not our writer.
+    """
+
+    msg_id: str
+    """mock-bank's id for the file: immediate origin, ``-``, creation date, time, modifier."""
+    end_to_end_id: str
+    """The individual identification number (mock-bank's EndToEndId)."""
+    trace: str
+    company_name: str
+    company_id: str
+    """The originator: for mock-bank, the debtor's account number."""
+    sec: str
+    transaction_code: str
+    receiver_routing: str
+    receiver_account: str
+    receiver_name: str
+    amount_minor: int
+    payment_info: str
+    """The 05 addenda's payment related information (columns 4-83), trailing spaces off."""
+    currency: str = "USD"
+
+    @property
+    def reference(self) -> str:
+        return self.payment_info
+
+
+def _col(line: str, start: int, end: int) -> str:
+    """Columns `start`..`end`, 1-based and inclusive, as NACHA's layouts number them."""
+    return line[start - 1:end]
+
+
+def is_nacha(data: bytes) -> bool:
+    return data.lstrip()[:3] == b"101"
+
+
+def read_nacha(data: bytes) -> list[AchEntry]:
+    lines = [raw.rstrip("\r") for raw in data.decode("ascii").split("\n") if raw.strip()]
+    if not lines or not lines[0].startswith("101"):
+        raise ValueError("not a NACHA file: no file header (101)")
+    head = lines[0]
+    msg_id = f"{_col(head, 14, 23).strip()}-{_col(head, 24, 34)}"
+    out: list[AchEntry] = []
+    batch = ""
+    entry = ""
+    addenda: list[str] = []
+
+    def close() -> None:
+        if not entry:
+            return
+        info = [_col(a, 4, 83).rstrip() for a in addenda if _col(a, 2, 3) == "05"]
+        out.append(AchEntry(
+            msg_id=msg_id, end_to_end_id=_col(entry, 40, 54).strip(),
+            trace=_col(entry, 80, 94), company_name=_col(batch, 5, 20).strip(),
+            company_id=_col(batch, 41, 50).strip(), sec=_col(batch, 51, 53),
+            transaction_code=_col(entry, 2, 3), receiver_routing=_col(entry, 4, 12),
+            receiver_account=_col(entry, 13, 29).strip(),
+            receiver_name=_col(entry, 55, 76).strip(), amount_minor=int(_col(entry, 30, 39)),
+            payment_info=" ".join(info)))
+
+    for line in lines[1:]:
+        kind = line[0]
+        if kind == "5":
+            batch = line
+        elif kind == "6":
+            close()
+            entry, addenda = line, []
+        elif kind == "7":
+            addenda.append(line)
+        elif kind == "8":
+            close()
+            entry, addenda = "", []
+    return out
+
+
+def read_payment_file(data: bytes) -> list[Transfer] | list[AchEntry]:
+    """A posted file as the clearing reads it: NACHA by its file header, else a pain.001."""
+    return read_nacha(data) if is_nacha(data) else read_pain001(data)
+
+
 # -- the clearing ----------------------------------------------------------------------------
 
 
@@ -282,8 +373,9 @@ class Clearing:
         """One pass; returns how many things it did (0 means idle)."""
         done = 0
         held = {a["iban"]: a for a in self.bank.accounts().values()}
-        transfers = {(t.msg_id, t.end_to_end_id): t
-                     for data in self.gateway.posted() for t in read_pain001(data)}
+        transfers: dict[tuple[str, str], Transfer | AchEntry] = {
+            (t.msg_id, t.end_to_end_id): t
+            for data in self.gateway.posted() for t in read_payment_file(data)}
         for p in sorted(self.bank.payments(), key=lambda p: p["id"]):
             if p["status"] != "accepted":
                 continue
@@ -300,19 +392,8 @@ class Clearing:
                 self.errors.append(f"booked payment {key} is in no file the nodes posted")
                 self.relayed[key] = {}
                 continue
-            if (t.amount_minor, t.currency, t.creditor_iban) != (
-                    p["amount"], p["currency"], p["creditor_iban"]):
-                self.errors.append(f"payment {key} at the bank differs from its file: {p} {t}")
-            body: dict[str, Any] = {
-                "account": p["creditor_iban"], "amount": p["amount"],
-                "currency": p["currency"], "end_to_end_id": p["end_to_end_id"],
-                "debtor": {"name": t.debtor_name, "iban": t.debtor_iban,
-                           **({"bic": t.debtor_bic} if t.debtor_bic else {})},
-            }
-            if t.unstructured:
-                body["note"] = list(t.unstructured)
-            if t.structured_ref:
-                body["reference"] = t.structured_ref
+            body = (self._ach_credit(p, t, held[p["creditor_iban"]])
+                    if isinstance(t, AchEntry) else self._sepa_credit(p, t))
             # Marked before the POST: a failure is reported, never retried into a second credit.
             self.relayed[key] = {}
             self.relayed[key] = credit = self.bank.call("POST", "/_mock/credits", body)
@@ -324,3 +405,38 @@ class Clearing:
                 self._advance(credit["booking_date"])
                 done += 1
         return done
+
+    def _sepa_credit(self, p: dict[str, Any], t: Transfer) -> dict[str, Any]:
+        if (t.amount_minor, t.currency, t.creditor_iban) != (
+                p["amount"], p["currency"], p["creditor_iban"]):
+            self.errors.append(f"payment {(p['msg_id'], p['end_to_end_id'])} at the bank "
+                               f"differs from its file: {p} {t}")
+        body: dict[str, Any] = {
+            "account": p["creditor_iban"], "amount": p["amount"],
+            "currency": p["currency"], "end_to_end_id": p["end_to_end_id"],
+            "debtor": {"name": t.debtor_name, "iban": t.debtor_iban,
+                       **({"bic": t.debtor_bic} if t.debtor_bic else {})},
+        }
+        if t.unstructured:
+            body["note"] = list(t.unstructured)
+        if t.structured_ref:
+            body["reference"] = t.structured_ref
+        return body
+
+    def _ach_credit(self, p: dict[str, Any], t: AchEntry, creditor: dict[str, Any]
+                    ) -> dict[str, Any]:
+        """An ACH credit entry as the RDFI posts it: to the account its DFI account number
+        names, with the originator's company name and the 05 addenda as the note."""
+        if (t.amount_minor, t.currency, t.receiver_account, t.receiver_routing) != (
+                p["amount"], p["currency"], creditor.get("account_number"),
+                p.get("creditor_clearing_id")):
+            self.errors.append(f"payment {(p['msg_id'], p['end_to_end_id'])} at the bank "
+                               f"differs from its file: {p} {t}")
+        body: dict[str, Any] = {
+            "account": p["creditor_iban"], "amount": p["amount"],
+            "currency": p["currency"], "end_to_end_id": p["end_to_end_id"],
+            "debtor": {"name": t.company_name},
+        }
+        if t.payment_info:
+            body["note"] = [t.payment_info]
+        return body
