@@ -16,6 +16,7 @@ import structlog
 from aiohttp import web
 
 from node.api import admin, peer
+from node.callback import CALLBACK_DOMAIN, callback_body
 from node.channels import ChannelService
 from node.config import Config, ConfigError, load_signer, load_token
 from node.context import Context
@@ -25,7 +26,8 @@ from node.outbox import Outbox
 from node.peerclient import PeerClient
 from node.storage.db import make_engine, migrate, sessionmaker
 from node.transfers import Transfers
-from protocol.errors import RemoteProtocolError
+from protocol.errors import ErrorCode, RemoteProtocolError
+from protocol.messages import ChannelRegistration
 from protocol.records import decode_message
 from rails.port import Rail
 
@@ -50,11 +52,12 @@ def build_rail(config: Config) -> Rail | None:
             account_id=bank.account_id, store_path=config.data_dir / "rail-openbanking.sqlite",
             poll_attempts=4, poll_interval_s=0.1))
     if bank.rail in ("sepa", "nacha"):
-        from rails.port import Account, AccountScheme
+        from node.transfers import rail_account
+        from rails.port import AccountScheme
 
         scheme = AccountScheme.IBAN if bank.rail == "sepa" else AccountScheme.US_ABA
-        account = Account(bank.name or config.name, scheme, bank.identification,
-                          bank.agent or None)
+        account = rail_account({"scheme": scheme.value, "identification": bank.identification,
+                                "name": bank.name or config.name, "agent": bank.agent})
         store_path = config.data_dir / f"rail-{bank.rail}.sqlite"
         if bank.rail == "sepa":
             from rails.iso20022 import SepaCreditTransferRail
@@ -91,10 +94,19 @@ class Node:
         assert isinstance(row, OutboxRow)
         base, _, path = row.target.partition("/p2p/")
         message = decode_message(row.payload)
+        headers = {}
+        if isinstance(message, ChannelRegistration):
+            # our address for the arbiter's messages, signed so nobody else can change it
+            cid = message.proposal.terms.channel_id.hex()
+            url = self.config.public_url
+            headers = {"X-Meterline-Callback": url, "X-Meterline-Callback-Signature":
+                       self.signer.sign(CALLBACK_DOMAIN, callback_body(cid, url)).hex()}
         try:
-            answer = await self.ctx.peers.send(base, "/p2p/" + path, message)
+            answer = await self.ctx.peers.send(base, "/p2p/" + path, message, headers=headers)
         except RemoteProtocolError as exc:
-            # the peer refused: retrying the same bytes cannot help; record and move on
+            if exc.code is ErrorCode.INVALID_STATE:
+                raise  # not yet (the peer is a step behind): the outbox retries later
+            # any other refusal: the same bytes can never be accepted; record and move on
             log.warning("outbox.refused", target=row.target, code=exc.code.name,
                         error=exc.message)
             return

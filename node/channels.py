@@ -96,7 +96,7 @@ class ChannelService:
         self.dirty: set[str] = set()
         self.flusher: asyncio.Task[None] | None = None
         self.streams: dict[str, OutboundStream] = {}
-        self.early_funding: defaultdict[str, list[FundingConfirmation]] = defaultdict(list)
+        self.early_funding: defaultdict[str, dict[int, FundingConfirmation]] = defaultdict(dict)
         self.changed = asyncio.Event()
 
     # -- loading and saving -------------------------------------------------------------------
@@ -114,6 +114,11 @@ class ChannelService:
         if state is None:
             raise NotFound(f"no channel {cid}", code="UNKNOWN_CHANNEL")
         return state
+
+    def lock(self, cid: str) -> asyncio.Lock:
+        """The channel's lock — only for a channel we have (no lock per unknown id)."""
+        self.get(cid)
+        return self.locks[cid]
 
     def resolve(self, prefix: str) -> str:
         """A channel id from any unique prefix of it."""
@@ -264,6 +269,11 @@ class ChannelService:
             ) from None
         if arbiter.role != "arbiter":
             raise RemoteProtocolError(ErrorCode.INVALID_TERMS, "the terms' arbiter is no arbiter")
+        if terms.escrow_account != account_from_info(json.loads(arbiter.info), "the arbiter"):
+            raise RemoteProtocolError(
+                ErrorCode.INVALID_TERMS,
+                "the terms name another escrow account than the arbiter's own",
+            )
         cid = terms.channel_id.hex()
         if cid in self.states:
             acceptance = ChannelAcceptance(terms.channel_id, self.states[cid].peer_signature)  # type: ignore[arg-type]
@@ -355,7 +365,7 @@ class ChannelService:
 
     async def on_acceptance(self, acceptance: ChannelAcceptance) -> None:
         cid = acceptance.channel_id.hex()
-        async with self.locks[cid]:
+        async with self.lock(cid):
             state = self.get(cid)
             t = ch.step(state, ch.ReceiveAcceptance(acceptance), now_ms=now_ms())
             if t.state is state or state.phase is not ch.Phase.PROPOSED:
@@ -364,18 +374,21 @@ class ChannelService:
             outbox = await self._funding_effects(t.state, proposal, acceptance)
             await self._commit(t.state, outbox=outbox)
         log.info("channel.accepted_by_peer", channel=cid)
-        for conf in self.early_funding.pop(cid, []):
+        for conf in self.early_funding.pop(cid, {}).values():
             await self.on_funding(conf)
 
     async def on_funding(self, conf: FundingConfirmation) -> None:
         cid = conf.channel_id.hex()
-        async with self.locks[cid]:
+        async with self.lock(cid):
             state = self.get(cid)
             if state.phase is ch.Phase.PROPOSED:
                 # The peer registered and was confirmed before its acceptance reached us:
                 # check the arbiter's signature now, apply it once the acceptance lands.
                 conf.verify_signature(state.terms.arbiter)
-                self.early_funding[cid].append(conf)
+                held = self.early_funding[cid]
+                side = state.terms.party_index(conf.depositor)
+                if side not in held or held[side].amount < conf.amount:
+                    held[side] = conf
                 return
             t = ch.step(state, ch.ReceiveFunding(conf), now_ms=now_ms())
             if t.state.funded != state.funded or t.state.phase != state.phase:
@@ -395,16 +408,18 @@ class ChannelService:
                 url=url.replace("http://", "ws://", 1).replace("https://", "wss://", 1),
                 session=self.ctx.peers.session,
                 on_message=self._on_stream_message,
-                resend=lambda: self._unacked(cid),
+                resend=lambda after: self._unacked(cid, after),
             )
             self.streams[cid] = stream
             stream.start()
         return stream
 
-    async def _unacked(self, cid: str) -> list[bytes]:
+    async def _unacked(self, cid: str, after: int = 0) -> list[tuple[int, bytes]]:
         """What to (re)send after the stream connects: first learn what the peer already holds
         (its latest receipt — lost if it crashed after committing), then only what is newer."""
         state = self.get(cid)
+        if after:
+            return await self._stored_after(cid, after)
         peer = await self.ctx.peer(state.terms.parties()[state.them].hex())
         try:
             receipt = await self.ctx.peers.fetch(
@@ -417,14 +432,17 @@ class ChannelService:
                 await self.on_receipt(receipt)
             except ProtocolError as exc:
                 log.warning("stream.bad_receipt", channel=cid[:16], error=str(exc))
-        acked = self.get(cid).sent.acked_nonce
+        return await self._stored_after(cid, after)
+
+    async def _stored_after(self, cid: str, after: int) -> list[tuple[int, bytes]]:
+        start = max(self.get(cid).sent.acked_nonce, after)
         async with self.ctx.db() as session:
-            rows = await session.scalars(
-                select(OutgoingProof.proof)
-                .where(OutgoingProof.channel_id == cid, OutgoingProof.nonce > acked)
+            rows = await session.execute(
+                select(OutgoingProof.nonce, OutgoingProof.proof)
+                .where(OutgoingProof.channel_id == cid, OutgoingProof.nonce > start)
                 .order_by(OutgoingProof.nonce)
             )
-            return list(rows.all())
+            return [(int(n), bytes(p)) for n, p in rows.all()]
 
     async def _on_stream_message(self, message: Message) -> None:
         if isinstance(message, Receipt):
@@ -494,7 +512,7 @@ class ChannelService:
                         done.set_exception(exc)
                 queue.clear()
                 return
-            async with self.locks[cid]:
+            async with self.lock(cid):
                 state = self.get(cid)
                 room = window - (state.sent.nonce - state.sent.acked_nonce)
                 taken: list[tuple[int, asyncio.Future[int]]] = []
@@ -530,7 +548,7 @@ class ChannelService:
             stream = self.streams.get(cid)
             if stream is not None:
                 for proof in proofs:
-                    await stream.send(proof.encode())
+                    await stream.send(proof.nonce, proof.encode())
             for nonce, done in taken:
                 done.set_result(nonce)
 
@@ -568,7 +586,7 @@ class ChannelService:
         with the next commit (or by the flusher within a moment): the peer holds it too, and a
         restarted sender reads it back before resuming (ADR 0002)."""
         cid = receipt.channel_id.hex()
-        async with self.locks[cid]:
+        async with self.lock(cid):
             state = self.get(cid)
             t = ch.step(state, ch.ReceiveReceipt(receipt), now_ms=now_ms())
             if t.state.sent.acked_nonce == state.sent.acked_nonce:
@@ -587,7 +605,7 @@ class ChannelService:
         """Write receipts held only in memory (and prune what they acknowledge)."""
         while self.dirty:
             cid = self.dirty.pop()
-            async with self.locks[cid]:
+            async with self.lock(cid):
                 state = self.get(cid)
                 await self._commit(state, prune_upto=state.sent.acked_nonce)
 
@@ -600,7 +618,7 @@ class ChannelService:
     ) -> tuple[Receipt | None, list[ProtocolError]]:
         """Validate, persist (one transaction), then sign one cumulative receipt."""
         errors: list[ProtocolError] = []
-        async with self.locks[cid]:
+        async with self.lock(cid):
             state = self.get(cid)
             start = state
             rows: dict[Any, list[int]] = defaultdict(lambda: [0, 0, 0])
@@ -620,6 +638,8 @@ class ChannelService:
                 usage_rows(state, before, proof, rows)
             if state.received.nonce == 0:
                 return None, errors
+            if state.phase not in (ch.Phase.OPEN, ch.Phase.CLOSING):
+                return state.received.receipt, errors
             t = ch.step(state, ch.ActionAcknowledge(self.ctx.signer), now_ms=stamp)
             if (t.state.received.nonce != start.received.nonce
                     or t.state.received.receipt != start.received.receipt):
@@ -635,19 +655,27 @@ class ChannelService:
             raise Conflict(f"the channel is {state.phase.value}; only an open channel closes",
                            code="INVALID_STATE")
         await self._wait_acked(cid, state.sent.nonce, timeout_s)
-        async with self.locks[cid]:
+        async with self.lock(cid):
             t = ch.step(self.get(cid), ch.ActionClose(self.ctx.signer), now_ms=now_ms())
             await self._commit(t.state, outbox=await self._close_outbox(t))
-        send = next(e.close for e in t.effects if isinstance(e, ch.SendClose))
-        peer = await self.ctx.peer(t.state.terms.parties()[t.state.them].hex())
-        answer = await self.ctx.peers.send(peer.url, "/p2p/close", send)
-        if isinstance(answer, CooperativeClose):
-            await self.on_close(answer)
+        # The close goes to the peer through the outbox (it survives a crash); its answer, the
+        # peer's signature, arrives through the same handler. Give it a moment to land.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._until(cid, lambda st: st.phase is not ch.Phase.CLOSING),
+                                   min(timeout_s, 10.0))
         return self.states[cid]
+
+    async def _until(self, cid: str, done: Any) -> None:
+        while not done(self.get(cid)):
+            self.changed.clear()
+            await self.changed.wait()
 
     async def _close_outbox(self, t: ch.Transition) -> list[tuple[str, str, bytes]]:
         out = []
         for effect in t.effects:
+            if isinstance(effect, ch.SendClose):
+                peer = await self.ctx.peer(t.state.terms.parties()[t.state.them].hex())
+                out.append(("send", f"{peer.url}/p2p/close", effect.close.encode()))
             if isinstance(effect, ch.SubmitClose):
                 arbiter = await self.ctx.peer(t.state.terms.arbiter.hex())
                 out.append(("send", f"{arbiter.url}/p2p/close", effect.close.encode()))
@@ -662,7 +690,7 @@ class ChannelService:
     async def on_close(self, close: CooperativeClose) -> CooperativeClose | None:
         """The peer signed a close: co-sign it when it matches what we hold (node policy)."""
         cid = close.channel_id.hex()
-        async with self.locks[cid]:
+        async with self.lock(cid):
             state = self.get(cid)
             t = ch.step(state, ch.ReceiveClose(close), now_ms=now_ms())
             if any(isinstance(e, ch.NotifyCloseRequested) for e in t.effects):
@@ -674,7 +702,7 @@ class ChannelService:
         return t.state.close
 
     async def force_close(self, cid: str) -> ch.ChannelState:
-        async with self.locks[cid]:
+        async with self.lock(cid):
             t = ch.step(self.get(cid), ch.ActionForceClose(self.ctx.signer), now_ms=now_ms())
             await self._commit(t.state, outbox=await self._close_outbox(t))
         return self.states[cid]
@@ -682,7 +710,7 @@ class ChannelService:
     async def on_dispute(self, notice: DisputeNotice) -> None:
         """The arbiter opened a dispute window: hand in the latest proof we hold (policy)."""
         cid = notice.channel_id.hex()
-        async with self.locks[cid]:
+        async with self.lock(cid):
             state = self.get(cid)
             t = ch.step(state, ch.ReceiveDisputeNotice(notice), now_ms=now_ms())
             if any(isinstance(e, ch.NotifyDispute) for e in t.effects):
@@ -694,7 +722,7 @@ class ChannelService:
 
     async def on_payout(self, notice: PayoutNotice) -> None:
         cid = notice.channel_id.hex()
-        async with self.locks[cid]:
+        async with self.lock(cid):
             state = self.get(cid)
             t = ch.step(state, ch.ReceivePayout(notice), now_ms=now_ms())
             if t.state is not state and t.state.phase != state.phase:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -12,21 +13,26 @@ from datetime import UTC, datetime
 import structlog
 from sqlalchemy import select, update
 
+from node.callback import CALLBACK_DOMAIN, MAX_CALLBACK, callback_body
 from node.context import Context, now_ms
 from node.errors import NotFound
 from node.outbox import Outbox
 from node.storage.codec import decode_escrow, encode_escrow
-from node.storage.models import Cursor, Escrow
+from node.storage.models import Cursor, Escrow, UnappliedCredit
 from node.storage.models import Outbox as OutboxRow
 from node.transfers import Transfers
 from protocol import arbiter as arb
-from protocol.errors import ErrorCode, RemoteProtocolError
+from protocol.crypto import verify
+from protocol.errors import ErrorCode, ProtocolError, RemoteProtocolError
 from protocol.messages import (
     EMPTY_SIGNATURE,
+    BankAccount,
     ChannelRegistration,
+    ChannelTerms,
     CooperativeClose,
     DisputeEvidence,
     DisputeNotice,
+    FundingConfirmation,
     UnilateralClose,
 )
 from protocol.references import Purpose, bank_reference
@@ -110,23 +116,73 @@ class EscrowService:
 
     # -- messages from nodes ------------------------------------------------------------------
 
-    async def on_register(self, reg: ChannelRegistration, node_id: str, callback: str) -> None:
+    async def on_register(self, reg: ChannelRegistration, node_id: str, callback: str,
+                          callback_signature: str) -> None:
+        """Take a channel into escrow (idempotent). The registering party may name where it
+        wants the arbiter's messages, signed with its key so nobody else can redirect them."""
         terms = reg.proposal.terms
         cid = terms.channel_id.hex()
+        own = self.own_account()
+        if own is not None and terms.escrow_account != own:
+            raise RemoteProtocolError(ErrorCode.INVALID_TERMS,
+                                      "the terms name another escrow account than this arbiter's")
+        party = self._callback_party(terms, cid, node_id, callback, callback_signature)
         async with self.locks[cid]:
             existing = self.states.get(cid)
-            if existing is None:
-                state = arb.register(reg.proposal, reg.acceptance, self.ctx.signer.node_id,
-                                     now_ms=now_ms())
-                self.urls[cid] = ["", ""]
-            else:
-                state = existing
-            party = next((i for i, p in enumerate(terms.parties()) if p.hex() == node_id), None)
-            if party is not None and callback.startswith(("http://", "https://")):
-                self.urls[cid][party] = callback.rstrip("/")
-            self._remember(state, self.urls[cid])
-            await self._commit(state, new=existing is None)
+            state = existing or arb.register(reg.proposal, reg.acceptance,
+                                             self.ctx.signer.node_id, now_ms=now_ms())
+            urls = list(self.urls.get(cid, ["", ""]))
+            if party is not None:
+                urls[party] = callback.rstrip("/")
+            previous = self.urls.get(cid)
+            self.urls[cid] = urls
+            try:
+                await self._commit(state, self._catch_up(state), new=existing is None)
+            except Exception:
+                if previous is None:
+                    self.urls.pop(cid, None)
+                else:
+                    self.urls[cid] = previous
+                raise
+            self._remember(state, urls)
         log.info("escrow.registered", channel=cid)
+        await self._rematch(cid)
+
+    def own_account(self) -> BankAccount | None:
+        bank = self.ctx.config.bank
+        if not bank.identification:
+            return None
+        return BankAccount(bank.scheme, bank.identification, bank.name or self.ctx.config.name)
+
+    def _callback_party(self, terms: ChannelTerms, cid: str, node_id: str, callback: str,
+                        signature: str) -> int | None:
+        """Which party's address `callback` becomes — only with that party's signature."""
+        if not callback:
+            return None
+        if not re.fullmatch(r"https?://[A-Za-z0-9.\-:\[\]]+(/[\x21-\x7e]*)?", callback) \
+                or len(callback) > MAX_CALLBACK:
+            raise RemoteProtocolError(ErrorCode.INVALID_FIELD, "the callback is not an http(s) URL")
+        party = next((i for i, p in enumerate(terms.parties()) if p.hex() == node_id), None)
+        if party is None:
+            raise RemoteProtocolError(ErrorCode.NOT_A_PARTY, "the callback's node is no party")
+        try:
+            sig = bytes.fromhex(signature)
+        except ValueError:
+            sig = b""
+        verify(terms.parties()[party], CALLBACK_DOMAIN, callback_body(cid, callback), sig)
+        return party
+
+    def _catch_up(self, state: arb.ArbiterState) -> list[arb.Effect]:
+        """What a party that registers late has missed: confirmations of deposits already
+        seen (signed again; the amounts are totals, so a repeat changes nothing)."""
+        effects: list[arb.Effect] = []
+        for party in (0, 1):
+            if state.deposited[party]:
+                effects.append(arb.SendFundingConfirmation(FundingConfirmation(
+                    state.channel_id, state.terms.parties()[party], state.deposited[party],
+                    bank_reference(state.channel_id, Purpose.DEPOSIT, party),
+                    state.updated_ms, EMPTY_SIGNATURE).signed_by(self.ctx.signer)))
+        return effects
 
     async def on_close(self, close: CooperativeClose) -> None:
         await self._apply(close.channel_id.hex(), arb.ReceiveCooperativeClose(close))
@@ -178,25 +234,10 @@ class EscrowService:
             cursor = row.value if row else None
         page = await rail.incoming_credits(cursor)
         for credit in page.credits:
-            match = self.references.get((credit.reference or "").strip().upper())
-            if match is None:
-                log.info("escrow.unmatched_credit", reference=credit.reference,
-                         amount_minor=credit.amount_minor)
-                continue
-            cid, party = match
-            state = self.get(cid)
-            if credit.currency != state.terms.currency:
-                log.warning("escrow.wrong_currency", channel=cid[:16], currency=credit.currency)
-                continue
             booked = datetime.combine(credit.booking_date, datetime.min.time(), tzinfo=UTC)
-            try:
-                await self._apply(cid, arb.ObserveDeposit(
-                    self.ctx.signer, party, MinorUnits(credit.amount_minor), credit.entry_id,
-                    credit.reference or "", int(booked.timestamp() * 1000)))
-                log.info("escrow.deposit", channel=cid[:16], party=party,
-                         amount_minor=credit.amount_minor)
-            except RemoteProtocolError as exc:
-                log.warning("escrow.deposit_refused", channel=cid[:16], error=str(exc))
+            await self._credit(credit.entry_id, (credit.reference or "").strip().upper(),
+                               credit.amount_minor, credit.currency, credit.debtor_name or "",
+                               int(booked.timestamp() * 1000))
         if page.cursor != cursor:
             async with self.ctx.db() as session, session.begin():
                 row = await session.get(Cursor, CREDITS_CURSOR)
@@ -205,24 +246,74 @@ class EscrowService:
                 else:
                     row.value = page.cursor
         for record in await self.transfers.refresh():
-            if record.status.value == "booked":
-                await self._booked(record.idempotency_key)
-            elif record.status.final:
+            if record.status.final and record.status.value != "booked":
                 log.error("escrow.payout_failed", key=record.idempotency_key,
                           status=record.status.value, reason=record.reason_code)
+        await self._apply_booked_payouts()
         for cid, state in list(self.states.items()):
             if state.phase is arb.ArbiterPhase.DISPUTE:
                 await self._apply(cid, arb.Tick())
 
-    async def _payout(self, row: OutboxRow) -> None:
-        record = await self.transfers.submit(row.channel_id, json.loads(row.payload))
-        if record.status.value == "booked":
-            await self._booked(record.idempotency_key)
+    async def _credit(self, entry_id: str, reference: str, amount: int, currency: str,
+                      debtor: str, booked_ms: int) -> None:
+        """Apply one escrow credit to its channel, or keep it as unapplied — never drop it,
+        and never let one credit stop the others (or the payouts and deadlines after them)."""
+        match = self.references.get(reference)
+        reason = ""
+        if match is None:
+            reason = "no registered channel has this deposit reference"
+        else:
+            cid, party = match
+            if currency != self.states[cid].terms.currency:
+                reason = f"currency {currency}, the channel is in {self.states[cid].terms.currency}"
+            else:
+                try:
+                    await self._apply(cid, arb.ObserveDeposit(
+                        self.ctx.signer, party, MinorUnits(amount), entry_id, reference,
+                        booked_ms))
+                    log.info("escrow.deposit", channel=cid[:16], party=party,
+                             amount_minor=amount)
+                except ProtocolError as exc:
+                    reason = f"refused by the channel: {exc.message}"
+        async with self.ctx.db() as session, session.begin():
+            row = await session.get(UnappliedCredit, entry_id)
+            if reason and row is None:
+                session.add(UnappliedCredit(
+                    entry_id=entry_id, reference=reference, amount_minor=amount,
+                    currency=currency, debtor=debtor[:200], booked_ms=booked_ms,
+                    reason=reason, applied=False))
+                log.warning("escrow.unapplied_credit", reference=reference,
+                            amount_minor=amount, reason=reason)
+            elif row is not None:
+                row.applied = not reason
+                row.reason = reason
 
-    async def _booked(self, key: str) -> None:
-        for transfer in await self.transfers.for_channel_key(key):
-            await self._apply(transfer.channel_id, arb.ObservePayoutBooked(
-                self.ctx.signer, transfer.party, now_ms()))
+    async def _rematch(self, cid: str) -> None:
+        """Credits that arrived before this channel was registered."""
+        state = self.states[cid]
+        refs = [bank_reference(state.channel_id, Purpose.DEPOSIT, p) for p in (0, 1)]
+        async with self.ctx.db() as session:
+            waiting = (await session.scalars(select(UnappliedCredit).where(
+                UnappliedCredit.reference.in_(refs), UnappliedCredit.applied.is_(False)))).all()
+        for c in waiting:
+            await self._credit(c.entry_id, c.reference, c.amount_minor, c.currency, c.debtor,
+                               c.booked_ms)
+
+    async def _apply_booked_payouts(self) -> None:
+        """Every payout the rail reports booked is applied, also after a crash between saving
+        the transfer's status and applying it (re-derived from the transfer rows each poll)."""
+        for cid, state in list(self.states.items()):
+            if state.phase is not arb.ArbiterPhase.PAYING:
+                continue
+            for transfer in await self.transfers.for_channel(cid):
+                if (transfer.purpose == "payout" and transfer.status == "booked"
+                        and not state.booked[transfer.party]):
+                    state = (await self._apply(cid, arb.ObservePayoutBooked(
+                        self.ctx.signer, transfer.party, transfer.updated_ms))).state
+
+    async def _payout(self, row: OutboxRow) -> None:
+        await self.transfers.submit(row.channel_id, json.loads(row.payload))
+        await self._apply_booked_payouts()
 
     def find(self, prefix: str) -> arb.ArbiterState:
         matches = [cid for cid in self.states if cid.startswith(prefix)]

@@ -27,7 +27,7 @@ class PeerClient:
     def __init__(self, *, node_id: str, public_url: str, timeout_s: float = 10.0) -> None:
         self._session: aiohttp.ClientSession | None = None
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
-        self._headers = {"X-Meterline-Node": node_id, "X-Meterline-Callback": public_url}
+        self._headers = {"X-Meterline-Node": node_id}
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -53,18 +53,20 @@ class PeerClient:
         """GET one message (None for 204)."""
         return await self._exchange("GET", url, None)
 
-    async def send(self, url: str, path: str, message: Message) -> Message | None:
+    async def send(self, url: str, path: str, message: Message,
+                   headers: dict[str, str] | None = None) -> Message | None:
         """POST one message; return the answer message (None for an empty 202/204)."""
-        return await self._exchange("POST", f"{url.rstrip('/')}{path}", message)
+        return await self._exchange("POST", f"{url.rstrip('/')}{path}", message, headers)
 
-    async def _exchange(self, method: str, url: str, message: Message | None) -> Message | None:
+    async def _exchange(self, method: str, url: str, message: Message | None,
+                        headers: dict[str, str] | None = None) -> Message | None:
         """One request; the answer is a message, nothing, or an Error raised as typed error."""
         try:
             async with self.session.request(
                 method,
                 url,
                 data=None if message is None else message.encode(),
-                headers={"Content-Type": MSGPACK},
+                headers={"Content-Type": MSGPACK, **(headers or {})},
             ) as resp:
                 body = await resp.read()
                 if resp.status in (202, 204) or not body:
@@ -97,7 +99,7 @@ class OutboundStream:
         url: str,
         session: aiohttp.ClientSession,
         on_message: Callable[[Message], Awaitable[None]],
-        resend: Callable[[], Awaitable[list[bytes]]],
+        resend: Callable[[int], Awaitable[list[tuple[int, bytes]]]],
     ) -> None:
         self._url = url
         self._session = session
@@ -107,6 +109,8 @@ class OutboundStream:
         self._connected = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._missed = False
+        self._last_sent = 0
 
     def start(self) -> None:
         if self._task is None:
@@ -121,13 +125,18 @@ class OutboundStream:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
 
-    async def send(self, data: bytes) -> None:
-        """Queue one encoded proof; if the socket is down it is resent after reconnecting."""
+    async def send(self, nonce: int, data: bytes) -> None:
+        """Send one committed proof; while the stream is down or catching up it is noted and
+        picked up from storage instead (never lost, never sent twice)."""
         ws = self._ws
         if ws is None or ws.closed:
+            self._missed = True
+            return
+        if nonce <= self._last_sent:
             return
         try:
             await ws.send_bytes(data)
+            self._last_sent = nonce
         except (ConnectionError, aiohttp.ClientError, RuntimeError):
             return  # the reader notices, reconnects and resends from storage
 
@@ -136,21 +145,38 @@ class OutboundStream:
         while not self._closing:
             try:
                 async with self._session.ws_connect(self._url, heartbeat=20, max_msg_size=0) as ws:
+                    # Catch up before anyone else may send: what the peer lacks, in nonce order,
+                    # until nothing newer is stored (a payment committed meanwhile is included).
+                    after = 0
+                    while True:
+                        self._missed = False
+                        batch = await self._resend(after)
+                        for nonce, data in batch:
+                            await ws.send_bytes(data)
+                            after = nonce
+                        if not batch and not self._missed:
+                            break
+                    # no await from the last look at storage to here: nothing slips between
+                    self._last_sent = after
                     self._ws = ws
                     delay = 0.05
-                    for data in await self._resend():
-                        await ws.send_bytes(data)
                     self._connected.set()
                     async for frame in ws:
                         if frame.type is aiohttp.WSMsgType.BINARY:
-                            try:
-                                await self._on_message(decode_message(frame.data))
-                            except RemoteProtocolError as exc:
-                                log.warning("stream.bad_frame", error=str(exc))
+                            message = decode_message(frame.data)
+                            if isinstance(message, Error):
+                                # The peer refused a proof (not open yet, a gap after a race):
+                                # reconnect, read its receipt, resend from there.
+                                log.info("stream.refused", url=self._url, code=message.code,
+                                         error=message.message)
+                                break
+                            await self._on_message(message)
                         elif frame.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSE):
                             break
-            except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
-                log.info("stream.reconnect", url=self._url, error=str(exc), delay_s=delay)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # whatever it was, the stream must come back
+                log.info("stream.reconnect", url=self._url, error=str(exc)[:300], delay_s=delay)
             finally:
                 self._ws = None
                 self._connected.clear()

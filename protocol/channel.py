@@ -365,6 +365,8 @@ TRANSITIONS: dict[tuple[Phase, type], frozenset[Phase]] = {
     (P.DISPUTED, ReceiveDisputeNotice): frozenset({P.DISPUTED}),
     (P.CLOSED, ReceiveDisputeNotice): frozenset({P.CLOSED}),
     (P.DISPUTED, ActionSubmitEvidence): frozenset({P.DISPUTED}),
+    (P.OPEN, ReceivePayout): frozenset({P.SETTLED}),
+    (P.CLOSING, ReceivePayout): frozenset({P.SETTLED}),
     (P.CLOSED, ReceivePayout): frozenset({P.SETTLED}),
     (P.DISPUTED, ReceivePayout): frozenset({P.SETTLED}),
     (P.SETTLED, ReceivePayout): frozenset({P.SETTLED}),

@@ -152,7 +152,8 @@ async def register(request: web.Request) -> web.Response:
     msg = await body_as(request, ChannelRegistration)
     await request.app[ESCROW].on_register(
         msg, request.headers.get("X-Meterline-Node", ""),
-        request.headers.get("X-Meterline-Callback", ""))
+        request.headers.get("X-Meterline-Callback", ""),
+        request.headers.get("X-Meterline-Callback-Signature", ""))
     return reply(None)
 
 
@@ -179,7 +180,8 @@ async def stream(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(heartbeat=20, max_msg_size=limits.max_body_bytes)
     await ws.prepare(request)
     request.app[WEBSOCKETS].add(ws)
-    queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+    # bounded: a sender faster than verify-and-commit is slowed by TCP, not by our memory
+    queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=2 * limits.max_batch)
 
     async def read() -> None:
         try:

@@ -138,3 +138,22 @@ class Cursor(Base):
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+
+
+class UnappliedCredit(Base):
+    """A credit on the escrow account no channel could take (yet): never silently dropped.
+
+    A deposit that arrives before its channel is registered is applied when the registration
+    comes; one that arrives too late (a decided channel) stays here for the operator to refund.
+    """
+
+    __tablename__ = "unapplied_credit"
+
+    entry_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    reference: Mapped[str] = mapped_column(String(140), default="", index=True)
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    debtor: Mapped[str] = mapped_column(String(200), default="")
+    booked_ms: Mapped[int] = mapped_column(BigInteger)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    applied: Mapped[bool] = mapped_column(Boolean, default=False)

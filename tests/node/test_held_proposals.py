@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ import aiohttp
 
 from node.channels import MAX_HELD_PROPOSALS
 from node.config import load_config
-from node.storage.models import HeldProposal
+from node.storage.models import HeldProposal, Peer
 from protocol import channel as ch
 from protocol.errors import ErrorCode
 from protocol.messages import Error
@@ -33,6 +34,13 @@ async def test_held_proposals_are_capped(tmp_path: Path, start_node: Any) -> Non
     config = load_config(config.data_dir)
     await seed(config, [], peers=[(sim.arbiter, f"http://127.0.0.1:{free_port()}", "arbiter")])
     node = await start_node(config)
+    escrow = default_accounts()[2]
+    async with node.node.ctx.db() as session, session.begin():
+        arbiter = await session.get(Peer, sim.arbiter.node_id.hex())
+        assert arbiter is not None
+        arbiter.info = json.dumps({"account": {"scheme": escrow.scheme,
+                                               "identification": escrow.identification,
+                                               "name": escrow.name}})
 
     async def propose(i: int) -> tuple[int, bytes]:
         terms = replace(sim.terms, salt=i.to_bytes(16, "big"))

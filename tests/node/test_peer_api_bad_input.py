@@ -364,7 +364,7 @@ CASES: list[tuple[str, str, Callable[[World], bytes], int, ErrorCode]] = [
             .encode()
         ),
         400,
-        ErrorCode.INVALID_STATE,
+        ErrorCode.BAD_SIGNATURE,
     ),
 ]
 

@@ -20,6 +20,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, select, text, update
 from sqlalchemy.exc import DBAPIError
 
+from node.callback import CALLBACK_DOMAIN, callback_body
 from node.channels import BUCKET_MS
 from node.storage.codec import CorruptState
 from node.storage.db import MIGRATIONS, make_engine, migrate
@@ -44,6 +45,7 @@ TABLES = {
     "outgoing_proof",
     "peer",
     "transfer",
+    "unapplied_credit",
     "usage",
 }
 DEAD_URL = f"http://127.0.0.1:{free_port()}"
@@ -320,7 +322,7 @@ async def test_outgoing_proofs_are_kept_until_a_receipt_covers_them(
         )
     assert [n for n, _ in stored] == list(range(1, 301))
     assert svc.channels.get(cid).sent.nonce == 300
-    assert await svc.channels._unacked(cid) == [p for _, p in stored]
+    assert await svc.channels._unacked(cid) == [(n, p) for n, p in stored]
     # the sender's usage is aggregated too
     assert [(r[1], r[4], r[6]) for r in await svc.usage(cid)] == [
         ("km", 30_000, 300),
@@ -351,7 +353,7 @@ async def test_outgoing_proofs_are_kept_until_a_receipt_covers_them(
     await svc.channels.flush()
     assert await svc.count(OutgoingProof) == 180
     assert svc.channels.get(cid).sent.acked_nonce == 120
-    assert [BalanceProof.decode(p).nonce for p in await svc.channels._unacked(cid)] == list(
+    assert [n for n, _ in await svc.channels._unacked(cid)] == list(
         range(121, 301)
     )
     await svc.channels.on_receipt(receipt(50))  # an older receipt changes nothing
@@ -362,7 +364,7 @@ async def test_outgoing_proofs_are_kept_until_a_receipt_covers_them(
     again = await services(config)
     await again.channels.load()
     assert again.channels.get(cid).sent.acked_nonce == 120
-    assert [BalanceProof.decode(p).nonce for p in await again.channels._unacked(cid)] == list(
+    assert [n for n, _ in await again.channels._unacked(cid)] == list(
         range(121, 301)
     )
     await again.channels.on_receipt(receipt(300))
@@ -385,8 +387,9 @@ async def test_escrow_state_round_trips_with_its_outbox(
     svc = await services(config)
     cid = sim.escrow.channel_id.hex()
     registration = ChannelRegistration(sim.escrow.proposal, sim.escrow.acceptance)
-    await svc.escrow.on_register(registration, sim.opener.node_id.hex(), "http://opener.test/")
-    await svc.escrow.on_register(registration, sim.peer.node_id.hex(), "http://peer.test")
+    for party, url in ((sim.opener, "http://opener.test/"), (sim.peer, "http://peer.test")):
+        signature = party.sign(CALLBACK_DOMAIN, callback_body(cid, url)).hex()
+        await svc.escrow.on_register(registration, party.node_id.hex(), url, signature)
     assert await svc.count(Escrow) == 1
 
     # funded (as the simulation's arbiter saw it), then the cooperative close decides payouts

@@ -1,0 +1,117 @@
+"""The arbiter's service under the failures a review found: a late or early deposit, a forged
+callback, a crash between booking and applying a payout. Real SQLite/PostgreSQL, no bank
+needed: the credits go in through the same per-credit path the bank poll uses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from node.callback import CALLBACK_DOMAIN, callback_body
+from node.storage.models import Transfer, UnappliedCredit
+from protocol import arbiter as arb
+from protocol.crypto import Signer
+from protocol.errors import ErrorCode, RemoteProtocolError
+from protocol.messages import EMPTY_SIGNATURE, ChannelRegistration, UnilateralClose
+from protocol.references import Purpose, bank_reference
+from tests.node.conftest import ServicesFactory, make_config, open_sim
+
+
+def registration_of(sim: object) -> ChannelRegistration:
+    escrow = sim.escrow  # type: ignore[attr-defined]
+    return ChannelRegistration(escrow.proposal, escrow.acceptance)
+
+
+async def unapplied(svc: object) -> list[UnappliedCredit]:
+    async with svc.ctx.db() as session:  # type: ignore[attr-defined]
+        return list((await session.scalars(select(UnappliedCredit))).all())
+
+
+async def test_a_forged_callback_changes_nothing(
+    db_url: str, tmp_path: Path, services: ServicesFactory
+) -> None:
+    sim = open_sim()
+    svc = await services(make_config(tmp_path / "arbiter", sim.arbiter, db_url=db_url,
+                                     role="arbiter"))
+    reg = registration_of(sim)
+    cid = reg.proposal.terms.channel_id.hex()
+    good = sim.peer.sign(CALLBACK_DOMAIN, callback_body(cid, "http://peer.test")).hex()
+    await svc.escrow.on_register(reg, sim.peer.node_id.hex(), "http://peer.test", good)
+    assert svc.escrow.urls[cid] == ["", "http://peer.test"]
+    # the opener (or anyone holding the registration) claims to be the peer
+    forged = sim.opener.sign(CALLBACK_DOMAIN, callback_body(cid, "http://attacker.test")).hex()
+    with pytest.raises(RemoteProtocolError) as err:
+        await svc.escrow.on_register(reg, sim.peer.node_id.hex(), "http://attacker.test", forged)
+    assert err.value.code is ErrorCode.BAD_SIGNATURE
+    assert svc.escrow.urls[cid] == ["", "http://peer.test"]
+    with pytest.raises(RemoteProtocolError) as err:
+        await svc.escrow.on_register(reg, Signer.from_label("x").node_id.hex(),
+                                     "http://attacker.test", forged)
+    assert err.value.code is ErrorCode.NOT_A_PARTY
+
+
+async def test_early_and_late_deposits_are_kept_and_never_stop_the_others(
+    db_url: str, tmp_path: Path, services: ServicesFactory
+) -> None:
+    sim = open_sim()
+    svc = await services(make_config(tmp_path / "arbiter", sim.arbiter, db_url=db_url,
+                                     role="arbiter"))
+    reg = registration_of(sim)
+    terms = reg.proposal.terms
+    cid = terms.channel_id.hex()
+    ref0 = bank_reference(terms.channel_id, Purpose.DEPOSIT, 0)
+    ref1 = bank_reference(terms.channel_id, Purpose.DEPOSIT, 1)
+
+    # a deposit that lands before the channel is registered is kept, not dropped
+    await svc.escrow._credit("e-1", ref0, terms.opener_deposit, terms.currency, "Opener", 1)
+    assert [(c.entry_id, c.applied) for c in await unapplied(svc)] == [("e-1", False)]
+    # ... and applied when the registration comes
+    await svc.escrow.on_register(reg, "", "", "")
+    assert svc.escrow.states[cid].deposited[0] == terms.opener_deposit
+    assert [(c.entry_id, c.applied) for c in await unapplied(svc)] == [("e-1", True)]
+    await svc.escrow._credit("e-2", ref1, terms.peer_deposit, terms.currency, "Peer", 2)
+    assert svc.escrow.states[cid].phase is arb.ArbiterPhase.OPEN
+
+    # the channel is closed: a late credit with its reference is refused by the machine,
+    # kept for a refund, and the next credit in the same poll still gets through
+    claim = UnilateralClose(terms.channel_id, sim.opener.node_id, None,
+                            EMPTY_SIGNATURE).signed_by(sim.opener)
+    decided = arb.step(svc.escrow.states[cid], arb.ReceiveUnilateralClose(claim), now_ms=10)
+    await svc.escrow._commit(decided.state, ())
+    await svc.escrow._credit("e-3", ref1, 1, terms.currency, "Griefer", 3)
+    late = {c.entry_id: c for c in await unapplied(svc)}["e-3"]
+    assert not late.applied
+    assert "refused by the channel" in late.reason
+    await svc.escrow._credit("e-4", "MLNOSUCHREFERENCE", 5, terms.currency, "Stranger", 4)
+    assert {c.entry_id for c in await unapplied(svc) if not c.applied} == {"e-3", "e-4"}
+
+
+async def test_a_booked_payout_is_applied_even_after_a_crash(
+    db_url: str, tmp_path: Path, services: ServicesFactory
+) -> None:
+    sim = open_sim()
+    config = make_config(tmp_path / "arbiter", sim.arbiter, db_url=db_url, role="arbiter")
+    svc = await services(config)
+    reg = registration_of(sim)
+    await svc.escrow.on_register(reg, "", "", "")
+    decided = sim.close()
+    await svc.escrow._commit(decided.state, ())
+    cid = decided.state.channel_id.hex()
+    # the rail said "booked" and the row was saved; the process died before applying it
+    async with svc.ctx.db() as session, session.begin():
+        for e in decided.effects:
+            if isinstance(e, arb.SubmitPayout):
+                session.add(Transfer(
+                    idempotency_key=e.idempotency_key, channel_id=cid, purpose="payout",
+                    party=e.party, amount_minor=e.amount, currency=e.currency,
+                    reference=e.reference, creditor="{}", status="booked", reason="",
+                    end_to_end_id="E2E", created_ms=1, updated_ms=2))
+    again = await services(config)
+    await again.escrow.load()
+    assert again.escrow.states[cid].phase is arb.ArbiterPhase.PAYING
+    await again.escrow._apply_booked_payouts()
+    assert again.escrow.states[cid].phase is arb.ArbiterPhase.SETTLED
+    notices = [r for r in await again.outbox.pending() if r.target.endswith("/p2p/payout")]
+    assert notices == []  # no callback registered: nothing addressed, nothing lost either
