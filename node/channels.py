@@ -562,10 +562,15 @@ class ChannelService:
         if self.get(cid).sent.acked_nonce >= nonce:
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self.ack_waiters[cid], (nonce, next(self._tiebreak), waiter))
+        heap = self.ack_waiters[cid]
+        if len(heap) > 1024:  # drop waiters that gave up, while the peer stays away
+            heap[:] = [w for w in heap if not w[2].done()]
+            heapq.heapify(heap)
+        heapq.heappush(heap, (nonce, next(self._tiebreak), waiter))
         try:
             await asyncio.wait_for(asyncio.shield(waiter), timeout_s)
         except TimeoutError:
+            waiter.cancel()
             raise NodeError(
                 f"the peer has {what} update {nonce} within {timeout_s:.0f} s; what was signed "
                 "is stored and will be resent when it is back",

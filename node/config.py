@@ -263,7 +263,13 @@ def load_signer(config: Config) -> Signer:
 
 
 def load_token(config: Config) -> str:
+    """Read the admin token; refuse it when group or others can read it (as the key)."""
     path = config.token_path
     if not path.exists():
         raise ConfigError(f"no admin token {path}: run `meterline init` first")
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise ConfigError(
+            f"{path} is readable by others (mode {mode:o}): run `chmod 600 {path}`"
+        )
     return path.read_text().strip()
