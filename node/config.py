@@ -246,30 +246,27 @@ def load_config(data_dir: Path) -> Config:
     )
 
 
-def load_signer(config: Config) -> Signer:
-    """Read the key file; refuse it when group or others can read it."""
-    path = config.key_path
+def read_private(path: Path, what: str) -> str:
+    """A secret file's text; refused when missing or when group or others can read it."""
     if not path.exists():
-        raise ConfigError(f"no key file {path}: run `meterline init` first")
-    mode = stat.S_IMODE(path.stat().st_mode)
-    if mode & 0o077:
-        raise ConfigError(
-            f"{path} is readable by others (mode {mode:o}): run `chmod 600 {path}`"
-        )
-    try:
-        return Signer(bytes.fromhex(path.read_text().strip()))
-    except ValueError as exc:
-        raise ConfigError(f"{path} does not hold a 32-byte hex key: {exc}") from None
-
-
-def load_token(config: Config) -> str:
-    """Read the admin token; refuse it when group or others can read it (as the key)."""
-    path = config.token_path
-    if not path.exists():
-        raise ConfigError(f"no admin token {path}: run `meterline init` first")
+        raise ConfigError(f"no {what} {path}: run `meterline init` first")
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
         raise ConfigError(
             f"{path} is readable by others (mode {mode:o}): run `chmod 600 {path}`"
         )
     return path.read_text().strip()
+
+
+def load_signer(config: Config) -> Signer:
+    """Read the node's key file (mode 0600 only)."""
+    text = read_private(config.key_path, "key file")
+    try:
+        return Signer(bytes.fromhex(text))
+    except ValueError as exc:
+        raise ConfigError(f"{config.key_path} does not hold a 32-byte hex key: {exc}") from None
+
+
+def load_token(config: Config) -> str:
+    """Read the admin token (mode 0600 only, like the key)."""
+    return read_private(config.token_path, "admin token")
