@@ -20,66 +20,46 @@ half cent stays with the payer.
 
 from __future__ import annotations
 
-import datetime as dt
-import time
-from collections.abc import Callable, Iterator
-from decimal import ROUND_FLOOR, Decimal
+from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import achkit
 import pytest
 
-from node.cluster import Cluster, NodeHandle
 from protocol.references import Purpose, bank_reference
-from tests.e2e.mockbank_clearing import (
-    AchEntry,
-    BankClient,
-    Clearing,
-    Gateway,
-    iban,
-    is_nacha,
-    read_nacha,
+from tests.e2e.channel_run import (
+    ACCOUNT_ID,
+    DEPOSIT,
+    OPENING,
+    PARTY,
+    Line,
+    balances,
+    check_balances,
+    check_settlement_transfers,
+    expected_payouts,
+    mock_bank,
+    run_two_company_channel,
 )
-from tests.support import free_port, running, venv_bin
+from tests.e2e.mockbank_clearing import AchEntry, BankClient, iban, is_nacha, read_nacha
 
 ROUTING = "999999992"
 """mock-bank's own (fictional, check-digit valid) routing number."""
-MILE_PRICE = Decimal("0.012345")
-HOUR_PRICE = Decimal("1.755")
-MILE_UPDATES = 2_000
-HOURS = 3
-DEPOSIT = {"manufacturer": 500_000, "carrier": 10_000}  # minor units (US cents)
-OPENING = {"manufacturer": 1_000_000, "carrier": 100_000, "escrow": 0}
-ACCOUNT_ID = {"manufacturer": "MANUFACTURER", "carrier": "CARRIER", "escrow": "ESCROW"}
+MILES = Line("mile", Decimal("0.012345"), 2_000)
+HOURS = Line("container-hour", Decimal("1.755"), 3)
 ACCOUNT_NUMBER = {"manufacturer": "0000000201", "carrier": "0000000202", "escrow": "0000000203"}
 HOLDER = {"manufacturer": "Manufacturer Inc", "carrier": "Carrier LLC",
           "escrow": "Escrow Agent"}
 NACHA = "text/plain"
 
 
-def wait_for(what: str, predicate: Callable[[], Any], timeout_s: float,
-             interval_s: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(interval_s)
-
-
 @pytest.fixture
 def bank(tmp_path: Path) -> Iterator[BankClient]:
-    port = free_port()
     # Bank time starts this morning: the nodes' files carry today's effective entry date (real
     # UTC date), which is then neither in the past (DT01) nor after the cutoff.
-    today = dt.datetime.now(dt.UTC).date()
-    argv = [venv_bin("mock-bank"), "--host", "127.0.0.1", "--port", str(port),
-            "--db", str(tmp_path / "mock-bank.sqlite"), "--clock", f"{today}T08:00", "-q"]
-    with running(argv, port=port, log=tmp_path / "mock-bank.log"):
-        yield BankClient(f"http://127.0.0.1:{port}")
+    with mock_bank(tmp_path) as client:
+        yield client
 
 
 def acknowledgements(bank: BankClient) -> dict[str, list[str]]:
@@ -105,97 +85,36 @@ def test_settlement_over_nacha_through_mock_bank(tmp_path: Path, bank: BankClien
     for who, acct in ACCOUNT_ID.items():
         assert (accounts[acct]["format"], accounts[acct]["currency"],
                 accounts[acct]["account_number"]) == ("nacha", "USD", ACCOUNT_NUMBER[who])
-    before = {who: bank.balances()[ACCOUNT_ID[who]] for who in ACCOUNT_ID}
+    before = balances(bank)
     assert before == OPENING
 
-    gateway = Gateway(bank.base).start()
-    clearing = Clearing(bank, gateway).start()
-    (tmp_path / "cluster").mkdir()
-    cluster = Cluster(tmp_path / "cluster")
-
-    def bank_config(who: str) -> dict[str, Any]:
-        return {"rail": "nacha", "url": gateway.url, "scheme": "US.ABA",
+    def bank_config(gateway_url: str, who: str) -> dict[str, Any]:
+        return {"rail": "nacha", "url": gateway_url, "scheme": "US.ABA",
                 "identification": f"{ROUTING}:{ACCOUNT_NUMBER[who]}", "agent": ROUTING,
                 "name": HOLDER[who], "poll_interval_ms": 200}
 
-    try:
-        arb = cluster.add_node("arbiter", role="arbiter", bank=bank_config("escrow"))
-        man = cluster.add_node("manufacturer", bank=bank_config("manufacturer"))
-        car = cluster.add_node("carrier", bank=bank_config("carrier"), allow=[man.node_id])
-        for node in (arb, man, car):
-            node.start()
-        for node in (man, car):
-            node.api("POST", "/api/peers", {"url": arb.url})
-        man.api("POST", "/api/peers", {"url": car.url})
-        car.api("POST", "/api/peers", {"url": man.url})
-
-        ch = man.api("POST", "/api/channels", {
-            "peer": car.node_id, "arbiter": arb.node_id,
-            "deposit": "5000.00 USD", "peer_deposit": "100.00 USD",
-            "tariff": [f"mile={MILE_PRICE}", f"container-hour={HOUR_PRICE}"]})
-        cid = ch["id"]
-        opened = wait_for("the channel to open", lambda: _phase(man, cid, "open"), 30)
-        assert opened["phase"] == "open"
-        wait_for("the carrier to see it open", lambda: _phase(car, cid, "open"), 10)
-
-        r = man.api("POST", f"/api/channels/{cid}/pay",
-                    {"units": {"mile": "1"}, "reference": "SHIP-1", "repeat": MILE_UPDATES})
-        assert r["acked_nonce_sent"] >= MILE_UPDATES, r
-        car.api("POST", f"/api/channels/{cid}/pay",
-                {"units": {"container-hour": "1"}, "repeat": HOURS})
-
-        man.api("POST", f"/api/channels/{cid}/close", {})
-        final = wait_for("the channel to settle", lambda: _phase(man, cid, "settled"), 30,
-                         interval_s=0.2)
-        wait_for("the carrier to see it settled", lambda: _phase(car, cid, "settled"), 10)
-        assert clearing.wait_idle(15), "the clearing never caught up"
-        assert clearing.errors == []
-
+    with run_two_company_channel(tmp_path, bank, bank_config, currency="USD",
+                                 forward=MILES, back=HOURS) as run:
         # -- what the channel says, and the payouts computed here ------------------------------
-        sent_m, sent_c = MILE_PRICE * MILE_UPDATES, HOUR_PRICE * HOURS
-        owed = {"manufacturer": Decimal(DEPOSIT["manufacturer"]) / 100 - sent_m + sent_c,
-                "carrier": Decimal(DEPOSIT["carrier"]) / 100 - sent_c + sent_m}
-        payee = max(owed, key=lambda w: owed[w] - Decimal(DEPOSIT[w]) / 100)
-        payer = "manufacturer" if payee == "carrier" else "carrier"
-        total = sum(DEPOSIT.values())
-        payout = {payee: int((owed[payee] * 100).to_integral_value(ROUND_FLOOR))}
-        payout[payer] = total - payout[payee]
+        payee, payout = expected_payouts(DEPOSIT, run.sent_m, run.sent_c)
         assert payee == "carrier"
         assert payout == {"carrier": 11_942, "manufacturer": 498_058}
-        statement = car.api("GET", f"/api/channels/{cid}/statement")
-        assert statement["phase"] == "settled"
-        assert Decimal(statement["received"]["precise"]) == sent_m
-        assert Decimal(statement["sent"]["precise"]) == sent_c
-        assert final["phase"] == "settled"
-        channel_id = bytes.fromhex(cid)
-        party = {"manufacturer": 0, "carrier": 1}
-        side = {"manufacturer": "opener", "carrier": "peer"}
-        for node in (man, car):
-            seen = {(t["purpose"], t["party"], t["amount"]["amount"], t["amount"]["currency"],
-                     t["reference"], t["status"])
-                    for t in node.api("GET", f"/api/channels/{cid}/statement")["transfers"]}
-            assert seen == {
-                (purpose.value, side[who], f"{amount[who] / 100:.2f}", "USD",
-                 bank_reference(channel_id, purpose, party[who]), "booked")
-                for purpose, amount in ((Purpose.DEPOSIT, DEPOSIT), (Purpose.PAYOUT, payout))
-                for who in party}, (node.name, seen)
+        check_settlement_transfers(run, DEPOSIT, payout, currency="USD")
+        channel_id = run.channel_id
 
         # -- what the bank says ----------------------------------------------------------------
-        after = {who: bank.balances()[ACCOUNT_ID[who]] for who in ACCOUNT_ID}
-        for who in ("manufacturer", "carrier"):
-            assert after[who] - before[who] == payout[who] - DEPOSIT[who], (who, before, after)
-        assert after["escrow"] == 0
-        assert payout["manufacturer"] + payout["carrier"] == total
+        after = balances(bank)
+        check_balances(before, after, DEPOSIT, payout)
         assert sum(after.values()) == sum(before.values())
 
         expected = {  # (originator, receiver routing, receiver account, cents, addenda 05)
             (ACCOUNT_NUMBER[who], ROUTING, ACCOUNT_NUMBER["escrow"], DEPOSIT[who],
-             bank_reference(channel_id, Purpose.DEPOSIT, party[who])) for who in party
+             bank_reference(channel_id, Purpose.DEPOSIT, PARTY[who])) for who in PARTY
         } | {
             (ACCOUNT_NUMBER["escrow"], ROUTING, ACCOUNT_NUMBER[who], payout[who],
-             bank_reference(channel_id, Purpose.PAYOUT, party[who])) for who in party
+             bank_reference(channel_id, Purpose.PAYOUT, PARTY[who])) for who in PARTY
         }
-        files = gateway.posted()
+        files = run.gateway.posted()
         assert all(is_nacha(data) for data in files), [d[:40] for d in files]
         entries: list[AchEntry] = [e for data in files for e in read_nacha(data)]
         assert {(e.company_id, e.receiver_routing, e.receiver_account, e.amount_minor,
@@ -219,7 +138,7 @@ def test_settlement_over_nacha_through_mock_bank(tmp_path: Path, bank: BankClien
             assert c["booked_at"], c
             assert (c["amount"], c["currency"], c["note"]) == (e.amount_minor, "USD",
                                                                [e.payment_info])
-        assert len(clearing.relayed) == 4
+        assert len(run.clearing.relayed) == 4
         assert bank.messages("nacha.return") == []
 
         # -- every NACHA file the nodes sent passes mock-bank and achkit ---------------------
@@ -238,28 +157,3 @@ def test_settlement_over_nacha_through_mock_bank(tmp_path: Path, bank: BankClien
             assert "STATUS ACCP" in lines, (e.msg_id, lines)
             assert any(line.split()[2:3] == [e.end_to_end_id] and "ACCEPTED" in line
                        for line in lines), (e.msg_id, lines)
-    except BaseException:
-        _dump(cluster, bank, clearing)
-        raise
-    finally:
-        cluster.stop()
-        clearing.stop()
-        gateway.stop()
-
-
-def _phase(node: NodeHandle, cid: str, phase: str) -> dict[str, Any] | None:
-    state = node.api("GET", f"/api/channels/{cid}")
-    return state if state["phase"] == phase else None
-
-
-def _dump(cluster: Cluster, bank: BankClient, clearing: Clearing) -> None:
-    for handle in cluster.nodes.values():
-        print(f"===== {handle.name}\n{handle.tail(30)}")
-    print("===== clearing errors", *clearing.errors, sep="\n")
-    print("===== advanced", clearing.advanced)
-    try:
-        print("===== payments", bank.payments())
-        print("===== credits", bank.credits())
-        print("===== balances", bank.balances())
-    except Exception as exc:  # the bank may be what failed
-        print("bank unreachable:", exc)
