@@ -131,6 +131,8 @@ class Outbox(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     done: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
     last_error: Mapped[str] = mapped_column(Text, default="")
+    next_attempt_ms: Mapped[int] = mapped_column(BigInteger, default=0)
+    """A failing row waits on its own backoff; the others are not held up by it."""
 
 
 class Cursor(Base):
