@@ -99,8 +99,3 @@ class Transfers:
         async with self.ctx.db() as session:
             return list((await session.scalars(select(Transfer).where(
                 Transfer.channel_id == channel_id).order_by(Transfer.created_ms))).all())
-
-    async def for_channel_key(self, key: str) -> list[Transfer]:
-        async with self.ctx.db() as session:
-            row = await session.get(Transfer, key)
-            return [row] if row is not None and row.purpose == "payout" else []
