@@ -66,7 +66,8 @@ def build_rail(config: Config) -> Rail | None:
                                           store_path=store_path)
         from rails.nacha import AchCreditRail
 
-        return AchCreditRail(base_url=bank.url, account=account, store_path=store_path)
+        return AchCreditRail(base_url=bank.url, account=account, store_path=store_path,
+                             report_account=bank.report_account or None)
     raise ConfigError(f"[bank] rail must be openbanking, sepa or nacha, not {bank.rail!r}")
 
 

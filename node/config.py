@@ -50,6 +50,9 @@ class BankConfig:
     identification: str = ""
     name: str = ""
     agent: str = ""
+    report_account: str = ""
+    """(nacha) the IBAN the bank's camt.054 reports name this account by, if it is not one
+    that ends in the account number."""
     client_id: str = ""
     token_file: str = ""
     key_file: str = ""
