@@ -36,6 +36,23 @@ def minor(amount_minor: int, currency: str) -> dict[str, str]:
             "currency": currency}
 
 
+def balance(state: ch.ChannelState) -> dict[str, str]:
+    """What we would be paid if the channel closed now: at the rail unit by the payout rule
+    (the net payee rounded down, the payer gets the rest, so the two add up), and exactly."""
+    terms = state.terms
+    exponent = currency_exponent(terms.currency)
+    payouts = compute_payouts(
+        opener_deposit=terms.opener_deposit, peer_deposit=terms.peer_deposit,
+        opener_sent=state.flows[0].amount, peer_sent=state.flows[1].amount,
+        scale=terms.scale, exponent=exponent)
+    ours = (payouts.opener, payouts.peer)[state.us]
+    return {
+        "amount": format_decimal(ours, exponent, min_places=exponent),
+        "precise": format_decimal(state.balance(), terms.scale, min_places=exponent),
+        "currency": terms.currency,
+    }
+
+
 def channel_summary(state: ch.ChannelState) -> dict[str, Any]:
     terms = state.terms
     return {
@@ -44,7 +61,7 @@ def channel_summary(state: ch.ChannelState) -> dict[str, Any]:
         "role": "opener" if state.us == 0 else "peer",
         "phase": state.phase.value,
         "currency": terms.currency,
-        "balance": money(state.balance(), state),
+        "balance": balance(state),
         "sent": money(state.sent.amount, state),
         "received": money(state.received.amount, state),
     }
@@ -195,6 +212,6 @@ async def statement(ctx: Context, state: ch.ChannelState,
         "sent": money(state.sent.amount, state),
         "received": money(state.received.amount, state),
         "net": money(net, state),
-        "balance": money(state.balance(), state),
+        "balance": balance(state),
         "transfers": settlement_transfers(state, transfers),
     }

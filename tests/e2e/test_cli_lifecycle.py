@@ -151,6 +151,9 @@ def test_lifecycle_through_the_cli(quickstart: Any, tmp_path: Path) -> None:
     assert {r["reference"] for r in rows} == {"SHIPMENT-4711", "SHIPMENT-4712", "TOLL"}
     assert sum(float(r["amount"]) for r in rows) == pytest.approx(183.27375)
 
+    # what each side would be paid now: the payout rule, so the two add up to the deposit
+    assert js("channel", "show", cid[:8], home=man)["balance"]["amount"] == "4816.73"
+    assert js("channel", "show", cid[:8], home=car)["balance"]["amount"] == "183.27"
     closed = js("channel", "close", cid[:8], "--wait", home=man)
     assert closed["phase"] == "settled"
     payouts = {t["party"]: t["amount"]["amount"] for t in closed["settlement"]
