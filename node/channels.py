@@ -519,7 +519,8 @@ class ChannelService:
                 proofs: list[BalanceProof] = []
                 rows: dict[Any, list[int]] = defaultdict(lambda: [0, 0, 0])
                 stamp = now_ms()
-                while queue and (not taken or queue[0][1] <= room - len(proofs)):
+                # the head fits (we waited for it); take more while the window has room
+                while queue and queue[0][1] <= room - len(proofs):
                     action, n, done = queue.popleft()
                     before_request = (state, len(proofs), {k: list(v) for k, v in rows.items()})
                     try:
