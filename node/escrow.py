@@ -216,16 +216,24 @@ class EscrowService:
     async def _watch(self) -> None:
         interval = self.ctx.config.bank.poll_interval_ms / 1000
         while True:
-            try:
-                await self.poll_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the bank being down must not stop the arbiter
-                log.warning("escrow.poll_failed", error=str(exc)[:300])
+            await self.poll_once()
             await asyncio.sleep(interval)
 
     async def poll_once(self) -> None:
-        """Match new escrow credits to deposits; advance payouts; end dispute windows."""
+        """Match new escrow credits to deposits; advance payouts; end dispute windows.
+
+        Each part runs even when another fails: a bank that is down must not hold a dispute
+        window open past its deadline.
+        """
+        for part in (self._poll_credits, self._poll_payouts, self._poll_deadlines):
+            try:
+                await part()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # logged; the next poll tries again
+                log.warning("escrow.poll_failed", part=part.__name__, error=str(exc)[:300])
+
+    async def _poll_credits(self) -> None:
         rail = self.ctx.rail
         if rail is None:
             return
@@ -245,11 +253,15 @@ class EscrowService:
                     session.add(Cursor(name=CREDITS_CURSOR, value=page.cursor))
                 else:
                     row.value = page.cursor
+
+    async def _poll_payouts(self) -> None:
         for record in await self.transfers.refresh():
             if record.status.final and record.status.value != "booked":
                 log.error("escrow.payout_failed", key=record.idempotency_key,
                           status=record.status.value, reason=record.reason_code)
         await self._apply_booked_payouts()
+
+    async def _poll_deadlines(self) -> None:
         for cid, state in list(self.states.items()):
             if state.phase is arb.ArbiterPhase.DISPUTE:
                 await self._apply(cid, arb.Tick())
