@@ -658,12 +658,21 @@ def _on_acknowledge(state: ChannelState, event: ActionAcknowledge, now_ms: int) 
     flow = state.received
     if flow.nonce == 0:
         raise LocalProtocolError(ErrorCode.INVALID_STATE, "nothing received to acknowledge")
-    if flow.receipt is not None and flow.receipt.nonce == flow.nonce:
+    nonce, amount = flow.nonce, flow.amount
+    signed = state.close
+    if signed is not None and getattr(signed, signed.signature_field(state.us)):
+        # Never acknowledge beyond the close we signed: the peer may still co-sign that body,
+        # so a receipt past it would acknowledge a payment that close does not carry.
+        covered = (signed.opener_nonce, signed.opener_amount) if state.them == 0 else (
+            signed.peer_nonce, signed.peer_amount)
+        if covered[0] < nonce:
+            nonce, amount = Nonce(covered[0]), Amount(covered[1])
+    if flow.receipt is not None and flow.receipt.nonce >= nonce:
         return Transition(state, (SendReceipt(flow.receipt),))
     receipt = Receipt(
-        state.channel_id, event.signer.node_id, flow.nonce, flow.amount, EMPTY_SIGNATURE
+        state.channel_id, event.signer.node_id, nonce, amount, EMPTY_SIGNATURE
     ).signed_by(event.signer)
-    new_flow = replace(flow, receipt=receipt, acked_nonce=flow.nonce)
+    new_flow = replace(flow, receipt=receipt, acked_nonce=nonce)
     return Transition(_with_flow(state, state.them, new_flow), (SendReceipt(receipt),))
 
 
