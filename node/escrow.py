@@ -300,6 +300,13 @@ class EscrowService:
                 row.applied = not reason
                 row.reason = reason
 
+    async def unapplied(self) -> list[UnappliedCredit]:
+        """Credits on the escrow account that no channel took: money to refund by hand."""
+        async with self.ctx.db() as session:
+            rows = await session.scalars(select(UnappliedCredit).where(
+                UnappliedCredit.applied.is_(False)).order_by(UnappliedCredit.booked_ms))
+            return list(rows.all())
+
     async def _rematch(self, cid: str) -> None:
         """Credits that arrived before this channel was registered."""
         state = self.states[cid]

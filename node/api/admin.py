@@ -281,7 +281,13 @@ async def list_escrows(request: web.Request) -> web.Response:
                     {"opener": minor(state.payouts.opener, cur),
                      "peer": minor(state.payouts.peer, cur)},
                     "deadline_ms": state.deadline_ms})
-    return web.json_response({"escrows": out})
+    unapplied = [
+        {"entry_id": c.entry_id, "reference": c.reference,
+         "amount": minor(c.amount_minor, c.currency), "debtor": c.debtor,
+         "booked_ms": c.booked_ms, "reason": c.reason}
+        for c in await escrow.unapplied()
+    ]
+    return web.json_response({"escrows": out, "unapplied_credits": unapplied})
 
 
 async def openapi(request: web.Request) -> web.StreamResponse:

@@ -86,6 +86,8 @@ async def test_early_and_late_deposits_are_kept_and_never_stop_the_others(
     assert "refused by the channel" in late.reason
     await svc.escrow._credit("e-4", "MLNOSUCHREFERENCE", 5, terms.currency, "Stranger", 4)
     assert {c.entry_id for c in await unapplied(svc) if not c.applied} == {"e-3", "e-4"}
+    # what the operator sees (GET /api/escrows lists these as unapplied_credits)
+    assert [c.entry_id for c in await svc.escrow.unapplied()] == ["e-3", "e-4"]
 
 
 async def test_a_booked_payout_is_applied_even_after_a_crash(
