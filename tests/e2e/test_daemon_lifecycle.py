@@ -39,7 +39,7 @@ def test_stops_cleanly_and_logs_json(tmp_path: Path, sig: signal.Signals) -> Non
     request = urllib.request.Request(f"http://127.0.0.1:{admin}/api/channels/abc",
                                      headers={"Authorization": f"Bearer {token}"})
     with pytest.raises(urllib.error.HTTPError) as err:
-        urllib.request.urlopen(request, timeout=10)  # noqa: S310 - loopback
+        urllib.request.urlopen(request, timeout=10)
     assert err.value.code == 404
     started = time.monotonic()
     proc.send_signal(sig)
