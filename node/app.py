@@ -79,7 +79,7 @@ class Node:
         engine = make_engine(config.db_url)
         self.ctx = Context(
             config=config, signer=self.signer, engine=engine, db=sessionmaker(engine),
-            peers=PeerClient(node_id=self.signer.node_id.hex(), public_url=config.public_url),
+            peers=PeerClient(node_id=self.signer.node_id.hex()),
             rail=build_rail(config))
         self.outbox = Outbox(self.ctx)
         self.transfers = Transfers(self.ctx)

@@ -24,7 +24,7 @@ MSGPACK = "application/msgpack"
 
 
 class PeerClient:
-    def __init__(self, *, node_id: str, public_url: str, timeout_s: float = 10.0) -> None:
+    def __init__(self, *, node_id: str, timeout_s: float = 10.0) -> None:
         self._session: aiohttp.ClientSession | None = None
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._headers = {"X-Meterline-Node": node_id}
@@ -106,7 +106,6 @@ class OutboundStream:
         self._on_message = on_message
         self._resend = resend
         self._ws: aiohttp.ClientWebSocketResponse | None = None
-        self._connected = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._missed = False
@@ -160,7 +159,6 @@ class OutboundStream:
                     self._last_sent = after
                     self._ws = ws
                     delay = 0.05
-                    self._connected.set()
                     async for frame in ws:
                         if frame.type is aiohttp.WSMsgType.BINARY:
                             message = decode_message(frame.data)
@@ -179,6 +177,5 @@ class OutboundStream:
                 log.info("stream.reconnect", url=self._url, error=str(exc)[:300], delay_s=delay)
             finally:
                 self._ws = None
-                self._connected.clear()
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)

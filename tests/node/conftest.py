@@ -211,7 +211,7 @@ async def services() -> AsyncIterator[ServicesFactory]:
             signer=signer,
             engine=engine,
             db=sessionmaker(engine),
-            peers=PeerClient(node_id=signer.node_id.hex(), public_url=config.public_url),
+            peers=PeerClient(node_id=signer.node_id.hex()),
             rail=None,
         )
         outbox = Outbox(ctx)
@@ -294,7 +294,7 @@ async def seed(
             signer=signer,
             engine=engine,
             db=sessionmaker(engine),
-            peers=PeerClient(node_id=signer.node_id.hex(), public_url=""),
+            peers=PeerClient(node_id=signer.node_id.hex()),
             rail=None,
         )
         service = ChannelService(ctx, Outbox(ctx))
