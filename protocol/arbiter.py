@@ -19,6 +19,7 @@ from typing import TypeAlias
 from protocol.channel import check_terms
 from protocol.crypto import Signer
 from protocol.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
+from protocol.machine import allowed_phases, check_landed
 from protocol.messages import (
     EMPTY_SIGNATURE,
     BalanceProof,
@@ -216,20 +217,11 @@ def register(
 
 
 def step(state: ArbiterState, event: Input, *, now_ms: int) -> Transition:
-    allowed = TRANSITIONS.get((state.phase, type(event)))
-    if allowed is None:
-        err = (
-            LocalProtocolError
-            if isinstance(event, ObserveDeposit | ObservePayoutBooked)
-            else (RemoteProtocolError)
-        )
-        raise err(
-            ErrorCode.INVALID_STATE,
-            f"{type(event).__name__} is not allowed when the escrow is {state.phase.value}",
-        )
+    allowed = allowed_phases(TRANSITIONS, state.phase, event,  # type: ignore[arg-type]
+                             local=isinstance(event, ObserveDeposit | ObservePayoutBooked),
+                             noun="escrow")
     result = _HANDLERS[type(event)](state, event, now_ms)
-    if result.state.phase not in allowed:
-        raise AssertionError(f"{type(event).__name__}: {state.phase} → {result.state.phase}")
+    check_landed(allowed, state.phase, result.state.phase, event)
     return Transition(replace(result.state, updated_ms=now_ms), result.effects)
 
 

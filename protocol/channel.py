@@ -18,6 +18,7 @@ from typing import TypeAlias
 
 from protocol.crypto import Signer
 from protocol.errors import ErrorCode, LocalProtocolError, ProtocolError, RemoteProtocolError
+from protocol.machine import allowed_phases, check_landed
 from protocol.messages import (
     EMPTY_SIGNATURE,
     BalanceProof,
@@ -455,21 +456,10 @@ def accept(proposal: ChannelProposal, signer: Signer, *, now_ms: int) -> Transit
 
 def step(state: ChannelState, event: Input, *, now_ms: int) -> Transition:
     """Apply one input. Raises ProtocolError (state untouched) when it is not allowed."""
-    allowed = TRANSITIONS.get((state.phase, type(event)))
-    if allowed is None:
-        err = (
-            LocalProtocolError
-            if type(event).__name__.startswith("Action")
-            else (RemoteProtocolError)
-        )
-        raise err(
-            ErrorCode.INVALID_STATE,
-            f"{type(event).__name__} is not allowed when the channel is {state.phase.value}",
-        )
-    handler = _HANDLERS[type(event)]
-    result = handler(state, event, now_ms)
-    if result.state.phase not in allowed:  # a bug in a handler, never the peer's doing
-        raise AssertionError(f"{type(event).__name__}: {state.phase} → {result.state.phase}")
+    allowed = allowed_phases(TRANSITIONS, state.phase, event,  # type: ignore[arg-type]
+                             local=type(event).__name__.startswith("Action"), noun="channel")
+    result = _HANDLERS[type(event)](state, event, now_ms)
+    check_landed(allowed, state.phase, result.state.phase, event)
     return Transition(replace(result.state, updated_ms=now_ms), result.effects)
 
 
