@@ -16,9 +16,27 @@ from protocol.encoding import pack
 from protocol.errors import ErrorCode, ProtocolError, RemoteProtocolError
 from protocol.records import Bin, Kind, ListOf, Message, Nested, Opt, Record, Text, UInt
 from protocol.tariff import MAX_LINES, TariffLine
-from protocol.types import Amount, ChannelId, MinorUnits, NodeId, Nonce, Quantity, Signature
+from protocol.types import (
+    MAX_AMOUNT,
+    MAX_DISPUTE_WINDOW_MS,
+    MAX_TIME_MS,
+    Amount,
+    ChannelId,
+    MinorUnits,
+    NodeId,
+    Nonce,
+    Quantity,
+    Signature,
+)
 
 ID = Bin(32)
+AMOUNT = UInt(max_value=MAX_AMOUNT)
+"""Amounts, deposits, nonces and quantities: at most 2⁶³−1, so they fit a signed 64-bit column
+and a sum of two never leaves u64."""
+TIME = UInt(max_value=MAX_TIME_MS)
+"""Milliseconds since 1970 (UTC), at most 9999-12-31T23:59:59.999Z."""
+CHALLENGE = Bin(0, 16, 32)
+URL = Text(300, r"https?://[A-Za-z0-9.\-:\[\]]+(/[\x21-\x7e]*)?", min_len=8)
 SIG = Bin(64)
 SIG_OR_EMPTY = Bin(0, 64)
 CURRENCY = Text(3, r"[A-Z]{3}", min_len=3)
@@ -93,10 +111,10 @@ class ChannelTerms(Message):
         ("arbiter", ID),
         ("currency", CURRENCY),
         ("scale", UInt(8)),
-        ("opener_deposit", UInt()),
-        ("peer_deposit", UInt()),
+        ("opener_deposit", AMOUNT),
+        ("peer_deposit", AMOUNT),
         ("tariff", ListOf(Nested(TariffLine), 1, MAX_LINES)),
-        ("dispute_window_ms", UInt()),
+        ("dispute_window_ms", UInt(max_value=MAX_DISPUTE_WINDOW_MS)),
         ("opener_account", Nested(BankAccount)),
         ("peer_account", Nested(BankAccount)),
         ("escrow_account", Nested(BankAccount)),
@@ -168,19 +186,47 @@ class ChannelAcceptance(Signed):
 
 
 @dataclass(frozen=True, slots=True)
-class ChannelRegistration(Message):
-    """Both signatures over the terms, handed to the arbiter (either party may; idempotent).
+class CallbackAddress(Signed):
+    """Where `party` wants the arbiter's messages for one channel, signed by that party.
 
-    Unsigned itself: the proposal and acceptance inside carry the signatures that matter.
+    The arbiter keeps, per party, the callback with the highest `issued_ms` it has seen: an
+    older one (a replay) changes nothing, so nobody but the party can redirect its messages.
+    """
+
+    channel_id: ChannelId
+    party: NodeId
+    url: str
+    issued_ms: int
+    signature: Signature
+
+    TAG = 17
+    DOMAIN = "callback"
+    FIELDS = (
+        ("channel_id", ID),
+        ("party", ID),
+        ("url", URL),
+        ("issued_ms", TIME),
+        ("signature", SIG_OR_EMPTY),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelRegistration(Message):
+    """Both signatures over the terms, handed to the arbiter by each party (idempotent), with
+    the registering party's signed callback address (or nil: the arbiter keeps what it has).
+
+    Unsigned itself: the proposal, acceptance and callback inside carry the signatures.
     """
 
     proposal: ChannelProposal
     acceptance: ChannelAcceptance
+    callback: CallbackAddress | None = None
 
     TAG = 12
     FIELDS = (
         ("proposal", Nested(ChannelProposal)),
         ("acceptance", Nested(ChannelAcceptance)),
+        ("callback", Opt(Nested(CallbackAddress))),
     )
 
 
@@ -201,9 +247,9 @@ class FundingConfirmation(Signed):
     FIELDS = (
         ("channel_id", ID),
         ("depositor", ID),
-        ("amount", UInt()),
+        ("amount", AMOUNT),
         ("bank_reference", REFERENCE),
-        ("booked_ms", UInt()),
+        ("booked_ms", TIME),
         ("signature", SIG_OR_EMPTY),
     )
 
@@ -233,13 +279,13 @@ class BalanceProof(Signed):
     FIELDS = (
         ("channel_id", ID),
         ("sender", ID),
-        ("nonce", UInt()),
-        ("amount", UInt()),
-        ("direct_amount", UInt()),
-        ("quantities", ListOf(UInt(), 1, MAX_LINES)),
+        ("nonce", AMOUNT),
+        ("amount", AMOUNT),
+        ("direct_amount", AMOUNT),
+        ("quantities", ListOf(AMOUNT, 1, MAX_LINES)),
         ("usage_digest", Bin(32)),
         ("reference", REFERENCE),
-        ("time_ms", UInt()),
+        ("time_ms", TIME),
         ("signature", SIG_OR_EMPTY),
     )
 
@@ -275,8 +321,8 @@ class Receipt(Signed):
     FIELDS = (
         ("channel_id", ID),
         ("receiver", ID),
-        ("nonce", UInt()),
-        ("amount", UInt()),
+        ("nonce", AMOUNT),
+        ("amount", AMOUNT),
         ("signature", SIG_OR_EMPTY),
     )
 
@@ -302,11 +348,11 @@ class Checkpoint(Signed):
     SIGNATURE_FIELDS = ("opener_signature", "peer_signature")
     FIELDS = (
         ("channel_id", ID),
-        ("seq", UInt()),
-        ("opener_nonce", UInt()),
-        ("opener_amount", UInt()),
-        ("peer_nonce", UInt()),
-        ("peer_amount", UInt()),
+        ("seq", AMOUNT),
+        ("opener_nonce", AMOUNT),
+        ("opener_amount", AMOUNT),
+        ("peer_nonce", AMOUNT),
+        ("peer_amount", AMOUNT),
         ("opener_signature", SIG_OR_EMPTY),
         ("peer_signature", SIG_OR_EMPTY),
     )
@@ -329,10 +375,10 @@ class CooperativeClose(Signed):
     SIGNATURE_FIELDS = ("opener_signature", "peer_signature")
     FIELDS = (
         ("channel_id", ID),
-        ("opener_nonce", UInt()),
-        ("opener_amount", UInt()),
-        ("peer_nonce", UInt()),
-        ("peer_amount", UInt()),
+        ("opener_nonce", AMOUNT),
+        ("opener_amount", AMOUNT),
+        ("peer_nonce", AMOUNT),
+        ("peer_amount", AMOUNT),
         ("opener_signature", SIG_OR_EMPTY),
         ("peer_signature", SIG_OR_EMPTY),
     )
@@ -403,7 +449,7 @@ class DisputeNotice(Signed):
     FIELDS = (
         ("channel_id", ID),
         ("claim", Nested(UnilateralClose)),
-        ("deadline_ms", UInt()),
+        ("deadline_ms", TIME),
         ("signature", SIG_OR_EMPTY),
     )
 
@@ -424,13 +470,115 @@ class PayoutNotice(Signed):
     DOMAIN = "payout"
     FIELDS = (
         ("channel_id", ID),
-        ("opener_payout", UInt()),
-        ("peer_payout", UInt()),
+        ("opener_payout", AMOUNT),
+        ("peer_payout", AMOUNT),
         ("opener_reference", REFERENCE),
         ("peer_reference", REFERENCE),
-        ("booked_ms", UInt()),
+        ("booked_ms", TIME),
         ("signature", SIG_OR_EMPTY),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class EscrowStatus(Signed):
+    """The arbiter's signed answer to "what is this channel's state?" (specs/0005 §4).
+
+    A node asks at an interval with a fresh `challenge` and learns of a unilateral close (the
+    `dispute` notice), its deposits and its payouts even when no push reached it.
+    """
+
+    channel_id: ChannelId
+    phase: str
+    challenge: bytes
+    """The requester's random bytes, echoed: a recorded old answer cannot be replayed."""
+    funding: tuple[FundingConfirmation, ...]
+    dispute: DisputeNotice | None
+    payout: PayoutNotice | None
+    time_ms: int
+    signature: Signature
+
+    TAG = 18
+    DOMAIN = "escrow-status"
+    FIELDS = (
+        ("channel_id", ID),
+        ("phase", Text(16, r"[a-z]+", min_len=1)),
+        ("challenge", CHALLENGE),
+        ("funding", ListOf(Nested(FundingConfirmation), 0, 2)),
+        ("dispute", Opt(Nested(DisputeNotice))),
+        ("payout", Opt(Nested(PayoutNotice))),
+        ("time_ms", TIME),
+        ("signature", SIG_OR_EMPTY),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo(Signed):
+    """A node's identity, address and bank account, signed by its own key (specs/0005 §3).
+
+    Asked for with a fresh `challenge` (``GET /p2p/identity?challenge=HEX``), it proves the
+    answering node holds the key it claims; `issued_ms` orders records, so a known peer's
+    address changes only for a newer record signed by that peer.
+    """
+
+    node_id: NodeId
+    name: str
+    role: str
+    url: str
+    account: BankAccount | None
+    issued_ms: int
+    challenge: bytes
+    signature: Signature
+
+    TAG = 15
+    DOMAIN = "node-info"
+    FIELDS = (
+        ("node_id", ID),
+        ("name", Text(100, r"[\x20-\x7e]+", min_len=1)),
+        ("role", Text(16, r"node|arbiter", min_len=4)),
+        ("url", URL),
+        ("account", Opt(Nested(BankAccount))),
+        ("issued_ms", TIME),
+        ("challenge", CHALLENGE),
+        ("signature", SIG_OR_EMPTY),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal(Signed):
+    """A refusal signed by the node that refuses, bound to the request it refuses.
+
+    Only a refusal whose `refuser` is the intended recipient, whose signature verifies and whose
+    `request_digest` is SHA-256 of the exact bytes sent ends a delivery; anything else (an
+    unsigned ``Error``, a proxy's 502 page, a timeout) is transient and retried (specs/0005 §2).
+    """
+
+    refuser: NodeId
+    code: int
+    message: str
+    request_digest: bytes
+    signature: Signature
+
+    TAG = 14
+    DOMAIN = "refusal"
+    FIELDS = (
+        ("refuser", ID),
+        ("code", UInt(16)),
+        ("message", Text(256)),
+        ("request_digest", Bin(32)),
+        ("signature", SIG_OR_EMPTY),
+    )
+
+    @classmethod
+    def make(cls, signer: Signer, exc: ProtocolError, request: bytes) -> Refusal:
+        text = exc.message.encode("utf-8")[:256].decode("utf-8", errors="ignore")
+        return cls(signer.node_id, int(exc.code), text, hashlib.sha256(request).digest(),
+                   EMPTY_SIGNATURE).signed_by(signer)
+
+    def verify_for(self, recipient: bytes, request: bytes) -> None:
+        """BAD_SIGNATURE unless `recipient` signed this refusal of exactly `request`."""
+        if self.refuser != recipient or self.request_digest != hashlib.sha256(request).digest():
+            raise RemoteProtocolError(ErrorCode.BAD_SIGNATURE, "a refusal of another request")
+        self.verify_signature(recipient)
 
 
 @dataclass(frozen=True, slots=True)

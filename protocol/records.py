@@ -35,17 +35,25 @@ def _bad(path: str, why: str) -> DecodeError:
 
 
 class UInt(Kind):
-    def __init__(self, bits: int = 64) -> None:
+    """An unsigned integer of `bits` bits, at most `max_value` when given (a range check at the
+    wire, before the value reaches arithmetic or storage)."""
+
+    def __init__(self, bits: int = 64, *, max_value: int | None = None) -> None:
         self.bits = bits
+        self.max_value = 2**bits - 1 if max_value is None else max_value
 
     def load(self, raw: object, path: str) -> int:
         if not isinstance(raw, int) or isinstance(raw, bool):
             raise _bad(path, f"expected an unsigned integer, got {type(raw).__name__}")
         if not 0 <= raw < 2**self.bits:
             raise _bad(path, f"{raw} does not fit in u{self.bits}")
+        if raw > self.max_value:
+            raise _bad(path, f"{raw} is above the largest allowed, {self.max_value}")
         return raw
 
     def describe(self) -> str:
+        if self.max_value != 2**self.bits - 1:
+            return f"u{self.bits} ≤ {self.max_value}"
         return f"u{self.bits}"
 
 

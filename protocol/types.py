@@ -18,3 +18,10 @@ NodeId = NewType("NodeId", bytes)
 Signature = NewType("Signature", bytes)
 
 U64_MAX = 2**64 - 1
+
+MAX_AMOUNT = 2**63 - 1
+"""The largest amount, deposit, nonce or quantity on the wire: it fits a signed 64-bit column."""
+MAX_TIME_MS = 253_402_300_799_999
+"""9999-12-31T23:59:59.999Z: the latest time a message may name."""
+MAX_DISPUTE_WINDOW_MS = 366 * 86_400_000
+"""No channel's dispute window is longer than a year, whatever a node's policy allows."""

@@ -4,7 +4,7 @@ of our unacknowledged proofs, and usage aggregated per (direction, unit, referen
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Boolean, Integer, LargeBinary, MetaData, String, Text
+from sqlalchemy import BigInteger, Boolean, Index, Integer, LargeBinary, MetaData, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING = {
@@ -29,8 +29,12 @@ class Peer(Base):
     name: Mapped[str] = mapped_column(String(100), default="")
     role: Mapped[str] = mapped_column(String(16), default="node")
     info: Mapped[str] = mapped_column(Text, default="{}")
-    """The peer's /p2p/info answer as JSON (an arbiter's escrow account lives here)."""
+    """The peer's signed NodeInfo as JSON (an arbiter's escrow account lives here): only ever
+    written from a record that verified against `node_id`."""
     added_ms: Mapped[int] = mapped_column(BigInteger)
+    issued_ms: Mapped[int] = mapped_column(BigInteger, default=0)
+    """`issued_ms` of the signed NodeInfo held: only a newer one, signed by the peer, replaces
+    its address or account."""
 
 
 class Channel(Base):
@@ -94,6 +98,9 @@ class Escrow(Base):
     state: Mapped[bytes] = mapped_column(LargeBinary)
     opener_url: Mapped[str] = mapped_column(String(300), default="")
     peer_url: Mapped[str] = mapped_column(String(300), default="")
+    opener_url_ms: Mapped[int] = mapped_column(BigInteger, default=0)
+    """`issued_ms` of the opener's signed callback held (a newer one replaces it)."""
+    peer_url_ms: Mapped[int] = mapped_column(BigInteger, default=0)
     updated_ms: Mapped[int] = mapped_column(BigInteger)
 
 
@@ -118,14 +125,28 @@ class Transfer(Base):
 
 
 class Outbox(Base):
-    """Effects committed with the state that produced them; a worker carries them out."""
+    """Effects committed with the state that produced them; a worker carries them out.
+
+    Per (channel, recipient, purpose) only the latest row is pending: a newer one replaces it.
+    """
 
     __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_dedup", "channel_id", "recipient", "purpose"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     channel_id: Mapped[str] = mapped_column(String(64), index=True)
     kind: Mapped[str] = mapped_column(String(32))
     target: Mapped[str] = mapped_column(String(300), default="")
+    recipient: Mapped[str] = mapped_column(String(64), default="")
+    """The node id (hex) the delivery is for, whose signed refusal alone ends it; "" for the
+    bank."""
+    purpose: Mapped[str] = mapped_column(String(64), default="")
+    """What the delivery is for (``close``, ``evidence``, ``funding:0``…): the dedup key."""
+    urgent: Mapped[bool] = mapped_column(Boolean, default=False)
+    """Time-critical (dispute evidence and notices, close answers, payout notices): never
+    waits behind another delivery."""
+    refused: Mapped[bool] = mapped_column(Boolean, default=False)
+    """Ended by a refusal signed by the recipient (kept, with `last_error`, for the operator)."""
     payload: Mapped[bytes] = mapped_column(LargeBinary)
     created_ms: Mapped[int] = mapped_column(BigInteger)
     attempts: Mapped[int] = mapped_column(Integer, default=0)

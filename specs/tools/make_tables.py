@@ -19,6 +19,7 @@ from protocol import PROTOCOL_VERSION
 from protocol.messages import (
     BalanceProof,
     BankAccount,
+    CallbackAddress,
     ChannelAcceptance,
     ChannelProposal,
     ChannelRegistration,
@@ -27,9 +28,12 @@ from protocol.messages import (
     CooperativeClose,
     DisputeEvidence,
     DisputeNotice,
+    EscrowStatus,
     FundingConfirmation,
+    NodeInfo,
     PayoutNotice,
     Receipt,
+    Refusal,
     Signed,
     UnilateralClose,
 )
@@ -54,6 +58,10 @@ SIGNERS: dict[type[Signed], str] = {
     DisputeEvidence: "`submitter`",
     PayoutNotice: "`terms.arbiter`",
     DisputeNotice: "`terms.arbiter`",
+    CallbackAddress: "`party`",
+    EscrowStatus: "`terms.arbiter`",
+    NodeInfo: "`node_id`",
+    Refusal: "`refuser` (the node the refused request was addressed to)",
 }
 """Whose key verifies each signature (the code passes it to ``verify_signature``)."""
 

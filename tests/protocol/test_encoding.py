@@ -20,6 +20,7 @@ from protocol.errors import DecodeError, ErrorCode, RemoteProtocolError
 from protocol.messages import (
     EMPTY_SIGNATURE,
     BalanceProof,
+    CallbackAddress,
     ChannelProposal,
     ChannelRegistration,
     ChannelTerms,
@@ -27,7 +28,10 @@ from protocol.messages import (
     DisputeEvidence,
     DisputeNotice,
     Error,
+    EscrowStatus,
+    NodeInfo,
     Receipt,
+    Refusal,
     UnilateralClose,
 )
 from protocol.records import Message, decode_message, message_types
@@ -73,11 +77,25 @@ def samples() -> tuple[Message, ...]:
     error = Error.from_exception(
         RemoteProtocolError(ErrorCode.NONCE_GAP, "nonce 3 skips past 2"), s.terms.channel_id
     )
+    cid = s.terms.channel_id
+    callback = CallbackAddress(cid, s.peer.node_id, "https://carrier.example:7721", 1_000,
+                               EMPTY_SIGNATURE).signed_by(s.peer)
+    status = EscrowStatus(cid, "settled", bytes(range(16)), (funding,), dispute, notice, 3_000,
+                          EMPTY_SIGNATURE).signed_by(s.arbiter)
+    info = NodeInfo(s.peer.node_id, "carrier", "node", "https://carrier.example:7721",
+                    s.terms.peer_account, 2_000, bytes(range(16)),
+                    EMPTY_SIGNATURE).signed_by(s.peer)
+    refusal = Refusal.make(s.peer, RemoteProtocolError(ErrorCode.CLOSE_MISMATCH, "no"), b"\x01")
     return (
         s.terms,
         proposal.proposal,
         accepted.acceptance,
         ChannelRegistration(proposal.proposal, accepted.acceptance),
+        ChannelRegistration(proposal.proposal, accepted.acceptance, callback),
+        callback,
+        status,
+        info,
+        refusal,
         funding,
         proof,
         receipt,
