@@ -30,6 +30,7 @@ from protocol.messages import (
     EMPTY_SIGNATURE,
     BalanceProof,
     BankAccount,
+    CallbackAddress,
     ChannelAcceptance,
     ChannelRegistration,
     ChannelTerms,
@@ -37,6 +38,9 @@ from protocol.messages import (
     DisputeEvidence,
     DisputeNotice,
     Error,
+    EscrowStatus,
+    NodeInfo,
+    Refusal,
     Receipt,
     Signed,
     next_usage_digest,
@@ -52,7 +56,7 @@ from protocol.money import (
 from protocol.records import Bin, Kind, ListOf, Message, Nested, Opt, Record, Text, UInt
 from protocol.references import Purpose, bank_reference, idempotency_key
 from protocol.tariff import TariffLine, TariffTier, check_tariff, parse_tariff_line
-from protocol.types import U64_MAX, Amount, MinorUnits, Quantity
+from protocol.types import MAX_AMOUNT, U64_MAX, Amount, MinorUnits, Quantity
 from specs.tools.blocks import SPECS
 
 VECTORS = SPECS / "vectors"
@@ -218,6 +222,11 @@ def example_messages() -> list[tuple[str, Message]]:
     acceptance = _only(accepted.effects, ch.SendAcceptance).acceptance
     out += [("channel-proposal", proposal), ("channel-acceptance", acceptance)]
     out.append(("channel-registration", ChannelRegistration(proposal, acceptance)))
+    callback = CallbackAddress(cid, peer.node_id, "https://carrier.example:7721", T0 + 1,
+                               EMPTY_SIGNATURE).signed_by(peer)
+    out.append(("callback-address", callback))
+    out.append(("channel-registration-with-callback",
+                ChannelRegistration(proposal, acceptance, callback)))
     states = [
         ch.step(proposed.state, ch.ReceiveAcceptance(acceptance), now_ms=T0 + 2).state,
         accepted.state,
@@ -266,8 +275,8 @@ def example_messages() -> list[tuple[str, Message]]:
     receipt = _only(acked.effects, ch.SendReceipt).receipt
     out.append(("receipt", receipt))
     states[0] = ch.step(states[0], ch.ReceiveReceipt(receipt), now_ms=T0 + 400).state
-    boundary = Receipt(cid, peer.node_id, 2**32, U64_MAX, EMPTY_SIGNATURE).signed_by(peer)
-    out.append(("receipt-u64-boundary", boundary))
+    boundary = Receipt(cid, peer.node_id, 2**32, MAX_AMOUNT, EMPTY_SIGNATURE).signed_by(peer)
+    out.append(("receipt-amount-boundary", boundary))
 
     flows = states[0].flows
     checkpoint = Checkpoint(
@@ -314,6 +323,18 @@ def example_messages() -> list[tuple[str, Message]]:
     empty = DisputeEvidence(cid, peer.node_id, None, EMPTY_SIGNATURE).signed_by(peer)
     out.append(("dispute-evidence-nil", empty))
 
+    status = EscrowStatus(cid, "dispute", bytes(range(16)), (confirmation,),
+                          notice.signed_by(arbiter), None, T0 + 900,
+                          EMPTY_SIGNATURE).signed_by(arbiter)
+    out.append(("escrow-status", status))
+    info = NodeInfo(peer.node_id, "carrier", "node", "https://carrier.example:7721",
+                    terms.peer_account, T0, bytes(range(16)), EMPTY_SIGNATURE).signed_by(peer)
+    out.append(("node-info", info))
+    refused = Refusal.make(peer, RemoteProtocolError(ErrorCode.CLOSE_MISMATCH,
+                                                     "the channel closed on another state"),
+                           full.encode())
+    out.append(("refusal", refused))
+
     error = Error.from_exception(
         RemoteProtocolError(ErrorCode.NONCE_GAP, "nonce 5 skips past 3"), cid
     )
@@ -345,6 +366,9 @@ def _signatures(message: Message) -> list[dict[str, Any]]:
         "FundingConfirmation": {"signature": terms.arbiter},
         "PayoutNotice": {"signature": terms.arbiter},
         "DisputeNotice": {"signature": terms.arbiter},
+        "EscrowStatus": {"signature": terms.arbiter},
+        "NodeInfo": {"signature": terms.peer},
+        "Refusal": {"signature": terms.peer},
         "Checkpoint": {"opener_signature": terms.opener, "peer_signature": terms.peer},
         "CooperativeClose": {"opener_signature": terms.opener, "peer_signature": terms.peer},
     }
