@@ -40,8 +40,8 @@ from protocol.messages import (
     Error,
     EscrowStatus,
     NodeInfo,
-    Refusal,
     Receipt,
+    Refusal,
     Signed,
     next_usage_digest,
 )
