@@ -130,7 +130,9 @@ class Cluster:
         return self.bank
 
     def add_node(self, name: str, *, role: str = "node", bank: dict[str, Any] | None,
-                 allow: list[str] | None = None, db: str | None = None) -> NodeHandle:
+                 allow: list[str] | None = None, db: str | None = None,
+                 settings: dict[str, dict[str, Any]] | None = None) -> NodeHandle:
+        """Init a node's data directory; `settings` adds config.toml sections (``policy``…)."""
         self.root.mkdir(parents=True, exist_ok=True)
         directory = self.root / name
         port, admin_port = free_port(), free_port()
@@ -148,6 +150,12 @@ class Cluster:
         out = subprocess.run(argv, capture_output=True, check=False)
         if out.returncode != 0:
             raise ClusterError(f"init {name}: {out.stderr.decode()}")
+        if settings:
+            from node.config import CONFIG_FILE, render_config
+
+            config = directory / CONFIG_FILE
+            extra = render_config(settings).split("\n", 1)[1]  # without the header comment
+            config.write_text(config.read_text() + extra)
         handle = NodeHandle(
             name, directory, port, admin_port=admin_port,
             argv=[*meterline_argv(), "node", "start", "--data-dir", str(directory),
@@ -205,7 +213,8 @@ def wait_for(check: Any, what: str, timeout_s: float = 60.0) -> None:
 
 def start_companies(root: Path, *, manufacturer_balance: int = 1_000_000,
                     carrier_balance: int = 50_000, say: Any = None,
-                    databases: dict[str, str] | None = None) -> Companies:
+                    databases: dict[str, str] | None = None,
+                    settings: dict[str, dict[str, Any]] | None = None) -> Companies:
     """Start the bank, open three accounts, start the arbiter and both companies, introduce
     them to each other. The caller stops ``result.cluster`` when done."""
     import asyncio
@@ -234,11 +243,11 @@ def start_companies(root: Path, *, manufacturer_balance: int = 1_000_000,
         escrow_bank, man_bank, car_bank = asyncio.run(provision())
         dbs = databases or {}
         arbiter = cluster.add_node("arbiter", role="arbiter", bank=escrow_bank,
-                                   db=dbs.get("arbiter"))
+                                   db=dbs.get("arbiter"), settings=settings)
         manufacturer = cluster.add_node("manufacturer", bank=man_bank,
-                                        db=dbs.get("manufacturer"))
+                                        db=dbs.get("manufacturer"), settings=settings)
         carrier = cluster.add_node("carrier", bank=car_bank, allow=[manufacturer.node_id],
-                                   db=dbs.get("carrier"))
+                                   db=dbs.get("carrier"), settings=settings)
         for handle in (arbiter, manufacturer, carrier):
             handle.start()
             step(f"{handle.name:<12} {handle.node_id[:16]}…  peer API {handle.url}")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from protocol.crypto import Signer
+from protocol.types import MAX_DISPUTE_WINDOW_MS
 
 KEY_FILE = "node.key"
 TOKEN_FILE = "admin.token"
@@ -69,6 +70,26 @@ class Limits:
 
 
 @dataclass(frozen=True, slots=True)
+class Policy:
+    """What this node (or arbiter) accepts of any channel's terms, and how closely it watches.
+
+    The dispute window must leave a node that only learns of a unilateral close by asking the
+    arbiter (every `watch_interval_ms`) many chances to hand in its evidence: the minimum is at
+    least ten watch intervals (specs/0005 §4).
+    """
+
+    min_dispute_window_ms: int = 3_600_000
+    """1 h: the shortest dispute window accepted (proposed, accepted, or registered)."""
+    max_dispute_window_ms: int = 14 * 86_400_000
+    """14 days: the longest (money is locked at most this long by a vanished peer)."""
+    watch_interval_ms: int = 30_000
+    """How often a node asks the arbiter for the signed status of each unsettled channel."""
+
+
+WATCHES_PER_WINDOW = 10
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     data_dir: Path
     name: str
@@ -82,6 +103,7 @@ class Config:
     """Node ids (hex) whose channel proposals are accepted without the operator."""
     limits: Limits = field(default_factory=Limits)
     dispute_window_ms: int = 86_400_000
+    policy: Policy = field(default_factory=Policy)
 
     @property
     def key_path(self) -> Path:
@@ -168,7 +190,7 @@ def init_data_dir(
 
 
 NODE_KEYS = frozenset({"name", "role", "listen", "admin", "public_url", "db", "dispute_window_ms"})
-SECTIONS = frozenset({"node", "bank", "peers", "limits"})
+SECTIONS = frozenset({"node", "bank", "peers", "limits", "policy"})
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
@@ -231,9 +253,13 @@ def load_config(data_dir: Path) -> Config:
     for node_id in allow:
         if len(node_id) != 64 or any(c not in "0123456789abcdef" for c in node_id):
             raise ConfigError(f"{path}: [peers] allow entry {node_id!r} is not a node id")
+    policy = _policy(path, raw.get("policy", {}))
     window = node.get("dispute_window_ms", 86_400_000)
-    if not isinstance(window, int) or isinstance(window, bool) or window < 1000:
-        raise ConfigError(f"{path}: [node] dispute_window_ms must be an integer ≥ 1000")
+    if not isinstance(window, int) or isinstance(window, bool) or not (
+            policy.min_dispute_window_ms <= window <= policy.max_dispute_window_ms):
+        raise ConfigError(
+            f"{path}: [node] dispute_window_ms must be an integer within [policy] "
+            f"{policy.min_dispute_window_ms}..{policy.max_dispute_window_ms}")
     return Config(
         data_dir=data_dir,
         name=_str(path, node, "name", data_dir.name),
@@ -246,7 +272,24 @@ def load_config(data_dir: Path) -> Config:
         allow=allow,
         limits=limits,
         dispute_window_ms=window,
+        policy=policy,
     )
+
+
+def _policy(path: Path, raw: dict[str, Any]) -> Policy:
+    policy: Policy = _typed(path, "policy", raw, Policy)
+    if policy.max_dispute_window_ms > MAX_DISPUTE_WINDOW_MS:
+        raise ConfigError(f"{path}: [policy] max_dispute_window_ms is at most "
+                          f"{MAX_DISPUTE_WINDOW_MS} (366 days)")
+    if policy.min_dispute_window_ms > policy.max_dispute_window_ms:
+        raise ConfigError(f"{path}: [policy] min_dispute_window_ms is above "
+                          "max_dispute_window_ms")
+    if policy.min_dispute_window_ms < WATCHES_PER_WINDOW * policy.watch_interval_ms:
+        raise ConfigError(
+            f"{path}: [policy] min_dispute_window_ms must be at least {WATCHES_PER_WINDOW} × "
+            f"watch_interval_ms ({WATCHES_PER_WINDOW * policy.watch_interval_ms}): a node must "
+            "have many chances to learn of a unilateral close in time")
+    return policy
 
 
 def read_private(path: Path, what: str) -> str:

@@ -9,10 +9,13 @@ import pytest
 
 from tests.e2e.cluster import CARRIER, ESCROW, MANUFACTURER, Companies, companies, wait_for
 
+SHORT_WINDOWS = {"policy": {"min_dispute_window_ms": 2_000, "watch_interval_ms": 200}}
+"""A 3 s dispute window is far below the 1 h default minimum: these tests allow it."""
+
 
 @pytest.fixture
 def cos(tmp_path: Path) -> Any:
-    with companies(tmp_path) as c:
+    with companies(tmp_path, settings=SHORT_WINDOWS) as c:
         yield c
 
 
