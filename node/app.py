@@ -26,6 +26,7 @@ from node.outbox import Outbox
 from node.peerclient import PeerClient
 from node.storage.db import make_engine, migrate, sessionmaker
 from node.transfers import Transfers
+from node.watch import ArbiterWatch
 from protocol.errors import ErrorCode, RemoteProtocolError
 from protocol.messages import ChannelRegistration
 from protocol.records import decode_message
@@ -85,6 +86,7 @@ class Node:
         self.transfers = Transfers(self.ctx)
         self.channels = ChannelService(self.ctx, self.outbox)
         self.escrow = EscrowService(self.ctx, self.outbox, self.transfers)
+        self.watch = ArbiterWatch(self.ctx, self.channels)
         self.outbox.handlers["send"] = self._send
         self.outbox.handlers["deposit"] = self.transfers.submit_row
         self._deposit_task: asyncio.Task[None] | None = None
@@ -125,6 +127,7 @@ class Node:
         else:
             await self.channels.load()
             self._deposit_task = asyncio.create_task(self._watch_transfers())
+            self.watch.start()
         self.outbox.start()
         self.outbox.kick()
 
@@ -137,6 +140,7 @@ class Node:
     async def stop(self) -> None:
         if self._deposit_task is not None:
             self._deposit_task.cancel()
+        await self.watch.stop()
         await self.escrow.stop()
         await self.outbox.stop()
         await self.channels.stop()

@@ -30,8 +30,10 @@ from node.storage.models import Channel, HeldProposal, OutgoingProof
 from protocol import channel as ch
 from protocol.errors import ErrorCode, ProtocolError, RemoteProtocolError
 from protocol.messages import (
+    EMPTY_SIGNATURE,
     BalanceProof,
     BankAccount,
+    CallbackAddress,
     ChannelAcceptance,
     ChannelProposal,
     ChannelRegistration,
@@ -235,7 +237,7 @@ class ChannelService:
             account_from_info(json.loads(arbiter.info), "the arbiter"),
             os.urandom(16),
         )
-        t = ch.propose(terms, ctx.signer, now_ms=now_ms())
+        t = ch.propose(terms, ctx.signer, now_ms=now_ms(), bounds=self.bounds)
         cid = t.state.channel_id.hex()
         await self._commit(t.state, new=True)
         log.info("channel.proposed", channel=cid, peer=peer_id[:16])
@@ -245,6 +247,12 @@ class ChannelService:
         if isinstance(answer, ChannelAcceptance):
             await self.on_acceptance(answer)
         return self.states[cid]
+
+    @property
+    def bounds(self) -> ch.TermsBounds:
+        """The dispute windows this node's policy accepts, in terms it proposes or accepts."""
+        policy = self.ctx.config.policy
+        return ch.TermsBounds(policy.min_dispute_window_ms, policy.max_dispute_window_ms)
 
     def own_account(self) -> BankAccount:
         bank = self.ctx.config.bank
@@ -319,7 +327,7 @@ class ChannelService:
         return self.states[matches[0]]
 
     async def _accept(self, proposal: ChannelProposal, *, reply_inline: bool) -> ChannelAcceptance:
-        t = ch.accept(proposal, self.ctx.signer, now_ms=now_ms())
+        t = ch.accept(proposal, self.ctx.signer, now_ms=now_ms(), bounds=self.bounds)
         acceptance = next(e.acceptance for e in t.effects if isinstance(e, ch.SendAcceptance))
         outbox = await self._funding_effects(t.state, proposal, acceptance)
         if not reply_inline:
@@ -334,11 +342,14 @@ class ChannelService:
     ) -> list[tuple[str, str, bytes]]:
         """Register with the arbiter and pay our deposit into escrow (both via the outbox)."""
         arbiter = await self.ctx.peer(state.terms.arbiter.hex())
+        callback = CallbackAddress(state.channel_id, self.ctx.signer.node_id,
+                                   self.ctx.config.public_url, now_ms(),
+                                   EMPTY_SIGNATURE).signed_by(self.ctx.signer)
         out = [
             (
                 "send",
                 f"{arbiter.url}/p2p/register",
-                ChannelRegistration(proposal, acceptance).encode(),
+                ChannelRegistration(proposal, acceptance, callback).encode(),
             )
         ]
         deposit = state.terms.deposits()[state.us]

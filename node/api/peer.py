@@ -149,12 +149,20 @@ async def payout(request: web.Request) -> web.Response:
 
 
 async def register(request: web.Request) -> web.Response:
-    msg = await body_as(request, ChannelRegistration)
-    await request.app[ESCROW].on_register(
-        msg, request.headers.get("X-Meterline-Node", ""),
-        request.headers.get("X-Meterline-Callback", ""),
-        request.headers.get("X-Meterline-Callback-Signature", ""))
+    await request.app[ESCROW].on_register(await body_as(request, ChannelRegistration))
     return reply(None)
+
+
+async def escrow_status(request: web.Request) -> web.Response:
+    """The arbiter's signed status of one channel, echoing the asker's fresh challenge."""
+    raw = request.query.get("challenge", "")
+    try:
+        challenge = bytes.fromhex(raw)
+    except ValueError:
+        challenge = b""
+    if len(challenge) not in (16, 32):
+        raise DecodeError(ErrorCode.INVALID_FIELD, "challenge: 16 or 32 random bytes, as hex")
+    return reply(request.app[ESCROW].status(request.match_info["channel_id"], challenge))
 
 
 async def unilateral(request: web.Request) -> web.Response:
@@ -239,7 +247,8 @@ def routes(role: str) -> list[web.RouteDef]:
     common = [web.get("/p2p/info", info), web.post("/p2p/close", close)]
     if role == "arbiter":
         return [*common, web.post("/p2p/register", register),
-                web.post("/p2p/unilateral", unilateral), web.post("/p2p/evidence", evidence)]
+                web.post("/p2p/unilateral", unilateral), web.post("/p2p/evidence", evidence),
+                web.get("/p2p/channels/{channel_id}/status", escrow_status)]
     return [
         *common,
         web.post("/p2p/proposal", proposal),
