@@ -35,7 +35,7 @@ from protocol.messages import (
     UnilateralClose,
 )
 from protocol.references import Purpose, bank_reference
-from protocol.types import MinorUnits
+from protocol.types import MAX_AMOUNT, MAX_TIME_MS, MinorUnits
 
 log = structlog.get_logger()
 CREDITS_CURSOR = "escrow-credits"
@@ -275,7 +275,11 @@ class EscrowService:
         and never let one credit stop the others (or the payouts and deadlines after them)."""
         match = self.references.get(reference)
         reason = ""
-        if match is None:
+        if not 0 < amount <= MAX_AMOUNT or not 0 <= booked_ms <= MAX_TIME_MS:
+            # kept for the operator (never dropped), but no number out of range is stored
+            reason = f"amount {amount} or booking time {booked_ms} out of range"
+            amount, booked_ms = 0, max(0, min(booked_ms, MAX_TIME_MS))
+        elif match is None:
             reason = "no registered channel has this deposit reference"
         else:
             cid, party = match

@@ -134,3 +134,22 @@ async def test_a_booked_payout_is_applied_even_after_a_crash(
     assert again.escrow.states[cid].phase is arb.ArbiterPhase.SETTLED
     notices = [r for r in await again.outbox.pending() if r.target.endswith("/p2p/payout")]
     assert notices == []  # no callback registered: nothing addressed, nothing lost either
+
+
+async def test_a_bank_credit_out_of_range_is_kept_without_its_number(
+    db_url: str, tmp_path: Path, services: ServicesFactory
+) -> None:
+    """A bank answer naming 2^70 minor units must neither crash the poll nor reach a BIGINT."""
+    sim = open_sim()
+    svc = await services(make_config(tmp_path / "arbiter", sim.arbiter, db_url=db_url,
+                                     role="arbiter"))
+    reg = registration_of(sim)
+    await svc.escrow.on_register(reg)
+    ref0 = bank_reference(reg.proposal.terms.channel_id, Purpose.DEPOSIT, 0)
+    await svc.escrow._credit("huge", ref0, 2**70, "EUR", "Bank", 1)
+    await svc.escrow._credit("late", ref0, 5, "EUR", "Bank", 2**80)
+    kept = {c.entry_id: c for c in await unapplied(svc)}
+    assert kept["huge"].amount_minor == 0
+    assert "out of range" in kept["huge"].reason
+    assert "out of range" in kept["late"].reason
+    assert svc.escrow.states[reg.proposal.terms.channel_id.hex()].deposited == (0, 0)
