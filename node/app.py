@@ -18,7 +18,14 @@ from aiohttp import web
 from node.api import admin, peer
 from node.callback import CALLBACK_DOMAIN, callback_body
 from node.channels import ChannelService
-from node.config import Config, ConfigError, load_signer, load_token
+from node.config import (
+    Config,
+    ConfigError,
+    client_ssl_context,
+    load_signer,
+    load_token,
+    server_ssl_context,
+)
 from node.context import Context
 from node.escrow import EscrowService
 from node.keys import CHANNELS, CONFIG, CONTEXT, ESCROW, SIGNER, TOKEN, TRANSFERS, WEBSOCKETS
@@ -79,7 +86,8 @@ class Node:
         engine = make_engine(config.db_url)
         self.ctx = Context(
             config=config, signer=self.signer, engine=engine, db=sessionmaker(engine),
-            peers=PeerClient(node_id=self.signer.node_id.hex()),
+            peers=PeerClient(node_id=self.signer.node_id.hex(),
+                             ssl_context=client_ssl_context(config)),
             rail=build_rail(config))
         self.outbox = Outbox(self.ctx)
         self.transfers = Transfers(self.ctx)
@@ -171,6 +179,7 @@ class Node:
 
 @contextlib.asynccontextmanager
 async def running(config: Config) -> AsyncIterator[Node]:
+    peer_tls = server_ssl_context(config)  # the peer API only: admin stays plain on loopback
     node = Node(config)
     await node.start()
     peer_app, admin_app = node.create_apps()
@@ -179,10 +188,11 @@ async def running(config: Config) -> AsyncIterator[Node]:
     for runner in runners:
         await runner.setup()
     try:
-        await web.TCPSite(runners[0], *config.listen).start()
+        await web.TCPSite(runners[0], *config.listen, ssl_context=peer_tls).start()
         await web.TCPSite(runners[1], *config.admin).start()
         log.info("node.started", name=config.name, role=config.role,
                  node_id=node.signer.node_id.hex(), listen=f"{config.listen[0]}:{config.listen[1]}",
+                 tls=peer_tls is not None,
                  admin=f"{config.admin[0]}:{config.admin[1]}")
         yield node
     finally:
