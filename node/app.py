@@ -31,6 +31,7 @@ from node.escrow import EscrowService
 from node.keys import CHANNELS, CONFIG, CONTEXT, ESCROW, SIGNER, TOKEN, TRANSFERS, WEBSOCKETS
 from node.outbox import Outbox
 from node.peerclient import PeerClient
+from node.peers import announce_if_moved
 from node.storage.db import make_engine, migrate, sessionmaker
 from node.transfers import Transfers
 from protocol.errors import ErrorCode, RemoteProtocolError
@@ -96,6 +97,7 @@ class Node:
         self.outbox.handlers["send"] = self._send
         self.outbox.handlers["deposit"] = self.transfers.submit_row
         self._deposit_task: asyncio.Task[None] | None = None
+        self._announce_task: asyncio.Task[None] | None = None
 
     async def _send(self, row: object) -> None:
         from node.storage.models import Outbox as OutboxRow
@@ -135,6 +137,7 @@ class Node:
             self._deposit_task = asyncio.create_task(self._watch_transfers())
         self.outbox.start()
         self.outbox.kick()
+        self._announce_task = asyncio.create_task(announce_if_moved(self.ctx))
 
     async def _watch_transfers(self) -> None:
         while True:
@@ -143,8 +146,9 @@ class Node:
                 await self.transfers.refresh()
 
     async def stop(self) -> None:
-        if self._deposit_task is not None:
-            self._deposit_task.cancel()
+        for task in (self._deposit_task, self._announce_task):
+            if task is not None:
+                task.cancel()
         await self.escrow.stop()
         await self.outbox.stop()
         await self.channels.stop()

@@ -16,6 +16,7 @@ anyone can verify again later what the account and address were taken from.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ import structlog
 from node.channels import ChannelService
 from node.config import Config
 from node.context import Context, now_ms
-from node.errors import Conflict, NodeError, PeerNotAuthentic
+from node.errors import Conflict, NodeError, PeerNotAuthentic, PeerUnavailable
 from node.storage.models import Peer
 from protocol import channel as ch
 from protocol.crypto import Signer
@@ -40,6 +41,8 @@ CHALLENGE_BYTES = (16, 32)
 MAX_CLOCK_AHEAD_MS = 300_000
 """A record issued more than 5 minutes in the future is refused: once held, it would make every
 later honest record of that peer look old."""
+ANNOUNCED_FILE = "announced.json"
+"""In the data directory: the url, name and account this node last announced to its peers."""
 COMPARED = ("url", "name", "account")
 """What a record change is reported by (the role never changes under one key)."""
 _NON_PRINTABLE = re.compile(r"[^\x20-\x7e]")
@@ -241,3 +244,46 @@ def verified_account(row: Peer) -> BankAccount | None:
         return None
     info.verify_signature(info.node_id)
     return info.account
+
+
+# -- telling known peers that we moved ----------------------------------------------------------
+
+
+async def announce_if_moved(ctx: Context, *, attempts: int = 8, first_delay_s: float = 0.5) -> None:
+    """At start: when our url, name or account differ from what we last announced, send every
+    known peer our newly signed record (``POST /p2p/announce``), each on its own with backoff.
+    Remembered once every peer took it (or refused it with a typed answer); otherwise the next
+    start tries again. Peers accept it only as a newer record signed by our key."""
+    path = ctx.config.data_dir / ANNOUNCED_FILE
+    info = own_identity(ctx.config, ctx.signer, challenge=b"", issued_ms=now_ms())
+    current = {f: v for f, v in json.loads(info_json(info)).items() if f in COMPARED}
+    try:
+        last = json.loads(path.read_text())
+    except (OSError, ValueError):
+        last = None
+    if last == current:
+        return
+    peers = await ctx.all_peers()
+    done = await asyncio.gather(*(_announce_to(ctx, p, info, attempts, first_delay_s)
+                                  for p in peers))
+    if all(done):
+        path.write_text(json.dumps(current))
+
+
+async def _announce_to(ctx: Context, peer: Peer, info: NodeInfo, attempts: int,
+                       delay_s: float) -> bool:
+    for attempt in range(attempts):
+        try:
+            await ctx.peers.send(peer.url, "/p2p/announce", info)
+        except PeerUnavailable as exc:
+            log.info("peer.announce_retry", peer=peer.node_id[:16], error=exc.message[:200],
+                     attempt=attempt + 1)
+            await asyncio.sleep(min(delay_s * 2 ** attempt, 30.0))
+            continue
+        except ProtocolError as exc:
+            log.warning("peer.announce_refused", peer=peer.node_id[:16], code=exc.code.name,
+                        error=exc.message)
+        else:
+            log.info("peer.announced", peer=peer.node_id[:16], url=info.url)
+        return True
+    return False

@@ -7,6 +7,7 @@ only its own key. Every refusal must leave the victim's peer table exactly as it
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -18,7 +19,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from node.app import running
 from node.config import Config, load_config
+from node.peers import ANNOUNCED_FILE
 from node.storage.models import Peer
 from protocol.crypto import Signer
 from protocol.errors import ErrorCode
@@ -403,3 +406,38 @@ async def test_announce_refusals(known_carrier: dict[str, Any]) -> None:
         assert await announce(victim, info) == (400, code)
     assert (await announce(victim, b"\x93\x0f\x01\x00"))[0] == 400
     assert snapshot(await peers(victim)) == before
+
+
+async def test_a_node_that_moved_announces_itself(world: dict[str, Any]) -> None:
+    """The carrier restarts at a new address: at start it sends its known peers a newer signed
+    record, and the victim follows it; a restart without a change announces nothing."""
+    victim = world["victim"]
+    config = with_bank(make_config(world["tmp"] / "moved" / "carrier", world["sim"].peer),
+                       default_accounts()[1])
+    async with running(config) as node:
+        assert (await victim.admin("POST", "/api/peers", {"url": config.public_url}))[0] == 201
+        carrier = RunningNode(node, config, config.token_path.read_text().strip(), victim.http)
+        assert (await carrier.admin("POST", "/api/peers", {"url": victim.peer_url}))[0] == 201
+        assert (await peers(victim))[config_id(config)].url == config.public_url
+    held = (await peers(victim))[config_id(config)]
+    assert json.loads((config.data_dir / ANNOUNCED_FILE).read_text())["url"] == config.public_url
+    async with running(config):
+        await asyncio.sleep(0.5)
+    assert snapshot(await peers(victim)) == snapshot({held.node_id: held})
+    path = config.data_dir / "config.toml"
+    new_port = free_port()
+    path.write_text(path.read_text().replace(str(config.listen[1]), str(new_port)))
+    moved = load_config(config.data_dir)
+    assert moved.public_url == f"http://127.0.0.1:{new_port}"
+    async with running(moved):
+        for _ in range(100):
+            row = (await peers(victim))[config_id(config)]
+            if row.url == moved.public_url:
+                break
+            await asyncio.sleep(0.05)
+        assert (row.url, row.issued_ms > held.issued_ms) == (moved.public_url, True)
+    assert json.loads((config.data_dir / ANNOUNCED_FILE).read_text())["url"] == moved.public_url
+
+
+def config_id(config: Config) -> str:
+    return Signer(bytes.fromhex(config.key_path.read_text().strip())).node_id.hex()
