@@ -16,7 +16,7 @@ def peer() -> None:
 
     \b
     Example:
-      meterline peer add https://carrier.example:7811 --id 3f1c…(64 hex)
+      meterline peer add https://carrier.example:7811 --id <NODE-ID>
     """
 
 
@@ -37,7 +37,7 @@ def add(url: str, node_id: str | None, data_dir: Path | None, as_json: bool) -> 
     \b
     Example:
       meterline peer add http://127.0.0.1:7811 --data-dir ./manufacturer
-      meterline peer add https://escrow.example:7701 --id <64 hex digits>
+      meterline peer add https://escrow.example:7701 --id <NODE-ID>
     """
     body = {"url": url} if node_id is None else {"url": url, "id": node_id}
     data = Admin(data_dir).call("POST", "/api/peers", body)

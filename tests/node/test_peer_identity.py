@@ -441,3 +441,27 @@ async def test_a_node_that_moved_announces_itself(world: dict[str, Any]) -> None
 
 def config_id(config: Config) -> str:
     return Signer(bytes.fromhex(config.key_path.read_text().strip())).node_id.hex()
+
+
+async def test_cli_peer_add_with_a_pin(world: dict[str, Any]) -> None:
+    """`meterline peer add URL --id HEX` as the operator types it (a subprocess)."""
+    import sys
+
+    victim, carrier = world["victim"], world["carrier"]
+    carrier_id, arbiter_id = world["sim"].peer.node_id.hex(), world["sim"].arbiter.node_id.hex()
+
+    async def cli(*args: str) -> tuple[int, str]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "node.cli", "peer", "add", *args,
+            "--data-dir", str(victim.config.data_dir),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        out, _ = await proc.communicate()
+        return proc.returncode or 0, out.decode()
+
+    code, out = await cli(url_of(carrier), "--id", arbiter_id)
+    assert code == 1
+    assert f"answered as {carrier_id}, you pinned {arbiter_id}" in out
+    assert await peers(victim) == {}
+    assert await cli(url_of(carrier), "--id", carrier_id) == (
+        0, f"added node carrier {carrier_id}\n")
+    assert await cli(url_of(carrier)) == (0, f"unchanged node carrier {carrier_id}\n")
