@@ -25,6 +25,7 @@ from node.context import Context, now_ms, upsert_usage
 from node.errors import Conflict, NodeError, NotFound, PeerUnavailable
 from node.outbox import Outbox
 from node.peerclient import OutboundStream
+from node.peers import signed_account
 from node.storage.codec import decode_channel, encode_channel
 from node.storage.models import Channel, HeldProposal, OutgoingProof
 from protocol import channel as ch
@@ -54,14 +55,6 @@ log = structlog.get_logger()
 BUCKET_MS = 3_600_000
 MAX_HELD_PROPOSALS = 100
 """Proposals from peers off the allow-list waiting for the operator (anyone can sign one)."""
-
-
-def account_from_info(info: dict[str, Any], what: str) -> BankAccount:
-    acct = info.get("account") or {}
-    try:
-        return BankAccount(str(acct["scheme"]), str(acct["identification"]), str(acct["name"]))
-    except KeyError:
-        raise NodeError(f"{what} has no bank account configured", code="NO_ACCOUNT") from None
 
 
 def usage_rows(
@@ -233,8 +226,8 @@ class ChannelService:
             tuple(tariff),
             dispute_window_ms,
             self.own_account(),
-            account_from_info(json.loads(peer.info), "the peer"),
-            account_from_info(json.loads(arbiter.info), "the arbiter"),
+            signed_account(peer, "the peer"),
+            signed_account(arbiter, "the arbiter"),
             os.urandom(16),
         )
         t = ch.propose(terms, ctx.signer, now_ms=now_ms(), bounds=self.bounds)
@@ -277,7 +270,7 @@ class ChannelService:
             ) from None
         if arbiter.role != "arbiter":
             raise RemoteProtocolError(ErrorCode.INVALID_TERMS, "the terms' arbiter is no arbiter")
-        if terms.escrow_account != account_from_info(json.loads(arbiter.info), "the arbiter"):
+        if terms.escrow_account != signed_account(arbiter, "the arbiter"):
             raise RemoteProtocolError(
                 ErrorCode.INVALID_TERMS,
                 "the terms name another escrow account than the arbiter's own",

@@ -87,10 +87,12 @@ def wait_port(port: int, timeout_s: float, daemon: Daemon | None = None) -> None
 class NodeHandle(Daemon):
     token: str = ""
     node_id: str = ""
+    scheme: str = "http"
+    """``https`` when the peer API serves TLS."""
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def api(self, method: str, path: str, body: dict[str, Any] | None = None,
             *, timeout_s: float = 120.0) -> Any:
@@ -131,8 +133,10 @@ class Cluster:
 
     def add_node(self, name: str, *, role: str = "node", bank: dict[str, Any] | None,
                  allow: list[str] | None = None, db: str | None = None,
-                 settings: dict[str, dict[str, Any]] | None = None) -> NodeHandle:
-        """Init a node's data directory; `settings` adds config.toml sections (``policy``…)."""
+                 settings: dict[str, dict[str, Any]] | None = None,
+                 tls: dict[str, Path] | None = None) -> NodeHandle:
+        """Init a node's data directory; `settings` adds config.toml sections (``policy``…);
+        `tls` (``cert``, ``key``, ``ca``) goes to ``init --tls-cert/--tls-key/--tls-ca``."""
         self.root.mkdir(parents=True, exist_ok=True)
         directory = self.root / name
         port, admin_port = free_port(), free_port()
@@ -147,6 +151,8 @@ class Cluster:
             argv += ["--db", db]
         for node_id in allow or []:
             argv += ["--allow", node_id]
+        for name_, path in (tls or {}).items():
+            argv += [f"--tls-{name_}", str(path)]
         out = subprocess.run(argv, capture_output=True, check=False)
         if out.returncode != 0:
             raise ClusterError(f"init {name}: {out.stderr.decode()}")
@@ -161,7 +167,8 @@ class Cluster:
             argv=[*meterline_argv(), "node", "start", "--data-dir", str(directory),
                   "--json-logs"],
             token=(directory / "admin.token").read_text().strip(),
-            node_id=json.loads(out.stdout)["node_id"])
+            node_id=json.loads(out.stdout)["node_id"],
+            scheme="https" if tls and "cert" in tls else "http")
         self.nodes[name] = handle
         return handle
 
@@ -214,9 +221,13 @@ def wait_for(check: Any, what: str, timeout_s: float = 60.0) -> None:
 def start_companies(root: Path, *, manufacturer_balance: int = 1_000_000,
                     carrier_balance: int = 50_000, say: Any = None,
                     databases: dict[str, str] | None = None,
-                    settings: dict[str, dict[str, Any]] | None = None) -> Companies:
+                    settings: dict[str, dict[str, Any]] | None = None,
+                    tls: dict[str, dict[str, Path]] | None = None) -> Companies:
     """Start the bank, open three accounts, start the arbiter and both companies, introduce
-    them to each other. The caller stops ``result.cluster`` when done."""
+    them to each other. The caller stops ``result.cluster`` when done.
+
+    `tls` maps a daemon's name (``arbiter``, ``manufacturer``, ``carrier``) to its TLS files
+    (see :meth:`Cluster.add_node`)."""
     import asyncio
 
     from node.provision import open_sandbox_account
@@ -241,13 +252,16 @@ def start_companies(root: Path, *, manufacturer_balance: int = 1_000_000,
                 opening_balance_minor=balance) for acct, name, ident, balance in specs]
 
         escrow_bank, man_bank, car_bank = asyncio.run(provision())
-        dbs = databases or {}
+        dbs, files = databases or {}, tls or {}
         arbiter = cluster.add_node("arbiter", role="arbiter", bank=escrow_bank,
-                                   db=dbs.get("arbiter"), settings=settings)
+                                   db=dbs.get("arbiter"), settings=settings,
+                                   tls=files.get("arbiter"))
         manufacturer = cluster.add_node("manufacturer", bank=man_bank,
-                                        db=dbs.get("manufacturer"), settings=settings)
+                                        db=dbs.get("manufacturer"), settings=settings,
+                                        tls=files.get("manufacturer"))
         carrier = cluster.add_node("carrier", bank=car_bank, allow=[manufacturer.node_id],
-                                   db=dbs.get("carrier"), settings=settings)
+                                   db=dbs.get("carrier"), settings=settings,
+                                   tls=files.get("carrier"))
         for handle in (arbiter, manufacturer, carrier):
             handle.start()
             step(f"{handle.name:<12} {handle.node_id[:16]}…  peer API {handle.url}")
