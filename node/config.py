@@ -67,6 +67,13 @@ class Limits:
     max_body_bytes: int = 64 * 1024
     max_batch: int = 1024
     """Proofs committed together at most (one transaction)."""
+    header_timeout_ms: int = 10_000
+    """A request's headers are complete this soon after the connection opens (or after the
+    request's first byte), or the connection is closed (specs/0005 "Timeouts and limits")."""
+    body_timeout_ms: int = 30_000
+    """A request's body is complete this soon after its headers, or the connection is closed."""
+    idle_timeout_ms: int = 15_000
+    """A kept-alive connection with no new request is closed this long after its last answer."""
 
 
 @dataclass(frozen=True, slots=True)
