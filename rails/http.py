@@ -10,7 +10,7 @@ rail reads an answer through :func:`read_bounded` and parses JSON through :func:
   not read, and the connection is dropped rather than drained. The limit counts the bytes after
   ``Content-Encoding`` is undone, so a small gzip body cannot inflate past it.
 - JSON nested deeper than :data:`MAX_JSON_DEPTH`, or holding a number longer than
-  :data:`MAX_JSON_NUMBER_CHARS` characters, ``NaN`` or ``Infinity``, is
+  :data:`MAX_JSON_NUMBER_CHARS` characters, ``NaN``, ``Infinity`` or a float out of range, is
   :class:`~rails.errors.BankProtocolError`, like any other answer that does not parse. The
   number is refused before it is converted (a 5,000-digit integer costs nothing).
 """
@@ -18,6 +18,7 @@ rail reads an answer through :func:`read_bounded` and parses JSON through :func:
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import aiohttp
@@ -67,7 +68,10 @@ def _int(text: str) -> int:
 
 
 def _float(text: str) -> float:
-    return float(_number(text))
+    value = float(_number(text))
+    if not math.isfinite(value):
+        raise _Refused(f"{text} is out of range")
+    return value
 
 
 def _constant(text: str) -> Any:
