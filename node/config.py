@@ -72,8 +72,9 @@ class Limits:
     request's first byte), or the connection is closed (specs/0005 "Timeouts and limits")."""
     body_timeout_ms: int = 30_000
     """A request's body is complete this soon after its headers, or the connection is closed."""
-    idle_timeout_ms: int = 15_000
-    """A kept-alive connection with no new request is closed this long after its last answer."""
+    idle_timeout_ms: int = 20_000
+    """A kept-alive connection with no new request is closed this long after its last answer
+    (longer than the 15 s our HTTP clients keep an idle connection, so they hang up first)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,11 @@ WebSocket has none of these deadlines (the stream's heartbeat watches it). Heade
 bounded by aiohttp (8190 bytes a line, 128 headers) and body size by the application's
 ``client_max_size``.
 
+The handler hooks aiohttp's ``RequestHandler`` (``data_received``, its message queue and its
+keep-alive handle), which aiohttp does not document as an extension point; the behaviour is
+pinned by ``tests/node/test_slow_clients.py`` and ``tests/rails/sandbox/test_slow_clients.py``
+(checked against aiohttp 3.14).
+
 It lives in ``rails/`` so that the sandbox bank (``rails.sandbox``) and the node (``node.app``)
 share it: ``node`` may import ``rails``, never the other way round.
 """
@@ -43,7 +48,9 @@ class ServerTimeouts:
 
     header_ms: int = 10_000
     body_ms: int = 30_000
-    idle_ms: int = 15_000
+    idle_ms: int = 20_000
+    """Longer than aiohttp's client keep-alive (15 s): our own clients hang up first, so they
+    never reuse a connection at the moment the server closes it."""
 
 
 class BoundedRequestHandler(RequestHandler):
