@@ -38,6 +38,7 @@ from node.watch import ArbiterWatch
 from protocol.errors import ErrorCode, RemoteProtocolError
 from protocol.messages import ChannelRegistration
 from protocol.records import decode_message
+from rails.httpserver import BoundedAppRunner, ServerTimeouts
 from rails.port import Rail
 
 log = structlog.get_logger()
@@ -191,7 +192,10 @@ async def running(config: Config) -> AsyncIterator[Node]:
     node = Node(config)
     await node.start()
     peer_app, admin_app = node.create_apps()
-    runners = [web.AppRunner(app, access_log=None, shutdown_timeout=5)
+    limits = config.limits
+    timeouts = ServerTimeouts(limits.header_timeout_ms, limits.body_timeout_ms,
+                              limits.idle_timeout_ms)
+    runners = [BoundedAppRunner(app, timeouts, access_log=None, shutdown_timeout=5)
                for app in (peer_app, admin_app)]
     for runner in runners:
         await runner.setup()

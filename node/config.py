@@ -68,6 +68,14 @@ class Limits:
     max_body_bytes: int = 64 * 1024
     max_batch: int = 1024
     """Proofs committed together at most (one transaction)."""
+    header_timeout_ms: int = 10_000
+    """A request's headers are complete this soon after the connection opens (or after the
+    request's first byte), or the connection is closed (specs/0005 "Timeouts and limits")."""
+    body_timeout_ms: int = 30_000
+    """A request's body is complete this soon after its headers, or the connection is closed."""
+    idle_timeout_ms: int = 20_000
+    """A kept-alive connection with no new request is closed this long after its last answer
+    (longer than the 15 s our HTTP clients keep an idle connection, so they hang up first)."""
 
 
 @dataclass(frozen=True, slots=True)
