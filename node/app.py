@@ -18,17 +18,27 @@ from aiohttp import web
 from node.api import admin, peer
 from node.callback import CALLBACK_DOMAIN, callback_body
 from node.channels import ChannelService
-from node.config import Config, ConfigError, load_signer, load_token
+from node.config import (
+    Config,
+    ConfigError,
+    client_ssl_context,
+    load_signer,
+    load_token,
+    server_ssl_context,
+)
 from node.context import Context
 from node.escrow import EscrowService
 from node.keys import CHANNELS, CONFIG, CONTEXT, ESCROW, SIGNER, TOKEN, TRANSFERS, WEBSOCKETS
 from node.outbox import Outbox
 from node.peerclient import PeerClient
+from node.peers import announce_if_moved
 from node.storage.db import make_engine, migrate, sessionmaker
 from node.transfers import Transfers
+from node.watch import ArbiterWatch
 from protocol.errors import ErrorCode, RemoteProtocolError
 from protocol.messages import ChannelRegistration
 from protocol.records import decode_message
+from rails.httpserver import BoundedAppRunner, ServerTimeouts
 from rails.port import Rail
 
 log = structlog.get_logger()
@@ -79,15 +89,18 @@ class Node:
         engine = make_engine(config.db_url)
         self.ctx = Context(
             config=config, signer=self.signer, engine=engine, db=sessionmaker(engine),
-            peers=PeerClient(node_id=self.signer.node_id.hex()),
+            peers=PeerClient(node_id=self.signer.node_id.hex(),
+                             ssl_context=client_ssl_context(config)),
             rail=build_rail(config))
         self.outbox = Outbox(self.ctx)
         self.transfers = Transfers(self.ctx)
         self.channels = ChannelService(self.ctx, self.outbox)
         self.escrow = EscrowService(self.ctx, self.outbox, self.transfers)
+        self.watch = ArbiterWatch(self.ctx, self.channels)
         self.outbox.handlers["send"] = self._send
         self.outbox.handlers["deposit"] = self.transfers.submit_row
         self._deposit_task: asyncio.Task[None] | None = None
+        self._announce_task: asyncio.Task[None] | None = None
 
     async def _send(self, row: object) -> None:
         from node.storage.models import Outbox as OutboxRow
@@ -125,8 +138,10 @@ class Node:
         else:
             await self.channels.load()
             self._deposit_task = asyncio.create_task(self._watch_transfers())
+            self.watch.start()
         self.outbox.start()
         self.outbox.kick()
+        self._announce_task = asyncio.create_task(announce_if_moved(self.ctx))
 
     async def _watch_transfers(self) -> None:
         while True:
@@ -135,8 +150,10 @@ class Node:
                 await self.transfers.refresh()
 
     async def stop(self) -> None:
-        if self._deposit_task is not None:
-            self._deposit_task.cancel()
+        for task in (self._deposit_task, self._announce_task):
+            if task is not None:
+                task.cancel()
+        await self.watch.stop()
         await self.escrow.stop()
         await self.outbox.stop()
         await self.channels.stop()
@@ -171,18 +188,23 @@ class Node:
 
 @contextlib.asynccontextmanager
 async def running(config: Config) -> AsyncIterator[Node]:
+    peer_tls = server_ssl_context(config)  # the peer API only: admin stays plain on loopback
     node = Node(config)
     await node.start()
     peer_app, admin_app = node.create_apps()
-    runners = [web.AppRunner(app, access_log=None, shutdown_timeout=5)
+    limits = config.limits
+    timeouts = ServerTimeouts(limits.header_timeout_ms, limits.body_timeout_ms,
+                              limits.idle_timeout_ms)
+    runners = [BoundedAppRunner(app, timeouts, access_log=None, shutdown_timeout=5)
                for app in (peer_app, admin_app)]
     for runner in runners:
         await runner.setup()
     try:
-        await web.TCPSite(runners[0], *config.listen).start()
+        await web.TCPSite(runners[0], *config.listen, ssl_context=peer_tls).start()
         await web.TCPSite(runners[1], *config.admin).start()
         log.info("node.started", name=config.name, role=config.role,
                  node_id=node.signer.node_id.hex(), listen=f"{config.listen[0]}:{config.listen[1]}",
+                 tls=peer_tls is not None,
                  admin=f"{config.admin[0]}:{config.admin[1]}")
         yield node
     finally:

@@ -25,13 +25,16 @@ from node.context import Context, now_ms, upsert_usage
 from node.errors import Conflict, NodeError, NotFound, PeerUnavailable
 from node.outbox import Outbox
 from node.peerclient import OutboundStream
+from node.peers import signed_account
 from node.storage.codec import decode_channel, encode_channel
 from node.storage.models import Channel, HeldProposal, OutgoingProof, Peer
 from protocol import channel as ch
 from protocol.errors import ErrorCode, ProtocolError, RemoteProtocolError
 from protocol.messages import (
+    EMPTY_SIGNATURE,
     BalanceProof,
     BankAccount,
+    CallbackAddress,
     ChannelAcceptance,
     ChannelProposal,
     ChannelRegistration,
@@ -54,14 +57,6 @@ MAX_HELD_PROPOSALS = 100
 """Held proposals from openers that are not known peers (anyone can make a key and sign one)."""
 MAX_HELD_PER_PROPOSER = 3
 """Held proposals from any one opener, known peer or not: nobody crowds out the others."""
-
-
-def account_from_info(info: dict[str, Any], what: str) -> BankAccount:
-    acct = info.get("account") or {}
-    try:
-        return BankAccount(str(acct["scheme"]), str(acct["identification"]), str(acct["name"]))
-    except KeyError:
-        raise NodeError(f"{what} has no bank account configured", code="NO_ACCOUNT") from None
 
 
 def usage_rows(
@@ -205,12 +200,11 @@ class ChannelService:
         scale: int,
     ) -> ch.ChannelState:
         ctx = self.ctx
-        policy = ctx.config.policy
-        if not policy.min_dispute_window_ms <= dispute_window_ms <= policy.max_dispute_window_ms:
-            raise NodeError(
-                f"a dispute window of {dispute_window_ms} ms is outside this node's [policy] "
-                f"range {policy.min_dispute_window_ms}..{policy.max_dispute_window_ms} ms",
-                code="INVALID_DISPUTE_WINDOW")
+        try:  # before anything else: ch.propose checks it again, with the other terms
+            self.bounds.check(dispute_window_ms)
+        except ProtocolError as exc:
+            raise NodeError(f"{exc.message} of this node's [policy]",
+                            code="INVALID_DISPUTE_WINDOW") from None
         if peer_id == ctx.node_id or arbiter_id in (ctx.node_id, peer_id):
             raise NodeError("peer, arbiter and this node must be three different nodes")
         peer, arbiter = await ctx.peer(peer_id), await ctx.peer(arbiter_id)
@@ -241,11 +235,11 @@ class ChannelService:
             tuple(tariff),
             dispute_window_ms,
             self.own_account(),
-            account_from_info(json.loads(peer.info), "the peer"),
-            account_from_info(json.loads(arbiter.info), "the arbiter"),
+            signed_account(peer, "the peer"),
+            signed_account(arbiter, "the arbiter"),
             os.urandom(16),
         )
-        t = ch.propose(terms, ctx.signer, now_ms=now_ms())
+        t = ch.propose(terms, ctx.signer, now_ms=now_ms(), bounds=self.bounds)
         cid = t.state.channel_id.hex()
         await self._commit(t.state, new=True)
         log.info("channel.proposed", channel=cid, peer=peer_id[:16])
@@ -255,6 +249,12 @@ class ChannelService:
         if isinstance(answer, ChannelAcceptance):
             await self.on_acceptance(answer)
         return self.states[cid]
+
+    @property
+    def bounds(self) -> ch.TermsBounds:
+        """The dispute windows this node's policy accepts, in terms it proposes or accepts."""
+        policy = self.ctx.config.policy
+        return ch.TermsBounds(policy.min_dispute_window_ms, policy.max_dispute_window_ms)
 
     def own_account(self) -> BankAccount:
         bank = self.ctx.config.bank
@@ -271,10 +271,7 @@ class ChannelService:
         terms = proposal.terms
         if terms.peer != ctx.signer.node_id:
             raise RemoteProtocolError(ErrorCode.NOT_A_PARTY, "the proposal is not addressed to us")
-        ch.verify_proposal(proposal)
-        outside = self.policy_objection(terms)
-        if outside is not None:
-            raise RemoteProtocolError(ErrorCode.INVALID_TERMS, outside)
+        ch.verify_proposal(proposal, self.bounds)  # our [policy]: refused before it is stored
         if terms.peer_account != self.own_account():
             raise RemoteProtocolError(ErrorCode.INVALID_TERMS, "the terms name another account")
         try:
@@ -285,7 +282,7 @@ class ChannelService:
             ) from None
         if arbiter.role != "arbiter":
             raise RemoteProtocolError(ErrorCode.INVALID_TERMS, "the terms' arbiter is no arbiter")
-        if terms.escrow_account != account_from_info(json.loads(arbiter.info), "the arbiter"):
+        if terms.escrow_account != signed_account(arbiter, "the arbiter"):
             raise RemoteProtocolError(
                 ErrorCode.INVALID_TERMS,
                 "the terms name another escrow account than the arbiter's own",
@@ -302,12 +299,12 @@ class ChannelService:
         return None
 
     def policy_objection(self, terms: ChannelTerms) -> str | None:
-        """Why this node takes no channel on these terms from anyone; None when it may."""
-        policy = self.ctx.config.policy
-        if not policy.min_dispute_window_ms <= terms.dispute_window_ms <= (
-                policy.max_dispute_window_ms):
-            return (f"a dispute window of {terms.dispute_window_ms} ms is outside this node's "
-                    f"range {policy.min_dispute_window_ms}..{policy.max_dispute_window_ms} ms")
+        """Why this node takes no channel on these terms from anyone (its [policy], as the
+        protocol checks it); None when it may."""
+        try:
+            self.bounds.check(terms.dispute_window_ms)
+        except ProtocolError as exc:
+            return exc.message
         return None
 
     def hold_reason(self, terms: ChannelTerms) -> str | None:
@@ -382,12 +379,8 @@ class ChannelService:
             async with self.ctx.db() as session:
                 row = await session.get(HeldProposal, cid)
                 assert row is not None  # only deleted under self.holding
-            proposal = ChannelProposal.decode(row.proposal)
-            outside = self.policy_objection(proposal.terms)
-            if outside is not None:
-                raise NodeError(f"this node's [policy] changed: {outside}; reject it",
-                                code="INVALID_DISPUTE_WINDOW")
-            await self._accept(proposal, reply_inline=False)
+            # ch.accept checks the terms against our [policy] as it is now (INVALID_TERMS)
+            await self._accept(ChannelProposal.decode(row.proposal), reply_inline=False)
             async with self.ctx.db() as session, session.begin():
                 await session.execute(delete(HeldProposal).where(HeldProposal.id == cid))
         return self.states[cid]
@@ -404,7 +397,7 @@ class ChannelService:
         return row
 
     async def _accept(self, proposal: ChannelProposal, *, reply_inline: bool) -> ChannelAcceptance:
-        t = ch.accept(proposal, self.ctx.signer, now_ms=now_ms())
+        t = ch.accept(proposal, self.ctx.signer, now_ms=now_ms(), bounds=self.bounds)
         acceptance = next(e.acceptance for e in t.effects if isinstance(e, ch.SendAcceptance))
         outbox = await self._funding_effects(t.state, proposal, acceptance)
         if not reply_inline:
@@ -419,11 +412,14 @@ class ChannelService:
     ) -> list[tuple[str, str, bytes]]:
         """Register with the arbiter and pay our deposit into escrow (both via the outbox)."""
         arbiter = await self.ctx.peer(state.terms.arbiter.hex())
+        callback = CallbackAddress(state.channel_id, self.ctx.signer.node_id,
+                                   self.ctx.config.public_url, now_ms(),
+                                   EMPTY_SIGNATURE).signed_by(self.ctx.signer)
         out = [
             (
                 "send",
                 f"{arbiter.url}/p2p/register",
-                ChannelRegistration(proposal, acceptance).encode(),
+                ChannelRegistration(proposal, acceptance, callback).encode(),
             )
         ]
         deposit = state.terms.deposits()[state.us]

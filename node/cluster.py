@@ -87,10 +87,12 @@ def wait_port(port: int, timeout_s: float, daemon: Daemon | None = None) -> None
 class NodeHandle(Daemon):
     token: str = ""
     node_id: str = ""
+    scheme: str = "http"
+    """``https`` when the peer API serves TLS."""
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def api(self, method: str, path: str, body: dict[str, Any] | None = None,
             *, timeout_s: float = 120.0) -> Any:
@@ -132,8 +134,10 @@ class Cluster:
     def add_node(self, name: str, *, role: str = "node", bank: dict[str, Any] | None,
                  allow: list[str] | None = None, db: str | None = None,
                  settings: dict[str, dict[str, Any]] | None = None,
+                 tls: dict[str, Path] | None = None,
                  allowed: list[dict[str, Any]] | None = None) -> NodeHandle:
-        """Init a node's data directory; `settings` adds config.toml sections (``policy``…).
+        """Init a node's data directory; `settings` adds config.toml sections (``policy``…);
+        `tls` (``cert``, ``key``, ``ca``) goes to ``init --tls-cert/--tls-key/--tls-ca``.
 
         `allow` are bare allow-list ids (their proposals may not ask us to deposit anything);
         `allowed` are ``[[peers.allowed]]`` entries with limits (``{"node_id": …,
@@ -152,6 +156,8 @@ class Cluster:
             argv += ["--db", db]
         for node_id in allow or []:
             argv += ["--allow", node_id]
+        for name_, path in (tls or {}).items():
+            argv += [f"--tls-{name_}", str(path)]
         out = subprocess.run(argv, capture_output=True, check=False)
         if out.returncode != 0:
             raise ClusterError(f"init {name}: {out.stderr.decode()}")
@@ -169,7 +175,8 @@ class Cluster:
             argv=[*meterline_argv(), "node", "start", "--data-dir", str(directory),
                   "--json-logs"],
             token=(directory / "admin.token").read_text().strip(),
-            node_id=json.loads(out.stdout)["node_id"])
+            node_id=json.loads(out.stdout)["node_id"],
+            scheme="https" if tls and "cert" in tls else "http")
         self.nodes[name] = handle
         return handle
 
@@ -222,9 +229,13 @@ def wait_for(check: Any, what: str, timeout_s: float = 60.0) -> None:
 def start_companies(root: Path, *, manufacturer_balance: int = 1_000_000,
                     carrier_balance: int = 50_000, say: Any = None,
                     databases: dict[str, str] | None = None,
-                    settings: dict[str, dict[str, Any]] | None = None) -> Companies:
+                    settings: dict[str, dict[str, Any]] | None = None,
+                    tls: dict[str, dict[str, Path]] | None = None) -> Companies:
     """Start the bank, open three accounts, start the arbiter and both companies, introduce
-    them to each other. The caller stops ``result.cluster`` when done."""
+    them to each other. The caller stops ``result.cluster`` when done.
+
+    `tls` maps a daemon's name (``arbiter``, ``manufacturer``, ``carrier``) to its TLS files
+    (see :meth:`Cluster.add_node`)."""
     import asyncio
 
     from node.provision import open_sandbox_account
@@ -249,14 +260,16 @@ def start_companies(root: Path, *, manufacturer_balance: int = 1_000_000,
                 opening_balance_minor=balance) for acct, name, ident, balance in specs]
 
         escrow_bank, man_bank, car_bank = asyncio.run(provision())
-        dbs = databases or {}
+        dbs, files = databases or {}, tls or {}
         arbiter = cluster.add_node("arbiter", role="arbiter", bank=escrow_bank,
-                                   db=dbs.get("arbiter"), settings=settings)
+                                   db=dbs.get("arbiter"), settings=settings,
+                                   tls=files.get("arbiter"))
         manufacturer = cluster.add_node("manufacturer", bank=man_bank,
-                                        db=dbs.get("manufacturer"), settings=settings)
+                                        db=dbs.get("manufacturer"), settings=settings,
+                                        tls=files.get("manufacturer"))
         # the carrier takes the manufacturer's proposals at once, up to open_channel's 100.00 EUR
         carrier = cluster.add_node("carrier", bank=car_bank, db=dbs.get("carrier"),
-                                   settings=settings,
+                                   settings=settings, tls=files.get("carrier"),
                                    allowed=[{"node_id": manufacturer.node_id,
                                              "max_peer_deposit": "100.00 EUR"}])
         for handle in (arbiter, manufacturer, carrier):

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import ssl
 import stat
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -90,6 +91,14 @@ class Limits:
     max_body_bytes: int = 64 * 1024
     max_batch: int = 1024
     """Proofs committed together at most (one transaction)."""
+    header_timeout_ms: int = 10_000
+    """A request's headers are complete this soon after the connection opens (or after the
+    request's first byte), or the connection is closed (specs/0005 "Timeouts and limits")."""
+    body_timeout_ms: int = 30_000
+    """A request's body is complete this soon after its headers, or the connection is closed."""
+    idle_timeout_ms: int = 20_000
+    """A kept-alive connection with no new request is closed this long after its last answer
+    (longer than the 15 s our HTTP clients keep an idle connection, so they hang up first)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +119,21 @@ class Policy:
 
 
 WATCHES_PER_WINDOW = 10
+
+
+@dataclass(frozen=True, slots=True)
+class TlsConfig:
+    """TLS on the peer API (the admin API stays plain HTTP on loopback).
+
+    `cert_file` and `key_file` (PEM, the key mode 0600 like the node key) make the peer API serve
+    HTTPS; `public_url` must then be ``https://``. `ca_file` (PEM: a CA bundle, or a peer's
+    self-signed certificate to pin) is what this node verifies https peers against instead of
+    the system CAs. Verification is always on.
+    """
+
+    cert_file: str = ""
+    key_file: str = ""
+    ca_file: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +195,7 @@ class Config:
     limits: Limits = field(default_factory=Limits)
     dispute_window_ms: int = 86_400_000
     policy: Policy = field(default_factory=Policy)
+    tls: TlsConfig = field(default_factory=TlsConfig)
     allowances: tuple[Allowance, ...] = ()
     """The limits of each allow-listed opener; an id in `allow` without one has the defaults."""
 
@@ -243,11 +268,14 @@ def init_data_dir(
     allow: list[str] | None = None,
     allowed: Sequence[Mapping[str, Any]] | None = None,
     seed: bytes | None = None,
+    tls: dict[str, Path] | None = None,
 ) -> Signer:
     """Write config.toml, the key and the token. Refuses to overwrite an existing key.
 
     `allow` are bare allow-list ids (default limits); `allowed` are ``[[peers.allowed]]`` tables
-    (``{"node_id": …, "max_peer_deposit": "100.00 EUR"}``).
+    (``{"node_id": …, "max_peer_deposit": "100.00 EUR"}``). `tls` (``cert``, ``key``, ``ca``;
+    paths stored absolute): with a certificate and key the peer API serves HTTPS and
+    `public_url` is ``https://HOST:PORT``.
     """
     if role not in ("node", "arbiter"):
         raise ConfigError(f"role must be node or arbiter, not {role!r}")
@@ -259,19 +287,21 @@ def init_data_dir(
     key_path = data_dir / KEY_FILE
     if key_path.exists():
         raise ConfigError(f"{key_path} already exists: refusing to overwrite a node key")
+    tls_section = _tls_section(tls or {})
     signer = Signer(seed if seed is not None else secrets.token_bytes(32))
     write_private(key_path, signer.seed().hex().encode() + b"\n")
     token_path = data_dir / TOKEN_FILE
     token_path.unlink(missing_ok=True)
     write_private(token_path, secrets.token_urlsafe(32).encode() + b"\n")
     host, port = parse_hostport(listen, "--listen")
+    scheme = "https" if "cert_file" in tls_section else "http"
     sections: dict[str, Mapping[str, Any] | Sequence[Mapping[str, Any]]] = {
         "node": {
             "name": name,
             "role": role,
             "listen": listen,
             "admin": admin,
-            "public_url": f"http://{host}:{port}",
+            "public_url": f"{scheme}://{host}:{port}",
             "db": db or f"sqlite+aiosqlite:///{(data_dir / DB_FILE).resolve()}",
         },
         "bank": {k: v for k, v in (bank or {}).items() if v is not None},
@@ -279,12 +309,33 @@ def init_data_dir(
     }
     if allowed:
         sections["peers.allowed"] = list(allowed)
+    if tls_section:
+        sections["tls"] = tls_section
     (data_dir / CONFIG_FILE).write_text(render_config(sections))
     return signer
 
 
+def _tls_section(tls: dict[str, Path]) -> dict[str, str]:
+    unknown = set(tls) - {"cert", "key", "ca"}
+    if unknown:
+        raise ConfigError(f"unknown TLS settings {sorted(unknown)}")
+    if ("cert" in tls) != ("key" in tls):
+        raise ConfigError("--tls-cert and --tls-key go together (the peer API's certificate "
+                          "and its private key)")
+    section = {}
+    for name, setting in (("cert", "cert_file"), ("key", "key_file"), ("ca", "ca_file")):
+        if name in tls:
+            path = Path(tls[name]).resolve()
+            if not path.is_file():
+                raise ConfigError(f"--tls-{name}: no file {path}")
+            section[setting] = str(path)
+    if "key_file" in section:
+        _check_private(Path(section["key_file"]))
+    return section
+
+
 NODE_KEYS = frozenset({"name", "role", "listen", "admin", "public_url", "db", "dispute_window_ms"})
-SECTIONS = frozenset({"node", "bank", "peers", "limits", "policy"})
+SECTIONS = frozenset({"node", "bank", "peers", "limits", "policy", "tls"})
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
@@ -354,19 +405,25 @@ def load_config(data_dir: Path) -> Config:
     if twice:
         raise ConfigError(f"{path}: [peers] names {', '.join(twice)} more than once (allow and "
                           "[[peers.allowed]] together)")
+    tls = _tls(path, data_dir, raw.get("tls", {}))
     window = node.get("dispute_window_ms", 86_400_000)
     if not isinstance(window, int) or isinstance(window, bool) or not (
             policy.min_dispute_window_ms <= window <= policy.max_dispute_window_ms):
         raise ConfigError(
             f"{path}: [node] dispute_window_ms must be an integer within [policy] "
             f"{policy.min_dispute_window_ms}..{policy.max_dispute_window_ms}")
+    scheme = "https" if tls.cert_file else "http"
+    public_url = _str(path, node, "public_url", f"{scheme}://{listen[0]}:{listen[1]}")
+    if tls.cert_file and not public_url.startswith("https://"):
+        raise ConfigError(f"{path}: [tls] serves the peer API over HTTPS, so [node] public_url "
+                          f"must be https://…, not {public_url!r}")
     return Config(
         data_dir=data_dir,
         name=_str(path, node, "name", data_dir.name),
         role=role,
         listen=listen,
         admin=admin,
-        public_url=_str(path, node, "public_url", f"http://{listen[0]}:{listen[1]}"),
+        public_url=public_url,
         db_url=_str(path, node, "db", f"sqlite+aiosqlite:///{(data_dir / DB_FILE).resolve()}"),
         bank=bank,
         allow=tuple(ids),
@@ -374,6 +431,7 @@ def load_config(data_dir: Path) -> Config:
         dispute_window_ms=window,
         policy=policy,
         allowances=allowances,
+        tls=tls,
     )
 
 
@@ -448,6 +506,17 @@ def _allowance(path: Path, n: int, entry: Any, policy: Policy) -> Allowance:
     return Allowance(node_id, windows[0], windows[1], max_minor, deposit_currency, currencies)
 
 
+def _tls(path: Path, data_dir: Path, raw: dict[str, Any]) -> TlsConfig:
+    """[tls]: paths relative to the data directory become absolute; cert and key go together."""
+    tls: TlsConfig = _typed(path, "tls", raw, TlsConfig)
+    if bool(tls.cert_file) != bool(tls.key_file):
+        raise ConfigError(f"{path}: [tls] cert_file and key_file go together")
+    return TlsConfig(**{name: str(data_dir / value) if value else ""
+                        for name, value in (("cert_file", tls.cert_file),
+                                            ("key_file", tls.key_file),
+                                            ("ca_file", tls.ca_file))})
+
+
 def _policy(path: Path, raw: dict[str, Any]) -> Policy:
     policy: Policy = _typed(path, "policy", raw, Policy)
     if policy.max_dispute_window_ms > MAX_DISPUTE_WINDOW_MS:
@@ -468,12 +537,50 @@ def read_private(path: Path, what: str) -> str:
     """A secret file's text; refused when missing or when group or others can read it."""
     if not path.exists():
         raise ConfigError(f"no {what} {path}: run `meterline init` first")
+    _check_private(path)
+    return path.read_text().strip()
+
+
+def _check_private(path: Path) -> None:
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
         raise ConfigError(
             f"{path} is readable by others (mode {mode:o}): run `chmod 600 {path}`"
         )
-    return path.read_text().strip()
+
+
+def server_ssl_context(config: Config) -> ssl.SSLContext | None:
+    """The peer API's TLS context from [tls] cert_file and key_file (None: plain HTTP).
+
+    The key file must be private (mode 0600), like the node key."""
+    tls = config.tls
+    if not tls.cert_file:
+        return None
+    for setting, value in (("cert_file", tls.cert_file), ("key_file", tls.key_file)):
+        if not Path(value).is_file():
+            raise ConfigError(f"[tls] {setting}: no file {value}")
+    read_private(Path(tls.key_file), "TLS key file")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(tls.cert_file, tls.key_file)
+    except (ssl.SSLError, ValueError) as exc:
+        raise ConfigError(f"[tls] cannot use {tls.cert_file} with {tls.key_file}: {exc}") from None
+    return context
+
+
+def client_ssl_context(config: Config) -> ssl.SSLContext:
+    """How this node verifies https peers: [tls] ca_file when set (a CA bundle or a pinned
+    self-signed certificate, nothing else trusted), else the system CAs. Hostnames are checked."""
+    ca_file = config.tls.ca_file or None
+    if ca_file is not None and not Path(ca_file).is_file():
+        raise ConfigError(f"[tls] ca_file: no file {ca_file}")
+    try:
+        context = ssl.create_default_context(cafile=ca_file)
+    except ssl.SSLError as exc:
+        raise ConfigError(f"[tls] ca_file {ca_file} holds no usable certificate: {exc}") from None
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
 
 
 def load_signer(config: Config) -> Signer:

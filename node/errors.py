@@ -31,3 +31,10 @@ class Conflict(NodeError):
 class PeerUnavailable(NodeError):
     status = 502
     code = "PEER_UNAVAILABLE"
+
+
+class PeerNotAuthentic(NodeError):
+    """A URL answered, but not with a fresh identity signed by the key it names."""
+
+    status = 502
+    code = "PEER_NOT_AUTHENTIC"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import re
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -13,7 +12,6 @@ from datetime import UTC, datetime
 import structlog
 from sqlalchemy import select, update
 
-from node.callback import CALLBACK_DOMAIN, MAX_CALLBACK, callback_body
 from node.context import Context, now_ms
 from node.errors import NotFound
 from node.outbox import Outbox
@@ -22,21 +20,22 @@ from node.storage.models import Cursor, Escrow, UnappliedCredit
 from node.storage.models import Outbox as OutboxRow
 from node.transfers import Transfers
 from protocol import arbiter as arb
-from protocol.crypto import verify
+from protocol.channel import TermsBounds
 from protocol.errors import ErrorCode, ProtocolError, RemoteProtocolError
 from protocol.messages import (
     EMPTY_SIGNATURE,
     BankAccount,
+    CallbackAddress,
     ChannelRegistration,
     ChannelTerms,
     CooperativeClose,
     DisputeEvidence,
     DisputeNotice,
-    FundingConfirmation,
+    EscrowStatus,
     UnilateralClose,
 )
 from protocol.references import Purpose, bank_reference
-from protocol.types import MinorUnits
+from protocol.types import MAX_AMOUNT, MAX_TIME_MS, MinorUnits
 
 log = structlog.get_logger()
 CREDITS_CURSOR = "escrow-credits"
@@ -49,6 +48,8 @@ class EscrowService:
         self.transfers = transfers
         self.states: dict[str, arb.ArbiterState] = {}
         self.urls: dict[str, list[str]] = {}
+        self.url_ms: dict[str, list[int]] = {}
+        """Per channel, `issued_ms` of each party's callback held (a newer one replaces it)."""
         self.locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self.references: dict[str, tuple[str, int]] = {}
         outbox.handlers["payout"] = self._payout
@@ -57,12 +58,14 @@ class EscrowService:
     async def load(self) -> None:
         async with self.ctx.db() as session:
             for row in (await session.scalars(select(Escrow))).all():
-                self._remember(decode_escrow(row.state), [row.opener_url, row.peer_url])
+                self._remember(decode_escrow(row.state), [row.opener_url, row.peer_url],
+                               [row.opener_url_ms, row.peer_url_ms])
 
-    def _remember(self, state: arb.ArbiterState, urls: list[str]) -> None:
+    def _remember(self, state: arb.ArbiterState, urls: list[str], stamps: list[int]) -> None:
         cid = state.channel_id.hex()
         self.states[cid] = state
         self.urls[cid] = urls
+        self.url_ms[cid] = stamps
         for party in (0, 1):
             self.references[bank_reference(state.channel_id, Purpose.DEPOSIT, party)] = (cid, party)
 
@@ -75,10 +78,11 @@ class EscrowService:
     async def _commit(self, state: arb.ArbiterState, effects: Sequence[arb.Effect] = (),
                       *, new: bool = False) -> None:
         cid = state.channel_id.hex()
-        urls = self.urls[cid]
+        urls, stamps = self.urls[cid], self.url_ms.get(cid, [0, 0])
         async with self.ctx.db() as session, session.begin():
             values = {"phase": state.phase.value, "state": encode_escrow(state),
-                      "opener_url": urls[0], "peer_url": urls[1], "updated_ms": state.updated_ms}
+                      "opener_url": urls[0], "peer_url": urls[1], "opener_url_ms": stamps[0],
+                      "peer_url_ms": stamps[1], "updated_ms": state.updated_ms}
             if new:
                 session.add(Escrow(id=cid, **values))
             else:
@@ -116,37 +120,47 @@ class EscrowService:
 
     # -- messages from nodes ------------------------------------------------------------------
 
-    async def on_register(self, reg: ChannelRegistration, node_id: str, callback: str,
-                          callback_signature: str) -> None:
-        """Take a channel into escrow (idempotent). The registering party may name where it
-        wants the arbiter's messages, signed with its key so nobody else can redirect them."""
+    async def on_register(self, reg: ChannelRegistration) -> None:
+        """Take a channel into escrow (idempotent). A registering party names where it wants
+        the arbiter's messages in a `CallbackAddress` it signs; only a newer one than held
+        replaces it, so nobody else can redirect them and an old one cannot be replayed."""
         terms = reg.proposal.terms
         cid = terms.channel_id.hex()
         own = self.own_account()
         if own is not None and terms.escrow_account != own:
             raise RemoteProtocolError(ErrorCode.INVALID_TERMS,
                                       "the terms name another escrow account than this arbiter's")
-        party = self._callback_party(terms, cid, node_id, callback, callback_signature)
         async with self.locks[cid]:
             existing = self.states.get(cid)
             state = existing or arb.register(reg.proposal, reg.acceptance,
-                                             self.ctx.signer.node_id, now_ms=now_ms())
+                                             self.ctx.signer.node_id, now_ms=now_ms(),
+                                             bounds=self.bounds)
             urls = list(self.urls.get(cid, ["", ""]))
-            if party is not None:
-                urls[party] = callback.rstrip("/")
-            previous = self.urls.get(cid)
-            self.urls[cid] = urls
+            stamps = list(self.url_ms.get(cid, [0, 0]))
+            if reg.callback is not None:
+                party = self._callback_party(terms, reg.callback)
+                if reg.callback.issued_ms > stamps[party]:
+                    urls[party] = reg.callback.url.rstrip("/")
+                    stamps[party] = reg.callback.issued_ms
+            previous = self.urls.get(cid), self.url_ms.get(cid)
+            self.urls[cid], self.url_ms[cid] = urls, stamps
             try:
                 await self._commit(state, self._catch_up(state), new=existing is None)
             except Exception:
-                if previous is None:
+                if previous[0] is None:
                     self.urls.pop(cid, None)
+                    self.url_ms.pop(cid, None)
                 else:
-                    self.urls[cid] = previous
+                    self.urls[cid], self.url_ms[cid] = previous[0], previous[1] or [0, 0]
                 raise
-            self._remember(state, urls)
+            self._remember(state, urls, stamps)
         log.info("escrow.registered", channel=cid)
         await self._rematch(cid)
+
+    @property
+    def bounds(self) -> TermsBounds:
+        policy = self.ctx.config.policy
+        return TermsBounds(policy.min_dispute_window_ms, policy.max_dispute_window_ms)
 
     def own_account(self) -> BankAccount | None:
         bank = self.ctx.config.bank
@@ -154,35 +168,24 @@ class EscrowService:
             return None
         return BankAccount(bank.scheme, bank.identification, bank.name or self.ctx.config.name)
 
-    def _callback_party(self, terms: ChannelTerms, cid: str, node_id: str, callback: str,
-                        signature: str) -> int | None:
-        """Which party's address `callback` becomes — only with that party's signature."""
-        if not callback:
-            return None
-        if not re.fullmatch(r"https?://[A-Za-z0-9.\-:\[\]]+(/[\x21-\x7e]*)?", callback) \
-                or len(callback) > MAX_CALLBACK:
-            raise RemoteProtocolError(ErrorCode.INVALID_FIELD, "the callback is not an http(s) URL")
-        party = next((i for i, p in enumerate(terms.parties()) if p.hex() == node_id), None)
-        if party is None:
-            raise RemoteProtocolError(ErrorCode.NOT_A_PARTY, "the callback's node is no party")
-        try:
-            sig = bytes.fromhex(signature)
-        except ValueError:
-            sig = b""
-        verify(terms.parties()[party], CALLBACK_DOMAIN, callback_body(cid, callback), sig)
+    @staticmethod
+    def _callback_party(terms: ChannelTerms, callback: CallbackAddress) -> int:
+        """Which party's address `callback` is — only with that party's signature."""
+        if callback.channel_id != terms.channel_id:
+            raise RemoteProtocolError(ErrorCode.WRONG_CHANNEL, "a callback for another channel")
+        party = terms.party_index(callback.party)
+        callback.verify_signature(callback.party)
         return party
 
     def _catch_up(self, state: arb.ArbiterState) -> list[arb.Effect]:
         """What a party that registers late has missed: confirmations of deposits already
         seen (signed again; the amounts are totals, so a repeat changes nothing)."""
-        effects: list[arb.Effect] = []
-        for party in (0, 1):
-            if state.deposited[party]:
-                effects.append(arb.SendFundingConfirmation(FundingConfirmation(
-                    state.channel_id, state.terms.parties()[party], state.deposited[party],
-                    bank_reference(state.channel_id, Purpose.DEPOSIT, party),
-                    state.updated_ms, EMPTY_SIGNATURE).signed_by(self.ctx.signer)))
-        return effects
+        return [arb.SendFundingConfirmation(conf)
+                for conf in arb.funding_confirmations(state, self.ctx.signer)]
+
+    def status(self, cid: str, challenge: bytes) -> EscrowStatus:
+        """The signed status a node watching its channel asks for (specs/0005 §4)."""
+        return arb.status(self.get(cid), self.ctx.signer, challenge, now_ms=now_ms())
 
     async def on_close(self, close: CooperativeClose) -> None:
         await self._apply(close.channel_id.hex(), arb.ReceiveCooperativeClose(close))
@@ -272,7 +275,11 @@ class EscrowService:
         and never let one credit stop the others (or the payouts and deadlines after them)."""
         match = self.references.get(reference)
         reason = ""
-        if match is None:
+        if not 0 < amount <= MAX_AMOUNT or not 0 <= booked_ms <= MAX_TIME_MS:
+            # kept for the operator (never dropped), but no number out of range is stored
+            reason = f"amount {amount} or booking time {booked_ms} out of range"
+            amount, booked_ms = 0, max(0, min(booked_ms, MAX_TIME_MS))
+        elif match is None:
             reason = "no registered channel has this deposit reference"
         else:
             cid, party = match

@@ -8,46 +8,77 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import aiohttp
 import structlog
 
-from node.errors import PeerUnavailable
-from protocol.errors import ErrorCode, RemoteProtocolError
-from protocol.messages import Error
+from node.errors import PeerNotAuthentic, PeerUnavailable
+from protocol.errors import ErrorCode, ProtocolError, RemoteProtocolError
+from protocol.messages import Error, NodeInfo
 from protocol.records import Message, decode_message
 
 log = structlog.get_logger()
 MSGPACK = "application/msgpack"
+MAX_IDENTITY_BYTES = 64 * 1024
+"""The most of an identity answer read (a NodeInfo is well under 1 KiB)."""
 
 
 class PeerClient:
-    def __init__(self, *, node_id: str, timeout_s: float = 10.0) -> None:
+    """One client session for every peer: POST, GET and the WebSocket streams.
+
+    `ssl_context` verifies https/wss peers (built once from ``[tls] ca_file`` or the system CAs,
+    :func:`node.config.client_ssl_context`); without it aiohttp's default verification applies.
+    Verification is never turned off.
+    """
+
+    def __init__(self, *, node_id: str, timeout_s: float = 10.0,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self._session: aiohttp.ClientSession | None = None
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._headers = {"X-Meterline-Node": node_id}
+        self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
 
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self._timeout, headers=self._headers)
+            self._session = aiohttp.ClientSession(
+                timeout=self._timeout, headers=self._headers,
+                connector=aiohttp.TCPConnector(ssl=self._ssl))
         return self._session
 
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
 
-    async def info(self, url: str) -> dict[str, Any]:
+    async def identity(self, url: str, challenge: bytes) -> NodeInfo:
+        """`GET {url}/p2p/identity?challenge=HEX`: the NodeInfo it answers, not yet checked
+        (:func:`node.peers.check_identity` does). Unreachable or 5xx → PeerUnavailable; any other
+        answer that is not a NodeInfo (an Error, HTML, over 64 KiB) → PeerNotAuthentic."""
+        target = f"{url.rstrip('/')}/p2p/identity"
         try:
-            async with self.session.get(f"{url.rstrip('/')}/p2p/info") as resp:
-                if resp.status != 200:
-                    raise PeerUnavailable(f"{url} answered {resp.status} to /p2p/info")
-                data: dict[str, Any] = await resp.json()
-                return data
+            async with self.session.get(target, params={"challenge": challenge.hex()}) as resp:
+                if resp.status >= 500:
+                    raise PeerUnavailable(f"{url} answered HTTP {resp.status} to /p2p/identity")
+                body = await _read_at_most(resp, MAX_IDENTITY_BYTES)
+                status = resp.status
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise PeerUnavailable(f"cannot reach {url}: {exc}") from None
+        if body is None:
+            raise PeerNotAuthentic(f"{url} answered more than {MAX_IDENTITY_BYTES} bytes to "
+                                   "/p2p/identity")
+        try:
+            answer = decode_message(body)
+        except ProtocolError:
+            raise PeerNotAuthentic(f"{url} did not answer with a signed identity (HTTP {status}, "
+                                   f"{len(body)} bytes that are no message): is it a meterline "
+                                   "node?") from None
+        if isinstance(answer, Error):
+            raise PeerNotAuthentic(f"{url} refused to prove its identity: {answer.message}")
+        if not isinstance(answer, NodeInfo):
+            raise PeerNotAuthentic(f"{url} answered {type(answer).__name__}, not NodeInfo")
+        return answer
 
     async def fetch(self, url: str) -> Message | None:
         """GET one message (None for 204)."""
@@ -77,6 +108,16 @@ class PeerClient:
         if isinstance(answer, Error):
             raise RemoteProtocolError(_code(answer.code), answer.message)
         return answer
+
+
+async def _read_at_most(resp: aiohttp.ClientResponse, limit: int) -> bytes | None:
+    """The body, or None as soon as it runs over `limit` (the rest is never buffered)."""
+    body = bytearray()
+    async for chunk in resp.content.iter_chunked(16 * 1024):
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
 
 
 def _code(value: int) -> ErrorCode:

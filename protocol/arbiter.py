@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TypeAlias
 
-from protocol.channel import check_terms
+from protocol.channel import ANY_WINDOW, TermsBounds, check_terms
 from protocol.crypto import Signer
 from protocol.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
 from protocol.machine import allowed_phases, check_landed
@@ -29,6 +29,8 @@ from protocol.messages import (
     ChannelTerms,
     CooperativeClose,
     DisputeEvidence,
+    DisputeNotice,
+    EscrowStatus,
     FundingConfirmation,
     PayoutNotice,
     UnilateralClose,
@@ -36,7 +38,7 @@ from protocol.messages import (
 from protocol.money import Payouts, compute_payouts, currency_exponent
 from protocol.references import Purpose, bank_reference, idempotency_key
 from protocol.tariff import tariff_amount
-from protocol.types import Amount, ChannelId, MinorUnits
+from protocol.types import MAX_AMOUNT, MAX_TIME_MS, Amount, ChannelId, MinorUnits
 
 MAX_DEPOSIT_ENTRIES = 32
 """Bank entries remembered per channel to make deposit observation idempotent."""
@@ -197,13 +199,15 @@ TRANSITIONS: dict[tuple[ArbiterPhase, type], frozenset[ArbiterPhase]] = {
 
 
 def register(
-    proposal: ChannelProposal, acceptance: ChannelAcceptance, arbiter_id: bytes, *, now_ms: int
+    proposal: ChannelProposal, acceptance: ChannelAcceptance, arbiter_id: bytes, *, now_ms: int,
+    bounds: TermsBounds = ANY_WINDOW,
 ) -> ArbiterState:
-    """Take a channel into escrow once both parties' signatures over the terms verify."""
+    """Take a channel into escrow once both parties' signatures over the terms verify and the
+    terms lie within the arbiter's `bounds` (its dispute-window policy)."""
     terms = proposal.terms
     if terms.arbiter != arbiter_id:
         raise RemoteProtocolError(ErrorCode.NOT_A_PARTY, "the terms name another arbiter")
-    check_terms(terms)
+    check_terms(terms, bounds)
     proposal.verify_signature(terms.opener)
     acceptance.verify_for(terms)
     return ArbiterState(
@@ -226,8 +230,12 @@ def step(state: ArbiterState, event: Input, *, now_ms: int) -> Transition:
 
 
 def _on_deposit(state: ArbiterState, event: ObserveDeposit, now_ms: int) -> Transition:
-    if event.depositor not in (0, 1) or event.amount <= 0:
+    if event.depositor not in (0, 1) or not 0 < event.amount <= MAX_AMOUNT:
         raise LocalProtocolError(ErrorCode.INVALID_AMOUNT, "a deposit is a positive credit")
+    if not 0 <= event.booked_ms <= MAX_TIME_MS:
+        raise LocalProtocolError(ErrorCode.INVALID_FIELD, "a booking time out of range")
+    if state.deposited[event.depositor] + event.amount > MAX_AMOUNT:
+        raise LocalProtocolError(ErrorCode.INVALID_AMOUNT, "deposits above 2^63-1")
     if event.entry_id in state.deposit_entries:
         return Transition(state)  # the same bank entry seen again
     if len(state.deposit_entries) >= MAX_DEPOSIT_ENTRIES:
@@ -402,6 +410,38 @@ def _on_booked(state: ArbiterState, event: ObservePayoutBooked, now_ms: int) -> 
     return Transition(
         replace(new, phase=ArbiterPhase.SETTLED, notice=notice), (SendPayoutNotice(notice),)
     )
+
+
+def dispute_notice(state: ArbiterState, signer: Signer) -> DisputeNotice | None:
+    """The signed notice of the open (or decided) unilateral close, if there is one."""
+    if state.claim is None or state.deadline_ms is None:
+        return None
+    return DisputeNotice(state.channel_id, state.claim, state.deadline_ms,
+                         EMPTY_SIGNATURE).signed_by(signer)
+
+
+def funding_confirmations(state: ArbiterState, signer: Signer) -> tuple[FundingConfirmation, ...]:
+    """A signed confirmation of each party's total deposit seen so far (totals: a repeat
+    changes nothing at the node)."""
+    return tuple(
+        FundingConfirmation(
+            state.channel_id, state.terms.parties()[party], state.deposited[party],
+            bank_reference(state.channel_id, Purpose.DEPOSIT, party), state.updated_ms,
+            EMPTY_SIGNATURE,
+        ).signed_by(signer)
+        for party in (0, 1)
+        if state.deposited[party]
+    )
+
+
+def status(state: ArbiterState, signer: Signer, challenge: bytes, *, now_ms: int
+           ) -> EscrowStatus:
+    """The arbiter's signed answer to a node watching its channel (specs/0005 §4): what it
+    needs to act on without any push reaching it — deposits, an open dispute, the payouts."""
+    return EscrowStatus(
+        state.channel_id, state.phase.value, challenge, funding_confirmations(state, signer),
+        dispute_notice(state, signer), state.notice, now_ms, EMPTY_SIGNATURE,
+    ).signed_by(signer)
 
 
 _HANDLERS: dict[type, Callable[[ArbiterState, Input, int], Transition]] = {

@@ -36,9 +36,40 @@ from protocol.messages import (
 )
 from protocol.money import check_scale, currency_exponent, from_minor_units
 from protocol.tariff import check_tariff, tariff_amount
-from protocol.types import U64_MAX, Amount, ChannelId, MinorUnits, Nonce, Quantity
+from protocol.types import (
+    MAX_AMOUNT,
+    MAX_DISPUTE_WINDOW_MS,
+    Amount,
+    ChannelId,
+    MinorUnits,
+    Nonce,
+    Quantity,
+)
 
 MIN_DISPUTE_WINDOW_MS = 1_000
+
+
+@dataclass(frozen=True, slots=True)
+class TermsBounds:
+    """The dispute windows a node (or arbiter) accepts in any channel's terms: its policy.
+
+    The protocol's own limits are 1 s and 366 days; a node narrows them (specs/0001 §6: a
+    window must leave an honest node many chances to learn of a unilateral close in time).
+    """
+
+    min_dispute_window_ms: int = MIN_DISPUTE_WINDOW_MS
+    max_dispute_window_ms: int = MAX_DISPUTE_WINDOW_MS
+
+    def check(self, window_ms: int) -> None:
+        if not self.min_dispute_window_ms <= window_ms <= self.max_dispute_window_ms:
+            raise RemoteProtocolError(
+                ErrorCode.INVALID_TERMS,
+                f"the dispute window {window_ms} ms is outside the accepted range "
+                f"{self.min_dispute_window_ms}..{self.max_dispute_window_ms} ms",
+            )
+
+
+ANY_WINDOW = TermsBounds()
 
 
 class Phase(enum.StrEnum):
@@ -366,6 +397,7 @@ TRANSITIONS: dict[tuple[Phase, type], frozenset[Phase]] = {
     (P.DISPUTED, ReceiveDisputeNotice): frozenset({P.DISPUTED}),
     (P.CLOSED, ReceiveDisputeNotice): frozenset({P.CLOSED}),
     (P.DISPUTED, ActionSubmitEvidence): frozenset({P.DISPUTED}),
+    (P.CLOSED, ActionSubmitEvidence): frozenset({P.CLOSED}),
     (P.OPEN, ReceivePayout): frozenset({P.SETTLED}),
     (P.CLOSING, ReceivePayout): frozenset({P.SETTLED}),
     (P.CLOSED, ReceivePayout): frozenset({P.SETTLED}),
@@ -378,8 +410,9 @@ TRANSITIONS: dict[tuple[Phase, type], frozenset[Phase]] = {
 # Creating a channel
 
 
-def check_terms(terms: ChannelTerms) -> None:
-    """INVALID_TERMS (or the money/tariff code) unless the terms can make a channel."""
+def check_terms(terms: ChannelTerms, bounds: TermsBounds = ANY_WINDOW) -> None:
+    """INVALID_TERMS (or the money/tariff code) unless the terms can make a channel that
+    `bounds` (the checking node's policy) allows."""
     parties = {terms.opener, terms.peer, terms.arbiter}
     if len(parties) != 3:
         raise RemoteProtocolError(
@@ -393,10 +426,12 @@ def check_terms(terms: ChannelTerms) -> None:
     if terms.opener_deposit + terms.peer_deposit == 0:
         raise RemoteProtocolError(ErrorCode.INVALID_TERMS, "a channel needs a deposit")
     exponent = currency_exponent(terms.currency)
-    if from_minor_units(terms.opener_deposit + terms.peer_deposit, terms.scale, exponent) > U64_MAX:
-        raise RemoteProtocolError(ErrorCode.INVALID_TERMS, "deposits overflow u64 at this scale")
+    total = from_minor_units(terms.opener_deposit + terms.peer_deposit, terms.scale, exponent)
+    if total > MAX_AMOUNT:
+        raise RemoteProtocolError(ErrorCode.INVALID_TERMS, "deposits exceed 2^63-1 at this scale")
     if terms.dispute_window_ms < MIN_DISPUTE_WINDOW_MS:
         raise RemoteProtocolError(ErrorCode.INVALID_TERMS, "the dispute window is under 1 s")
+    bounds.check(terms.dispute_window_ms)
 
 
 def _new_state(proposal: ChannelProposal, us: int, now_ms: int) -> ChannelState:
@@ -415,29 +450,31 @@ def _new_state(proposal: ChannelProposal, us: int, now_ms: int) -> ChannelState:
     )
 
 
-def propose(terms: ChannelTerms, signer: Signer, *, now_ms: int) -> Transition:
+def propose(terms: ChannelTerms, signer: Signer, *, now_ms: int,
+            bounds: TermsBounds = ANY_WINDOW) -> Transition:
     """Open a channel: we are the opener; the effect sends the signed terms to the peer."""
     if terms.opener != signer.node_id:
         raise LocalProtocolError(ErrorCode.NOT_A_PARTY, "the opener signs the proposal")
     try:
-        check_terms(terms)
+        check_terms(terms, bounds)
     except RemoteProtocolError as exc:
         raise LocalProtocolError(exc.code, exc.message) from None
     proposal = ChannelProposal(terms, EMPTY_SIGNATURE).signed_by(signer)
     return Transition(_new_state(proposal, 0, now_ms), (SendProposal(proposal),))
 
 
-def verify_proposal(proposal: ChannelProposal) -> None:
+def verify_proposal(proposal: ChannelProposal, bounds: TermsBounds = ANY_WINDOW) -> None:
     """What a peer checks before it even shows a proposal to its operator."""
-    check_terms(proposal.terms)
+    check_terms(proposal.terms, bounds)
     proposal.verify_signature(proposal.terms.opener)
 
 
-def accept(proposal: ChannelProposal, signer: Signer, *, now_ms: int) -> Transition:
+def accept(proposal: ChannelProposal, signer: Signer, *, now_ms: int,
+           bounds: TermsBounds = ANY_WINDOW) -> Transition:
     """Accept a verified proposal addressed to us."""
     if proposal.terms.peer != signer.node_id:
         raise RemoteProtocolError(ErrorCode.NOT_A_PARTY, "the proposal is not addressed to us")
-    verify_proposal(proposal)
+    verify_proposal(proposal, bounds)
     acceptance = ChannelAcceptance.for_terms(proposal.terms, signer)
     state = replace(
         _new_state(proposal, 1, now_ms),
@@ -538,6 +575,8 @@ def _apply_proof(state: ChannelState, proof: BalanceProof, *, verify_signature: 
             ErrorCode.TARIFF_MISMATCH,
             f"amount {proof.amount} but the tariff and direct amount give {expected}",
         )
+    if proof.amount > MAX_AMOUNT or any(q > MAX_AMOUNT for q in proof.quantities):
+        raise RemoteProtocolError(ErrorCode.INVALID_AMOUNT, "a cumulative total above 2^63-1")
     if proof.amount > state.capacity(sender):
         raise RemoteProtocolError(
             ErrorCode.CAPACITY_EXCEEDED,
@@ -707,14 +746,50 @@ def _merge(close: CooperativeClose, other: CooperativeClose) -> CooperativeClose
     )
 
 
+def signed_close(state: ChannelState) -> CooperativeClose | None:
+    """The one close body we signed on this channel, if any.
+
+    A node signs at most one close body per channel (specs/0003 §7.3): every body it ever
+    signed stays valid at the arbiter, so a second one would let the peer pick the smaller.
+    """
+    close = state.close
+    if close is not None and getattr(close, close.signature_field(state.us)):
+        return close
+    return None
+
+
+def _flow_in_close(close: CooperativeClose, sender: int) -> tuple[int, int]:
+    if sender == 0:
+        return close.opener_nonce, close.opener_amount
+    return close.peer_nonce, close.peer_amount
+
+
+def acceptable_close(state: ChannelState, close: CooperativeClose) -> bool:
+    """Whether we may co-sign the peer's close body as it is: it pays us at least everything
+    we hold from the peer, and charges us at most what we have signed."""
+    their_nonce, their_amount = _flow_in_close(close, state.them)
+    our_nonce, our_amount = _flow_in_close(close, state.us)
+    received, sent = state.received, state.sent
+    return (
+        their_nonce >= received.nonce
+        and their_amount >= received.amount
+        and our_nonce <= sent.nonce
+        and our_amount <= sent.amount
+    )
+
+
 def _on_close_action(state: ChannelState, event: ActionClose, now_ms: int) -> Transition:
     _check_signer(state, event.signer)
-    ours = close_body(state).signed_by(event.signer, CooperativeClose.SIGNATURE_FIELDS[state.us])
-    if state.peer_close is not None and state.peer_close.same_state(ours):
-        full = _merge(ours, state.peer_close)
+    ours = signed_close(state)
+    if ours is not None:
+        return Transition(state, (SendClose(ours),))  # never a second body: send it again
+    field = CooperativeClose.SIGNATURE_FIELDS[state.us]
+    if state.peer_close is not None and acceptable_close(state, state.peer_close):
+        full = state.peer_close.signed_by(event.signer, field)
         return Transition(
             replace(state, phase=Phase.CLOSED, close=full), (SendClose(full), SubmitClose(full))
         )
+    ours = close_body(state).signed_by(event.signer, field)
     return Transition(replace(state, phase=Phase.CLOSING, close=ours), (SendClose(ours),))
 
 
@@ -733,14 +808,17 @@ def _on_close(state: ChannelState, event: ReceiveClose, now_ms: int) -> Transiti
         if state.us == 0
         else replace(close, peer_signature=EMPTY_SIGNATURE)
     )
-    if state.close is not None and state.close.same_state(close):
-        full = _merge(state.close, peer_only)
+    new = replace(state, phase=Phase.CLOSING, peer_close=peer_only)
+    ours = signed_close(state)
+    if ours is None:
+        return Transition(new, (NotifyCloseRequested(),))
+    if ours.same_state(close):
+        full = _merge(ours, peer_only)
         return Transition(
-            replace(state, phase=Phase.CLOSED, close=full, peer_close=peer_only),
-            (SendClose(full), SubmitClose(full)),
+            replace(new, phase=Phase.CLOSED, close=full), (SendClose(full), SubmitClose(full))
         )
-    effects: tuple[Effect, ...] = (NotifyCloseRequested(),)
-    return Transition(replace(state, phase=Phase.CLOSING, peer_close=peer_only), effects)
+    # Another body than the one we signed: we keep ours (the peer may still co-sign it).
+    return Transition(new, (SendClose(ours),))
 
 
 def _on_force_close(state: ChannelState, event: ActionForceClose, now_ms: int) -> Transition:
@@ -771,11 +849,16 @@ def _on_dispute_notice(
     if notice.channel_id != state.channel_id or notice.claim.channel_id != state.channel_id:
         raise RemoteProtocolError(ErrorCode.WRONG_CHANNEL, "dispute notice for another channel")
     notice.verify_signature(state.terms.arbiter)
-    if state.phase is Phase.CLOSED:
-        return Transition(state)  # our co-signed close is at the arbiter and overrides the claim
     claim = notice.claim
     state.terms.party_index(claim.claimant)
     claim.verify_signature(claim.claimant)
+    if state.phase is Phase.CLOSED:
+        # Our co-signed close overrides the claim — if the arbiter has it: hand it in again,
+        # with our evidence, whoever claimed (once per notice).
+        if state.dispute == claim and state.dispute_deadline_ms == notice.deadline_ms:
+            return Transition(state)
+        closed = replace(state, dispute=claim, dispute_deadline_ms=notice.deadline_ms)
+        return Transition(closed, (NotifyDispute(claim),))
     new = replace(state, phase=Phase.DISPUTED, dispute=claim,
                   dispute_deadline_ms=notice.deadline_ms)
     ours = claim.claimant == state.terms.parties()[state.us]
@@ -786,10 +869,14 @@ def _on_dispute_notice(
 
 
 def _on_evidence(state: ChannelState, event: ActionSubmitEvidence, now_ms: int) -> Transition:
+    """Hand the arbiter the latest proof we hold; once closed, the co-signed close as well (it
+    overrides the claim), so a close that never reached the arbiter still decides."""
     _check_signer(state, event.signer)
     evidence = DisputeEvidence(
         state.channel_id, event.signer.node_id, state.received.proof, EMPTY_SIGNATURE
     ).signed_by(event.signer)
+    if state.phase is Phase.CLOSED and state.close is not None and state.close.fully_signed():
+        return Transition(state, (SubmitClose(state.close), SubmitEvidence(evidence)))
     return Transition(state, (SubmitEvidence(evidence),))
 
 
@@ -824,4 +911,5 @@ _HANDLERS: dict[type, _Handler] = {
     ReceivePayout: _on_payout,  # type: ignore[dict-item]
 }
 
-__all__ = ["ChannelState", "Phase", "ProtocolError", "Transition", "accept", "propose", "step"]
+__all__ = ["ChannelState", "Phase", "ProtocolError", "TermsBounds", "Transition", "accept",
+           "propose", "step"]

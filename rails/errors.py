@@ -61,6 +61,16 @@ class BankUnavailable(RailError):
     retryable = True
 
 
+class AnswerTooLarge(BankUnavailable):
+    """The bank's answer was longer than the rail reads (:mod:`rails.http`); it was not read.
+
+    Transient like any other unusable answer: the rail retries with the same key, then raises
+    :class:`BankUnavailable`.
+    """
+
+    code = "BANK_ANSWER_TOO_LARGE"
+
+
 class BankProtocolError(RailError):
     """The bank's answer did not parse or broke its own specification."""
 

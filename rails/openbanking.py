@@ -21,9 +21,11 @@ made. So a restart never creates a second consent or payment.
 
 Transport: an :class:`aiohttp.ClientSession` owned by the adapter; a bearer token; a detached PS256
 ``x-jws-signature`` over every request body (:mod:`rails.ob_jws`); a fresh
-``x-fapi-interaction-id`` per call, which the bank must echo. Timeouts, connection errors, 5xx and
-429 are retried with the same key and exponential backoff, then :class:`BankUnavailable`; an
-answer that does not parse is :class:`BankProtocolError`; OB error bodies become
+``x-fapi-interaction-id`` per call, which the bank must echo. Timeouts, connection errors, 5xx,
+429 and answers longer than the read limit (:mod:`rails.http`: 1 MiB, 16 MiB for an account's
+transactions) are retried with the same key and exponential backoff, then
+:class:`BankUnavailable`; an answer that does not parse (JSON nested too deep or with an
+oversized number included) is :class:`BankProtocolError`; OB error bodies become
 :class:`InvalidInstruction` (``UK.OBIE.Field.*``, ``Unsupported.*``, ``Resource.InvalidFormat``),
 :class:`IdempotencyConflict` (``Header.Invalid`` on ``x-idempotency-key``) or
 :class:`BankRejected` with the OB error code as ``reason_code`` (everything else, e.g.
@@ -51,6 +53,7 @@ import aiohttp
 from joserfc.jwk import RSAKey
 
 from rails.errors import (
+    AnswerTooLarge,
     BankProtocolError,
     BankRejected,
     BankUnavailable,
@@ -60,6 +63,7 @@ from rails.errors import (
     RailError,
     UnknownPayment,
 )
+from rails.http import JSON_ANSWER_LIMIT, STATEMENT_ANSWER_LIMIT, parse_json, read_bounded
 from rails.money import format_minor, parse_minor
 from rails.ob_jws import (
     SignatureError,
@@ -523,7 +527,8 @@ class OpenBankingRail:
         query = {"fromBookingDateTime": since.isoformat(timespec="microseconds")} \
             if since is not None else None
         body = await self._call_json(
-            "GET", f"{AISP}/accounts/{self._config.account_id}/transactions", query=query)
+            "GET", f"{AISP}/accounts/{self._config.account_id}/transactions", query=query,
+            limit=STATEMENT_ANSWER_LIMIT)
         try:
             txns = body["Data"].get("Transaction", [])
             if not isinstance(txns, list):
@@ -551,15 +556,17 @@ class OpenBankingRail:
         return data
 
     async def _call_json(self, method: str, path: str,
-                         query: dict[str, str] | None = None) -> dict[str, Any]:
-        _, data = await self._call(method, path, query=query)
+                         query: dict[str, str] | None = None, *,
+                         limit: int = JSON_ANSWER_LIMIT) -> dict[str, Any]:
+        _, data = await self._call(method, path, query=query, limit=limit)
         return data
 
     async def _call(self, method: str, path: str, *, body: dict[str, Any] | None = None,
                     idem_key: str | None = None,
-                    query: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
-        """One logical call: retried on timeouts, 5xx and 429; 2xx JSON returned; the rest
-        raised as typed errors."""
+                    query: dict[str, str] | None = None,
+                    limit: int = JSON_ANSWER_LIMIT) -> tuple[int, dict[str, Any]]:
+        """One logical call: retried on timeouts, 5xx, 429 and answers longer than `limit`;
+        2xx JSON returned; the rest raised as typed errors."""
         cfg = self._config
         raw = json.dumps(body, separators=(",", ":")).encode() if body is not None else None
         interaction = str(uuid.uuid4())
@@ -583,10 +590,10 @@ class OpenBankingRail:
                     method, self._base + path, params=query, data=raw, headers=headers,
                     timeout=aiohttp.ClientTimeout(total=cfg.request_timeout_s),
                 ) as resp:
-                    payload = await resp.read()
                     status = resp.status
                     resp_headers = {k.lower(): v for k, v in resp.headers.items()}
-            except (TimeoutError, aiohttp.ClientError) as exc:
+                    payload = await read_bounded(resp, limit)
+            except (TimeoutError, aiohttp.ClientError, AnswerTooLarge) as exc:
                 last_problem = f"{type(exc).__name__}: {exc}"
                 self._observe(method, path, query, headers, raw, 0, {}, b"")
                 continue
@@ -621,10 +628,7 @@ class OpenBankingRail:
                                 kid=key_id(self._bank_key), issuer=self._config.bank_issuer)
             except SignatureError as exc:
                 raise BankProtocolError(f"{method} {path}: answer signature: {exc}") from exc
-        try:
-            data = json.loads(payload) if payload else None
-        except ValueError as exc:
-            raise BankProtocolError(f"{method} {path}: answer is not JSON") from exc
+        data = parse_json(payload, f"{method} {path}") if payload else None
         if 200 <= status < 300:
             if not isinstance(data, dict):
                 raise BankProtocolError(f"{method} {path}: answer is not a JSON object")

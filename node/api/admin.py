@@ -8,8 +8,8 @@ length and pattern, unknown members refused) before a handler uses any of it.
 from __future__ import annotations
 
 import hmac
-import json
 import re
+import secrets
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -23,6 +23,7 @@ from node.api.validate import CLOSE, NO_BODY, OPEN_CHANNEL, PAY, channel_ref, re
 from node.context import now_ms
 from node.errors import NodeError, NotFound
 from node.keys import CHANNELS, CONFIG, CONTEXT, ESCROW, SIGNER, TOKEN, TRANSFERS
+from node.peers import check_identity, remember, verified_account
 from node.storage.models import HeldProposal, Peer
 from node.views import channel_detail, channel_summary, minor, statement
 from protocol.errors import ErrorCode, ProtocolError
@@ -121,8 +122,14 @@ async def status(request: web.Request) -> web.Response:
 
 
 def peer_json(peer: Peer, allow: tuple[str, ...]) -> dict[str, Any]:
+    """A peer as stored; `account` only from its signed record (None for a row written before
+    records were signed: add the peer again)."""
+    account = verified_account(peer)
     return {"node_id": peer.node_id, "url": peer.url, "name": peer.name, "role": peer.role,
-            "allowed": peer.node_id in allow, "account": json.loads(peer.info).get("account")}
+            "allowed": peer.node_id in allow, "issued_ms": peer.issued_ms,
+            "account": None if account is None else {
+                "scheme": account.scheme, "identification": account.identification,
+                "name": account.name}}
 
 
 async def list_peers(request: web.Request) -> web.Response:
@@ -131,29 +138,35 @@ async def list_peers(request: web.Request) -> web.Response:
                                         for p in await ctx.all_peers()]})
 
 
+_PEER_URL = re.compile(r"https?://[A-Za-z0-9.\-:\[\]]+(/[\x21-\x7e]*)?")
+"""The wire's URL rule (NodeInfo.url, callbacks): what a peer record may hold."""
+
+
 async def add_peer(request: web.Request) -> web.Response:
+    """Learn (or refresh) a peer from its signed answer to our fresh challenge (node.peers)."""
     body = await json_body(request)
+    unknown = set(body) - {"url", "id"}
+    if unknown:
+        raise NodeError(f"unknown fields {sorted(unknown)} (url, id)", code="UNKNOWN_FIELD")
     url = body.get("url")
-    if not isinstance(url, str) or not re.match(r"^https?://[^\s/]+", url):
-        raise NodeError("url must be an http(s) URL such as http://127.0.0.1:7811",
-                        code="BAD_URL")
+    if not isinstance(url, str) or len(url) > 300 or not _PEER_URL.fullmatch(url.rstrip("/")):
+        raise NodeError("url must be an http(s) URL such as https://carrier.example:7811 "
+                        "(at most 300 characters)", code="BAD_URL")
+    url = url.rstrip("/")
+    pin = body.get("id")
+    if pin is not None and (not isinstance(pin, str)
+                            or not re.fullmatch(r"[0-9a-fA-F]{64}", pin)):
+        raise NodeError("id must be the peer's full node id (64 hex digits)", code="BAD_ID")
     ctx = request.app[CONTEXT]
-    info = await ctx.peers.info(url)
-    node_id = str(info.get("node_id", ""))
-    if not re.fullmatch(r"[0-9a-f]{64}", node_id):
-        raise NodeError(f"{url} did not answer with a node id", code="NOT_A_NODE")
-    if node_id == ctx.node_id:
-        raise NodeError("that URL is this node itself", code="SELF")
-    async with ctx.db() as session, session.begin():
-        row = await session.get(Peer, node_id)
-        if row is None:
-            row = Peer(node_id=node_id, added_ms=now_ms())
-            session.add(row)
-        row.url = url.rstrip("/")
-        row.name = str(info.get("name", ""))[:100]
-        row.role = "arbiter" if info.get("role") == "arbiter" else "node"
-        row.info = json.dumps(info)
-    return web.json_response(peer_json(row, ctx.config.allow), status=201)
+    challenge = secrets.token_bytes(16)
+    info = await ctx.peers.identity(url, challenge)
+    check_identity(info, url=url, challenge=challenge, pin=None if pin is None else pin.lower(),
+                   self_id=ctx.node_id, now=now_ms())
+    got = await remember(ctx, request.app[CHANNELS], info, url=url, announced=False)
+    return web.json_response(
+        {**peer_json(got.peer, ctx.config.allow), "status": got.status,
+         "changed": list(got.changed)},
+        status=201 if got.status == "added" else 200)
 
 
 async def list_channels(request: web.Request) -> web.Response:

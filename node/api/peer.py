@@ -14,8 +14,16 @@ from typing import TypeVar
 import structlog
 from aiohttp import WSMsgType, web
 
+from node.context import now_ms
 from node.errors import NodeError, NotFound
-from node.keys import CHANNELS, CONFIG, ESCROW, SIGNER, WEBSOCKETS
+from node.keys import CHANNELS, CONFIG, CONTEXT, ESCROW, SIGNER, WEBSOCKETS
+from node.peers import (
+    RecordRefused,
+    check_announcement,
+    own_identity,
+    parse_challenge,
+    remember,
+)
 from protocol import PROTOCOL_VERSION
 from protocol.errors import DecodeError, ErrorCode, ProtocolError, RemoteProtocolError
 from protocol.messages import (
@@ -28,6 +36,7 @@ from protocol.messages import (
     DisputeNotice,
     Error,
     FundingConfirmation,
+    NodeInfo,
     PayoutNotice,
     UnilateralClose,
 )
@@ -84,6 +93,8 @@ async def body_as(request: web.Request, cls: type[M]) -> M:
 
 
 async def info(request: web.Request) -> web.Response:
+    """Informational and unauthenticated (anyone can serve this JSON): nothing trusts it; peers
+    are learnt from the signed `/p2p/identity`."""
     config = request.app[CONFIG]
     bank = config.bank
     account = (
@@ -98,6 +109,26 @@ async def info(request: web.Request) -> web.Response:
         "protocol_version": PROTOCOL_VERSION,
         "account": account,
     })
+
+
+async def identity(request: web.Request) -> web.Response:
+    """This node's NodeInfo, signed, echoing the caller's fresh challenge: proof that whoever
+    answers at this URL holds the key it names (``peer add``)."""
+    challenge = parse_challenge(request.query.get("challenge", ""))
+    return reply(own_identity(request.app[CONFIG], request.app[SIGNER], challenge=challenge,
+                              issued_ms=now_ms()))
+
+
+async def announce(request: web.Request) -> web.Response:
+    """A known peer's unsolicited, signed, newer record (an address change); 204 when taken."""
+    info = await body_as(request, NodeInfo)
+    check_announcement(info, now=now_ms())
+    try:
+        await remember(request.app[CONTEXT], request.app[CHANNELS], info, url=info.url,
+                       announced=True)
+    except RecordRefused as exc:
+        raise RemoteProtocolError(exc.reason, exc.message) from None
+    return reply(None)
 
 
 async def proposal(request: web.Request) -> web.Response:
@@ -149,12 +180,20 @@ async def payout(request: web.Request) -> web.Response:
 
 
 async def register(request: web.Request) -> web.Response:
-    msg = await body_as(request, ChannelRegistration)
-    await request.app[ESCROW].on_register(
-        msg, request.headers.get("X-Meterline-Node", ""),
-        request.headers.get("X-Meterline-Callback", ""),
-        request.headers.get("X-Meterline-Callback-Signature", ""))
+    await request.app[ESCROW].on_register(await body_as(request, ChannelRegistration))
     return reply(None)
+
+
+async def escrow_status(request: web.Request) -> web.Response:
+    """The arbiter's signed status of one channel, echoing the asker's fresh challenge."""
+    raw = request.query.get("challenge", "")
+    try:
+        challenge = bytes.fromhex(raw)
+    except ValueError:
+        challenge = b""
+    if len(challenge) not in (16, 32):
+        raise DecodeError(ErrorCode.INVALID_FIELD, "challenge: 16 or 32 random bytes, as hex")
+    return reply(request.app[ESCROW].status(request.match_info["channel_id"], challenge))
 
 
 async def unilateral(request: web.Request) -> web.Response:
@@ -236,10 +275,12 @@ async def close_streams(app: web.Application) -> None:
 
 
 def routes(role: str) -> list[web.RouteDef]:
-    common = [web.get("/p2p/info", info), web.post("/p2p/close", close)]
+    common = [web.get("/p2p/info", info), web.get("/p2p/identity", identity),
+              web.post("/p2p/announce", announce), web.post("/p2p/close", close)]
     if role == "arbiter":
         return [*common, web.post("/p2p/register", register),
-                web.post("/p2p/unilateral", unilateral), web.post("/p2p/evidence", evidence)]
+                web.post("/p2p/unilateral", unilateral), web.post("/p2p/evidence", evidence),
+                web.get("/p2p/channels/{channel_id}/status", escrow_status)]
     return [
         *common,
         web.post("/p2p/proposal", proposal),

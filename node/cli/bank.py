@@ -47,8 +47,7 @@ def start(data_dir: Path, listen: str, manual_approval: bool, json_logs: bool) -
       meterline bank start --data-dir ./bank --listen 127.0.0.1:8700 --manual-approval
       curl -X POST localhost:8700/_sandbox/accounts -d '{"account_id": "acc-a", ...}'
     """
-    from aiohttp import web
-
+    from rails.httpserver import serve
     from rails.sandbox import BankConfig, create_app
 
     host, port = _parse_listen(listen)
@@ -57,7 +56,7 @@ def start(data_dir: Path, listen: str, manual_approval: bool, json_logs: bool) -
     log.info("bank_starting", listen=f"{host}:{port}", data_dir=str(data_dir),
              manual_approval=manual_approval)
     app = create_app(BankConfig(data_dir=data_dir, manual_approval=manual_approval))
-    web.run_app(app, host=host, port=port, access_log=None, print=None, shutdown_timeout=2.0)
+    asyncio.run(serve(app, host, port, shutdown_timeout=2.0))
 
 
 @bank.command("open-account")

@@ -26,22 +26,34 @@ from node.config import ConfigError, init_data_dir
 @click.option("--allow", multiple=True,
               help="Node id whose proposals are accepted automatically if they ask us to "
                    "deposit nothing ([[peers.allowed]] in config.toml sets larger limits).")
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="PEM certificate (chain) of the peer API: serve it over HTTPS.")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="PEM private key of --tls-cert (mode 0600).")
+@click.option("--tls-ca", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="PEM CA bundle (or a peer's pinned certificate) to verify https "
+              "peers against [default: the system CAs].")
 @json_option
 def init(data_dir: Path | None, name: str | None, listen: str, admin: str, db: str | None,
-         role: str, bank_config: Path | None, allow: tuple[str, ...], as_json: bool) -> None:
+         role: str, bank_config: Path | None, allow: tuple[str, ...], tls_cert: Path | None,
+         tls_key: Path | None, tls_ca: Path | None, as_json: bool) -> None:
     """Create a node: config.toml, an Ed25519 key and an admin token (both mode 0600).
 
-    Refuses to overwrite an existing key.
+    Refuses to overwrite an existing key. With --tls-cert and --tls-key the peer API serves
+    HTTPS and the public URL is https://HOST:PORT.
 
     \b
     Example:
       meterline init --data-dir ~/.meterline-carrier --name carrier --listen 127.0.0.1:7811
+      meterline init --listen 0.0.0.0:7811 --tls-cert cert.pem --tls-key key.pem
     """
     directory = resolve_dir(data_dir)
     bank = json.loads(bank_config.read_text()) if bank_config else None
+    tls = {name: path for name, path in (("cert", tls_cert), ("key", tls_key), ("ca", tls_ca))
+           if path is not None}
     try:
         signer = init_data_dir(directory, name=name or directory.name, role=role, listen=listen,
-                               admin=admin, db=db, bank=bank, allow=list(allow))
+                               admin=admin, db=db, bank=bank, allow=list(allow), tls=tls)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     out = {"node_id": signer.node_id.hex(), "data_dir": str(directory), "role": role}

@@ -2,8 +2,9 @@
 
 Shared by the SEPA and NACHA adapters. It knows nothing of idempotency keys; what it guarantees is
 narrower and is what the adapters build on: a retry re-posts the *same bytes*, timeouts, refused
-connections and 5xx answers are retried with exponential backoff and then raised as
-:class:`~rails.errors.BankUnavailable`, and every other failure is a typed
+connections, 5xx answers and answers longer than the read limit (:mod:`rails.http`: 1 MiB, 16 MiB
+for the message listing, which carries statement files) are retried with exponential backoff and
+then raised as :class:`~rails.errors.BankUnavailable`, and every other failure is a typed
 :class:`~rails.errors.RailError`. Reading messages uses ``GET /_mock/messages``, which takes
 nothing from the mailbox, so a restarted adapter (or a second reader) sees everything again.
 """
@@ -11,14 +12,14 @@ nothing from the mailbox, so a restarted adapter (or a second reader) sees every
 from __future__ import annotations
 
 import asyncio
-import json
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
 import aiohttp
 
-from rails.errors import BankProtocolError, BankRejected, BankUnavailable
+from rails.errors import AnswerTooLarge, BankProtocolError, BankRejected, BankUnavailable
+from rails.http import JSON_ANSWER_LIMIT, STATEMENT_ANSWER_LIMIT, parse_json, read_bounded
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,9 +69,10 @@ class BankFileClient:
 
     async def _request(
         self, method: str, path: str, *, data: bytes | None = None,
-        content_type: str | None = None,
+        content_type: str | None = None, limit: int = JSON_ANSWER_LIMIT,
     ) -> tuple[int, bytes]:
-        """One logical request: retried on timeouts, connection errors and 5xx only."""
+        """One logical request: retried on timeouts, connection errors, 5xx and answers longer
+        than `limit` only."""
         headers = {"Content-Type": content_type} if content_type else {}
         last = "no attempt made"
         for attempt in range(self._attempts):
@@ -80,24 +82,21 @@ class BankFileClient:
                 async with self._http().request(
                     method, self._base + path, data=data, headers=headers
                 ) as resp:
-                    body = await resp.read()
                     if resp.status >= 500:
                         last = f"HTTP {resp.status}"
                         continue
-                    return resp.status, body
+                    return resp.status, await read_bounded(resp, limit)
             except TimeoutError:
                 last = "timed out"
+            except AnswerTooLarge as exc:
+                last = str(exc)
             except aiohttp.ClientError as exc:
                 last = f"{type(exc).__name__}: {exc}"
         raise BankUnavailable(f"{method} {path}: {last} after {self._attempts} attempts")
 
     @staticmethod
     def _json(status: int, body: bytes, what: str) -> Any:
-        try:
-            return json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise BankProtocolError(
-                f"{what}: HTTP {status} with a body that is not JSON") from exc
+        return parse_json(body, f"{what} (HTTP {status})")
 
     async def post_file(self, data: bytes, content_type: str) -> PostAnswer:
         """``POST /payments``; a 202 or 422 answer is returned (422 is the bank's refusal)."""
@@ -127,7 +126,8 @@ class BankFileClient:
     async def messages(self, type_prefix: str, after_id: int = 0) -> list[BankMessage]:
         """Every released message whose type starts with `type_prefix`, oldest first."""
         status, body = await self._request(
-            "GET", "/_mock/messages?type=" + quote(type_prefix, safe=""))
+            "GET", "/_mock/messages?type=" + quote(type_prefix, safe=""),
+            limit=STATEMENT_ANSWER_LIMIT)
         if status != 200:
             raise BankProtocolError(f"message listing answered HTTP {status}")
         listing = self._json(status, body, "message listing")

@@ -308,8 +308,15 @@ def test_peers_list(peered: Companies) -> None:
 
 def test_add_peer_again_refreshes(peered: Companies) -> None:
     again = peered.manufacturer.call("POST", "/api/peers", {"url": peered.carrier.node.url},
-                                     status=201)
+                                     status=200)
     assert again["node_id"] == peered.carrier.node_id
+    assert (again["status"], again["changed"]) == ("unchanged", [])
+
+
+def test_add_peer_with_a_wrong_pin(peered: Companies) -> None:
+    wrong = peered.manufacturer.call("POST", "/api/peers", {
+        "url": peered.carrier.node.url, "id": peered.arbiter.node_id}, status=409)
+    assert wrong["error"]["code"] == "PEER_ID_MISMATCH"
 
 
 # -- a channel's life ---------------------------------------------------------------------------

@@ -9,12 +9,16 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from node.callback import CALLBACK_DOMAIN, callback_body
 from node.storage.models import Transfer, UnappliedCredit
 from protocol import arbiter as arb
 from protocol.crypto import Signer
 from protocol.errors import ErrorCode, RemoteProtocolError
-from protocol.messages import EMPTY_SIGNATURE, ChannelRegistration, UnilateralClose
+from protocol.messages import (
+    EMPTY_SIGNATURE,
+    CallbackAddress,
+    ChannelRegistration,
+    UnilateralClose,
+)
 from protocol.references import Purpose, bank_reference
 from tests.node.conftest import ServicesFactory, make_config, open_sim
 
@@ -29,7 +33,14 @@ async def unapplied(svc: object) -> list[UnappliedCredit]:
         return list((await session.scalars(select(UnappliedCredit))).all())
 
 
-async def test_a_forged_callback_changes_nothing(
+def with_callback(reg: ChannelRegistration, party: Signer, url: str, issued_ms: int,
+                  signer: Signer | None = None) -> ChannelRegistration:
+    callback = CallbackAddress(reg.proposal.terms.channel_id, party.node_id, url, issued_ms,
+                               EMPTY_SIGNATURE).signed_by(signer or party)
+    return ChannelRegistration(reg.proposal, reg.acceptance, callback)
+
+
+async def test_a_forged_or_replayed_callback_changes_nothing(
     db_url: str, tmp_path: Path, services: ServicesFactory
 ) -> None:
     sim = open_sim()
@@ -37,19 +48,25 @@ async def test_a_forged_callback_changes_nothing(
                                      role="arbiter"))
     reg = registration_of(sim)
     cid = reg.proposal.terms.channel_id.hex()
-    good = sim.peer.sign(CALLBACK_DOMAIN, callback_body(cid, "http://peer.test")).hex()
-    await svc.escrow.on_register(reg, sim.peer.node_id.hex(), "http://peer.test", good)
+    await svc.escrow.on_register(with_callback(reg, sim.peer, "http://peer.test", 100))
     assert svc.escrow.urls[cid] == ["", "http://peer.test"]
     # the opener (or anyone holding the registration) claims to be the peer
-    forged = sim.opener.sign(CALLBACK_DOMAIN, callback_body(cid, "http://attacker.test")).hex()
+    forged = with_callback(reg, sim.peer, "http://attacker.test", 200, signer=sim.opener)
     with pytest.raises(RemoteProtocolError) as err:
-        await svc.escrow.on_register(reg, sim.peer.node_id.hex(), "http://attacker.test", forged)
+        await svc.escrow.on_register(forged)
     assert err.value.code is ErrorCode.BAD_SIGNATURE
     assert svc.escrow.urls[cid] == ["", "http://peer.test"]
+    stranger = Signer.from_label("x")
     with pytest.raises(RemoteProtocolError) as err:
-        await svc.escrow.on_register(reg, Signer.from_label("x").node_id.hex(),
-                                     "http://attacker.test", forged)
+        await svc.escrow.on_register(with_callback(reg, stranger, "http://attacker.test", 300))
     assert err.value.code is ErrorCode.NOT_A_PARTY
+    # the peer moves: a newer callback replaces the address ...
+    await svc.escrow.on_register(with_callback(reg, sim.peer, "http://peer-new.test", 400))
+    assert svc.escrow.urls[cid] == ["", "http://peer-new.test"]
+    # ... and its old, genuinely signed callback replayed by anyone changes nothing
+    await svc.escrow.on_register(with_callback(reg, sim.peer, "http://peer.test", 100))
+    assert svc.escrow.urls[cid] == ["", "http://peer-new.test"]
+    assert svc.escrow.url_ms[cid] == [0, 400]
 
 
 async def test_early_and_late_deposits_are_kept_and_never_stop_the_others(
@@ -68,7 +85,7 @@ async def test_early_and_late_deposits_are_kept_and_never_stop_the_others(
     await svc.escrow._credit("e-1", ref0, terms.opener_deposit, terms.currency, "Opener", 1)
     assert [(c.entry_id, c.applied) for c in await unapplied(svc)] == [("e-1", False)]
     # ... and applied when the registration comes
-    await svc.escrow.on_register(reg, "", "", "")
+    await svc.escrow.on_register(reg)
     assert svc.escrow.states[cid].deposited[0] == terms.opener_deposit
     assert [(c.entry_id, c.applied) for c in await unapplied(svc)] == [("e-1", True)]
     await svc.escrow._credit("e-2", ref1, terms.peer_deposit, terms.currency, "Peer", 2)
@@ -97,7 +114,7 @@ async def test_a_booked_payout_is_applied_even_after_a_crash(
     config = make_config(tmp_path / "arbiter", sim.arbiter, db_url=db_url, role="arbiter")
     svc = await services(config)
     reg = registration_of(sim)
-    await svc.escrow.on_register(reg, "", "", "")
+    await svc.escrow.on_register(reg)
     decided = sim.close()
     await svc.escrow._commit(decided.state, ())
     cid = decided.state.channel_id.hex()
@@ -117,3 +134,22 @@ async def test_a_booked_payout_is_applied_even_after_a_crash(
     assert again.escrow.states[cid].phase is arb.ArbiterPhase.SETTLED
     notices = [r for r in await again.outbox.pending() if r.target.endswith("/p2p/payout")]
     assert notices == []  # no callback registered: nothing addressed, nothing lost either
+
+
+async def test_a_bank_credit_out_of_range_is_kept_without_its_number(
+    db_url: str, tmp_path: Path, services: ServicesFactory
+) -> None:
+    """A bank answer naming 2^70 minor units must neither crash the poll nor reach a BIGINT."""
+    sim = open_sim()
+    svc = await services(make_config(tmp_path / "arbiter", sim.arbiter, db_url=db_url,
+                                     role="arbiter"))
+    reg = registration_of(sim)
+    await svc.escrow.on_register(reg)
+    ref0 = bank_reference(reg.proposal.terms.channel_id, Purpose.DEPOSIT, 0)
+    await svc.escrow._credit("huge", ref0, 2**70, "EUR", "Bank", 1)
+    await svc.escrow._credit("late", ref0, 5, "EUR", "Bank", 2**80)
+    kept = {c.entry_id: c for c in await unapplied(svc)}
+    assert kept["huge"].amount_minor == 0
+    assert "out of range" in kept["huge"].reason
+    assert "out of range" in kept["late"].reason
+    assert svc.escrow.states[reg.proposal.terms.channel_id.hex()].deposited == (0, 0)

@@ -4,7 +4,6 @@ capped sooner, see test_acceptance_policy.py)."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -13,11 +12,12 @@ import aiohttp
 
 from node.channels import MAX_HELD_PROPOSALS
 from node.config import load_config
+from node.peers import info_json
 from node.storage.models import HeldProposal, Peer
 from protocol import channel as ch
 from protocol.crypto import Signer
 from protocol.errors import ErrorCode
-from protocol.messages import Error
+from protocol.messages import EMPTY_SIGNATURE, Error, NodeInfo
 from protocol.records import decode_message
 from protocol.simulation import Simulation, default_accounts
 from protocol.tariff import parse_tariff_line
@@ -41,9 +41,9 @@ async def test_held_proposals_are_capped(tmp_path: Path, start_node: Any) -> Non
     async with node.node.ctx.db() as session, session.begin():
         arbiter = await session.get(Peer, sim.arbiter.node_id.hex())
         assert arbiter is not None
-        arbiter.info = json.dumps({"account": {"scheme": escrow.scheme,
-                                               "identification": escrow.identification,
-                                               "name": escrow.name}})
+        record = NodeInfo(sim.arbiter.node_id, "arbiter", "arbiter", arbiter.url, escrow, 1,
+                          b"", EMPTY_SIGNATURE).signed_by(sim.arbiter)
+        arbiter.info, arbiter.issued_ms = info_json(record), 1
 
     async def propose(i: int) -> tuple[int, bytes]:
         opener = Signer.from_label(f"stranger-{i}")

@@ -20,7 +20,6 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, select, text, update
 from sqlalchemy.exc import DBAPIError
 
-from node.callback import CALLBACK_DOMAIN, callback_body
 from node.channels import BUCKET_MS
 from node.storage.codec import CorruptState
 from node.storage.db import MIGRATIONS, make_engine, migrate
@@ -30,7 +29,7 @@ from protocol import arbiter as arb
 from protocol import channel as ch
 from protocol.crypto import Signer
 from protocol.errors import ErrorCode, RemoteProtocolError
-from protocol.messages import EMPTY_SIGNATURE, ChannelRegistration, Receipt
+from protocol.messages import EMPTY_SIGNATURE, CallbackAddress, ChannelRegistration, Receipt
 from protocol.simulation import Simulation
 
 from .conftest import KM, MSG, Payer, Services, ServicesFactory, free_port, make_config, open_sim
@@ -386,10 +385,11 @@ async def test_escrow_state_round_trips_with_its_outbox(
     config = make_config(tmp_path / "arbiter", sim.arbiter, db_url=db_url, role="arbiter")
     svc = await services(config)
     cid = sim.escrow.channel_id.hex()
-    registration = ChannelRegistration(sim.escrow.proposal, sim.escrow.acceptance)
     for party, url in ((sim.opener, "http://opener.test/"), (sim.peer, "http://peer.test")):
-        signature = party.sign(CALLBACK_DOMAIN, callback_body(cid, url)).hex()
-        await svc.escrow.on_register(registration, party.node_id.hex(), url, signature)
+        callback = CallbackAddress(sim.escrow.channel_id, party.node_id, url, 1_000,
+                                   EMPTY_SIGNATURE).signed_by(party)
+        await svc.escrow.on_register(ChannelRegistration(sim.escrow.proposal,
+                                                         sim.escrow.acceptance, callback))
     assert await svc.count(Escrow) == 1
 
     # funded (as the simulation's arbiter saw it), then the cooperative close decides payouts

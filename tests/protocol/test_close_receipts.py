@@ -1,7 +1,9 @@
-"""Receipts never run ahead of the close a node has signed (specs/0003 §7).
+"""Receipts never run ahead of the close a node has signed, and a node signs one close body
+per channel (specs/0003 §7.3).
 
 Otherwise a payer could keep streaming after the payee signed a close, collect receipts, and
-then co-sign the payee's earlier, smaller close: paid for less than was acknowledged.
+then co-sign the payee's earlier, smaller close: paid for less than was acknowledged. With a
+second close body the cap would move and the first body would still be valid at the arbiter.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from protocol.tariff import parse_tariff_line
 from protocol.types import Quantity
 
 
-def test_no_receipt_beyond_the_signed_close_until_a_new_close_covers_it() -> None:
+def test_no_receipt_beyond_the_signed_close_and_no_second_close_body() -> None:
     sim = Simulation.create(tariff=(parse_tariff_line("km=0.01", scale=6),),
                             opener_deposit=100_000)
     sim.open()
@@ -35,11 +37,22 @@ def test_no_receipt_beyond_the_signed_close_until_a_new_close_covers_it() -> Non
     assert isinstance(receipt, ch.SendReceipt)
     assert receipt.receipt.nonce == 1  # held, but not acknowledged past the signed close
     assert receipt.receipt.amount == b1.opener_amount
-    # once the payee signs a close that carries nonce 2, it acknowledges nonce 2
+    # asked to close again, the payee sends the body it signed; it never signs a second one
     second = ch.step(ack.state, ch.ActionClose(sim.peer), now_ms=sim.tick())
-    assert second.state.close is not None
-    assert second.state.close.opener_nonce == 2
-    ack2 = ch.step(second.state, ch.ActionAcknowledge(sim.peer), now_ms=sim.now_ms)
+    assert second.effects == (ch.SendClose(b1),)
+    assert second.state.close == b1
+    # a close request from the payer at nonce 2 is answered with the same body
+    request = ch.close_body(sim.states[payer]).signed_by(sim.opener, "opener_signature")
+    request = ch.CooperativeClose(request.channel_id, 2, proof.amount, request.peer_nonce,
+                                  request.peer_amount, request.opener_signature,
+                                  request.peer_signature).signed_by(sim.opener,
+                                                                    "opener_signature")
+    answered = ch.step(second.state, ch.ReceiveClose(request), now_ms=sim.tick())
+    assert answered.effects == (ch.SendClose(b1),)
+    assert answered.state.close == b1
+    again = ch.step(answered.state, ch.ActionClose(sim.peer), now_ms=sim.tick())
+    assert again.effects == (ch.SendClose(b1),)
+    ack2 = ch.step(again.state, ch.ActionAcknowledge(sim.peer), now_ms=sim.now_ms)
     (receipt2,) = ack2.effects
     assert isinstance(receipt2, ch.SendReceipt)
-    assert receipt2.receipt.nonce == 2
+    assert receipt2.receipt.nonce == 1

@@ -408,7 +408,7 @@ def test_direct_amount_payments(sim: Simulation) -> None:
     assert s.escrow.payouts.residual == 2_305
 
 
-def test_closing_converges_with_a_proof_in_flight(sim: Simulation) -> None:
+def test_closing_converges_in_one_round_with_a_proof_in_flight(sim: Simulation) -> None:
     s = sim
     _pay_some(s)
     # the peer pays once more; the proof is still on the wire when the opener closes
@@ -430,32 +430,33 @@ def test_closing_converges_with_a_proof_in_flight(sim: Simulation) -> None:
     with pytest.raises(LocalProtocolError) as info:
         ch.step(s.states[1], ch.ActionPay(s.peer, (Quantity(1),)), now_ms=s.tick())
     assert info.value.code is ErrorCode.INVALID_STATE
+    # The peer co-signs the opener's body as it is: it pays the peer everything the peer holds
+    # and charges it less than it signed (its in-flight proof was never receipted). One round.
     counter = ch.step(s.states[1], ch.ActionClose(s.peer), now_ms=s.tick())
     s.states[1] = counter.state
-    assert counter.state.phase is Phase.CLOSING  # it disagrees: its state has one more proof
-    (peer_request,) = counter.effects
-    assert isinstance(peer_request, ch.SendClose)
-    assert peer_request.close.peer_nonce == proof.nonce
+    assert counter.state.phase is Phase.CLOSED
+    full = next(e.close for e in counter.effects if isinstance(e, ch.SubmitClose))
+    assert full.same_state(opener_request.close)
 
-    # the in-flight proof lands while closing, then the peer's request
+    # the in-flight proof lands while the opener is closing: held, never receipted past its close
     s.states[0] = ch.step(s.states[0], ch.ReceiveProof(proof), now_ms=s.tick()).state
-    got = ch.step(s.states[0], ch.ReceiveClose(peer_request.close), now_ms=s.tick())
+    acked = ch.step(s.states[0], ch.ActionAcknowledge(s.opener), now_ms=s.tick())
+    (receipt,) = acked.effects
+    assert isinstance(receipt, ch.SendReceipt)
+    assert receipt.receipt.nonce == proof.nonce - 1
+    s.states[0] = acked.state
+    got = ch.step(s.states[0], ch.ReceiveClose(full), now_ms=s.tick())
     s.states[0] = got.state
-    assert got.effects == (ch.NotifyCloseRequested(),)
-    agreed = ch.step(s.states[0], ch.ActionClose(s.opener), now_ms=s.tick())
-    s.states[0] = agreed.state
-    assert agreed.state.phase is Phase.CLOSED
-    full = next(e.close for e in agreed.effects if isinstance(e, ch.SubmitClose))
-    s.states[1] = ch.step(s.states[1], ch.ReceiveClose(full), now_ms=s.tick()).state
-    assert s.states[1].phase is Phase.CLOSED
+    assert s.states[0].phase is Phase.CLOSED
     assert s.states[0].close == s.states[1].close == full
-    assert (full.peer_nonce, full.peer_amount) == (proof.nonce, proof.amount)
+    assert full.peer_nonce == proof.nonce - 1
+    assert full.peer_amount < proof.amount
 
     assert s.escrow is not None
     decided = arb.step(s.escrow, arb.ReceiveCooperativeClose(full), now_ms=s.tick())
     s.escrow = decided.state
     s.settle(decided)
-    pay0, pay1 = expected_payouts(10_000, 5_000, s.states[0].sent.amount, proof.amount)
+    pay0, pay1 = expected_payouts(10_000, 5_000, s.states[0].sent.amount, full.peer_amount)
     assert s.escrow.payouts is not None
     assert (s.escrow.payouts.opener, s.escrow.payouts.peer) == (pay0, pay1)
     assert [st.phase for st in s.states] == [Phase.SETTLED, Phase.SETTLED]
