@@ -27,7 +27,7 @@ from node.outbox import Outbox
 from node.peerclient import OutboundStream
 from node.peers import signed_account
 from node.storage.codec import decode_channel, encode_channel
-from node.storage.models import Channel, HeldProposal, OutgoingProof
+from node.storage.models import Channel, HeldProposal, OutgoingProof, Peer
 from protocol import channel as ch
 from protocol.errors import ErrorCode, ProtocolError, RemoteProtocolError
 from protocol.messages import (
@@ -54,7 +54,9 @@ from protocol.types import Amount, ChannelId, MinorUnits, Quantity
 log = structlog.get_logger()
 BUCKET_MS = 3_600_000
 MAX_HELD_PROPOSALS = 100
-"""Proposals from peers off the allow-list waiting for the operator (anyone can sign one)."""
+"""Held proposals from openers that are not known peers (anyone can make a key and sign one)."""
+MAX_HELD_PER_PROPOSER = 3
+"""Held proposals from any one opener, known peer or not: nobody crowds out the others."""
 
 
 def usage_rows(
@@ -93,6 +95,8 @@ class ChannelService:
         self.streams: dict[str, OutboundStream] = {}
         self.early_funding: defaultdict[str, dict[int, FundingConfirmation]] = defaultdict(dict)
         self.changed = asyncio.Event()
+        self.holding = asyncio.Lock()
+        """Serialises the held-proposal quota checks with the writes they guard."""
 
     # -- loading and saving -------------------------------------------------------------------
 
@@ -196,6 +200,11 @@ class ChannelService:
         scale: int,
     ) -> ch.ChannelState:
         ctx = self.ctx
+        try:  # before anything else: ch.propose checks it again, with the other terms
+            self.bounds.check(dispute_window_ms)
+        except ProtocolError as exc:
+            raise NodeError(f"{exc.message} of this node's [policy]",
+                            code="INVALID_DISPUTE_WINDOW") from None
         if peer_id == ctx.node_id or arbiter_id in (ctx.node_id, peer_id):
             raise NodeError("peer, arbiter and this node must be three different nodes")
         peer, arbiter = await ctx.peer(peer_id), await ctx.peer(arbiter_id)
@@ -254,12 +263,15 @@ class ChannelService:
         return BankAccount(bank.scheme, bank.identification, bank.name or self.ctx.config.name)
 
     async def on_proposal(self, proposal: ChannelProposal) -> ChannelAcceptance | None:
-        """A peer proposes: accept at once when allow-listed, else hold it for the operator."""
+        """A peer proposes. Terms outside our [policy] are refused; an allow-listed opener's
+        proposal within its allowance is accepted at once; any other waits for the operator,
+        within quotas: MAX_HELD_PER_PROPOSER per opener, MAX_HELD_PROPOSALS from openers that
+        are not known peers (so fresh keys never crowd out a known peer)."""
         ctx = self.ctx
         terms = proposal.terms
         if terms.peer != ctx.signer.node_id:
             raise RemoteProtocolError(ErrorCode.NOT_A_PARTY, "the proposal is not addressed to us")
-        ch.verify_proposal(proposal)
+        ch.verify_proposal(proposal, self.bounds)  # our [policy]: refused before it is stored
         if terms.peer_account != self.own_account():
             raise RemoteProtocolError(ErrorCode.INVALID_TERMS, "the terms name another account")
         try:
@@ -279,45 +291,110 @@ class ChannelService:
         if cid in self.states:
             acceptance = ChannelAcceptance(terms.channel_id, self.states[cid].peer_signature)  # type: ignore[arg-type]
             return acceptance if self.states[cid].peer_signature else None
-        if terms.opener.hex() not in ctx.config.allow:
-            async with ctx.db() as session, session.begin():
-                waiting = await session.scalar(select(func.count()).select_from(HeldProposal))
-                if (waiting or 0) >= MAX_HELD_PROPOSALS:
+        reason = self.hold_reason(terms)
+        if reason is None:
+            return await self._accept(proposal, reply_inline=True)
+        await self._hold(proposal)
+        log.info("channel.held", channel=cid, opener=terms.opener.hex()[:16], reason=reason)
+        return None
+
+    def policy_objection(self, terms: ChannelTerms) -> str | None:
+        """Why this node takes no channel on these terms from anyone (its [policy], as the
+        protocol checks it); None when it may."""
+        try:
+            self.bounds.check(terms.dispute_window_ms)
+        except ProtocolError as exc:
+            return exc.message
+        return None
+
+    def hold_reason(self, terms: ChannelTerms) -> str | None:
+        """Why a proposal on these terms waits for the operator; None: accept it at once."""
+        allowance = self.ctx.config.allowance(terms.opener.hex())
+        if allowance is None:
+            return "the opener is not on the allow-list"
+        objection = allowance.objection(terms.currency, terms.peer_deposit,
+                                        terms.dispute_window_ms)
+        return None if objection is None else f"outside the opener's allowance: {objection}"
+
+    def held_reason(self, held: HeldProposal) -> str:
+        """What the operator is asked to decide, as of the config now."""
+        terms = ChannelProposal.decode(held.proposal).terms
+        outside = self.policy_objection(terms)
+        if outside is not None:
+            return f"outside this node's [policy] now: {outside}"
+        return self.hold_reason(terms) or "within the opener's allowance now (not when it came)"
+
+    async def _hold(self, proposal: ChannelProposal) -> None:
+        """Store a proposal for the operator, or refuse it when its opener has no room."""
+        terms = proposal.terms
+        cid, opener = terms.channel_id.hex(), terms.opener.hex()
+        async with self.holding, self.ctx.db() as session, session.begin():
+            if await session.get(HeldProposal, cid) is not None:
+                return
+            count = select(func.count()).select_from(HeldProposal)
+            theirs = await session.scalar(count.where(HeldProposal.opener_id == opener)) or 0
+            if theirs >= MAX_HELD_PER_PROPOSER:
+                raise RemoteProtocolError(
+                    ErrorCode.INVALID_STATE,
+                    f"too many proposals waiting from you: {theirs} wait for this node's "
+                    "operator already; try again once they are answered",
+                )
+            if await session.get(Peer, opener) is None:
+                strangers = await session.scalar(count.where(
+                    HeldProposal.opener_id.not_in(select(Peer.node_id)))) or 0
+                if strangers >= MAX_HELD_PROPOSALS:
                     raise RemoteProtocolError(
                         ErrorCode.INVALID_STATE,
                         "too many proposals are waiting for this node's operator; try later",
                     )
-                if await session.get(HeldProposal, cid) is None:
-                    session.add(
-                        HeldProposal(
-                            id=cid,
-                            opener_id=terms.opener.hex(),
-                            proposal=proposal.encode(),
-                            received_ms=now_ms(),
-                        )
-                    )
-            log.info("channel.held", channel=cid, opener=terms.opener.hex()[:16])
-            return None
-        return await self._accept(proposal, reply_inline=True)
+            session.add(HeldProposal(id=cid, opener_id=opener, proposal=proposal.encode(),
+                                     received_ms=now_ms()))
 
     async def held(self) -> list[HeldProposal]:
         async with self.ctx.db() as session:
-            return list((await session.scalars(select(HeldProposal))).all())
+            return list((await session.scalars(
+                select(HeldProposal).order_by(HeldProposal.received_ms))).all())
 
-    async def accept_held(self, prefix: str) -> ch.ChannelState:
-        held = {h.id: h for h in await self.held()}
-        matches = [cid for cid in held if cid.startswith(prefix.lower())]
+    async def _held_id(self, prefix: str) -> str:
+        """The held proposal a unique id prefix names."""
+        prefix = prefix.lower().strip()
+        if not prefix or len(prefix) > 64 or any(c not in "0123456789abcdef" for c in prefix):
+            raise NodeError(f"{prefix[:80]!r} is not a channel id (hex)", code="BAD_CHANNEL_ID")
+        async with self.ctx.db() as session:
+            matches = list((await session.scalars(
+                select(HeldProposal.id).where(HeldProposal.id.startswith(prefix))
+                .order_by(HeldProposal.id).limit(2))).all())
         if not matches:
-            if any(cid.startswith(prefix.lower()) for cid in self.states):
+            if any(cid.startswith(prefix) for cid in self.states):
                 raise Conflict("that channel is already accepted", code="ALREADY_ACCEPTED")
             raise NotFound(f"no proposal waiting with id {prefix}", code="UNKNOWN_CHANNEL")
         if len(matches) > 1:
-            raise Conflict(f"{prefix} is ambiguous: {', '.join(matches)}", code="AMBIGUOUS_CHANNEL")
-        proposal = ChannelProposal.decode(held[matches[0]].proposal)
-        await self._accept(proposal, reply_inline=False)
-        async with self.ctx.db() as session, session.begin():
-            await session.execute(delete(HeldProposal).where(HeldProposal.id == matches[0]))
-        return self.states[matches[0]]
+            raise Conflict(f"{prefix} is ambiguous: {', '.join(matches)}…",
+                           code="AMBIGUOUS_CHANNEL")
+        return str(matches[0])
+
+    async def accept_held(self, prefix: str) -> ch.ChannelState:
+        async with self.holding:
+            cid = await self._held_id(prefix)
+            async with self.ctx.db() as session:
+                row = await session.get(HeldProposal, cid)
+                assert row is not None  # only deleted under self.holding
+            # ch.accept checks the terms against our [policy] as it is now (INVALID_TERMS)
+            await self._accept(ChannelProposal.decode(row.proposal), reply_inline=False)
+            async with self.ctx.db() as session, session.begin():
+                await session.execute(delete(HeldProposal).where(HeldProposal.id == cid))
+        return self.states[cid]
+
+    async def reject_held(self, prefix: str) -> HeldProposal:
+        """Delete a held proposal (the operator said no); the opener is not told."""
+        async with self.holding:
+            cid = await self._held_id(prefix)
+            async with self.ctx.db() as session, session.begin():
+                row = await session.get(HeldProposal, cid)
+                assert row is not None  # only deleted under self.holding
+                await session.delete(row)
+        log.info("channel.rejected", channel=cid, opener=row.opener_id[:16])
+        return row
 
     async def _accept(self, proposal: ChannelProposal, *, reply_inline: bool) -> ChannelAcceptance:
         t = ch.accept(proposal, self.ctx.signer, now_ms=now_ms(), bounds=self.bounds)

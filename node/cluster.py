@@ -134,9 +134,14 @@ class Cluster:
     def add_node(self, name: str, *, role: str = "node", bank: dict[str, Any] | None,
                  allow: list[str] | None = None, db: str | None = None,
                  settings: dict[str, dict[str, Any]] | None = None,
-                 tls: dict[str, Path] | None = None) -> NodeHandle:
+                 tls: dict[str, Path] | None = None,
+                 allowed: list[dict[str, Any]] | None = None) -> NodeHandle:
         """Init a node's data directory; `settings` adds config.toml sections (``policy``…);
-        `tls` (``cert``, ``key``, ``ca``) goes to ``init --tls-cert/--tls-key/--tls-ca``."""
+        `tls` (``cert``, ``key``, ``ca``) goes to ``init --tls-cert/--tls-key/--tls-ca``.
+
+        `allow` are bare allow-list ids (their proposals may not ask us to deposit anything);
+        `allowed` are ``[[peers.allowed]]`` entries with limits (``{"node_id": …,
+        "max_peer_deposit": "100.00 EUR"}``)."""
         self.root.mkdir(parents=True, exist_ok=True)
         directory = self.root / name
         port, admin_port = free_port(), free_port()
@@ -156,11 +161,14 @@ class Cluster:
         out = subprocess.run(argv, capture_output=True, check=False)
         if out.returncode != 0:
             raise ClusterError(f"init {name}: {out.stderr.decode()}")
-        if settings:
+        if settings or allowed:
             from node.config import CONFIG_FILE, render_config
 
             config = directory / CONFIG_FILE
-            extra = render_config(settings).split("\n", 1)[1]  # without the header comment
+            sections: dict[str, Any] = dict(settings or {})
+            if allowed:
+                sections["peers.allowed"] = allowed
+            extra = render_config(sections).split("\n", 1)[1]  # without the header comment
             config.write_text(config.read_text() + extra)
         handle = NodeHandle(
             name, directory, port, admin_port=admin_port,
@@ -259,9 +267,11 @@ def start_companies(root: Path, *, manufacturer_balance: int = 1_000_000,
         manufacturer = cluster.add_node("manufacturer", bank=man_bank,
                                         db=dbs.get("manufacturer"), settings=settings,
                                         tls=files.get("manufacturer"))
-        carrier = cluster.add_node("carrier", bank=car_bank, allow=[manufacturer.node_id],
-                                   db=dbs.get("carrier"), settings=settings,
-                                   tls=files.get("carrier"))
+        # the carrier takes the manufacturer's proposals at once, up to open_channel's 100.00 EUR
+        carrier = cluster.add_node("carrier", bank=car_bank, db=dbs.get("carrier"),
+                                   settings=settings, tls=files.get("carrier"),
+                                   allowed=[{"node_id": manufacturer.node_id,
+                                             "max_peer_deposit": "100.00 EUR"}])
         for handle in (arbiter, manufacturer, carrier):
             handle.start()
             step(f"{handle.name:<12} {handle.node_id[:16]}…  peer API {handle.url}")

@@ -3,6 +3,26 @@
 ``meterline init`` writes all three (key and token mode 0600) and refuses to overwrite a key.
 ``meterline node start`` refuses a key file that others can read. A config that does not parse or
 names something impossible is a :class:`ConfigError` that says which setting and why.
+
+**The allow-list.** An opener on it has its proposals accepted, and our deposit paid, without the
+operator — but only within limits (:class:`Allowance`)::
+
+    [peers]
+    allow = ["<node id>"]              # default limits (below)
+
+    [[peers.allowed]]
+    node_id = "<node id>"
+    max_peer_deposit = "1000.00 EUR"   # the most it may ask US to deposit, per channel
+    currencies = ["EUR"]               # optional; default: any
+    min_dispute_window_ms = 3600000    # optional; default: the [policy] range
+    max_dispute_window_ms = 1209600000
+
+A bare ``allow`` entry (or a table without ``max_peer_deposit``) may ask us to deposit
+**nothing**: an allow-list entry is written to save the operator a click on channels the opener
+funds, and a key on it must not be able to make this node pay a deposit of any size into a
+channel on its own. An operator who wants more says how much. A proposal outside the limits is
+held for the operator (``meterline channel list`` says why), never refused for it; terms outside
+``[policy]`` are refused from anyone.
 """
 
 from __future__ import annotations
@@ -12,12 +32,15 @@ import secrets
 import ssl
 import stat
 import tomllib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from protocol.crypto import Signer
-from protocol.types import MAX_DISPUTE_WINDOW_MS
+from protocol.errors import ProtocolError
+from protocol.money import currency_exponent, format_decimal, parse_money
+from protocol.types import MAX_AMOUNT, MAX_DISPUTE_WINDOW_MS
 
 KEY_FILE = "node.key"
 TOKEN_FILE = "admin.token"
@@ -114,6 +137,49 @@ class TlsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class Allowance:
+    """What an allow-listed opener may propose and still be accepted without the operator."""
+
+    node_id: str
+    min_dispute_window_ms: int
+    max_dispute_window_ms: int
+    max_peer_deposit: int = 0
+    """The most the opener may ask us to deposit into one channel, in minor units of
+    `deposit_currency`. 0 (the default, and what a bare ``allow`` entry gets): nothing."""
+    deposit_currency: str = ""
+    """The currency of `max_peer_deposit` ("" when it is 0: no deposit in any currency)."""
+    currencies: frozenset[str] | None = None
+    """The currencies it may propose; None: any."""
+
+    def objection(self, currency: str, peer_deposit: int, dispute_window_ms: int) -> str | None:
+        """Why terms with these values are outside the allowance; None when they are within."""
+        if self.currencies is not None and currency not in self.currencies:
+            return (f"the currency {currency} is not one this opener is allowed "
+                    f"({', '.join(sorted(self.currencies))})")
+        if peer_deposit and (currency != self.deposit_currency
+                             or peer_deposit > self.max_peer_deposit):
+            return (f"it asks us to deposit {_minor_text(peer_deposit, currency)}; this opener "
+                    f"may ask at most {self.limit_text()}")
+        if not self.min_dispute_window_ms <= dispute_window_ms <= self.max_dispute_window_ms:
+            return (f"its dispute window of {dispute_window_ms} ms is outside this opener's "
+                    f"{self.min_dispute_window_ms}..{self.max_dispute_window_ms} ms")
+        return None
+
+    def limit_text(self) -> str:
+        if not self.max_peer_deposit:
+            return "nothing (no max_peer_deposit is set)"
+        return _minor_text(self.max_peer_deposit, self.deposit_currency)
+
+
+def _minor_text(minor: int, currency: str) -> str:
+    try:
+        exponent = currency_exponent(currency)
+    except ProtocolError:
+        return f"{minor} minor units of {currency}"
+    return f"{format_decimal(minor, exponent, min_places=exponent)} {currency}"
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     data_dir: Path
     name: str
@@ -124,11 +190,25 @@ class Config:
     db_url: str
     bank: BankConfig = field(default_factory=BankConfig)
     allow: tuple[str, ...] = ()
-    """Node ids (hex) whose channel proposals are accepted without the operator."""
+    """Node ids (hex) whose channel proposals are accepted without the operator (within their
+    allowance): the bare ``allow`` entries and the ``[[peers.allowed]]`` tables together."""
     limits: Limits = field(default_factory=Limits)
     dispute_window_ms: int = 86_400_000
     policy: Policy = field(default_factory=Policy)
     tls: TlsConfig = field(default_factory=TlsConfig)
+    allowances: tuple[Allowance, ...] = ()
+    """The limits of each allow-listed opener; an id in `allow` without one has the defaults."""
+
+    def allowance(self, node_id: str) -> Allowance | None:
+        """The limits within which `node_id`'s proposals are accepted at once; None when it is
+        not on the allow-list."""
+        for allowance in self.allowances:
+            if allowance.node_id == node_id:
+                return allowance
+        if node_id in self.allow:
+            return Allowance(node_id, self.policy.min_dispute_window_ms,
+                             self.policy.max_dispute_window_ms)
+        return None
 
     @property
     def key_path(self) -> Path:
@@ -154,11 +234,18 @@ def _toml_value(value: Any) -> str:
     return f'"{text}"'
 
 
-def render_config(sections: dict[str, dict[str, Any]]) -> str:
+def render_config(
+    sections: Mapping[str, Mapping[str, Any] | Sequence[Mapping[str, Any]]],
+) -> str:
+    """TOML for `sections`: a mapping is a ``[table]``, a list of mappings an array of tables
+    (``[[peers.allowed]]``)."""
     lines = ["# meterline node configuration (written by `meterline init`)"]
     for section, values in sections.items():
-        lines.append(f"\n[{section}]")
-        lines += [f"{key} = {_toml_value(v)}" for key, v in values.items()]
+        tables = [values] if isinstance(values, Mapping) else list(values)
+        header = f"[{section}]" if isinstance(values, Mapping) else f"[[{section}]]"
+        for table in tables:
+            lines.append(f"\n{header}")
+            lines += [f"{key} = {_toml_value(v)}" for key, v in table.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -179,13 +266,17 @@ def init_data_dir(
     db: str | None = None,
     bank: dict[str, Any] | None = None,
     allow: list[str] | None = None,
+    allowed: Sequence[Mapping[str, Any]] | None = None,
     seed: bytes | None = None,
     tls: dict[str, Path] | None = None,
 ) -> Signer:
     """Write config.toml, the key and the token. Refuses to overwrite an existing key.
 
-    `tls` (``cert``, ``key``, ``ca``; paths stored absolute): with a certificate and key the
-    peer API serves HTTPS and `public_url` is ``https://HOST:PORT``."""
+    `allow` are bare allow-list ids (default limits); `allowed` are ``[[peers.allowed]]`` tables
+    (``{"node_id": …, "max_peer_deposit": "100.00 EUR"}``). `tls` (``cert``, ``key``, ``ca``;
+    paths stored absolute): with a certificate and key the peer API serves HTTPS and
+    `public_url` is ``https://HOST:PORT``.
+    """
     if role not in ("node", "arbiter"):
         raise ConfigError(f"role must be node or arbiter, not {role!r}")
     parse_hostport(listen, "--listen")
@@ -204,7 +295,7 @@ def init_data_dir(
     write_private(token_path, secrets.token_urlsafe(32).encode() + b"\n")
     host, port = parse_hostport(listen, "--listen")
     scheme = "https" if "cert_file" in tls_section else "http"
-    sections: dict[str, dict[str, Any]] = {
+    sections: dict[str, Mapping[str, Any] | Sequence[Mapping[str, Any]]] = {
         "node": {
             "name": name,
             "role": role,
@@ -216,6 +307,8 @@ def init_data_dir(
         "bank": {k: v for k, v in (bank or {}).items() if v is not None},
         "peers": {"allow": list(allow or [])},
     }
+    if allowed:
+        sections["peers.allowed"] = list(allowed)
     if tls_section:
         sections["tls"] = tls_section
     (data_dir / CONFIG_FILE).write_text(render_config(sections))
@@ -287,7 +380,7 @@ def load_config(data_dir: Path) -> Config:
     node = raw.get("node", {})
     _check_keys(path, "node", node, NODE_KEYS)
     peers = raw.get("peers", {})
-    _check_keys(path, "peers", peers, {"allow"})
+    _check_keys(path, "peers", peers, {"allow", "allowed"})
     bank = _typed(path, "bank", raw.get("bank", {}), BankConfig)
     limits = _typed(path, "limits", raw.get("limits", {}), Limits)
     role = _str(path, node, "role", "node")
@@ -303,9 +396,15 @@ def load_config(data_dir: Path) -> Config:
         raise ConfigError(f"{path}: [peers] allow must be a list of node ids")
     allow = tuple(a.lower() for a in allow_raw)
     for node_id in allow:
-        if len(node_id) != 64 or any(c not in "0123456789abcdef" for c in node_id):
+        if not _is_node_id(node_id):
             raise ConfigError(f"{path}: [peers] allow entry {node_id!r} is not a node id")
     policy = _policy(path, raw.get("policy", {}))
+    allowances = _allowances(path, peers.get("allowed", []), policy)
+    ids = [*allow, *(a.node_id for a in allowances)]
+    twice = sorted({i for i in ids if ids.count(i) > 1})
+    if twice:
+        raise ConfigError(f"{path}: [peers] names {', '.join(twice)} more than once (allow and "
+                          "[[peers.allowed]] together)")
     tls = _tls(path, data_dir, raw.get("tls", {}))
     window = node.get("dispute_window_ms", 86_400_000)
     if not isinstance(window, int) or isinstance(window, bool) or not (
@@ -327,12 +426,84 @@ def load_config(data_dir: Path) -> Config:
         public_url=public_url,
         db_url=_str(path, node, "db", f"sqlite+aiosqlite:///{(data_dir / DB_FILE).resolve()}"),
         bank=bank,
-        allow=allow,
+        allow=tuple(ids),
         limits=limits,
         dispute_window_ms=window,
         policy=policy,
+        allowances=allowances,
         tls=tls,
     )
+
+
+ALLOWED_KEYS = frozenset({"node_id", "max_peer_deposit", "currencies", "min_dispute_window_ms",
+                          "max_dispute_window_ms"})
+
+
+def _is_node_id(text: str) -> bool:
+    return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
+
+
+def _allowances(path: Path, raw: Any, policy: Policy) -> tuple[Allowance, ...]:
+    """The ``[[peers.allowed]]`` tables, each checked strictly (ConfigError naming it)."""
+    if not isinstance(raw, list):
+        raise ConfigError(f"{path}: [[peers.allowed]] must be an array of tables")
+    return tuple(_allowance(path, i, entry, policy) for i, entry in enumerate(raw, 1))
+
+
+def _allowance(path: Path, n: int, entry: Any, policy: Policy) -> Allowance:
+    where = f"[[peers.allowed]] entry {n}"
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{path}: {where} must be a table")
+    unknown = set(entry) - ALLOWED_KEYS
+    if unknown:
+        raise ConfigError(f"{path}: unknown {where} settings {sorted(unknown)}")
+    node_id = entry.get("node_id")
+    if not isinstance(node_id, str) or not _is_node_id(node_id.lower()):
+        raise ConfigError(f"{path}: {where} node_id must be a node id (64 hex digits)")
+    node_id = node_id.lower()
+    where = f"[[peers.allowed]] entry {n} ({node_id[:16]}…)"
+    max_minor, deposit_currency = 0, ""
+    if "max_peer_deposit" in entry:
+        text = entry["max_peer_deposit"]
+        try:
+            if not isinstance(text, str):
+                raise ValueError("not a string")
+            currency = text.split()[-1].upper() if text.split() else ""
+            money = parse_money(text, currency_exponent(currency))
+        except (ProtocolError, ValueError):
+            raise ConfigError(f"{path}: {where} max_peer_deposit must be an amount in whole minor "
+                              f"units like \"1000.00 EUR\", not {text!r}") from None
+        if money.amount > MAX_AMOUNT:
+            raise ConfigError(f"{path}: {where} max_peer_deposit is above {MAX_AMOUNT}")
+        max_minor, deposit_currency = money.amount, money.currency if money.amount else ""
+    currencies: frozenset[str] | None = None
+    if "currencies" in entry:
+        listed = entry["currencies"]
+        if not isinstance(listed, list) or not listed or not all(
+                isinstance(c, str) for c in listed):
+            raise ConfigError(f"{path}: {where} currencies must be a non-empty list of ISO 4217 "
+                              "codes")
+        for code in listed:
+            try:
+                currency_exponent(code)
+            except ProtocolError as exc:
+                raise ConfigError(f"{path}: {where} currencies: {exc.message}") from None
+        currencies = frozenset(listed)
+        if deposit_currency and deposit_currency not in currencies:
+            raise ConfigError(f"{path}: {where} max_peer_deposit is in {deposit_currency}, "
+                              "which is not in its currencies")
+    windows = []
+    for key in ("min_dispute_window_ms", "max_dispute_window_ms"):
+        value = entry.get(key, getattr(policy, key))
+        if not isinstance(value, int) or isinstance(value, bool) or not (
+                policy.min_dispute_window_ms <= value <= policy.max_dispute_window_ms):
+            raise ConfigError(
+                f"{path}: {where} {key} must be an integer within [policy] "
+                f"{policy.min_dispute_window_ms}..{policy.max_dispute_window_ms}")
+        windows.append(value)
+    if windows[0] > windows[1]:
+        raise ConfigError(f"{path}: {where} min_dispute_window_ms is above max_dispute_window_ms")
+    return Allowance(node_id, windows[0], windows[1], max_minor, deposit_currency, currencies)
 
 
 def _tls(path: Path, data_dir: Path, raw: dict[str, Any]) -> TlsConfig:

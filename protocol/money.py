@@ -45,8 +45,13 @@ def parse_decimal(text: str, scale: int) -> int:
     """Exactly ``text × 10^scale``; INVALID_AMOUNT if it has more decimals than `scale`.
 
     Accepts plain non-negative decimals only ("12", "12.5", "0.0123"); no sign, exponent,
-    separators or whitespace inside.
+    separators or whitespace inside. `scale` is checked first (0 to MAX_SCALE): it is an
+    exponent, and ``10**scale`` of a caller's 10**7 would hold the process for seconds.
     """
+    if not isinstance(scale, int) or isinstance(scale, bool) or not 0 <= scale <= MAX_SCALE:
+        raise LocalProtocolError(
+            ErrorCode.INVALID_TERMS, f"a scale of {scale!r} is not between 0 and {MAX_SCALE}"
+        )
     match = _DECIMAL.fullmatch(text.strip()) if isinstance(text, str) else None
     if match is None:
         raise LocalProtocolError(ErrorCode.INVALID_AMOUNT, f"{text!r} is not a plain decimal")
@@ -97,6 +102,7 @@ def parse_money(text: str, scale: int = DEFAULT_SCALE) -> Money:
 
 
 def check_scale(scale: int, exponent: int) -> None:
+    """INVALID_TERMS unless ``exponent ≤ scale ≤ MAX_SCALE`` (before any ``10**scale``)."""
     if not exponent <= scale <= MAX_SCALE:
         raise LocalProtocolError(
             ErrorCode.INVALID_TERMS,

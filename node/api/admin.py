@@ -1,12 +1,13 @@
 """Admin API: JSON on localhost behind a bearer token. Everything the CLI does goes through here.
 
-Described by ``specs/admin-api.yaml`` (served at ``/openapi.yaml``).
+Described by ``specs/admin-api.yaml`` (served at ``/openapi.yaml``). Every body is read and
+checked by ``node.api.validate`` (size, depth, integer length, then each member's type, range,
+length and pattern, unknown members refused) before a handler uses any of it.
 """
 
 from __future__ import annotations
 
 import hmac
-import json
 import re
 import secrets
 import uuid
@@ -18,21 +19,24 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from node.api.validate import CLOSE, NO_BODY, OPEN_CHANNEL, PAY, channel_ref, read_json
 from node.context import now_ms
 from node.errors import NodeError, NotFound
 from node.keys import CHANNELS, CONFIG, CONTEXT, ESCROW, SIGNER, TOKEN, TRANSFERS
 from node.peers import check_identity, remember, verified_account
-from node.storage.models import Peer
+from node.storage.models import HeldProposal, Peer
 from node.views import channel_detail, channel_summary, minor, statement
 from protocol.errors import ErrorCode, ProtocolError
+from protocol.messages import ChannelProposal
 from protocol.money import DEFAULT_SCALE, parse_decimal, parse_money
 from protocol.tariff import parse_quantity, parse_tariff_line
+from protocol.types import MAX_DISPUTE_WINDOW_MS
 from rails.errors import RailError
 
 log = structlog.get_logger()
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 OPENAPI = Path(__file__).resolve().parents[2] / "specs" / "admin-api.yaml"
-_DURATION = re.compile(r"(\d+)(ms|s|m|h|d)")
+_DURATION = re.compile(r"([0-9]{1,11})(ms|s|m|h|d)")
 _UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 
 
@@ -77,27 +81,26 @@ async def admin_errors(request: web.Request, handler: Handler) -> web.StreamResp
 
 
 async def json_body(request: web.Request) -> dict[str, Any]:
-    try:
-        data = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise NodeError("the body is not JSON", code="BAD_JSON") from None
-    if not isinstance(data, dict):
-        raise NodeError("the body must be a JSON object", code="BAD_JSON")
-    return data
-
-
-def _int(body: dict[str, Any], field: str, default: int) -> int:
-    value = body.get(field, default)
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise NodeError(f"{field} must be an integer", code=f"BAD_{field.upper()}")
-    return value
+    """The body as a JSON object, read under node.api.validate's guards (size, depth, integer
+    length); the caller still checks its members."""
+    return await read_json(request)
 
 
 def parse_duration(text: str) -> int:
-    match = _DURATION.fullmatch(text.strip()) if isinstance(text, str) else None
+    """Milliseconds of ``24h``, ``90m``, ``30s``…; at most a year (no window is longer)."""
+    match = _DURATION.fullmatch(text) if isinstance(text, str) else None
     if match is None:
-        raise NodeError(f"{text!r} is not a duration like 24h, 90m or 30s", code="BAD_DURATION")
-    return int(match.group(1)) * _UNITS_MS[match.group(2)]
+        raise NodeError(f"{text!r:.40} is not a duration like 24h, 90m or 30s",
+                        code="BAD_DURATION")
+    ms = int(match.group(1)) * _UNITS_MS[match.group(2)]
+    if ms > MAX_DISPUTE_WINDOW_MS:
+        raise NodeError(f"{text} is longer than {MAX_DISPUTE_WINDOW_MS // 86_400_000} days",
+                        code="BAD_DURATION")
+    return ms
+
+
+def _channel_ref(request: web.Request) -> str:
+    return channel_ref(request.match_info["channel_id"])
 
 
 async def status(request: web.Request) -> web.Response:
@@ -170,9 +173,19 @@ async def list_channels(request: web.Request) -> web.Response:
     service = request.app[CHANNELS]
     channels = [channel_summary(s) for s in
                 sorted(service.states.values(), key=lambda s: s.updated_ms, reverse=True)]
-    held = [{"id": h.id, "peer": h.opener_id, "phase": "awaiting-acceptance"}
-            for h in await service.held()]
+    held = [held_json(h, service.held_reason(h)) for h in await service.held()]
     return web.json_response({"channels": channels, "proposals": held})
+
+
+def held_json(held: HeldProposal, reason: str) -> dict[str, Any]:
+    """A proposal waiting for the operator: who, what it asks of us, and why it waits."""
+    terms = ChannelProposal.decode(held.proposal).terms
+    cur = terms.currency
+    return {"id": held.id, "peer": held.opener_id, "phase": "awaiting-acceptance",
+            "reason": reason, "received_ms": held.received_ms,
+            "deposit": {"ours": minor(terms.peer_deposit, cur),
+                        "peer": minor(terms.opener_deposit, cur)},
+            "dispute_window_ms": terms.dispute_window_ms}
 
 
 async def _detail(request: web.Request, cid: str) -> dict[str, Any]:
@@ -182,23 +195,17 @@ async def _detail(request: web.Request, cid: str) -> dict[str, Any]:
 
 
 async def show_channel(request: web.Request) -> web.Response:
-    cid = request.app[CHANNELS].resolve(request.match_info["channel_id"])
+    cid = request.app[CHANNELS].resolve(_channel_ref(request))
     return web.json_response(await _detail(request, cid))
 
 
 async def open_channel(request: web.Request) -> web.Response:
-    body = await json_body(request)
-    scale = _int(body, "scale", DEFAULT_SCALE)
-    for field in ("peer", "arbiter", "deposit"):
-        if not isinstance(body.get(field), str):
-            raise NodeError(f"{field} is required", code="MISSING_FIELD")
-    tariffs = body.get("tariff") or []
-    if isinstance(tariffs, str):
-        tariffs = [tariffs]
-    if not tariffs or not all(isinstance(t, str) for t in tariffs):
-        raise NodeError("tariff needs at least one line like 'km=0.0123'", code="INVALID_TARIFF")
-    lines = tuple(parse_tariff_line(t, scale=scale) for t in tariffs)
-    window = parse_duration(body["dispute_window"]) if body.get("dispute_window") else (
+    body = OPEN_CHANNEL.check(await read_json(request))
+    scale: int = body.get("scale", DEFAULT_SCALE)
+    tariffs = body["tariff"]
+    lines = tuple(parse_tariff_line(t, scale=scale)
+                  for t in ([tariffs] if isinstance(tariffs, str) else tariffs))
+    window = parse_duration(body["dispute_window"]) if "dispute_window" in body else (
         request.app[CONFIG].dispute_window_ms)
     service = request.app[CHANNELS]
     state = await service.open(
@@ -223,15 +230,23 @@ async def _peer_id(request: web.Request, ref: str) -> str:
 
 
 async def accept_channel(request: web.Request) -> web.Response:
-    state = await request.app[CHANNELS].accept_held(request.match_info["channel_id"])
+    NO_BODY.check(await read_json(request, optional=True))
+    state = await request.app[CHANNELS].accept_held(_channel_ref(request))
     return web.json_response(await _detail(request, state.channel_id.hex()))
 
 
+async def reject_channel(request: web.Request) -> web.Response:
+    """Delete a proposal held for the operator (the counterpart of accept)."""
+    NO_BODY.check(await read_json(request, optional=True))
+    held = await request.app[CHANNELS].reject_held(_channel_ref(request))
+    return web.json_response({"id": held.id, "peer": held.opener_id, "phase": "rejected"})
+
+
 async def close_channel(request: web.Request) -> web.Response:
-    body = await json_body(request) if request.can_read_body else {}
+    body = CLOSE.check(await read_json(request, optional=True))
     service = request.app[CHANNELS]
-    cid = service.resolve(request.match_info["channel_id"])
-    if body.get("force"):
+    cid = service.resolve(_channel_ref(request))
+    if body.get("force", False):
         await service.force_close(cid)
     else:
         await service.close(cid)
@@ -239,46 +254,37 @@ async def close_channel(request: web.Request) -> web.Response:
 
 
 async def pay(request: web.Request) -> web.Response:
-    body = await json_body(request)
+    body = PAY.check(await read_json(request))
     service = request.app[CHANNELS]
-    cid = service.resolve(request.match_info["channel_id"])
+    cid = service.resolve(_channel_ref(request))
     state = service.get(cid)
     terms = state.terms
     quantities = [0] * len(terms.tariff)
-    units = body.get("units") or {}
-    if not isinstance(units, dict):
-        raise NodeError("units is an object like {\"km\": \"12.5\"}", code="BAD_UNITS")
+    units: dict[str, str] = body.get("units", {})
     by_unit = {line.unit: i for i, line in enumerate(terms.tariff)}
     for unit, text in units.items():
-        if not isinstance(text, str):
-            raise NodeError(f"the quantity of {unit} must be a decimal string like \"12.5\"",
-                            code="BAD_UNITS")
         if unit not in by_unit:
             raise NodeError(f"the tariff has no unit {unit!r} (it has {', '.join(by_unit)})",
                             code="UNKNOWN_UNIT")
         quantities[by_unit[unit]] = parse_quantity(text, terms.tariff[by_unit[unit]])
     direct = 0
-    if body.get("amount"):
-        money = parse_money(str(body["amount"]), terms.scale)
+    if "amount" in body:
+        money = parse_money(body["amount"], terms.scale)
         if money.currency != terms.currency:
             raise NodeError(f"the channel is in {terms.currency}, not {money.currency}",
                             code="WRONG_CURRENCY")
         direct = money.amount
     if not any(quantities) and not direct:
         raise NodeError("give units (km=12.5) or an amount (\"3.20 EUR\")", code="NOTHING_TO_PAY")
-    reference = str(body.get("reference") or "")
-    if len(reference) > 64 or not re.fullmatch(r"[\x20-\x7e]*", reference):
-        raise NodeError("a reference is at most 64 printable ASCII characters",
-                        code="BAD_REFERENCE")
-    repeat = _int(body, "repeat", 1)
-    await service.pay(cid, quantities=quantities, direct_amount=direct, reference=reference,
-                      repeat=repeat, wait=bool(body.get("wait", True)))
+    await service.pay(cid, quantities=quantities, direct_amount=direct,
+                      reference=body.get("reference", ""), repeat=body.get("repeat", 1),
+                      wait=body.get("wait", True))
     return web.json_response(await _detail(request, cid))
 
 
 async def channel_statement(request: web.Request) -> web.Response:
     service = request.app[CHANNELS]
-    cid = service.resolve(request.match_info["channel_id"])
+    cid = service.resolve(_channel_ref(request))
     transfers = await request.app[TRANSFERS].for_channel(cid)
     return web.json_response(await statement(request.app[CONTEXT], service.get(cid), transfers))
 
@@ -325,6 +331,7 @@ def routes(role: str) -> list[web.RouteDef]:
         web.post("/api/channels", open_channel),
         web.get("/api/channels/{channel_id}", show_channel),
         web.post("/api/channels/{channel_id}/accept", accept_channel),
+        web.post("/api/channels/{channel_id}/reject", reject_channel),
         web.post("/api/channels/{channel_id}/close", close_channel),
         web.post("/api/channels/{channel_id}/pay", pay),
         web.get("/api/channels/{channel_id}/statement", channel_statement),

@@ -1,4 +1,4 @@
-"""`meterline channel open|list|show|accept|close`."""
+"""`meterline channel open|list|show|accept|reject|close`."""
 
 from __future__ import annotations
 
@@ -111,6 +111,10 @@ def list_(data_dir: Path | None, as_json: bool, precise: bool) -> None:
              for p in data["proposals"]]
     human = table(["CHANNEL", "PHASE", "PEER", "ROLE", "SENT", "RECEIVED", "BALANCE"],
                   rows) if rows else "no channels yet: open one with `meterline channel open`"
+    if data["proposals"]:
+        human += "\n\nwaiting for you (`meterline channel accept ID` or `reject ID`):\n" + (
+            "\n".join(f"  {short(p['id'])}  asks us to deposit {amount(p['deposit']['ours'])}: "
+                      f"{p['reason']}" for p in data["proposals"]))
     emit(data, as_json, human)
 
 
@@ -135,7 +139,7 @@ def show(channel_id: str, data_dir: Path | None, as_json: bool, precise: bool) -
 @data_dir_option
 @json_option
 def accept(channel_id: str, data_dir: Path | None, as_json: bool) -> None:
-    """Accept a proposal that is waiting for the operator (peer not on the allow-list).
+    """Accept a proposal that is waiting for the operator (see `channel list` for why).
 
     \b
     Example:
@@ -143,6 +147,21 @@ def accept(channel_id: str, data_dir: Path | None, as_json: bool) -> None:
     """
     data = Admin(data_dir).call("POST", f"/api/channels/{channel_id}/accept")
     emit(data, as_json, f"accepted channel {data['id']}; it is {data['phase']}")
+
+
+@channel.command("reject")
+@click.argument("channel_id")
+@data_dir_option
+@json_option
+def reject(channel_id: str, data_dir: Path | None, as_json: bool) -> None:
+    """Refuse a proposal that is waiting for the operator: it is deleted, nothing is signed.
+
+    \b
+    Example:
+      meterline channel reject 3f9a
+    """
+    data = Admin(data_dir).call("POST", f"/api/channels/{channel_id}/reject")
+    emit(data, as_json, f"rejected the proposal {data['id']} from {short(data['peer'])}")
 
 
 @channel.command("close")

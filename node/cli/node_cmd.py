@@ -23,7 +23,9 @@ from node.config import ConfigError, init_data_dir
 @click.option("--role", type=click.Choice(["node", "arbiter"]), default="node", show_default=True)
 @click.option("--bank-config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="A JSON file with the [bank] settings (rail, url, account…).")
-@click.option("--allow", multiple=True, help="Node id whose proposals are accepted automatically.")
+@click.option("--allow", multiple=True,
+              help="Node id whose proposals are accepted automatically if they ask us to "
+                   "deposit nothing ([[peers.allowed]] in config.toml sets larger limits).")
 @click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="PEM certificate (chain) of the peer API: serve it over HTTPS.")
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),

@@ -116,7 +116,8 @@ def run_two_company_channel(
                                bank=bank_config(gateway.url, "escrow"))
         man = cluster.add_node("manufacturer", bank=bank_config(gateway.url, "manufacturer"))
         car = cluster.add_node("carrier", bank=bank_config(gateway.url, "carrier"),
-                               allow=[man.node_id])
+                               allowed=[{"node_id": man.node_id, "max_peer_deposit":
+                                         f"{deposit['carrier'] / 100:.2f} {currency}"}])
         for node in (arb, man, car):
             node.start()
         for node in (man, car):

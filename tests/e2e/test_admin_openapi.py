@@ -207,7 +207,8 @@ def companies(tmp_path_factory: pytest.TempPathFactory,
         escrow, manu, carrier = asyncio.run(accounts())
         arb = cluster.add_node("arbiter", role="arbiter", bank=escrow)
         man = cluster.add_node("manufacturer", bank=manu)
-        car = cluster.add_node("carrier", bank=carrier, allow=[man.node_id])
+        car = cluster.add_node("carrier", bank=carrier, allowed=[
+            {"node_id": man.node_id, "max_peer_deposit": "100.00 EUR"}])
         for handle in (arb, man, car):
             handle.start()
         yield Companies(Admin(arb, spec), Admin(man, spec), Admin(car, spec))
@@ -391,12 +392,54 @@ def test_held_proposal_is_accepted_by_the_operator(peered: Companies,
     man, car = peered.manufacturer, peered.carrier
     proposed, accepted = held["proposed"], held["accepted"]
     assert proposed["phase"] == "proposed"
-    assert {"id": proposed["id"], "peer": car.node_id, "phase": "awaiting-acceptance"} in (
-        held["list"]["proposals"])
+    (listed,) = [p for p in held["list"]["proposals"] if p["id"] == proposed["id"]]
+    assert (listed["peer"], listed["phase"]) == (car.node_id, "awaiting-acceptance")
+    assert listed["reason"] == "the opener is not on the allow-list"
+    assert listed["deposit"] == {"ours": {"amount": "0.00", "currency": "EUR"},
+                                 "peer": {"amount": "10.00", "currency": "EUR"}}
     assert accepted["phase"] == "accepted"
     assert accepted["role"] == "peer"
     assert accepted["deposit"]["peer"] == {"amount": "10.00", "currency": "EUR"}
     man.call("POST", f"/api/channels/{proposed['id']}/accept", status=409)
+
+
+@pytest.fixture(scope="module")
+def rejected(peered: Companies) -> dict[str, Any]:
+    """The manufacturer's operator rejects a proposal the carrier made."""
+    man, car = peered.manufacturer, peered.carrier
+    got: dict[str, Any] = {}
+    got["proposed"] = car.call("POST", "/api/channels", {
+        "peer": "manufacturer", "arbiter": "arbiter", "deposit": "20.00 EUR",
+        "tariff": "pallet=2.50"}, status=201)
+    cid = got["proposed"]["id"]
+    got["rejected"] = man.call("POST", f"/api/channels/{cid[:16]}/reject")
+    got["list"] = man.call("GET", "/api/channels")
+    got["again"] = man.call("POST", f"/api/channels/{cid}/reject", status=404)
+    return got
+
+
+def test_held_proposal_is_rejected_by_the_operator(peered: Companies,
+                                                   rejected: dict[str, Any]) -> None:
+    cid = rejected["proposed"]["id"]
+    assert rejected["rejected"] == {"id": cid, "peer": peered.carrier.node_id,
+                                    "phase": "rejected"}
+    assert cid not in [p["id"] for p in rejected["list"]["proposals"]]
+    assert cid not in [c["id"] for c in rejected["list"]["channels"]]
+    assert error_of(rejected["again"]) == "UNKNOWN_CHANNEL"
+
+
+def test_an_allowed_opener_asking_more_than_its_allowance_waits(peered: Companies) -> None:
+    """The carrier allows the manufacturer to ask 100.00 EUR of it; 100.01 EUR waits."""
+    man, car = peered.manufacturer, peered.carrier
+    opened = man.call("POST", "/api/channels", {
+        "peer": "carrier", "arbiter": "arbiter", "deposit": "1.00 EUR",
+        "peer_deposit": "100.01 EUR", "tariff": ["km=0.01"]}, status=201)
+    assert opened["phase"] == "proposed"
+    (listed,) = [p for p in car.call("GET", "/api/channels")["proposals"]
+                 if p["id"] == opened["id"]]
+    assert "100.01 EUR" in listed["reason"]
+    assert "100.00 EUR" in listed["reason"]
+    car.call("POST", f"/api/channels/{opened['id']}/reject")
 
 
 # -- errors -------------------------------------------------------------------------------------
@@ -475,11 +518,50 @@ def test_bad_payment_is_400(lifecycle: Lifecycle, peered: Companies, body: dict[
     assert error_of(answer) == code
 
 
+@pytest.mark.parametrize(("route", "body", "code"), [
+    ("close", {"force": "false"}, "BAD_FORCE"),
+    ("close", {"force": True, "now": True}, "UNKNOWN_FIELD"),
+    ("pay", {"units": {"km": "1"}, "wait": "false"}, "BAD_WAIT"),
+    ("pay", {"units": {"km": "1"}, "repeat": 0}, "BAD_REPEAT"),
+    ("pay", {"units": {"km": 1}}, "BAD_UNITS"),
+    ("open", {"scale": 10**7}, "BAD_SCALE"),
+    ("open", {"tariff": 5}, "INVALID_TARIFF"),
+    ("open", {"dispute_window": "9" * 400 + "h"}, "BAD_DURATION"),
+    ("open", {"peer_deposit": 100}, "INVALID_AMOUNT"),
+    ("open", {"colour": "blue"}, "UNKNOWN_FIELD"),
+])
+def test_a_malformed_body_is_refused_by_the_node_and_the_document(
+    lifecycle: Lifecycle, peered: Companies, spec: SpecCheck, route: str, body: dict[str, Any],
+    code: str,
+) -> None:
+    """Strict input: what the document refuses, the node refuses, with a documented 400, and
+    no channel changes or appears."""
+    man, car = peered.manufacturer, peered.carrier
+    if route == "open":
+        path, body = "/api/channels", {"peer": car.node_id, "arbiter": "arbiter",
+                                       "deposit": "5000.00 EUR", "tariff": TARIFF, **body}
+    else:
+        path = f"/api/channels/{lifecycle.cid}/{route}"
+    before = man.call("GET", "/api/channels")
+    answer = man.call("POST", path, body, status=400, request_valid=False)
+    assert error_of(answer) == code
+    assert spec.document["x-error-codes"][code][0] == 400
+    assert man.call("GET", "/api/channels") == before
+
+
+def test_every_error_code_answered_is_in_the_table(spec: SpecCheck) -> None:
+    codes = spec.document["x-error-codes"]
+    assert all(re.fullmatch(r"[A-Z][A-Z0-9_]*", c) for c in codes)
+    assert all(isinstance(s, int) and 400 <= s < 600 and isinstance(m, str)
+               for s, m in codes.values())
+
+
 # -- the checks themselves ----------------------------------------------------------------------
 
 
 def test_every_documented_operation_was_exercised(
-    spec: SpecCheck, lifecycle: Lifecycle, held: dict[str, Any], peered: Companies
+    spec: SpecCheck, lifecycle: Lifecycle, held: dict[str, Any], rejected: dict[str, Any],
+    peered: Companies
 ) -> None:
     # the fixtures alone reach every channel route; status, peers, escrows and the document
     # itself are asked here so that this test holds when it runs on its own (-k)

@@ -162,9 +162,13 @@ def test_lifecycle_through_the_cli(quickstart: Any, tmp_path: Path) -> None:
     assert "the channel is settled, not open" in fails(
         "pay", cid[:8], "--units", "km=1", home=man)
 
-    # an ambiguous prefix: 17 proposals guarantee two ids share their first hex digit
-    ids = [cid] + [js("channel", "open", "carrier", "--arbiter", "escrow", "--deposit",
-                      "1.00 EUR", "--tariff", "km=0.01", home=man)["id"] for _ in range(16)]
+    # an ambiguous prefix: 17 proposals guarantee two ids share their first hex digit (the
+    # carrier's operator rejects each: at most 3 wait from one opener)
+    ids = [cid]
+    for _ in range(16):
+        ids.append(js("channel", "open", "carrier", "--arbiter", "escrow", "--deposit",
+                      "1.00 EUR", "--tariff", "km=0.01", home=man)["id"])
+        assert js("channel", "reject", ids[-1][:12], home=car)["phase"] == "rejected"
     first = Counter(i[0] for i in ids).most_common(1)[0][0]
     message = fails("channel", "show", first, home=man)
     assert "ambiguous" in message

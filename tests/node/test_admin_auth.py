@@ -56,6 +56,7 @@ def route_calls(role: str, cid: str, held: str, peer_url: str) -> list[tuple[str
             "tariff": ["km=0.01"],
         },
         ("POST", "/api/channels/{channel_id}/accept"): {},
+        ("POST", "/api/channels/{channel_id}/reject"): {},
         ("POST", "/api/channels/{channel_id}/close"): {"force": True},
         ("POST", "/api/channels/{channel_id}/pay"): {"units": {"km": "1"}, "wait": False},
     }
@@ -65,7 +66,8 @@ def route_calls(role: str, cid: str, held: str, peer_url: str) -> list[tuple[str
         if info == "/openapi.yaml":
             continue
         method = route.method  # type: ignore[attr-defined]
-        path = info.replace("{channel_id}", held if info.endswith("/accept") else cid)
+        path = info.replace("{channel_id}",
+                            held if info.endswith(("/accept", "/reject")) else cid)
         calls.append((method, path, bodies.get((method, info))))
     return calls
 
@@ -151,7 +153,7 @@ async def _sweep(node: RunningNode, role: str, cid: str, held: str, peer_url: st
 async def test_every_node_route_needs_the_token(node: tuple[RunningNode, str, str]) -> None:
     running_node, cid, held = node
     checked = await _sweep(running_node, "node", cid, held, running_node.peer_url)
-    assert checked == len(WRONG) * 10  # every route of a node but /openapi.yaml
+    assert checked == len(WRONG) * 11  # every route of a node but /openapi.yaml
 
 
 async def test_the_right_token_gets_through(node: tuple[RunningNode, str, str]) -> None:

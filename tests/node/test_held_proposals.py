@@ -1,4 +1,6 @@
-"""Proposals from peers off the allow-list wait for the operator, and there is a cap on them."""
+"""Proposals from peers off the allow-list wait for the operator, and there is a cap on them:
+MAX_HELD_PROPOSALS from openers that are not known peers, each a fresh key (one key alone is
+capped sooner, see test_acceptance_policy.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from node.config import load_config
 from node.peers import info_json
 from node.storage.models import HeldProposal, Peer
 from protocol import channel as ch
+from protocol.crypto import Signer
 from protocol.errors import ErrorCode
 from protocol.messages import EMPTY_SIGNATURE, Error, NodeInfo
 from protocol.records import decode_message
@@ -43,8 +46,9 @@ async def test_held_proposals_are_capped(tmp_path: Path, start_node: Any) -> Non
         arbiter.info, arbiter.issued_ms = info_json(record), 1
 
     async def propose(i: int) -> tuple[int, bytes]:
-        terms = replace(sim.terms, salt=i.to_bytes(16, "big"))
-        proposal = ch.propose(terms, sim.opener, now_ms=1).effects[0].proposal  # type: ignore[union-attr]
+        opener = Signer.from_label(f"stranger-{i}")
+        terms = replace(sim.terms, opener=opener.node_id)
+        proposal = ch.propose(terms, opener, now_ms=1).effects[0].proposal  # type: ignore[union-attr]
         async with aiohttp.ClientSession() as http, http.post(
             f"{node.peer_url}/p2p/proposal", data=proposal.encode()
         ) as resp:
