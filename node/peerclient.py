@@ -1,13 +1,19 @@
 """Talking to other nodes and arbiters: signed msgpack messages over POST, proofs over WebSocket.
 
-Messages carry their own signatures, so a request needs no other authentication; the answer is
-either a message or an :class:`~protocol.messages.Error` with the spec's code.
+Messages carry their own signatures, so a request needs no other authentication. An answer is a
+message, nothing (202/204), or a refusal: a `Refusal` signed by the refusing node over the exact
+request bytes (raised as :class:`Refused`), or, from a GET or an older peer, an unsigned
+`Error` (raised as `RemoteProtocolError`). Anything else — no connection, a timeout, a 5xx, an
+answer that is not a message, an answer over `max_body_bytes` — is `PeerUnavailable`:
+transient, worth retrying. Bodies and WebSocket frames are read bounded: never more than
+`max_body_bytes` (+1) of an answer is held in memory (specs/0005 §2).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -15,24 +21,43 @@ import aiohttp
 import structlog
 
 from node.errors import PeerUnavailable
-from protocol.errors import ErrorCode, RemoteProtocolError
-from protocol.messages import Error
+from protocol.errors import ErrorCode, ProtocolError, RemoteProtocolError
+from protocol.messages import Error, Refusal
 from protocol.records import Message, decode_message
 
 log = structlog.get_logger()
 MSGPACK = "application/msgpack"
+DEFAULT_MAX_BODY = 64 * 1024
+"""The default `[limits] max_body_bytes`: the largest answer body or frame read."""
+_CHUNK = 16 * 1024
+
+
+class Refused(RemoteProtocolError):
+    """The peer answered with a `Refusal`. Not yet checked: a delivery ends only when
+    `refusal.verify_for(recipient, request_bytes)` accepts it (node.outbox.classify)."""
+
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(_code(refusal.code), refusal.message)
+        self.refusal = refusal
 
 
 class PeerClient:
-    def __init__(self, *, node_id: str, timeout_s: float = 10.0) -> None:
+    def __init__(self, *, node_id: str, timeout_s: float = 10.0,
+                 max_body_bytes: int = DEFAULT_MAX_BODY) -> None:
         self._session: aiohttp.ClientSession | None = None
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._headers = {"X-Meterline-Node": node_id}
+        self.max_body_bytes = max_body_bytes
 
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self._timeout, headers=self._headers)
+            # No pool-wide connection cap (aiohttp's default is 100): the outbox bounds what is
+            # in flight (lanes, dedup), and a shared cap would let connections held open by a
+            # peer that never answers queue everybody else's deliveries behind them.
+            self._session = aiohttp.ClientSession(
+                timeout=self._timeout, headers=self._headers,
+                connector=aiohttp.TCPConnector(limit=0))
         return self._session
 
     async def close(self) -> None:
@@ -44,39 +69,79 @@ class PeerClient:
             async with self.session.get(f"{url.rstrip('/')}/p2p/info") as resp:
                 if resp.status != 200:
                     raise PeerUnavailable(f"{url} answered {resp.status} to /p2p/info")
-                data: dict[str, Any] = await resp.json()
-                return data
+                data = json.loads(await read_bounded(resp, self.max_body_bytes, url))
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise PeerUnavailable(f"cannot reach {url}: {exc}") from None
+        except (ValueError, UnicodeDecodeError):
+            raise PeerUnavailable(f"{url} answered /p2p/info with something not JSON") from None
+        if not isinstance(data, dict):
+            raise PeerUnavailable(f"{url} answered /p2p/info with something not an object")
+        return data
 
     async def fetch(self, url: str) -> Message | None:
         """GET one message (None for 204)."""
         return await self._exchange("GET", url, None)
 
-    async def send(self, url: str, path: str, message: Message,
+    async def send(self, url: str, path: str, message: Message | bytes,
                    headers: dict[str, str] | None = None) -> Message | None:
-        """POST one message; return the answer message (None for an empty 202/204)."""
-        return await self._exchange("POST", f"{url.rstrip('/')}{path}", message, headers)
+        """POST one message (or its exact encoded bytes); return the answer message (None for
+        an empty 202/204). Raises `Refused` for a `Refusal`, `RemoteProtocolError` for an
+        unsigned `Error`, `PeerUnavailable` for anything transient."""
+        data = message if isinstance(message, bytes) else message.encode()
+        return await self._exchange("POST", f"{url.rstrip('/')}{path}", data, headers)
 
-    async def _exchange(self, method: str, url: str, message: Message | None,
+    async def _exchange(self, method: str, url: str, data: bytes | None,
                         headers: dict[str, str] | None = None) -> Message | None:
-        """One request; the answer is a message, nothing, or an Error raised as typed error."""
+        """One request; its answer classified (see the module docstring)."""
         try:
             async with self.session.request(
-                method,
-                url,
-                data=None if message is None else message.encode(),
-                headers={"Content-Type": MSGPACK, **(headers or {})},
+                method, url, data=data, headers={"Content-Type": MSGPACK, **(headers or {})},
             ) as resp:
-                body = await resp.read()
-                if resp.status in (202, 204) or not body:
+                if resp.status in (202, 204):
                     return None
-                answer = decode_message(body)
+                body = await read_bounded(resp, self.max_body_bytes, url)
+                status = resp.status
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise PeerUnavailable(f"cannot reach {url}: {exc}") from None
+        answer = _decode(body)
+        if status >= 500 or answer is None:
+            what = type(answer).__name__ if answer is not None else (
+                "an empty body" if not body else "a body that is not a message")
+            detail = f" ({answer.message})" if isinstance(answer, Error | Refusal) else ""
+            raise PeerUnavailable(f"{url} answered HTTP {status} with {what}{detail}")
+        if isinstance(answer, Refusal):
+            raise Refused(answer)
         if isinstance(answer, Error):
             raise RemoteProtocolError(_code(answer.code), answer.message)
+        if status != 200:
+            raise PeerUnavailable(f"{url} answered HTTP {status} with a "
+                                  f"{type(answer).__name__}")
         return answer
+
+
+async def read_bounded(resp: aiohttp.ClientResponse, limit: int, url: str = "") -> bytes:
+    """The body of `resp`, read in chunks; `PeerUnavailable` (and the connection closed) as
+    soon as it is over `limit` bytes — a larger answer is never buffered."""
+    declared = resp.content_length
+    if declared is not None and declared > limit:
+        resp.close()
+        raise PeerUnavailable(f"{url} announced a {declared}-byte answer (limit {limit})")
+    body = bytearray()
+    async for chunk in resp.content.iter_chunked(_CHUNK):
+        body += chunk
+        if len(body) > limit:
+            resp.close()
+            raise PeerUnavailable(f"{url} sent an answer over {limit} bytes")
+    return bytes(body)
+
+
+def _decode(body: bytes) -> Message | None:
+    if not body:
+        return None
+    try:
+        return decode_message(body)
+    except ProtocolError:  # decoding maps every failure on hostile bytes to DecodeError
+        return None
 
 
 def _code(value: int) -> ErrorCode:
@@ -90,7 +155,8 @@ class OutboundStream:
     """One long-lived WebSocket per channel carrying our proofs; receipts come back on it.
 
     `resend` yields the proofs not yet acknowledged (from storage) each time the socket
-    (re)connects, so a dropped connection or a restarted peer loses nothing.
+    (re)connects, so a dropped connection or a restarted peer loses nothing. A frame over
+    `max_msg_size` bytes is refused (the socket is closed with 1009) and never buffered whole.
     """
 
     def __init__(
@@ -100,8 +166,10 @@ class OutboundStream:
         session: aiohttp.ClientSession,
         on_message: Callable[[Message], Awaitable[None]],
         resend: Callable[[int], Awaitable[list[tuple[int, bytes]]]],
+        max_msg_size: int = DEFAULT_MAX_BODY,
     ) -> None:
         self._url = url
+        self._max_msg_size = max_msg_size
         self._session = session
         self._on_message = on_message
         self._resend = resend
@@ -143,7 +211,8 @@ class OutboundStream:
         delay = 0.05
         while not self._closing:
             try:
-                async with self._session.ws_connect(self._url, heartbeat=20, max_msg_size=0) as ws:
+                async with self._session.ws_connect(self._url, heartbeat=20,
+                                                  max_msg_size=self._max_msg_size) as ws:
                     # Catch up before anyone else may send: what the peer lacks, in nonce order,
                     # until nothing newer is stored (a payment committed meanwhile is included).
                     after = 0
