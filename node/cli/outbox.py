@@ -14,8 +14,7 @@ from node.cli.render import short, table
 
 @click.group()
 def outbox() -> None:
-    """Deliveries this node still owes (or that were refused): messages to peers and the
-    arbiter, bank submissions.
+    """Deliveries still owed to peers, the arbiter and the bank (and refused ones).
 
     \b
     Example:
@@ -34,8 +33,10 @@ def _state(row: dict[str, Any], now_ms: int) -> str:
 @data_dir_option
 @json_option
 def list_(data_dir: Path | None, as_json: bool) -> None:
-    """List pending deliveries (retried until the recipient takes them) and refused ones
-    (ended by a refusal the recipient signed; the error says why).
+    """List pending and refused deliveries, oldest first.
+
+    A pending one is retried until its recipient takes it; a refused one was ended by a refusal
+    the recipient signed (LAST ERROR says why) and stays listed.
 
     \b
     Example:
