@@ -104,17 +104,7 @@ class Node:
         against the row's recipient (node.outbox.classify): only a refusal that recipient signed
         over these bytes ends the row."""
         base, _, path = row.target.partition("/p2p/")
-        headers = {}
-        if path == "register":  # TEMPORARY: removed in its own commit (lead's CallbackAddress)
-            from node.callback import CALLBACK_DOMAIN, callback_body
-            from protocol.messages import ChannelRegistration
-
-            message = ChannelRegistration.decode(row.payload)
-            cid = message.proposal.terms.channel_id.hex()
-            url = self.config.public_url
-            headers = {"X-Meterline-Callback": url, "X-Meterline-Callback-Signature":
-                       self.signer.sign(CALLBACK_DOMAIN, callback_body(cid, url)).hex()}
-        answer = await self.ctx.peers.send(base, "/p2p/" + path, row.payload, headers=headers)
+        answer = await self.ctx.peers.send(base, "/p2p/" + path, row.payload)
         if isinstance(answer, CooperativeClose) and self.config.role == "node":
             await self.channels.on_close(answer)
 
