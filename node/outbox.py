@@ -8,8 +8,9 @@ with a signed `Refusal`. A restart re-reads what is pending. Handlers must be id
 The guarantees, and why:
 
 - *Per key, only the latest row is pending.* A row's key is (channel, recipient, purpose); a
-  newer row for the same key replaces the pending one in the same transaction, so the number of
-  pending rows is bounded by channels × recipients × purposes, whatever a peer makes us send.
+  newer row for the same key replaces the pending (or delivered) one in the same transaction,
+  and a refusal replaces the key's earlier refused row, so the table holds at most two rows per
+  key, bounded by channels × recipients × purposes, whatever a peer makes us send.
 - *Lanes.* Rows for one recipient share a lane with at most `LANE_WIDTH` attempts in flight;
   recipients never wait for each other (a target that never answers holds up only its own lane).
 - *Urgent rows* (evidence, dispute and payout notices, closes, unilateral claims) are in no
@@ -124,6 +125,11 @@ def backoff_ms(attempts: int, *, urgent: bool) -> int:
     return int(min(cap, FIRST_BACKOFF_S * 2 ** min(max(attempts - 1, 0), 16)) * 1000)
 
 
+def _key(channel_id: str, recipient: str, purpose: str) -> ColumnElement[bool]:
+    return and_(OutboxRow.channel_id == channel_id, OutboxRow.recipient == recipient,
+                OutboxRow.purpose == purpose)
+
+
 def _pending() -> ColumnElement[bool]:
     """Not delivered and not refused: still to be carried out."""
     return and_(OutboxRow.done.is_(False), OutboxRow.refused.is_(False))
@@ -147,13 +153,13 @@ class Outbox:
     async def add(self, session: AsyncSession, channel_id: str, kind: str, target: str,
                   payload: bytes, *, recipient: str, purpose: str, urgent: bool = False) -> None:
         """Add a row in the caller's transaction, replacing the pending row with the same
-        (channel, recipient, purpose): per key only the latest is pending."""
+        (channel, recipient, purpose): per key only the latest is pending. A delivered row of
+        the key goes too (the new row supersedes it); a refused one stays for the operator."""
         if kind not in self.handlers:
             raise ValueError(f"no outbox handler for {kind!r}")
         await session.execute(
             delete(OutboxRow)
-            .where(OutboxRow.channel_id == channel_id, OutboxRow.recipient == recipient,
-                   OutboxRow.purpose == purpose, _pending())
+            .where(_key(channel_id, recipient, purpose), OutboxRow.refused.is_(False))
             .execution_options(synchronize_session=False)
         )
         session.add(OutboxRow(channel_id=channel_id, kind=kind, target=target, payload=payload,
@@ -294,7 +300,7 @@ class Outbox:
             log.info("outbox.retry", **context, retry_in_ms=next_ms - now_ms(),
                      error=outcome.error[:300])
         async with self.ctx.db() as session, session.begin():
-            await session.execute(
+            marked = await session.execute(
                 update(OutboxRow)
                 .where(OutboxRow.id == row.id)
                 .values(done=outcome.done, refused=outcome.refused,
@@ -302,3 +308,12 @@ class Outbox:
                         next_attempt_ms=next_ms)
                 .execution_options(synchronize_session=False)
             )
+            if outcome.refused and marked.rowcount:  # type: ignore[attr-defined]
+                # the latest refusal per key is what the operator needs; keeping every one
+                # would let a peer that refuses grow the table with each row it makes us send
+                await session.execute(
+                    delete(OutboxRow)
+                    .where(_key(row.channel_id, row.recipient, row.purpose),
+                           OutboxRow.refused.is_(True), OutboxRow.id < row.id)
+                    .execution_options(synchronize_session=False)
+                )

@@ -419,6 +419,27 @@ async def test_per_key_only_the_latest_row_is_pending(
     assert await svc.count(OutboxRow) == 3
 
 
+async def test_per_key_the_table_keeps_one_delivered_or_pending_row_and_one_refused_row(
+    node: Node, target: Callable[[], Awaitable[Target]]
+) -> None:
+    """A peer that makes us send the same kind of message again and again, and refuses each
+    one with its own key, cannot grow the table."""
+    t = await target()
+
+    async def settled() -> bool:
+        return not await node.outbox.pending()
+
+    for mode in ("ok", "ok", "refusal", "refusal", "refusal"):
+        t.mode = mode
+        await add(node, t.url("/p2p/funding"), f"{mode} {len(t.bodies)}".encode(),
+                  purpose="funding:1")
+        await until(settled)
+        assert len(await node.outbox.rows(include_done=True)) <= 2
+    (latest,) = await node.outbox.rows(include_done=True)
+    assert (latest.refused, latest.payload) == (True, b"refusal 4")
+    assert len(t.bodies) == 5
+
+
 # -- bounded reads ------------------------------------------------------------------------------
 
 
