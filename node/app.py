@@ -16,7 +16,6 @@ import structlog
 from aiohttp import web
 
 from node.api import admin, peer
-from node.callback import CALLBACK_DOMAIN, callback_body
 from node.channels import ChannelService
 from node.config import (
     Config,
@@ -28,16 +27,25 @@ from node.config import (
 )
 from node.context import Context
 from node.escrow import EscrowService
-from node.keys import CHANNELS, CONFIG, CONTEXT, ESCROW, SIGNER, TOKEN, TRANSFERS, WEBSOCKETS
+from node.keys import (
+    CHANNELS,
+    CONFIG,
+    CONTEXT,
+    ESCROW,
+    OUTBOX,
+    SIGNER,
+    TOKEN,
+    TRANSFERS,
+    WEBSOCKETS,
+)
 from node.outbox import Outbox
 from node.peerclient import PeerClient
 from node.peers import announce_if_moved
 from node.storage.db import make_engine, migrate, sessionmaker
+from node.storage.models import Outbox as OutboxRow
 from node.transfers import Transfers
 from node.watch import ArbiterWatch
-from protocol.errors import ErrorCode, RemoteProtocolError
-from protocol.messages import ChannelRegistration
-from protocol.records import decode_message
+from protocol.messages import CooperativeClose
 from rails.httpserver import BoundedAppRunner, ServerTimeouts
 from rails.port import Rail
 
@@ -90,7 +98,8 @@ class Node:
         self.ctx = Context(
             config=config, signer=self.signer, engine=engine, db=sessionmaker(engine),
             peers=PeerClient(node_id=self.signer.node_id.hex(),
-                             ssl_context=client_ssl_context(config)),
+                             ssl_context=client_ssl_context(config),
+                             max_body_bytes=config.limits.max_body_bytes),
             rail=build_rail(config))
         self.outbox = Outbox(self.ctx)
         self.transfers = Transfers(self.ctx)
@@ -102,33 +111,15 @@ class Node:
         self._deposit_task: asyncio.Task[None] | None = None
         self._announce_task: asyncio.Task[None] | None = None
 
-    async def _send(self, row: object) -> None:
-        from node.storage.models import Outbox as OutboxRow
-
-        assert isinstance(row, OutboxRow)
+    async def _send(self, row: OutboxRow) -> None:
+        """Outbox handler: POST the row's exact bytes to its target. Returns when the recipient
+        took it; its refusal (`Refused`) and every failure propagate for the outbox to classify
+        against the row's recipient (node.outbox.classify): only a refusal that recipient signed
+        over these bytes ends the row."""
         base, _, path = row.target.partition("/p2p/")
-        message = decode_message(row.payload)
-        headers = {}
-        if isinstance(message, ChannelRegistration):
-            # our address for the arbiter's messages, signed so nobody else can change it
-            cid = message.proposal.terms.channel_id.hex()
-            url = self.config.public_url
-            headers = {"X-Meterline-Callback": url, "X-Meterline-Callback-Signature":
-                       self.signer.sign(CALLBACK_DOMAIN, callback_body(cid, url)).hex()}
-        try:
-            answer = await self.ctx.peers.send(base, "/p2p/" + path, message, headers=headers)
-        except RemoteProtocolError as exc:
-            if exc.code is ErrorCode.INVALID_STATE:
-                raise  # not yet (the peer is a step behind): the outbox retries later
-            # any other refusal: the same bytes can never be accepted; record and move on
-            log.warning("outbox.refused", target=row.target, code=exc.code.name,
-                        error=exc.message)
-            return
-        if answer is not None and self.config.role == "node":
-            from protocol.messages import CooperativeClose
-
-            if isinstance(answer, CooperativeClose):
-                await self.channels.on_close(answer)
+        answer = await self.ctx.peers.send(base, "/p2p/" + path, row.payload)
+        if isinstance(answer, CooperativeClose) and self.config.role == "node":
+            await self.channels.on_close(answer)
 
     async def start(self) -> None:
         await migrate(self.ctx.engine)
@@ -171,6 +162,7 @@ class Node:
         app[CHANNELS] = self.channels
         app[ESCROW] = self.escrow
         app[TRANSFERS] = self.transfers
+        app[OUTBOX] = self.outbox
         app[TOKEN] = self.token
         app[WEBSOCKETS] = set()
         app.add_routes(routes)

@@ -23,7 +23,7 @@ from sqlalchemy import delete, func, insert, select, update
 
 from node.context import Context, now_ms, upsert_usage
 from node.errors import Conflict, NodeError, NotFound, PeerUnavailable
-from node.outbox import Outbox
+from node.outbox import Delivery, Outbox
 from node.peerclient import OutboundStream
 from node.peers import signed_account
 from node.storage.codec import decode_channel, encode_channel
@@ -142,7 +142,7 @@ class ChannelService:
         usage: dict[Any, list[int]] | None = None,
         outgoing: Sequence[BalanceProof] = (),
         prune_upto: int | None = None,
-        outbox: Sequence[tuple[str, str, bytes]] = (),
+        outbox: Sequence[Delivery] = (),
     ) -> None:
         cid = state.channel_id.hex()
         async with self.ctx.db() as session, session.begin():
@@ -178,8 +178,7 @@ class ChannelService:
                         OutgoingProof.channel_id == cid, OutgoingProof.nonce <= prune_upto
                     )
                 )
-            for kind, target, payload in outbox:
-                self.outbox.add(session, cid, kind, target, payload)
+            await self.outbox.add_all(session, cid, outbox)
         self.states[cid] = state
         self.dirty.discard(cid)
         self.changed.set()
@@ -402,29 +401,33 @@ class ChannelService:
         outbox = await self._funding_effects(t.state, proposal, acceptance)
         if not reply_inline:
             opener = await self.ctx.peer(proposal.terms.opener.hex())
-            outbox.append(("send", f"{opener.url}/p2p/acceptance", acceptance.encode()))
+            outbox.append(Delivery("send", f"{opener.url}/p2p/acceptance", acceptance.encode(),
+                                   recipient=opener.node_id, purpose="acceptance"))
         await self._commit(t.state, new=True, outbox=outbox)
         log.info("channel.accepted", channel=t.state.channel_id.hex())
         return acceptance
 
     async def _funding_effects(
         self, state: ch.ChannelState, proposal: ChannelProposal, acceptance: ChannelAcceptance
-    ) -> list[tuple[str, str, bytes]]:
+    ) -> list[Delivery]:
         """Register with the arbiter and pay our deposit into escrow (both via the outbox)."""
         arbiter = await self.ctx.peer(state.terms.arbiter.hex())
         callback = CallbackAddress(state.channel_id, self.ctx.signer.node_id,
                                    self.ctx.config.public_url, now_ms(),
                                    EMPTY_SIGNATURE).signed_by(self.ctx.signer)
         out = [
-            (
+            Delivery(
                 "send",
                 f"{arbiter.url}/p2p/register",
                 ChannelRegistration(proposal, acceptance, callback).encode(),
+                recipient=arbiter.node_id,
+                purpose="register",
             )
         ]
         deposit = state.terms.deposits()[state.us]
         if deposit:
-            out.append(("deposit", "", json.dumps(self.deposit_instruction(state)).encode()))
+            out.append(Delivery("deposit", "", json.dumps(self.deposit_instruction(state)).encode(),
+                                recipient="", purpose="deposit"))
         return out
 
     def deposit_instruction(self, state: ch.ChannelState) -> dict[str, Any]:
@@ -490,6 +493,7 @@ class ChannelService:
                 session=self.ctx.peers.session,
                 on_message=self._on_stream_message,
                 resend=lambda after: self._unacked(cid, after),
+                max_msg_size=self.ctx.config.limits.max_body_bytes,
             )
             self.streams[cid] = stream
             stream.start()
@@ -757,21 +761,29 @@ class ChannelService:
             self.changed.clear()
             await self.changed.wait()
 
-    async def _close_outbox(self, t: ch.Transition) -> list[tuple[str, str, bytes]]:
+    async def _close_outbox(self, t: ch.Transition) -> list[Delivery]:
+        """Closes, claims and evidence: all urgent (time-critical, never behind other rows)."""
         out = []
         for effect in t.effects:
             if isinstance(effect, ch.SendClose):
                 peer = await self.ctx.peer(t.state.terms.parties()[t.state.them].hex())
-                out.append(("send", f"{peer.url}/p2p/close", effect.close.encode()))
+                out.append(Delivery("send", f"{peer.url}/p2p/close", effect.close.encode(),
+                                    recipient=peer.node_id, purpose="close", urgent=True))
             if isinstance(effect, ch.SubmitClose):
                 arbiter = await self.ctx.peer(t.state.terms.arbiter.hex())
-                out.append(("send", f"{arbiter.url}/p2p/close", effect.close.encode()))
+                out.append(Delivery("send", f"{arbiter.url}/p2p/close", effect.close.encode(),
+                                    recipient=arbiter.node_id, purpose="close-submit",
+                                    urgent=True))
             if isinstance(effect, ch.SubmitUnilateralClose):
                 arbiter = await self.ctx.peer(t.state.terms.arbiter.hex())
-                out.append(("send", f"{arbiter.url}/p2p/unilateral", effect.claim.encode()))
+                out.append(Delivery("send", f"{arbiter.url}/p2p/unilateral",
+                                    effect.claim.encode(), recipient=arbiter.node_id,
+                                    purpose="unilateral", urgent=True))
             if isinstance(effect, ch.SubmitEvidence):
                 arbiter = await self.ctx.peer(t.state.terms.arbiter.hex())
-                out.append(("send", f"{arbiter.url}/p2p/evidence", effect.evidence.encode()))
+                out.append(Delivery("send", f"{arbiter.url}/p2p/evidence",
+                                    effect.evidence.encode(), recipient=arbiter.node_id,
+                                    purpose="evidence", urgent=True))
         return out
 
     async def on_close(self, close: CooperativeClose) -> CooperativeClose | None:

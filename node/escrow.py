@@ -14,7 +14,7 @@ from sqlalchemy import select, update
 
 from node.context import Context, now_ms
 from node.errors import NotFound
-from node.outbox import Outbox
+from node.outbox import Delivery, Outbox
 from node.storage.codec import decode_escrow, encode_escrow
 from node.storage.models import Cursor, Escrow, UnappliedCredit
 from node.storage.models import Outbox as OutboxRow
@@ -88,24 +88,30 @@ class EscrowService:
             else:
                 await session.execute(update(Escrow).where(Escrow.id == cid).values(**values))
             for effect in effects:
-                for kind, target, payload in self._outbox_rows(cid, effect):
-                    self.outbox.add(session, cid, kind, target, payload)
+                await self.outbox.add_all(session, cid, self._outbox_rows(state, effect))
         self.states[cid] = state
         if effects:
             self.outbox.kick()
 
-    def _outbox_rows(self, cid: str, effect: arb.Effect) -> list[tuple[str, str, bytes]]:
-        urls = self.urls[cid]
+    def _outbox_rows(self, state: arb.ArbiterState, effect: arb.Effect) -> list[Delivery]:
+        cid = state.channel_id.hex()
+        parties = [(u, p.hex()) for u, p in zip(self.urls[cid], state.terms.parties(),
+                                                 strict=True) if u]
         if isinstance(effect, arb.SendFundingConfirmation):
-            return [("send", f"{u}/p2p/funding", effect.confirmation.encode()) for u in urls if u]
+            depositor = state.terms.party_index(effect.confirmation.depositor)
+            return [Delivery("send", f"{u}/p2p/funding", effect.confirmation.encode(),
+                             recipient=party, purpose=f"funding:{depositor}")
+                    for u, party in parties]
         if isinstance(effect, arb.SendPayoutNotice):
-            return [("send", f"{u}/p2p/payout", effect.notice.encode()) for u in urls if u]
+            return [Delivery("send", f"{u}/p2p/payout", effect.notice.encode(), recipient=party,
+                             purpose="payout-notice", urgent=True) for u, party in parties]
         if isinstance(effect, arb.ForwardDispute):
             # Both parties hear it, signed: the other side must answer before the deadline,
             # the claimant learns when the payout is decided.
             notice = DisputeNotice(effect.claim.channel_id, effect.claim, effect.deadline_ms,
                                    EMPTY_SIGNATURE).signed_by(self.ctx.signer)
-            return [("send", f"{u}/p2p/dispute", notice.encode()) for u in urls if u]
+            return [Delivery("send", f"{u}/p2p/dispute", notice.encode(), recipient=party,
+                             purpose="dispute", urgent=True) for u, party in parties]
         if isinstance(effect, arb.SubmitPayout):
             spec = {
                 "idempotency_key": effect.idempotency_key, "purpose": Purpose.PAYOUT.value,
@@ -115,7 +121,8 @@ class EscrowService:
                              "identification": effect.account.identification,
                              "name": effect.account.name},
             }
-            return [("payout", "", json.dumps(spec).encode())]
+            return [Delivery("payout", "", json.dumps(spec).encode(), recipient="",
+                             purpose=f"payout:{effect.party}")]
         raise AssertionError(f"unhandled arbiter effect {effect!r}")
 
     # -- messages from nodes ------------------------------------------------------------------

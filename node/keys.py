@@ -8,6 +8,7 @@ from node.channels import ChannelService
 from node.config import Config
 from node.context import Context
 from node.escrow import EscrowService
+from node.outbox import Outbox
 from node.transfers import Transfers
 from protocol.crypto import Signer
 
@@ -17,6 +18,7 @@ CONTEXT = web.AppKey("context", Context)
 CHANNELS = web.AppKey("channels", ChannelService)
 ESCROW = web.AppKey("escrow", EscrowService)
 TRANSFERS = web.AppKey("transfers", Transfers)
+OUTBOX = web.AppKey("outbox", Outbox)
 TOKEN = web.AppKey("token", str)
 WEBSOCKETS = web.AppKey("websockets", set)
 """Inbound update streams, closed at shutdown so the daemon stops at once."""

@@ -22,7 +22,7 @@ from aiohttp import web
 from node.api.validate import CLOSE, NO_BODY, OPEN_CHANNEL, PAY, channel_ref, read_json
 from node.context import now_ms
 from node.errors import NodeError, NotFound
-from node.keys import CHANNELS, CONFIG, CONTEXT, ESCROW, SIGNER, TOKEN, TRANSFERS
+from node.keys import CHANNELS, CONFIG, CONTEXT, ESCROW, OUTBOX, SIGNER, TOKEN, TRANSFERS
 from node.peers import check_identity, remember, verified_account
 from node.storage.models import HeldProposal, Peer
 from node.views import channel_detail, channel_summary, minor, statement
@@ -310,6 +310,20 @@ async def list_escrows(request: web.Request) -> web.Response:
     return web.json_response({"escrows": out, "unapplied_credits": unapplied})
 
 
+async def list_outbox(request: web.Request) -> web.Response:
+    """Deliveries not done: pending (retried until delivered) and refused (ended by a refusal
+    the recipient signed; kept for the operator)."""
+    rows = await request.app[OUTBOX].rows()
+    return web.json_response({"outbox": [
+        {"id": r.id, "channel": r.channel_id, "kind": r.kind, "target": r.target,
+         "recipient": r.recipient, "purpose": r.purpose, "urgent": r.urgent,
+         "attempts": r.attempts, "created_ms": r.created_ms,
+         "next_attempt_ms": None if r.refused else r.next_attempt_ms,
+         "last_error": r.last_error, "refused": r.refused}
+        for r in rows
+    ]})
+
+
 async def openapi(request: web.Request) -> web.StreamResponse:
     if not OPENAPI.exists():
         raise NotFound("the OpenAPI document is not installed")
@@ -322,6 +336,7 @@ def routes(role: str) -> list[web.RouteDef]:
         web.get("/api/status", status),
         web.get("/api/peers", list_peers),
         web.post("/api/peers", add_peer),
+        web.get("/api/outbox", list_outbox),
     ]
     if role == "arbiter":
         return [*common, web.get("/api/escrows", list_escrows)]

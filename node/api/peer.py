@@ -1,6 +1,9 @@
 """Peer-to-peer API: msgpack messages, each signed by its author and verified here.
 
-Errors go back as a protocol ``Error`` message with the spec's code; nothing changes.
+A refused POST is answered with a `Refusal` signed by this node over the SHA-256 of the exact
+request body, so the sender can tell a final answer from us from a proxy's page or anyone
+else's bytes (specs/0005 §2). GETs and the WebSocket stream answer with an unsigned `Error`.
+Either way, nothing changes.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from protocol.messages import (
     FundingConfirmation,
     NodeInfo,
     PayoutNotice,
+    Refusal,
     UnilateralClose,
 )
 from protocol.records import Message
@@ -62,6 +66,20 @@ def error_reply(exc: ProtocolError, status: int = 400) -> web.Response:
     )
 
 
+async def refusal_reply(request: web.Request, exc: ProtocolError,
+                        status: int = 400) -> web.Response:
+    """A POST's refusal, signed over the request's exact bytes (read once: aiohttp caches
+    them); any other request's, an unsigned `Error`."""
+    if request.method != "POST":
+        return error_reply(exc, status)
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:  # its bytes were never held, so nothing to bind to
+        return error_reply(exc, status)
+    return web.Response(body=Refusal.make(request.app[SIGNER], exc, body).encode(),
+                        status=status, content_type=MSGPACK)
+
+
 @web.middleware
 async def peer_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     structlog.contextvars.clear_contextvars()
@@ -75,14 +93,17 @@ async def peer_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     try:
         return await handler(request)
     except web.HTTPRequestEntityTooLarge:
+        # unsigned: the body over the limit was not kept, so a refusal could not name it
         return error_reply(RemoteProtocolError(ErrorCode.TOO_LARGE, "body over the limit"), 413)
     except ProtocolError as exc:
         log.info("peer.refused", code=exc.code.name, error=exc.message)
-        return error_reply(exc)
+        return await refusal_reply(request, exc)
     except NotFound as exc:
-        return error_reply(RemoteProtocolError(ErrorCode.UNKNOWN_CHANNEL, exc.message), 404)
+        return await refusal_reply(
+            request, RemoteProtocolError(ErrorCode.UNKNOWN_CHANNEL, exc.message), 404)
     except NodeError as exc:
-        return error_reply(RemoteProtocolError(ErrorCode.INVALID_STATE, exc.message), exc.status)
+        return await refusal_reply(
+            request, RemoteProtocolError(ErrorCode.INVALID_STATE, exc.message), exc.status)
 
 
 async def body_as(request: web.Request, cls: type[M]) -> M:

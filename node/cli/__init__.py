@@ -20,6 +20,7 @@ _COMMANDS: list[tuple[str, str]] = [
     ("node.cli.channel", "channel"),
     ("node.cli.pay", "pay"),
     ("node.cli.statement", "statement"),
+    ("node.cli.outbox", "outbox"),
     ("node.cli.demo", "demo"),
     ("node.cli.bank", "bank"),
     ("node.cli.rails_cmd", "rails"),

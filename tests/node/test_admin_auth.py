@@ -178,7 +178,7 @@ async def test_every_arbiter_route_needs_the_token(
     config = make_config(tmp_path / "arbiter", sim.arbiter, role="arbiter")
     arbiter = await start_node(config)
     checked = await _sweep(arbiter, "arbiter", "", "", "http://127.0.0.1:9")
-    assert checked == len(WRONG) * 4
+    assert checked == len(WRONG) * 5
     status, _, body = await call(arbiter, "GET", "/api/escrows", None, f"Bearer {arbiter.token}")
     assert (status, body) == (200, {"escrows": [], "unapplied_credits": []})
 

@@ -17,7 +17,7 @@ from node.storage.models import HeldProposal, Peer
 from protocol import channel as ch
 from protocol.crypto import Signer
 from protocol.errors import ErrorCode
-from protocol.messages import EMPTY_SIGNATURE, Error, NodeInfo
+from protocol.messages import EMPTY_SIGNATURE, NodeInfo, Refusal
 from protocol.records import decode_message
 from protocol.simulation import Simulation, default_accounts
 from protocol.tariff import parse_tariff_line
@@ -60,7 +60,7 @@ async def test_held_proposals_are_capped(tmp_path: Path, start_node: Any) -> Non
     status, body = await propose(MAX_HELD_PROPOSALS)
     answer = decode_message(body)
     assert status == 400
-    assert isinstance(answer, Error)
+    assert isinstance(answer, Refusal)
     assert ErrorCode(answer.code) is ErrorCode.INVALID_STATE
     held = await node.node.channels.held()
     assert len(held) == MAX_HELD_PROPOSALS

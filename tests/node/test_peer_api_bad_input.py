@@ -4,7 +4,8 @@ The node under test holds key ``peer`` of two OPEN channels (A and B) that the p
 opened and funded; their states were committed into the node's SQLite database before it
 started. The test plays the opener: it signs proofs with the opener's key and sends them over
 HTTP and the WebSocket stream exactly as a peer node would. Every bad input must be answered with
-a msgpack ``Error`` carrying the spec's code, and must change nothing: the admin API's view, the
+the spec's code — a POST with a ``Refusal`` the node signed over the exact request bytes, a frame
+or an over-limit body with an ``Error`` — and must change nothing: the admin API's view, the
 database rows and the in-memory state are compared before and after.
 """
 
@@ -35,6 +36,7 @@ from protocol.messages import (
     FundingConfirmation,
     PayoutNotice,
     Receipt,
+    Refusal,
 )
 from protocol.records import Message, decode_message
 from protocol.simulation import Simulation
@@ -378,7 +380,8 @@ async def test_bad_input_is_refused_with_its_code_and_changes_nothing(
     body = build(world)
     before = await world.snapshot()
     got_status, content_type, answer = await world.post(path, body)
-    assert isinstance(answer, Error), answer
+    assert isinstance(answer, Refusal), answer
+    answer.verify_for(world.node.node.signer.node_id, body)
     assert (ErrorCode(answer.code), got_status, content_type) == (
         code,
         status,
@@ -399,7 +402,8 @@ async def test_nonce_regression_is_refused_and_changes_nothing(world: World) -> 
     assert older != world.first
     before = await world.snapshot()
     status, _, answer = await world.post("/p2p/proof", older.encode())
-    assert isinstance(answer, Error), answer
+    assert isinstance(answer, Refusal), answer
+    answer.verify_for(world.node.node.signer.node_id, older.encode())
     assert (status, ErrorCode(answer.code)) == (400, ErrorCode.NONCE_REPLAY)
     assert await world.snapshot() == before
 

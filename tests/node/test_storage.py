@@ -21,6 +21,7 @@ from sqlalchemy import inspect, select, text, update
 from sqlalchemy.exc import DBAPIError
 
 from node.channels import BUCKET_MS
+from node.outbox import Delivery
 from node.storage.codec import CorruptState
 from node.storage.db import MIGRATIONS, make_engine, migrate
 from node.storage.models import Base, Channel, Escrow, OutgoingProof, Peer, Usage
@@ -433,11 +434,12 @@ async def test_outbox_rows_survive_a_restart_and_are_carried_out_once(
     svc = await services(config)
     state = sim.states[1]
     cid = state.channel_id.hex()
-    effects = [
-        ("send", "http://a.test/p2p/close", b"\x01first"),
-        ("send", "http://b.test/p2p/evidence", b"\x02second"),
+    deliveries = [
+        Delivery("send", "http://a.test/p2p/close", b"\x01first", "aa" * 32, "close"),
+        Delivery("send", "http://b.test/p2p/evidence", b"\x02second", "bb" * 32, "evidence"),
     ]
-    await svc.channels._commit(state, new=True, outbox=effects)
+    effects = [(d.kind, d.target, d.payload) for d in deliveries]
+    await svc.channels._commit(state, new=True, outbox=deliveries)
     assert [(r.kind, r.target, r.payload) for r in await svc.outbox.pending()] == effects
     # the worker never ran: a crash now must not lose the effects
     await svc.close()
