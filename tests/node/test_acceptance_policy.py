@@ -36,8 +36,8 @@ from protocol.messages import (
     ChannelAcceptance,
     ChannelProposal,
     ChannelTerms,
-    Error,
     NodeInfo,
+    Refusal,
 )
 from protocol.records import decode_message
 from protocol.simulation import default_accounts
@@ -102,7 +102,7 @@ class Target:
 def refused(answer: tuple[int, Any], code: ErrorCode, text: str) -> None:
     status, message = answer
     assert status == 400, answer
-    assert isinstance(message, Error), answer
+    assert isinstance(message, Refusal), answer  # signed by the node that refuses
     assert ErrorCode(message.code) is code, message
     assert text in message.message, message
 
