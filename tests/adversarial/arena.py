@@ -17,9 +17,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import os
 import re
+import signal
+import subprocess
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +38,7 @@ from node.cluster import (
     Companies,
     NodeHandle,
     wait_for,
+    wait_port,
 )
 from node.config import CONFIG_FILE, Limits, Policy
 from protocol.money import compute_payouts
@@ -199,12 +204,14 @@ def arena(root: Path, *, loop: Any = None, arbiter_proxy: Any = None,
         active_limits = supported("limits", limits or {})
         if active_limits:
             settings["limits"] = active_limits
-        arbiter = cluster.add_node("arbiter", role="arbiter", bank=escrow_bank,
-                                   settings=settings)
-        manufacturer = cluster.add_node("manufacturer", bank=man_bank, settings=settings)
-        carrier = cluster.add_node(
-            "carrier", bank=car_bank, settings=settings,
-            allow=[manufacturer.node_id] if carrier_allows_manufacturer else [])
+        with ThreadPoolExecutor(2) as pool:  # `meterline init` is a process each: in parallel
+            arbiter_f = pool.submit(cluster.add_node, "arbiter", role="arbiter",
+                                    bank=escrow_bank, settings=settings)
+            manufacturer = cluster.add_node("manufacturer", bank=man_bank, settings=settings)
+            carrier = cluster.add_node(
+                "carrier", bank=car_bank, settings=settings,
+                allow=[manufacturer.node_id] if carrier_allows_manufacturer else [])
+            arbiter = arbiter_f.result()
         arbiter_url = arbiter.url
         if arbiter_proxy is not None:
             proxy = arbiter_proxy(loop, arbiter.port)
@@ -215,8 +222,7 @@ def arena(root: Path, *, loop: Any = None, arbiter_proxy: Any = None,
             proxy = carrier_proxy(loop, carrier.port)
             proxies.append(proxy)
             set_public_url(carrier, proxy.url)
-        for handle in (arbiter, manufacturer, carrier):
-            handle.start()
+        start_together([arbiter, manufacturer, carrier])
         for handle in (manufacturer, carrier):
             handle.api("POST", "/api/peers", {"url": arbiter_url})
         manufacturer.api("POST", "/api/peers", {"url": carrier.url})
@@ -224,10 +230,39 @@ def arena(root: Path, *, loop: Any = None, arbiter_proxy: Any = None,
         yield Arena(Companies(cluster, arbiter, manufacturer, carrier), arbiter_url,
                     attacker_bank, active_limits, proxies)
     finally:
+        stop_together([*cluster.nodes.values()])
         cluster.stop()
         for proxy in proxies:
             with contextlib.suppress(Exception):
                 proxy.close()
+
+
+def start_together(handles: list[NodeHandle], timeout_s: float = 60.0) -> None:
+    """`Daemon.start` for several daemons at once: launch every process, then wait for each
+    to listen (their start-up is mostly imports; the machine has more than one core)."""
+    for handle in handles:
+        handle.log_path = handle.directory.parent / f"{handle.name}.log"
+        with handle.log_path.open("ab") as log:
+            handle.process = subprocess.Popen(
+                handle.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    for handle in handles:
+        wait_port(handle.admin_port or handle.port, timeout_s, handle)
+
+
+def stop_together(handles: list[NodeHandle]) -> None:
+    """SIGTERM every daemon first, then wait for each (what `Cluster.stop` does one by one)."""
+    running = [h for h in handles if h.process is not None and h.process.poll() is None]
+    for handle in running:
+        assert handle.process is not None
+        handle.process.send_signal(signal.SIGTERM)
+    for handle in running:
+        assert handle.process is not None
+        try:
+            handle.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            handle.process.kill()
+            handle.process.wait()
 
 
 def restart(handle: NodeHandle) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import secrets
 import socket
 import sqlite3
@@ -530,8 +529,15 @@ class Passed:
     sender: str
     outcome: str
     """``forwarded:<status>`` or the failure kind the proxy answered instead."""
-    digest: str
+    body: bytes
     at: float = field(default_factory=time.monotonic)
+
+    @property
+    def message(self) -> Message | None:
+        try:
+            return decode_message(self.body) if self.body else None
+        except ProtocolError:
+            return None
 
 
 class HttpProxy:
@@ -581,12 +587,11 @@ class HttpProxy:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         sender = request.headers.get("X-Meterline-Node", "")
-        digest = hashlib.sha256(body).hexdigest()[:16]
         queue = self.failures.get(request.path)
         kind = "blocked" if request.path in self.blocked else (
             queue.popleft() if queue else None)
         if kind is not None:
-            self.log.append(Passed(request.method, request.path, sender, kind, digest))
+            self.log.append(Passed(request.method, request.path, sender, kind, body))
             return failure_response(kind)
         assert self._session is not None
         headers = {k: v for k, v in request.headers.items()
@@ -596,13 +601,13 @@ class HttpProxy:
                                              data=body, headers=headers) as resp:
                 data = await resp.read()
                 self.log.append(Passed(request.method, request.path, sender,
-                                       f"forwarded:{resp.status}", digest))
+                                       f"forwarded:{resp.status}", body))
                 return web.Response(status=resp.status, body=data, headers={
                     k: v for k, v in resp.headers.items()
                     if k.lower() in ("content-type",)})
         except (aiohttp.ClientError, TimeoutError) as exc:
             self.log.append(Passed(request.method, request.path, sender, f"unreachable:{exc}",
-                                   digest))
+                                   body))
             return web.Response(status=504)
 
     def close(self) -> None:
