@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import os
 import re
 import signal
@@ -270,8 +269,3 @@ def restart(handle: NodeHandle) -> None:
     if handle.process is None or handle.process.poll() is not None:
         handle.start()
 
-
-def limits_field(name: str) -> int:
-    """The default of a [limits] setting in this build, or -1 when it does not have it."""
-    fields = {f.name: f for f in dataclasses.fields(Limits)}
-    return int(fields[name].default) if name in fields else -1  # type: ignore[arg-type]

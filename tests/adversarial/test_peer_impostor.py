@@ -8,8 +8,8 @@ arbiter's record, so the victim's next deposit went to the attacker.
 
 Honest outcome: ``peer add`` refuses the impostor (with or without ``--id`` pinned to the real
 arbiter), the known arbiter's record is unchanged, a node that does not know the arbiter yet
-stores nothing for it, and a channel opened afterwards pays its deposit into the real escrow
-account.
+stores nothing for it, and a channel opened afterwards names the real escrow account in its
+terms and pays its deposit into it.
 """
 
 from __future__ import annotations
@@ -23,9 +23,18 @@ import pytest
 from aiohttp import web
 
 from node.cluster import ClusterError, NodeHandle, meterline_argv
+from node.config import load_config
 from protocol.messages import EMPTY_SIGNATURE, BankAccount, NodeInfo
 from tests.adversarial.arena import ATTACKER, ESCROW, MANUFACTURER, Arena, arena, wait_for
-from tests.adversarial.toolkit import Attacker, Loop, PeerServer, free_port, now_ms, request
+from tests.adversarial.toolkit import (
+    Attacker,
+    Loop,
+    PeerServer,
+    free_port,
+    now_ms,
+    request,
+    stored_state,
+)
 
 
 @pytest.fixture(scope="module")
@@ -146,5 +155,8 @@ def test_peer_add_refuses_an_impostor_of_the_arbiter(a: Arena, loop: Loop) -> No
         assert after[ESCROW] - funded_before[ESCROW] == 5000
         assert after[MANUFACTURER] - funded_before[MANUFACTURER] == -5000
         assert after[ATTACKER] == 0
+        for handle in (a.manufacturer, a.carrier):  # the terms both signed name the real one
+            escrow = stored_state(load_config(handle.directory), cid).terms.escrow_account
+            assert escrow.identification == "40000100000001"
     finally:
         impostor.close()

@@ -62,11 +62,13 @@ def proxy(a: Arena) -> Iterator[HttpProxy]:
     p.reset()
 
 
-def check_failures_then_forwarded(proxy: HttpProxy, path: str, since: float) -> None:
-    outcomes = [p.outcome for p in proxy.passed(path, since=since)]
-    assert set(FAILURES) <= set(outcomes), f"the proxy answered {outcomes}"
-    assert any(o.startswith("forwarded:2") for o in outcomes), (
-        f"nothing reached the arbiter after the transient failures: {outcomes}")
+def check_failures_then_forwarded(proxy: HttpProxy, path: str, sender: str,
+                                  since: float) -> None:
+    """`sender` met every transient failure on `path`, retried, and got through."""
+    outcomes = [p.outcome for p in proxy.passed(path, sender=sender, since=since)]
+    assert list(outcomes[:len(FAILURES)]) == list(FAILURES), f"the proxy answered {outcomes}"
+    assert any(o.startswith("forwarded:2") for o in outcomes[len(FAILURES):]), (
+        f"{sender[:16]}… never got through after the transient failures: {outcomes}")
 
 
 def test_a_close_survives_transient_answers(a: Arena, proxy: HttpProxy) -> None:
@@ -74,11 +76,16 @@ def test_a_close_survives_transient_answers(a: Arena, proxy: HttpProxy) -> None:
     a.pay(a.manufacturer, cid, km=1, repeat=500)
     funded = a.balances()
     since = time.monotonic()
-    proxy.fail_next("/p2p/close")
+    both = [a.manufacturer.node_id, a.carrier.node_id]
+    proxy.fail_next("/p2p/close", both)  # each side's submission meets every failure first
     a.manufacturer.api("POST", f"/api/channels/{cid}/close", {})
     expected = payouts_minor(deposit=5000, opener_sent=500 * KM, peer_sent=0)
     assert wait_decided(a, cid, timeout_s=30) == expected, "the arbiter paid out on another state"
-    check_failures_then_forwarded(proxy, "/p2p/close", since)
+    wait_for(lambda: all(any(p.outcome.startswith("forwarded:2") for p in proxy.passed(
+        "/p2p/close", sender=s, since=since)) for s in both),
+        "both sides' close submissions to get through", timeout_s=20)
+    for sender in both:
+        check_failures_then_forwarded(proxy, "/p2p/close", sender, since)
     wait_settled_at_bank(a, cid, timeout_s=20)
     final = a.balances()
     assert final[CARRIER] - funded[CARRIER] == expected[1] == 615
@@ -92,13 +99,13 @@ def test_evidence_survives_transient_answers(a: Arena, proxy: HttpProxy) -> None
     a.pay(a.manufacturer, cid, km=1, repeat=400)
     funded = a.balances()
     since = time.monotonic()
-    proxy.fail_next("/p2p/evidence")
+    proxy.fail_next("/p2p/evidence", [a.carrier.node_id])
     a.manufacturer.api("POST", f"/api/channels/{cid}/close", {"force": True})
     expected = payouts_minor(deposit=5000, opener_sent=400 * KM, peer_sent=0)
     decided = wait_decided(a, cid, timeout_s=WINDOW_S + 10)
     assert decided == expected, (
         f"the arbiter decided {decided} (cents), not {expected}: the payee's evidence was lost")
-    check_failures_then_forwarded(proxy, "/p2p/evidence", since)
+    check_failures_then_forwarded(proxy, "/p2p/evidence", a.carrier.node_id, since)
     wait_settled_at_bank(a, cid, timeout_s=20)
     final = a.balances()
     assert final[CARRIER] - funded[CARRIER] == expected[1] == 492

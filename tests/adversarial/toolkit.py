@@ -120,6 +120,16 @@ def account_of(url: str) -> BankAccount:
 # The attacker: a company's own key and stored state
 
 
+def stored_state(config: Config, cid: str) -> ch.ChannelState:
+    """A node's channel state as its SQLite database holds it (read-only)."""
+    prefix = "sqlite+aiosqlite:///"
+    assert config.db_url.startswith(prefix), config.db_url
+    with contextlib.closing(sqlite3.connect(config.db_url[len(prefix):])) as db:
+        row = db.execute("SELECT state FROM channel WHERE id = ?", (cid,)).fetchone()
+    assert row is not None, f"no channel {cid} in {config.name}'s database"
+    return decode_channel(bytes(row[0]))
+
+
 @dataclass
 class Attacker:
     handle: NodeHandle
@@ -137,12 +147,7 @@ class Attacker:
 
     def stored_state(self, cid: str) -> ch.ChannelState:
         """Our own channel state, read from our own database."""
-        prefix = "sqlite+aiosqlite:///"
-        assert self.config.db_url.startswith(prefix), self.config.db_url
-        with contextlib.closing(sqlite3.connect(self.config.db_url[len(prefix):])) as db:
-            row = db.execute("SELECT state FROM channel WHERE id = ?", (cid,)).fetchone()
-        assert row is not None, f"no channel {cid} in our own database"
-        return decode_channel(bytes(row[0]))
+        return stored_state(self.config, cid)
 
     def post(self, url: str, path: str, body: Message | bytes, *,
              headers: dict[str, str] | None = None, timeout_s: float = 15.0) -> Answer:
@@ -549,7 +554,8 @@ class HttpProxy:
         self.target = f"http://127.0.0.1:{target_port}"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.failures: dict[str, deque[str]] = {}
+        self.failures: dict[tuple[str, str], deque[str]] = {}
+        """(path, sender node id) → what to answer its next requests with."""
         self.blocked: set[str] = set()
         self.log: list[Passed] = []
         self._session: aiohttp.ClientSession | None = None
@@ -564,8 +570,12 @@ class HttpProxy:
 
         loop.run(start())
 
-    def fail_next(self, path: str, kinds: tuple[str, ...] = FAILURES) -> None:
-        self.loop.call(lambda: self.failures.setdefault(path, deque()).extend(kinds))
+    def fail_next(self, path: str, senders: list[str], kinds: tuple[str, ...] = FAILURES) -> None:
+        """Answer each sender's next requests to `path` with `kinds`, one each, in order."""
+        def add() -> None:
+            for sender in senders:
+                self.failures.setdefault((path, sender), deque()).extend(kinds)
+        self.loop.call(add)
 
     def block(self, path: str) -> None:
         self.loop.call(lambda: self.blocked.add(path))
@@ -587,7 +597,7 @@ class HttpProxy:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         sender = request.headers.get("X-Meterline-Node", "")
-        queue = self.failures.get(request.path)
+        queue = self.failures.get((request.path, sender))
         kind = "blocked" if request.path in self.blocked else (
             queue.popleft() if queue else None)
         if kind is not None:
