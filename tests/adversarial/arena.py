@@ -47,8 +47,7 @@ __all__ = ["ATTACKER", "CARRIER", "ESCROW", "MANUFACTURER", "Arena", "arena", "w
 ATTACKER = "attacker"
 """A bank account the attacker controls (opened at the sandbox bank, balance 0)."""
 
-WATCH_MS = 200
-POLICY = {"min_dispute_window_ms": 4_000, "watch_interval_ms": WATCH_MS}
+POLICY = {"min_dispute_window_ms": 4_000, "watch_interval_ms": 200}
 """A 4 s minimum (20 watch intervals): windows of 6–10 s keep the suite fast."""
 TARIFF = ["km=0.0123", "container-hour=1.75"]
 
@@ -97,19 +96,15 @@ class Arena:
     def balances(self) -> dict[str, int]:
         return self.companies.balances()
 
-    def open_channel(self, *, deposit: str = "50.00 EUR", window: str = "8s",
-                     opener: NodeHandle | None = None, peer: NodeHandle | None = None,
-                     wait_open: bool = True) -> str:
-        """A channel from `opener` (the manufacturer) to `peer` (the carrier); only the opener
-        deposits, so the payee's money in it is exactly what its proofs say."""
-        opener = opener or self.manufacturer
-        peer = peer or self.carrier
-        body = {"peer": peer.node_id, "arbiter": self.arbiter.node_id, "deposit": deposit,
-                "tariff": TARIFF, "dispute_window": window}
-        cid: str = opener.api("POST", "/api/channels", body)["id"]
-        if wait_open:
-            wait_for(lambda: phase(opener, cid) == "open" and phase(peer, cid) == "open",
-                     "the channel to open on both sides", timeout_s=30)
+    def open_channel(self, *, window: str = "8s") -> str:
+        """A channel from the manufacturer to the carrier with 50.00 EUR of the manufacturer's
+        and nothing of the carrier's: the payee's money in it is exactly what its proofs say
+        (and the carrier's allow-list entry asks it for no deposit)."""
+        body = {"peer": self.carrier.node_id, "arbiter": self.arbiter.node_id,
+                "deposit": "50.00 EUR", "tariff": TARIFF, "dispute_window": window}
+        cid: str = self.manufacturer.api("POST", "/api/channels", body)["id"]
+        wait_for(lambda: phase(self.manufacturer, cid) == "open" == phase(self.carrier, cid),
+                 "the channel to open on both sides", timeout_s=30)
         return cid
 
     def pay(self, payer: NodeHandle, cid: str, *, km: int = 0, hours: int = 0,
@@ -130,10 +125,6 @@ def phase(handle: NodeHandle, cid: str) -> str:
         return str(handle.api("GET", f"/api/channels/{cid}")["phase"])
     except ClusterError:
         return "unknown"
-
-
-def settled(handle: NodeHandle, cid: str) -> bool:
-    return phase(handle, cid) == "settled"
 
 
 def wait_settled_at_bank(a: Arena, cid: str, timeout_s: float) -> float:
@@ -177,8 +168,7 @@ def payouts_minor(*, deposit: int, opener_sent: int, peer_sent: int) -> tuple[in
 
 @contextmanager
 def arena(root: Path, *, loop: Any = None, arbiter_proxy: Any = None,
-          carrier_proxy: Any = None, limits: dict[str, Any] | None = None,
-          carrier_allows_manufacturer: bool = True) -> Iterator[Arena]:
+          carrier_proxy: Any = None, limits: dict[str, Any] | None = None) -> Iterator[Arena]:
     """Start the four daemons. `arbiter_proxy(loop, port)` / `carrier_proxy(loop, port)` build
     proxies in front of those daemons' peer ports (their public URL becomes the proxy's)."""
     from node.provision import open_sandbox_account
@@ -207,9 +197,8 @@ def arena(root: Path, *, loop: Any = None, arbiter_proxy: Any = None,
             arbiter_f = pool.submit(cluster.add_node, "arbiter", role="arbiter",
                                     bank=escrow_bank, settings=settings)
             manufacturer = cluster.add_node("manufacturer", bank=man_bank, settings=settings)
-            carrier = cluster.add_node(
-                "carrier", bank=car_bank, settings=settings,
-                allow=[manufacturer.node_id] if carrier_allows_manufacturer else [])
+            carrier = cluster.add_node("carrier", bank=car_bank, settings=settings,
+                                       allow=[manufacturer.node_id])
             arbiter = arbiter_f.result()
         arbiter_url = arbiter.url
         if arbiter_proxy is not None:

@@ -30,6 +30,7 @@ from tests.adversarial.toolkit import (
     Loop,
     PeerServer,
     answer_flood,
+    answer_nothing,
     peer_port_serves,
     request,
     reset_peak_rss,
@@ -78,9 +79,16 @@ def pid(handle: NodeHandle) -> int:
 
 
 class PeakRss:
-    """The growth of a process's peak RSS from now on, in MB."""
+    """The growth of a process's peak RSS from now on, in MB.
+
+    The victim is restarted first: memory an earlier attack made resident and freed would hide
+    a new buffer from the peak (the allocator reuses it), so each attack meets a fresh process.
+    """
 
     def __init__(self, handle: NodeHandle) -> None:
+        handle.stop()
+        handle.start()
+        time.sleep(0.5)  # let start-up allocations settle before the baseline
         self.pid = pid(handle)
         reset_peak_rss(self.pid)
         self.base_kb = rss_kb(self.pid, "VmHWM")
@@ -131,6 +139,8 @@ def test_the_victim_does_not_buffer_a_64mb_answer_to_its_delivery(
 
 def test_64mb_sent_to_the_victims_port_is_refused_unread(
         a: Arena, rogue: Rogue, loop: Loop) -> None:
+    # The payer's port answers small now: only what is sent to the victim's ports is measured.
+    rogue.port.responder, rogue.port.ws_frame = answer_nothing, None
     peak = PeakRss(a.carrier)
     try:
         status = request("POST", f"{a.carrier.url}/p2p/proof", b"\x00" * FLOOD_BYTES,

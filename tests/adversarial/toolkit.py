@@ -4,7 +4,8 @@ and the servers it runs (a black hole, a recording or flooding peer, proxies on 
 The attacker is one of the companies: it reads its key from its own data directory
 (``load_config`` + ``load_signer``) and its channel state from its own database, builds messages
 with :mod:`protocol.messages` / :mod:`protocol.channel`, and POSTs raw msgpack to the victim's
-or the arbiter's peer port. Nothing here touches the victim's storage or key.
+or the arbiter's peer port. The attacker never touches the victim's storage or key (the tests
+read a node's stored state only to check an outcome, :func:`stored_state`).
 
 The servers run on one asyncio loop in a background thread (:class:`Loop`) so that the tests
 can stay synchronous while the daemons they attack are separate processes.
@@ -136,7 +137,6 @@ class Attacker:
     config: Config
     signer: Signer
     node_id: str
-    sent: list[tuple[str, Answer]] = field(default_factory=list)
 
     @classmethod
     def of(cls, handle: NodeHandle) -> Attacker:
@@ -151,10 +151,8 @@ class Attacker:
 
     def post(self, url: str, path: str, body: Message | bytes, *,
              headers: dict[str, str] | None = None, timeout_s: float = 15.0) -> Answer:
-        answer = request("POST", f"{url}{path}", body, timeout_s=timeout_s,
-                         headers={"X-Meterline-Node": self.node_id, **(headers or {})})
-        self.sent.append((path, answer))
-        return answer
+        return request("POST", f"{url}{path}", body, timeout_s=timeout_s,
+                       headers={"X-Meterline-Node": self.node_id, **(headers or {})})
 
     # -- messages it crafts and signs -----------------------------------------------------
 
@@ -185,10 +183,9 @@ class Attacker:
 
     def registration(self, state: ch.ChannelState, callback_url: str,
                      issued_ms: int) -> tuple[ChannelRegistration, dict[str, str]]:
-        """A re-registration naming our own callback, signed both ways the arbiter may read it
-        (inside the message, and the older header form)."""
-        from node.callback import CALLBACK_DOMAIN, callback_body
-
+        """A re-registration naming our own callback, signed both ways an arbiter may read it:
+        the signed `CallbackAddress` inside the message, and the headers of the form before it
+        (specs/0005 §2 as it was: domain ``callback`` over ``<channel id hex>\\n<url>``)."""
         cid = state.channel_id
         callback = CallbackAddress(cid, self.signer.node_id, callback_url, issued_ms,
                                    EMPTY_SIGNATURE).signed_by(self.signer)
@@ -196,9 +193,10 @@ class Attacker:
             ChannelProposal(state.terms, state.opener_signature),  # type: ignore[arg-type]
             ChannelAcceptance(cid, state.peer_signature),  # type: ignore[arg-type]
             callback)
+        header_body = f"{cid.hex()}\n{callback_url}".encode()
         headers = {"X-Meterline-Callback": callback_url,
                    "X-Meterline-Callback-Signature": self.signer.sign(
-                       CALLBACK_DOMAIN, callback_body(cid.hex(), callback_url)).hex()}
+                       "callback", header_body).hex()}
         return reg, headers
 
     def proposal(self, terms: ChannelTerms) -> ChannelProposal:
