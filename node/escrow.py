@@ -110,8 +110,11 @@ class EscrowService:
             # the claimant learns when the payout is decided.
             notice = DisputeNotice(effect.claim.channel_id, effect.claim, effect.deadline_ms,
                                    EMPTY_SIGNATURE).signed_by(self.ctx.signer)
+            # Urgent only with money in escrow: registering a channel costs nothing, so
+            # claims on empty channels (anyone's Sybil pairs) must not each get a socket now.
             return [Delivery("send", f"{u}/p2p/dispute", notice.encode(), recipient=party,
-                             purpose="dispute", urgent=True) for u, party in parties]
+                             purpose="dispute", urgent=state.held() > 0)
+                    for u, party in parties]
         if isinstance(effect, arb.SubmitPayout):
             spec = {
                 "idempotency_key": effect.idempotency_key, "purpose": Purpose.PAYOUT.value,

@@ -12,7 +12,9 @@ The guarantees, and why:
   and a refusal replaces the key's earlier refused row, so the table holds at most two rows per
   key, bounded by channels × recipients × purposes, whatever a peer makes us send.
 - *Lanes.* Rows for one recipient share a lane with at most `LANE_WIDTH` attempts in flight;
-  recipients never wait for each other (a target that never answers holds up only its own lane).
+  recipients never wait for each other (a target that never answers holds up only its own lane)
+  — up to `MAX_IN_FLIGHT` non-urgent attempts in all, so that recipients anyone can create
+  cannot make the node hold unbounded sockets.
 - *Urgent rows* (evidence, dispute and payout notices, closes, unilateral claims) are in no
   lane: each gets its own task as soon as it is due, with a short backoff cap, so no other row
   can ever be ahead of one.
@@ -45,6 +47,11 @@ and anything else for a failure to retry."""
 
 LANE_WIDTH = 4
 """Attempts in flight at once for one recipient (non-urgent rows)."""
+MAX_IN_FLIGHT = 64
+"""Non-urgent attempts in flight at once, all lanes together: recipients anyone can create
+(Sybil keys registering channels at an arbiter) cannot make the node hold unbounded sockets.
+Nothing time-critical is non-urgent, and everything a node needs from an arbiter it also asks
+for itself (specs/0005 §4.1), so a non-urgent row that waits here costs time, never money."""
 ATTEMPT_TIMEOUT_S = 10.0
 """T: the longest one attempt to a peer may take (connect, send, read the bounded answer)."""
 BANK_ATTEMPT_TIMEOUT_S = 120.0
@@ -137,11 +144,12 @@ def _pending() -> ColumnElement[bool]:
 
 class Outbox:
     def __init__(self, ctx: Context, *, attempt_timeout_s: float = ATTEMPT_TIMEOUT_S,
-                 lane_width: int = LANE_WIDTH) -> None:
+                 lane_width: int = LANE_WIDTH, max_in_flight: int = MAX_IN_FLIGHT) -> None:
         self.ctx = ctx
         self.handlers: dict[str, Handler] = {}
         self.attempt_timeout_s = attempt_timeout_s
         self.lane_width = lane_width
+        self.max_in_flight = max_in_flight
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._running: dict[int, asyncio.Task[None]] = {}
@@ -236,14 +244,16 @@ class Outbox:
                 .order_by(OutboxRow.id)
             )).all()
             room = Counter({r: self.lane_width - n for r, n in self._lanes.items()})
+            overall = self.max_in_flight - sum(self._lanes.values())
             chosen: list[int] = []
             for row_id, recipient, urgent in due:
                 if row_id in self._running:
                     continue
                 if not urgent:
-                    if room.get(recipient, self.lane_width) <= 0:
+                    if room.get(recipient, self.lane_width) <= 0 or overall <= 0:
                         continue
                     room[recipient] = room.get(recipient, self.lane_width) - 1
+                    overall -= 1
                 chosen.append(row_id)
             rows: list[OutboxRow] = []
             for i in range(0, len(chosen), _IN_CHUNK):

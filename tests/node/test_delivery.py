@@ -28,7 +28,7 @@ from sqlalchemy import event
 from node.app import Node
 from node.cli import cli
 from node.errors import PeerUnavailable
-from node.outbox import LANE_WIDTH
+from node.outbox import LANE_WIDTH, MAX_IN_FLIGHT
 from node.peerclient import OutboundStream, PeerClient
 from node.storage.models import Outbox as OutboxRow
 from protocol.crypto import Signer
@@ -332,6 +332,33 @@ async def test_a_target_that_never_answers_delays_neither_urgent_rows_nor_other_
     pending = await node.outbox.pending()
     assert len(pending) == 200
     assert {r.recipient for r in pending} == {TARGET.node_id.hex()}
+
+
+async def test_recipients_anyone_can_create_hold_a_bounded_number_of_sockets(
+    node: Node, target: Callable[[], Awaitable[Target]]
+) -> None:
+    """Sybil keys (channels registered at an arbiter for free) are as many recipients as an
+    attacker likes: their rows together never hold more than MAX_IN_FLIGHT attempts, and an
+    urgent row still goes out at once."""
+    hostile, honest = await target(), await target()
+    hostile.mode = "hang"
+    sybils = [Signer.from_label(f"sybil-{i}").node_id.hex() for i in range(MAX_IN_FLIGHT + 40)]
+    for i, sybil in enumerate(sybils):
+        await add(node, hostile.url("/p2p/dispute"), b"%d" % i, purpose="dispute",
+                  recipient=sybil, channel=f"{i:064x}")
+
+    async def saturated() -> bool:
+        return hostile.in_flight == MAX_IN_FLIGHT
+
+    await until(saturated)
+    await add(node, honest.url("/p2p/dispute"), b"urgent", purpose="dispute", urgent=True)
+
+    async def urgent_delivered() -> bool:
+        return honest.bodies == [b"urgent"]
+
+    assert await until(urgent_delivered) < 2.0
+    await asyncio.sleep(0.3)
+    assert hostile.most_in_flight == MAX_IN_FLIGHT
 
 
 async def test_many_urgent_rows_to_a_target_that_never_answers_do_not_exhaust_connections(
