@@ -9,20 +9,21 @@ rail reads an answer through :func:`read_bounded` and parses JSON through :func:
   (transient: the rail retries, then raises :class:`~rails.errors.BankUnavailable`); the rest is
   not read, and the connection is dropped rather than drained. The limit counts the bytes after
   ``Content-Encoding`` is undone, so a small gzip body cannot inflate past it.
-- JSON nested deeper than :data:`MAX_JSON_DEPTH`, or holding a number longer than
-  :data:`MAX_JSON_NUMBER_CHARS` characters, ``NaN``, ``Infinity`` or a float out of range, is
-  :class:`~rails.errors.BankProtocolError`, like any other answer that does not parse. The
-  number is refused before it is converted (a 5,000-digit integer costs nothing).
+- JSON that is not UTF-8, nested deeper than :data:`MAX_JSON_DEPTH`, or holding a number
+  longer than :data:`MAX_JSON_NUMBER_CHARS` characters, ``NaN``, ``Infinity`` or a float out
+  of range, is :class:`~rails.errors.BankProtocolError`, like any other answer that does not
+  parse (the guards are :func:`rails.jsonsafe.load`'s). The depth is counted before the parser
+  recurses and a number is refused before it is converted, so a 50,000-deep array or a
+  5,000-digit integer costs nothing. A member named twice is not refused: the last one counts.
 """
 
 from __future__ import annotations
 
-import json
-import math
 from typing import Any
 
 import aiohttp
 
+from rails import jsonsafe
 from rails.errors import AnswerTooLarge, BankProtocolError
 
 JSON_ANSWER_LIMIT = 1 << 20
@@ -33,7 +34,8 @@ account's transactions)."""
 MAX_JSON_DEPTH = 32
 """Containers nested deeper than this are refused (the deepest real answer is about 6)."""
 MAX_JSON_NUMBER_CHARS = 40
-"""A JSON number longer than this is refused unconverted (2⁶³−1 has 19 digits)."""
+"""A JSON number longer than this (its sign not counted) is refused unconverted (2⁶³−1 has 19
+digits)."""
 
 
 async def read_bounded(resp: aiohttp.ClientResponse, limit: int) -> bytes:
@@ -53,55 +55,10 @@ async def read_bounded(resp: aiohttp.ClientResponse, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-class _Refused(ValueError):
-    """Raised from inside the JSON decoder (a ValueError, so the decoder passes it on)."""
-
-
-def _number(text: str) -> str:
-    if len(text) > MAX_JSON_NUMBER_CHARS:
-        raise _Refused(f"a number of {len(text)} characters (at most {MAX_JSON_NUMBER_CHARS})")
-    return text
-
-
-def _int(text: str) -> int:
-    return int(_number(text))
-
-
-def _float(text: str) -> float:
-    value = float(_number(text))
-    if not math.isfinite(value):
-        raise _Refused(f"{text} is out of range")
-    return value
-
-
-def _constant(text: str) -> Any:
-    raise _Refused(f"{text} is not JSON")
-
-
-def _check_depth(value: Any) -> None:
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        children = item.values() if isinstance(item, dict) else item
-        if depth > MAX_JSON_DEPTH:
-            raise _Refused(f"containers nested more than {MAX_JSON_DEPTH} deep")
-        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
-
-
 def parse_json(data: bytes, what: str) -> Any:
     """`data` as JSON, or :class:`BankProtocolError` naming `what` (``POST /payments``)."""
     try:
-        value = json.loads(data, parse_int=_int, parse_float=_float, parse_constant=_constant)
-    except RecursionError:
-        raise BankProtocolError(
-            f"{what}: JSON nested more than {MAX_JSON_DEPTH} deep") from None
-    except _Refused as exc:
-        raise BankProtocolError(f"{what}: JSON refused: {exc}") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BankProtocolError(f"{what}: the answer is not JSON ({exc})") from exc
-    if isinstance(value, dict | list):
-        try:
-            _check_depth(value)
-        except _Refused as exc:
-            raise BankProtocolError(f"{what}: JSON refused: {exc}") from None
-    return value
+        return jsonsafe.load(data, max_depth=MAX_JSON_DEPTH,
+                             max_number_chars=MAX_JSON_NUMBER_CHARS, reject_duplicates=False)
+    except jsonsafe.UnsafeJson as exc:
+        raise BankProtocolError(f"{what}: JSON refused: the answer {exc}") from None

@@ -2,10 +2,11 @@
 
 Two layers, both answering 400 with a code from the document's error table:
 
-* :func:`read_json` reads the bytes under guards: at most ``MAX_BODY_BYTES``, nesting at most
-  ``MAX_DEPTH`` deep (counted before the parser recurses), integers of at most
-  ``MAX_INT_DIGITS`` digits (``json.loads(parse_int=…)``: a 5,000-digit number is never turned
-  into an int), no ``NaN``/``Infinity``, no member named twice, UTF-8, and a JSON object.
+* :func:`read_json` reads the bytes under guards: at most ``MAX_BODY_BYTES``, then
+  :func:`rails.jsonsafe.load` with nesting at most ``MAX_DEPTH`` deep (counted before the parser
+  recurses), numbers of at most ``MAX_INT_DIGITS`` characters besides a sign (for an integer,
+  its digits; a 5,000-digit number is never turned into an int), no ``NaN``/``Infinity`` or
+  float out of range, no member named twice, UTF-8; and it must be a JSON object.
 * a :class:`Body` per request schema: every member typed (a JSON boolean is ``true`` or
   ``false``, never ``"false"``), ranged, length- and pattern-checked, unknown members refused.
 
@@ -16,7 +17,6 @@ code and the document cannot drift apart.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,23 +25,21 @@ from typing import Any
 from aiohttp import web
 
 from node.errors import NodeError
+from rails import jsonsafe
 
 MAX_BODY_BYTES = 64 * 1024
 """The largest admin body read; the largest valid one (16 graduated tariff lines) is ~17 KiB."""
 MAX_DEPTH = 8
 """Arrays and objects nested deeper than this are refused before parsing (valid bodies: 2)."""
 MAX_INT_DIGITS = 30
-"""A JSON integer with more digits is refused unparsed (no valid one has more than 7)."""
+"""A JSON number longer than this (its sign not counted: for an integer, its digits) is refused
+unconverted (no valid integer has more than 7 digits; no member takes a float)."""
 
 
 class BadInput(NodeError):
     """A request body that is not what the admin API takes (always 400)."""
 
     status = 400
-
-
-class _Refused(Exception):
-    """Raised inside json.loads hooks; turned into a BadInput by read_json."""
 
 
 async def read_json(request: web.Request, *, optional: bool = False) -> dict[str, Any]:
@@ -68,19 +66,10 @@ async def read_json(request: web.Request, *, optional: bool = False) -> dict[str
 def parse_json(raw: bytes) -> dict[str, Any]:
     """:func:`read_json` without the reading (the guards apply to `raw`)."""
     try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise BadInput("the body is not UTF-8", code="BAD_JSON") from None
-    if _deeper_than(text, MAX_DEPTH):
-        raise BadInput(f"the body nests arrays or objects more than {MAX_DEPTH} deep",
-                       code="BAD_JSON")
-    try:
-        data = json.loads(text, parse_int=_int, parse_constant=_constant,
-                          object_pairs_hook=_object)
-    except _Refused as exc:
-        raise BadInput(str(exc), code="BAD_JSON") from None
-    except (json.JSONDecodeError, RecursionError):
-        raise BadInput("the body is not JSON", code="BAD_JSON") from None
+        data = jsonsafe.load(raw, max_depth=MAX_DEPTH, max_number_chars=MAX_INT_DIGITS,
+                             reject_duplicates=True)
+    except jsonsafe.UnsafeJson as exc:
+        raise BadInput(f"the body {exc}", code="BAD_JSON") from None
     if not isinstance(data, dict):
         raise BadInput("the body must be a JSON object", code="BAD_JSON")
     return data
@@ -88,47 +77,6 @@ def parse_json(raw: bytes) -> dict[str, Any]:
 
 def _too_large() -> BadInput:
     return BadInput(f"the body is larger than {MAX_BODY_BYTES} bytes", code="BODY_TOO_LARGE")
-
-
-def _deeper_than(text: str, limit: int) -> bool:
-    """Whether brackets outside strings nest deeper than `limit` (one linear pass)."""
-    depth, in_string, escaped = 0, False, False
-    for c in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif c == "\\":
-                escaped = True
-            elif c == '"':
-                in_string = False
-        elif c == '"':
-            in_string = True
-        elif c in "[{":
-            depth += 1
-            if depth > limit:
-                return True
-        elif c in "]}":
-            depth -= 1
-    return False
-
-
-def _int(digits: str) -> int:
-    if len(digits.lstrip("-")) > MAX_INT_DIGITS:
-        raise _Refused(f"an integer in the body has more than {MAX_INT_DIGITS} digits")
-    return int(digits)
-
-
-def _constant(name: str) -> Any:
-    raise _Refused(f"{name} is not JSON")
-
-
-def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise _Refused(f"the member {key[:40]!r} appears twice")
-        out[key] = value
-    return out
 
 
 # -- fields -------------------------------------------------------------------------------------
