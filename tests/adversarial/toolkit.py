@@ -354,15 +354,10 @@ class BlackHole:
         self.loop.run(shut())
 
 
-@dataclass
-class Seen:
-    """One request an attacker's server received."""
+class _Carries:
+    """A recorded request body, decoded on demand (None when it is no message)."""
 
-    method: str
-    path: str
-    sender: str
     body: bytes
-    at: float = field(default_factory=time.monotonic)
 
     @property
     def message(self) -> Message | None:
@@ -370,6 +365,17 @@ class Seen:
             return decode_message(self.body) if self.body else None
         except ProtocolError:
             return None
+
+
+@dataclass
+class Seen(_Carries):
+    """One request an attacker's server received."""
+
+    method: str
+    path: str
+    sender: str
+    body: bytes
+    at: float = field(default_factory=time.monotonic)
 
 
 Responder = Callable[[web.Request, bytes], Awaitable[web.StreamResponse]]
@@ -524,7 +530,7 @@ def failure_response(kind: str) -> web.Response:
 
 
 @dataclass
-class Passed:
+class Passed(_Carries):
     """One request through the proxy and what became of it."""
 
     method: str
@@ -534,13 +540,6 @@ class Passed:
     """``forwarded:<status>`` or the failure kind the proxy answered instead."""
     body: bytes
     at: float = field(default_factory=time.monotonic)
-
-    @property
-    def message(self) -> Message | None:
-        try:
-            return decode_message(self.body) if self.body else None
-        except ProtocolError:
-            return None
 
 
 class HttpProxy:

@@ -5,6 +5,7 @@ needed: the credits go in through the same per-credit path the bank poll uses.""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -28,6 +29,13 @@ def registration_of(sim: object) -> ChannelRegistration:
     return ChannelRegistration(escrow.proposal, escrow.acceptance)
 
 
+async def arbiter_services(sim: object, db_url: str, tmp_path: Path,
+                           services: ServicesFactory) -> Any:
+    """The arbiter's services of `sim`'s channel, on a fresh database."""
+    return await services(make_config(tmp_path / "arbiter", sim.arbiter,  # type: ignore[attr-defined]
+                                      db_url=db_url, role="arbiter"))
+
+
 async def unapplied(svc: object) -> list[UnappliedCredit]:
     async with svc.ctx.db() as session:  # type: ignore[attr-defined]
         return list((await session.scalars(select(UnappliedCredit))).all())
@@ -44,8 +52,7 @@ async def test_a_forged_or_replayed_callback_changes_nothing(
     db_url: str, tmp_path: Path, services: ServicesFactory
 ) -> None:
     sim = open_sim()
-    svc = await services(make_config(tmp_path / "arbiter", sim.arbiter, db_url=db_url,
-                                     role="arbiter"))
+    svc = await arbiter_services(sim, db_url, tmp_path, services)
     reg = registration_of(sim)
     cid = reg.proposal.terms.channel_id.hex()
     await svc.escrow.on_register(with_callback(reg, sim.peer, "http://peer.test", 100))
@@ -73,8 +80,7 @@ async def test_early_and_late_deposits_are_kept_and_never_stop_the_others(
     db_url: str, tmp_path: Path, services: ServicesFactory
 ) -> None:
     sim = open_sim()
-    svc = await services(make_config(tmp_path / "arbiter", sim.arbiter, db_url=db_url,
-                                     role="arbiter"))
+    svc = await arbiter_services(sim, db_url, tmp_path, services)
     reg = registration_of(sim)
     terms = reg.proposal.terms
     cid = terms.channel_id.hex()
@@ -141,8 +147,7 @@ async def test_a_bank_credit_out_of_range_is_kept_without_its_number(
 ) -> None:
     """A bank answer naming 2^70 minor units must neither crash the poll nor reach a BIGINT."""
     sim = open_sim()
-    svc = await services(make_config(tmp_path / "arbiter", sim.arbiter, db_url=db_url,
-                                     role="arbiter"))
+    svc = await arbiter_services(sim, db_url, tmp_path, services)
     reg = registration_of(sim)
     await svc.escrow.on_register(reg)
     ref0 = bank_reference(reg.proposal.terms.channel_id, Purpose.DEPOSIT, 0)
