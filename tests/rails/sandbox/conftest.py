@@ -28,7 +28,8 @@ from rails.openbanking import Exchange, OpenBankingConfig, OpenBankingRail, gene
 from rails.port import Account, AccountScheme, PaymentInstruction
 from tests.support import free_port, running, venv_bin
 
-OB_DIR = Path(__file__).resolve().parents[3] / ".." / "shared" / "external" / "openbanking-uk"
+OB_DIR = Path(__file__).resolve().parent / "openbanking-uk"
+"""The published OpenAPI files, shipped with the tests (their README names source and licence)."""
 PISP = "/open-banking/v3.1/pisp"
 AISP = "/open-banking/v3.1/aisp"
 
