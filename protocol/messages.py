@@ -36,7 +36,8 @@ and a sum of two never leaves u64."""
 TIME = UInt(max_value=MAX_TIME_MS)
 """Milliseconds since 1970 (UTC), at most 9999-12-31T23:59:59.999Z."""
 CHALLENGE = Bin(0, 16, 32)
-URL = Text(300, r"https?://[A-Za-z0-9.\-:\[\]]+(/[\x21-\x7e]*)?", min_len=8)
+URL = Text(256, r"https?://[A-Za-z0-9.\-:\[\]]+(/[\x21-\x7e]*)?", min_len=8)
+"""A peer API's base URL: at most 256 characters, the decoder's limit for any string."""
 SIG = Bin(64)
 SIG_OR_EMPTY = Bin(0, 64)
 CURRENCY = Text(3, r"[A-Z]{3}", min_len=3)

@@ -27,7 +27,7 @@ from node.peers import check_identity, remember, verified_account
 from node.storage.models import HeldProposal, Peer
 from node.views import channel_detail, channel_summary, minor, statement
 from protocol.errors import ErrorCode, ProtocolError
-from protocol.messages import ChannelProposal
+from protocol.messages import URL, ChannelProposal
 from protocol.money import DEFAULT_SCALE, parse_decimal, parse_money
 from protocol.tariff import parse_quantity, parse_tariff_line
 from protocol.types import MAX_DISPUTE_WINDOW_MS
@@ -138,7 +138,9 @@ async def list_peers(request: web.Request) -> web.Response:
                                         for p in await ctx.all_peers()]})
 
 
-_PEER_URL = re.compile(r"https?://[A-Za-z0-9.\-:\[\]]+(/[\x21-\x7e]*)?")
+_PEER_URL = URL.pattern
+"""The wire's rule for a peer API's URL (protocol.messages.URL): a record that names any other
+could never be signed and decoded."""
 """The wire's URL rule (NodeInfo.url, callbacks): what a peer record may hold."""
 
 
@@ -149,9 +151,10 @@ async def add_peer(request: web.Request) -> web.Response:
     if unknown:
         raise NodeError(f"unknown fields {sorted(unknown)} (url, id)", code="UNKNOWN_FIELD")
     url = body.get("url")
-    if not isinstance(url, str) or len(url) > 300 or not _PEER_URL.fullmatch(url.rstrip("/")):
+    if not isinstance(url, str) or len(url) > URL.max_len or not (
+            _PEER_URL and _PEER_URL.fullmatch(url.rstrip("/"))):
         raise NodeError("url must be an http(s) URL such as https://carrier.example:7811 "
-                        "(at most 300 characters)", code="BAD_URL")
+                        f"(at most {URL.max_len} characters)", code="BAD_URL")
     url = url.rstrip("/")
     pin = body.get("id")
     if pin is not None and (not isinstance(pin, str)
