@@ -82,6 +82,17 @@ SWARM = (
 )
 """The rules a run may go without (the rest are always on)."""
 CLOSE_FIELDS = ("opener_nonce", "opener_amount", "peer_nonce", "peer_amount")
+PROBES = (
+    None,
+    ("adversary", "amount", -10_000), ("adversary", "amount", -1), ("adversary", "nonce", -1),
+    ("honest", "amount", 10_000), ("honest", "amount", 1), ("honest", "nonce", 1),
+    ("adversary", "amount", 10_000), ("adversary", "nonce", 1),
+    ("honest", "amount", -10_000), ("honest", "nonce", -1),
+)
+"""How a close request may differ from the channel as it is (or from a body the node signed):
+not at all; in one field, against the honest node (it would pay it less than it holds, or
+charge it more than it signed: a cent, or a channel unit that shows only in the receipts), or
+in its favour."""
 
 
 def note(label: str) -> None:
@@ -176,6 +187,8 @@ class CloseInvariant(RuleBasedStateMachine):
         self.push: list[DisputeNotice | PayoutNotice] = []
         """The arbiter's pushes to the honest node, not yet delivered (they may never be)."""
         self.payouts_submitted: list[arb.SubmitPayout] = []
+        self.seen_deadline: int | None = None
+        """The deadline of the last dispute notice the honest node took in."""
 
     def open(self, honest: int, honest_deposit: int, adversary_deposit: int) -> None:
         """An open channel; the honest node is party `honest` (0: it opened the channel)."""
@@ -296,6 +309,7 @@ class CloseInvariant(RuleBasedStateMachine):
             t = ch.step(t.state, ch.ActionSubmitEvidence(self.sim.signer(self.h)),
                         now_ms=self.now)
         self._commit(t, answering_a_dispute=True)
+        self.seen_deadline = notice.deadline_ms
 
     def on_payout(self, notice: PayoutNotice) -> None:
         self._commit(self._step(ch.ReceivePayout(notice)))
@@ -460,18 +474,23 @@ class CloseInvariant(RuleBasedStateMachine):
     @rule(data=st.data())
     def adversary_requests_a_close(self, data: st.DataObject) -> None:
         """A close request with any nonces and amounts, signed with the adversary's key: the
-        channel as it is, or a body the node signed, with one field nudged; or anything."""
+        channel as it is or a body the node signed, probed (PROBES); or anything at all."""
         truth = ch.close_body(self.honest)
         body = pick(self.signed_closes, data.draw(picks, label="signed body")) or truth
-        mode = data.draw(st.sampled_from(["nudged truth"] * 4 + ["nudged body", "anything"]))
+        mode = data.draw(st.sampled_from(["probe the channel"] * 3 + ["probe a signed body",
+                                                                     "anything"]))
         if mode == "anything":
             values = [data.draw(field_values(truth, body, name), label=name)
                       for name in CLOSE_FIELDS]
         else:
-            values = [getattr(truth if mode == "nudged truth" else body, name)
-                      for name in CLOSE_FIELDS]
-            nudged = data.draw(st.sampled_from(range(len(CLOSE_FIELDS))), label="nudged field")
-            values[nudged] = max(0, values[nudged] + data.draw(deltas, label="by"))
+            base = truth if mode == "probe the channel" else body
+            values = [getattr(base, name) for name in CLOSE_FIELDS]
+            probe = data.draw(st.sampled_from(PROBES), label="probe")
+            if probe is not None:
+                whose, what, by = probe
+                party = self.a if whose == "adversary" else self.h
+                i = CLOSE_FIELDS.index(f"{('opener', 'peer')[party]}_{what}")
+                values[i] = max(0, values[i] + by)
         self.request_close(*values)
 
     def request_close(self, opener_nonce: int, opener_amount: int, peer_nonce: int,
@@ -588,7 +607,7 @@ class CloseInvariant(RuleBasedStateMachine):
         escrow, state = self.escrow, self.honest
         if escrow.phase is not arb.ArbiterPhase.DISPUTE:
             return
-        if state.dispute_deadline_ms != escrow.deadline_ms or not state.received.nonce:
+        if self.seen_deadline != escrow.deadline_ms or not state.received.nonce:
             return  # it has not seen this dispute yet, or holds nothing to hand in
         evidence = escrow.evidence[self.a]
         assert evidence is not None, "the node saw the dispute; its evidence is not in"
