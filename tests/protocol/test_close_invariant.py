@@ -7,12 +7,14 @@ arbiter in answer to a dispute arrives at once (the delivery layer's bound, the 
 the invariant); its other submissions (a close, a force-close) may arrive late, in any order, or
 never. It learns of a dispute by a push that may be lost, or by watching the arbiter, which it
 does before any deadline passes. ONE adversary that holds only its own key and what it has
-received: it pays valid next proofs (after closes too), sends close requests with any amounts
-and nonces, co-signs any close body the honest node ever sent it and hands it to the arbiter
-whenever it likes (or never), force-closes with any proof it holds or none, hands in evidence,
-and replays any old message. And the arbiter machine, whose timer runs as time passes. Every
-message crosses a wire (encode, decode) as between processes. The honest node is the payee in
-one machine and the payer in the other, opener or peer, with payments in both directions.
+received (it reads the channel's state only as information it could rebuild from its own and
+the honest node's messages): it pays valid next proofs (after closes too), sends close
+requests with any amounts and nonces, co-signs any close body the honest node ever sent it and
+hands it to the arbiter whenever it likes (or never), force-closes with any proof it holds or
+none, hands in evidence, and replays any old message. And the arbiter machine, whose timer
+runs as time passes. Every message crosses a wire (encode, decode) as between processes. The
+honest node is the payee in one machine and the payer in the other, opener or peer, with
+payments in both directions.
 
 Invariants (specs/0003 §7.3, DESIGN §1), checked after every step:
 
@@ -292,9 +294,8 @@ class CloseInvariant(RuleBasedStateMachine):
         if any(isinstance(e, ch.NotifyCloseRequested) for e in t.effects):
             t = ch.step(t.state, ch.ActionClose(self.sim.signer(self.h)), now_ms=self.now)
             note("node co-signed the request" if t.state.phase is ch.Phase.CLOSED
-                  else "node signed its own view instead")
-        self._commit(replace(t, effects=tuple(
-            e for e in t.effects if not isinstance(e, ch.NotifyCloseRequested))))
+                 else "node signed its own view instead")
+        self._commit(t)
         answer = self.honest.close
         if answer is not None and getattr(answer, answer.signature_field(self.h)):
             self._signed(answer)
@@ -303,7 +304,7 @@ class CloseInvariant(RuleBasedStateMachine):
     def on_dispute(self, notice: DisputeNotice) -> None:
         if self.honest.phase is ch.Phase.CLOSED:
             note("a closed node saw a dispute" if self.escrow.close is not None
-                  else "a closed node saw a dispute before the arbiter had its close")
+                 else "a closed node saw a dispute before the arbiter had its close")
         t = self._step(ch.ReceiveDisputeNotice(notice))
         if any(isinstance(e, ch.NotifyDispute) for e in t.effects):
             t = ch.step(t.state, ch.ActionSubmitEvidence(self.sim.signer(self.h)),
@@ -366,7 +367,7 @@ class CloseInvariant(RuleBasedStateMachine):
         refused = refusal(lambda: self._arbiter(event_))
         if refused is not None:
             note(f"arbiter refused the adversary's {type(event_).__name__}: "
-                  f"{refused.code.name}")
+                 f"{refused.code.name}")
 
     # -- rules: the honest node ------------------------------------------------------------------
 
@@ -423,7 +424,7 @@ class CloseInvariant(RuleBasedStateMachine):
         refused = refusal(lambda: self._arbiter(event_))
         if refused is not None:
             note(f"arbiter refused the node's late {type(event_).__name__}: "
-                  f"{refused.code.name}")
+                 f"{refused.code.name}")
 
     # -- rules: the adversary --------------------------------------------------------------------
 
@@ -597,9 +598,14 @@ class CloseInvariant(RuleBasedStateMachine):
 
     @invariant()
     def the_close_it_signed_pays_it_its_due(self) -> None:
-        """The adversary may hand the body in at any moment: it must never shortchange."""
+        """The adversary may hand the body in at any moment, so it never shortchanges the node:
+        it carries at least what the node receipted and at most what it signed (channel units,
+        specs/0003 §7.3), and so pays it at least its due."""
         for close in self.signed_closes:
-            paid = self._payout(close.opener_amount, close.peer_amount)
+            amounts = (close.opener_amount, close.peer_amount)
+            assert amounts[self.a] >= self.highest_receipted
+            assert amounts[self.h] <= self.highest_signed
+            paid = self._payout(*amounts)
             assert paid >= self.due(), f"the signed close would pay {paid}, due {self.due()}"
 
     @invariant()
@@ -655,7 +661,7 @@ class HonestPayer(CloseInvariant):
 
 
 SETTINGS = settings(
-    max_examples=400,
+    max_examples=500,
     stateful_step_count=40,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
@@ -703,7 +709,8 @@ def test_second_close_bypass() -> None:
     assert m.honest.received.nonce == 101
     assert m.highest_receipted == c1.opener_amount  # receipts never went past C1
     m.request_close(*fields_of(ch.close_body(m.honest)))  # a second close request, at 101
-    assert {close.body() for close in m.signed_closes} == {c1.body()}  # answered with C1
+    m.honest_closes()  # and the operator closes again
+    assert {close.body() for close in m.signed_closes} == {c1.body()}  # both answered with C1
     m.adversary_cosigns_at_the_arbiter(0)
     assert m.escrow.close is not None
     assert m.escrow.close.same_state(c1)

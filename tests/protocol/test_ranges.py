@@ -16,7 +16,7 @@ deposits at the channel scale, the arbiter's bank observations, and cumulative p
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -26,7 +26,13 @@ import pytest
 from protocol import arbiter as arb
 from protocol import channel as ch
 from protocol.encoding import MAX_ARRAY_LEN, MAX_BIN_BYTES, MAX_STR_BYTES
-from protocol.errors import DecodeError, ErrorCode, LocalProtocolError, RemoteProtocolError
+from protocol.errors import (
+    DecodeError,
+    ErrorCode,
+    LocalProtocolError,
+    ProtocolError,
+    RemoteProtocolError,
+)
 from protocol.messages import (
     EMPTY_SIGNATURE,
     CallbackAddress,
@@ -240,12 +246,14 @@ def bounded_fields() -> Iterator[tuple[str, Kind]]:
 
 def test_the_tables_cover_every_bounded_field() -> None:
     found = dict(bounded_fields())
-    kinds = {UInt: UINT_MAX, Bin: BIN_SIZES, Text: TEXT, ListOf: LIST_LENGTHS}
-    for kind_type, table in kinds.items():
+    tables: list[tuple[type[Kind], set[str]]] = [
+        (UInt, set(UINT_MAX)), (Bin, set(BIN_SIZES)), (Text, set(TEXT)),
+        (ListOf, set(LIST_LENGTHS))]
+    for kind_type, table in tables:
         discovered = {p for p, k in found.items() if isinstance(k, kind_type)}
-        assert discovered == set(table), (
-            f"{kind_type.__name__}: not in the table {sorted(discovered - set(table))}, "
-            f"no such field {sorted(set(table) - discovered)}")
+        assert discovered == table, (
+            f"{kind_type.__name__}: not in the table {sorted(discovered - table)}, "
+            f"no such field {sorted(table - discovered)}")
 
 
 @pytest.mark.parametrize("path", sorted(UINT_MAX))
@@ -487,7 +495,7 @@ def test_every_party_applies_its_window_policy(window: int, allowed: bool) -> No
     assert isinstance(proposal, ch.SendProposal)
     acceptance = ch.accept(proposal.proposal, s.peer, now_ms=2).effects[0]
     assert isinstance(acceptance, ch.SendAcceptance)
-    attempts = [
+    attempts: list[tuple[type[ProtocolError], Callable[[], object]]] = [
         (LocalProtocolError, lambda: ch.propose(s.terms, s.opener, now_ms=3, bounds=POLICY)),
         (RemoteProtocolError, lambda: ch.accept(proposal.proposal, s.peer, now_ms=3,
                                                 bounds=POLICY)),
@@ -616,16 +624,16 @@ def test_a_proof_past_2_63_is_refused(tariff: tuple[TariffLine, ...],
     for q, d in before:
         s.pay(0, q, direct=d)
     pay = ch.ActionPay(s.opener, tuple(Quantity(q) for q in quantities), Amount(direct))
-    with pytest.raises(LocalProtocolError) as info:
+    with pytest.raises(LocalProtocolError) as ours:
         ch.step(s.states[0], pay, now_ms=s.tick())
-    assert info.value.code is ErrorCode.INVALID_AMOUNT
+    assert ours.value.code is ErrorCode.INVALID_AMOUNT
     proof = ch.build_proof(s.states[0], pay, now_ms=s.now_ms)  # a sender that does not check
-    with pytest.raises(RemoteProtocolError) as info:
+    with pytest.raises(RemoteProtocolError) as theirs:
         ch.step(s.states[1], ch.ReceiveProof(proof), now_ms=s.now_ms)
-    assert info.value.code is ErrorCode.INVALID_AMOUNT
-    with pytest.raises(DecodeError) as info:
+    assert theirs.value.code is ErrorCode.INVALID_AMOUNT
+    with pytest.raises(DecodeError) as wire:
         type(proof).decode(proof.encode())
-    assert info.value.code is ErrorCode.INVALID_FIELD
+    assert wire.value.code is ErrorCode.INVALID_FIELD
 
 
 @pytest.mark.parametrize(("quantity", "direct"), [(MAX_AMOUNT, 0), (0, U64_MAX + 1)],
