@@ -39,6 +39,7 @@ from protocol.tariff import check_tariff, tariff_amount
 from protocol.types import (
     MAX_AMOUNT,
     MAX_DISPUTE_WINDOW_MS,
+    U64_MAX,
     Amount,
     ChannelId,
     MinorUnits,
@@ -626,6 +627,9 @@ def build_proof(state: ChannelState, event: ActionPay, *, now_ms: int) -> Balanc
     )
     direct = Amount(flow.direct_amount + event.direct_amount)
     amount = Amount(tariff_amount(state.terms.tariff, quantities) + direct)
+    if amount > U64_MAX or any(q > U64_MAX for q in quantities):
+        # not even encodable; between 2^63 and 2^64 _apply_proof names it (INVALID_AMOUNT)
+        raise LocalProtocolError(ErrorCode.INVALID_AMOUNT, "a cumulative total above 2^63-1")
     nonce = Nonce(flow.nonce + 1)
     digest = next_usage_digest(
         flow.usage_digest,
@@ -664,26 +668,8 @@ def _check_signer(state: ChannelState, signer: Signer) -> None:
         raise LocalProtocolError(ErrorCode.NOT_A_PARTY, "signing with a key that is not ours")
 
 
-def _check_totals(state: ChannelState, event: ActionPay) -> None:
-    """Our cumulative totals after `event` stay within the wire's range (checked before they
-    are hashed into the usage digest or priced)."""
-    flow = state.sent
-    if len(event.quantities) != len(flow.quantities):
-        return  # build_proof names this error
-    if any(q < 0 for q in event.quantities) or event.direct_amount < 0:
-        return
-    quantities = [old + new for old, new in zip(flow.quantities, event.quantities, strict=True)]
-    direct = flow.direct_amount + event.direct_amount
-    if any(q > MAX_AMOUNT for q in quantities) or direct > MAX_AMOUNT or (
-            tariff_amount(state.terms.tariff, tuple(Quantity(q) for q in quantities))
-            + direct > MAX_AMOUNT):
-        raise LocalProtocolError(ErrorCode.INVALID_AMOUNT,
-                                 "the cumulative totals would pass 2^63-1")
-
-
 def _on_pay(state: ChannelState, event: ActionPay, now_ms: int) -> Transition:
     _check_signer(state, event.signer)
-    _check_totals(state, event)
     proof = build_proof(state, event, now_ms=now_ms)
     flow = _local(lambda: _apply_proof(state, proof, verify_signature=False))
     return Transition(_with_flow(state, state.us, flow), (SendProof(proof),))

@@ -202,10 +202,6 @@ TEXT: dict[str, TextCase] = {
     "Error.message": TextCase.filled("m", 256, off_pattern=None),
 }
 
-UNREACHABLE_MAXIMUM: dict[str, str] = {}
-"""Limits no value can reach: protocol/ must change (reported to the lead), so their "longest
-value decodes" tests are strict xfails."""
-
 # ---------------------------------------------------------------------------------------------
 # Discovery
 
@@ -425,9 +421,7 @@ def test_byte_string_sizes_decode_and_no_other(path: str) -> None:
         assert refused(path, bytes(size)) is _too_long(size, MAX_BIN_BYTES), size
 
 
-@pytest.mark.parametrize("path", [
-    pytest.param(p, marks=pytest.mark.xfail(strict=True, reason=UNREACHABLE_MAXIMUM[p]))
-    if p in UNREACHABLE_MAXIMUM else p for p in sorted(TEXT)])
+@pytest.mark.parametrize("path", sorted(TEXT))
 def test_text_longest_decodes(path: str) -> None:
     longest = TEXT[path].longest
     assert _value_at(decoded(path, longest), path) == longest
