@@ -252,14 +252,13 @@ class ChannelService:
     @property
     def bounds(self) -> ch.TermsBounds:
         """The dispute windows this node's policy accepts, in terms it proposes or accepts."""
-        policy = self.ctx.config.policy
-        return ch.TermsBounds(policy.min_dispute_window_ms, policy.max_dispute_window_ms)
+        return self.ctx.config.policy.terms_bounds()
 
     def own_account(self) -> BankAccount:
-        bank = self.ctx.config.bank
-        if not bank.identification:
+        account = self.ctx.config.own_account()
+        if account is None:
             raise NodeError("this node has no bank account: set [bank] in config.toml")
-        return BankAccount(bank.scheme, bank.identification, bank.name or self.ctx.config.name)
+        return account
 
     async def on_proposal(self, proposal: ChannelProposal) -> ChannelAcceptance | None:
         """A peer proposes. Terms outside our [policy] are refused; an allow-listed opener's

@@ -37,8 +37,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from protocol.channel import TermsBounds
 from protocol.crypto import Signer
 from protocol.errors import ProtocolError
+from protocol.messages import BankAccount
 from protocol.money import currency_exponent, format_decimal, parse_money
 from protocol.types import MAX_AMOUNT, MAX_DISPUTE_WINDOW_MS
 
@@ -116,6 +118,10 @@ class Policy:
     """14 days: the longest (money is locked at most this long by a vanished peer)."""
     watch_interval_ms: int = 30_000
     """How often a node asks the arbiter for the signed status of each unsettled channel."""
+
+    def terms_bounds(self) -> TermsBounds:
+        """The dispute windows this policy accepts, as the protocol checks them."""
+        return TermsBounds(self.min_dispute_window_ms, self.max_dispute_window_ms)
 
 
 WATCHES_PER_WINDOW = 10
@@ -209,6 +215,14 @@ class Config:
             return Allowance(node_id, self.policy.min_dispute_window_ms,
                              self.policy.max_dispute_window_ms)
         return None
+
+    def own_account(self) -> BankAccount | None:
+        """The account this node names in channel terms (node) or as its escrow account
+        (arbiter); None without a [bank] account."""
+        if not self.bank.identification:
+            return None
+        return BankAccount(self.bank.scheme, self.bank.identification,
+                           self.bank.name or self.name)
 
     @property
     def key_path(self) -> Path:

@@ -20,17 +20,13 @@ from node.storage.models import Cursor, Escrow, UnappliedCredit
 from node.storage.models import Outbox as OutboxRow
 from node.transfers import Transfers
 from protocol import arbiter as arb
-from protocol.channel import TermsBounds
 from protocol.errors import ErrorCode, ProtocolError, RemoteProtocolError
 from protocol.messages import (
-    EMPTY_SIGNATURE,
-    BankAccount,
     CallbackAddress,
     ChannelRegistration,
     ChannelTerms,
     CooperativeClose,
     DisputeEvidence,
-    DisputeNotice,
     EscrowStatus,
     UnilateralClose,
 )
@@ -108,8 +104,8 @@ class EscrowService:
         if isinstance(effect, arb.ForwardDispute):
             # Both parties hear it, signed: the other side must answer before the deadline,
             # the claimant learns when the payout is decided.
-            notice = DisputeNotice(effect.claim.channel_id, effect.claim, effect.deadline_ms,
-                                   EMPTY_SIGNATURE).signed_by(self.ctx.signer)
+            notice = arb.dispute_notice(state, self.ctx.signer)
+            assert notice is not None, "a forwarded dispute has a claim and a deadline"
             # Urgent only with money in escrow: registering a channel costs nothing, so
             # claims on empty channels (anyone's Sybil pairs) must not each get a socket now.
             return [Delivery("send", f"{u}/p2p/dispute", notice.encode(), recipient=party,
@@ -136,7 +132,7 @@ class EscrowService:
         replaces it, so nobody else can redirect them and an old one cannot be replayed."""
         terms = reg.proposal.terms
         cid = terms.channel_id.hex()
-        own = self.own_account()
+        own = self.ctx.config.own_account()
         if own is not None and terms.escrow_account != own:
             raise RemoteProtocolError(ErrorCode.INVALID_TERMS,
                                       "the terms name another escrow account than this arbiter's")
@@ -144,7 +140,7 @@ class EscrowService:
             existing = self.states.get(cid)
             state = existing or arb.register(reg.proposal, reg.acceptance,
                                              self.ctx.signer.node_id, now_ms=now_ms(),
-                                             bounds=self.bounds)
+                                             bounds=self.ctx.config.policy.terms_bounds())
             urls = list(self.urls.get(cid, ["", ""]))
             stamps = list(self.url_ms.get(cid, [0, 0]))
             if reg.callback is not None:
@@ -166,17 +162,6 @@ class EscrowService:
             self._remember(state, urls, stamps)
         log.info("escrow.registered", channel=cid)
         await self._rematch(cid)
-
-    @property
-    def bounds(self) -> TermsBounds:
-        policy = self.ctx.config.policy
-        return TermsBounds(policy.min_dispute_window_ms, policy.max_dispute_window_ms)
-
-    def own_account(self) -> BankAccount | None:
-        bank = self.ctx.config.bank
-        if not bank.identification:
-            return None
-        return BankAccount(bank.scheme, bank.identification, bank.name or self.ctx.config.name)
 
     @staticmethod
     def _callback_party(terms: ChannelTerms, callback: CallbackAddress) -> int:

@@ -53,20 +53,11 @@ _NON_PRINTABLE = re.compile(r"[^\x20-\x7e]")
 # -- our own identity -------------------------------------------------------------------------
 
 
-def own_account(config: Config) -> BankAccount | None:
-    """The account this node names in channel terms (node) or as its escrow account (arbiter):
-    the same value `ChannelService.own_account` puts into terms."""
-    bank = config.bank
-    if not bank.identification:
-        return None
-    return BankAccount(bank.scheme, bank.identification, bank.name or config.name)
-
-
 def own_identity(config: Config, signer: Signer, *, challenge: bytes, issued_ms: int) -> NodeInfo:
     """This node's NodeInfo, signed: the answer to `/p2p/identity` (challenge echoed) or an
     announcement (empty challenge)."""
     name = _NON_PRINTABLE.sub("?", config.name)[:100] or config.role
-    return NodeInfo(signer.node_id, name, config.role, config.public_url, own_account(config),
+    return NodeInfo(signer.node_id, name, config.role, config.public_url, config.own_account(),
                     issued_ms, challenge, EMPTY_SIGNATURE).signed_by(signer)
 
 
