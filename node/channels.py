@@ -813,22 +813,26 @@ class ChannelService:
             t = ch.step(state, ch.ReceiveDisputeNotice(notice), now_ms=now_ms())
             if any(isinstance(e, ch.NotifyDispute) for e in t.effects):
                 t = ch.step(t.state, ch.ActionSubmitEvidence(self.ctx.signer), now_ms=now_ms())
-            if (t.state.phase, t.state.dispute_deadline_ms) != (state.phase,
-                                                                state.dispute_deadline_ms):
+            changed = (t.state.phase, t.state.dispute_deadline_ms) != (
+                state.phase, state.dispute_deadline_ms)
+            if changed:
                 await self._commit(t.state, outbox=await self._close_outbox(t))
-        log.info("channel.disputed", channel=cid, deadline_ms=notice.deadline_ms)
+        if changed:  # a notice seen again (pushed and asked for) changes nothing
+            log.info("channel.disputed", channel=cid, deadline_ms=notice.deadline_ms)
 
     async def on_payout(self, notice: PayoutNotice) -> None:
         cid = notice.channel_id.hex()
         async with self.lock(cid):
             state = self.get(cid)
             t = ch.step(state, ch.ReceivePayout(notice), now_ms=now_ms())
-            if t.state is not state and t.state.phase != state.phase:
+            settled = t.state.phase != state.phase
+            if settled:
                 await self._commit(t.state)
         stream = self.streams.pop(cid, None)
         if stream is not None:
             await stream.stop()
-        log.info("channel.settled", channel=cid)
+        if settled:
+            log.info("channel.settled", channel=cid)
 
     async def stop(self) -> None:
         for stream in list(self.streams.values()):

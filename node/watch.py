@@ -27,6 +27,8 @@ log = structlog.get_logger()
 WATCHED = frozenset({ch.Phase.ACCEPTED, ch.Phase.OPEN, ch.Phase.CLOSING, ch.Phase.CLOSED,
                      ch.Phase.DISPUTED})
 """Every phase in which the arbiter may know something the node must act on."""
+FUNDABLE = frozenset({ch.Phase.ACCEPTED, ch.Phase.OPEN})
+"""Where the machine takes funding confirmations (0003 §4)."""
 CONCURRENCY = 16
 """Status requests in flight at once (one slow arbiter answer never holds up a sweep)."""
 
@@ -86,19 +88,13 @@ class ArbiterWatch:
         return answer
 
     async def check(self, cid: str) -> None:
-        """Act on what the arbiter says, exactly as if it had been pushed to us."""
+        """Act on what the arbiter says, exactly as if it had been pushed to us (the machine
+        takes a repeat as nothing new)."""
         status = await self.fetch(cid)
-        state = self.channels.get(cid)
-        if state.phase in (ch.Phase.ACCEPTED, ch.Phase.OPEN):
+        if self.channels.get(cid).phase in FUNDABLE:
             for conf in status.funding:
-                side = state.terms.party_index(conf.depositor)
-                if conf.amount > state.funded[side]:
-                    await self.channels.on_funding(conf)
-        notice = status.dispute
-        state = self.channels.get(cid)
-        if notice is not None and (state.dispute != notice.claim
-                                   or state.dispute_deadline_ms != notice.deadline_ms):
-            log.info("watch.dispute_seen", channel=cid[:16], deadline_ms=notice.deadline_ms)
-            await self.channels.on_dispute(notice)
-        if status.payout is not None and self.channels.get(cid).phase is not ch.Phase.SETTLED:
+                await self.channels.on_funding(conf)
+        if status.dispute is not None:
+            await self.channels.on_dispute(status.dispute)
+        if status.payout is not None:
             await self.channels.on_payout(status.payout)
