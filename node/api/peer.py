@@ -207,13 +207,7 @@ async def register(request: web.Request) -> web.Response:
 
 async def escrow_status(request: web.Request) -> web.Response:
     """The arbiter's signed status of one channel, echoing the asker's fresh challenge."""
-    raw = request.query.get("challenge", "")
-    try:
-        challenge = bytes.fromhex(raw)
-    except ValueError:
-        challenge = b""
-    if len(challenge) not in (16, 32):
-        raise DecodeError(ErrorCode.INVALID_FIELD, "challenge: 16 or 32 random bytes, as hex")
+    challenge = parse_challenge(request.query.get("challenge", ""))
     return reply(request.app[ESCROW].status(request.match_info["channel_id"], challenge))
 
 
