@@ -1,0 +1,214 @@
+"""The simulated arbiter: the arbiter machine inside the daemon's storage and delivery rules.
+
+Every input is committed with the effects it produced before anything leaves (the arbiter has
+no group commit to lose: a crash loses only the answers in flight). Deposits and bookings are
+read from the bank's statement of the escrow account, by entry, from a durable cursor; payouts
+are submitted with their idempotency key until the bank answers; notices to the parties are
+outbox rows retried until the party answers; a node's status request gets the signed status.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import TYPE_CHECKING
+
+from protocol import arbiter as arb
+from protocol.crypto import Signer
+from protocol.errors import ProtocolError
+from protocol.messages import (
+    ChannelRegistration,
+    CooperativeClose,
+    DisputeEvidence,
+    UnilateralClose,
+)
+from protocol.references import Purpose, bank_reference
+from tests.faults.simbank import Instruction
+from tests.faults.simnet import Envelope
+from tests.faults.simnode import NAMES, RETRY_MS, Row
+
+if TYPE_CHECKING:
+    from tests.faults.simulator import World
+
+TICK_MS = 250
+STATEMENT_MS = 600
+
+
+class SimArbiter:
+    name = "arbiter"
+
+    def __init__(self, world: World, signer: Signer) -> None:
+        self.world = world
+        self.signer = signer
+        self.up = True
+        self.epoch = 0
+        self.state: arb.ArbiterState | None = None
+        self.outbox: dict[str, Row] = {}
+        self.payouts: dict[str, tuple[Instruction, str | None]] = {}
+        """Idempotency key → (instruction, the bank's answer once it came)."""
+        self.cursor = 0
+        self.unobserved: list[str] = []
+        """Deposit entries the machine refused (booked after the channel left funding/open)."""
+        self.ids = itertools.count(1)
+
+    def _timer(self, delay_ms: int, action: str) -> None:
+        epoch = self.epoch
+
+        def fire() -> None:
+            if self.up and self.epoch == epoch:
+                getattr(self, action)()
+
+        self.world.scheduler.after(delay_ms, fire)
+
+    def start(self) -> None:
+        self._timer(TICK_MS, "_tick")
+        self._timer(STATEMENT_MS, "_statement")
+        self._timer(RETRY_MS, "_retry")
+
+    def crash(self) -> None:
+        self.world.say("arbiter crashes")
+        self.up = False
+        self.epoch += 1
+
+    def restart(self) -> None:
+        self.world.say("arbiter restarts")
+        self.up = True
+        self.epoch += 1
+        self.start()
+        self._retry_now()
+
+    # -- the machine -------------------------------------------------------------------------
+
+    def apply(self, event: arb.Input) -> bool:
+        assert self.state is not None
+        try:
+            result = arb.step(self.state, event, now_ms=self.world.scheduler.now_ms)
+        except ProtocolError as exc:
+            self.world.refused(self.name, type(event).__name__, exc)
+            return False
+        self.state = result.state
+        self.world.on_arbiter_commit(self)
+        for effect in result.effects:
+            self._effect(effect)
+        return True
+
+    def _effect(self, effect: arb.Effect) -> None:
+        assert self.state is not None
+        if isinstance(effect, arb.SendFundingConfirmation):
+            party = self.state.terms.party_index(effect.confirmation.depositor)
+            for to in (0, 1):
+                self._row(f"funding-{party}-{to}", NAMES[to], effect.confirmation.encode())
+        elif isinstance(effect, arb.ForwardDispute):
+            notice = arb.dispute_notice(self.state, self.signer)
+            assert notice is not None
+            self._row(f"dispute-{effect.to}", NAMES[effect.to], notice.encode())
+        elif isinstance(effect, arb.SubmitPayout):
+            instruction = Instruction(self.state.terms.escrow_account.identification,
+                                      effect.account.identification, effect.amount,
+                                      effect.reference)
+            self.payouts[effect.idempotency_key] = (instruction, None)
+            self._submit(effect.idempotency_key)
+        elif isinstance(effect, arb.SendPayoutNotice):
+            for to in (0, 1):
+                self._row(f"payout-{to}", NAMES[to], effect.notice.encode())
+        else:  # pragma: no cover
+            raise AssertionError(f"unhandled effect {effect!r}")
+
+    def _row(self, purpose: str, dst: str, body: bytes) -> None:
+        row = Row(next(self.ids) + 1_000_000 * self.epoch, dst, body)
+        self.outbox[purpose] = row
+        self._send(row.dst, "msg", (row.body,), row.row_id)
+
+    def _send(self, dst: str, kind: str, body: tuple[bytes, ...], ref: int = 0) -> None:
+        self.world.network.send(Envelope(self.name, dst, kind, body, ref))
+
+    def _submit(self, key: str) -> None:
+        instruction, _ = self.payouts[key]
+        epoch = self.epoch
+
+        def answer(status: str) -> None:
+            if self.up and self.epoch == epoch and status != "unavailable":
+                self.payouts[key] = (instruction, status)
+
+        self.world.bank.submit(key, instruction, answer, purpose="payout")
+
+    # -- timers ------------------------------------------------------------------------------
+
+    def _tick(self) -> None:
+        self._timer(TICK_MS, "_tick")
+        if self.state is not None and self.state.phase is arb.ArbiterPhase.DISPUTE:
+            self.apply(arb.Tick())
+
+    def _retry(self) -> None:
+        self._timer(RETRY_MS, "_retry")
+        self._retry_now()
+
+    def _retry_now(self) -> None:
+        for row in self.outbox.values():
+            self._send(row.dst, "msg", (row.body,), row.row_id)
+        for key, (_, status) in self.payouts.items():
+            if status is None:
+                self._submit(key)
+
+    def _statement(self) -> None:
+        self._timer(STATEMENT_MS, "_statement")
+        state = self.state
+        if state is None:
+            return
+        escrow = state.terms.escrow_account.identification
+        entries = self.world.bank.entries
+        new, self.cursor = entries[self.cursor:], len(entries)
+        cid = state.channel_id
+        for entry in new:
+            ins = entry.instruction
+            for party in (0, 1):
+                if (entry.kind == "transfer" and ins.creditor == escrow
+                        and ins.reference == bank_reference(cid, Purpose.DEPOSIT, party)):
+                    ok = self.apply(arb.ObserveDeposit(self.signer, party, ins.amount,  # type: ignore[arg-type]
+                                                       entry.entry_id, ins.reference,
+                                                       entry.booked_ms))
+                    if not ok:
+                        self.unobserved.append(entry.entry_id)
+                if (entry.kind == "transfer" and ins.debtor == escrow
+                        and ins.reference == bank_reference(cid, Purpose.PAYOUT, party)):
+                    self.apply(arb.ObservePayoutBooked(self.signer, party, entry.booked_ms))
+
+    # -- receiving ---------------------------------------------------------------------------
+
+    def on_envelope(self, env: Envelope) -> None:
+        if env.kind == "ack":
+            for purpose, row in list(self.outbox.items()):
+                if row.row_id == env.ref:
+                    del self.outbox[purpose]
+            return
+        if env.kind == "status?":
+            if self.state is not None and env.body:
+                status = arb.status(self.state, self.signer, env.body[0],
+                                    now_ms=self.world.scheduler.now_ms)
+                self._send(env.src, "status", (status.encode(),))
+            return
+        if env.kind != "msg":
+            return
+        message = self.world.decode(env.body[0], None)
+        if isinstance(message, ChannelRegistration):
+            self._register(message)
+        elif self.state is None:
+            self.world.refused(self.name, type(message).__name__, None)
+        elif isinstance(message, CooperativeClose):
+            self.apply(arb.ReceiveCooperativeClose(message))
+        elif isinstance(message, UnilateralClose):
+            self.apply(arb.ReceiveUnilateralClose(message))
+        elif isinstance(message, DisputeEvidence):
+            self.apply(arb.ReceiveEvidence(message))
+        elif message is not None:
+            self.world.refused(self.name, type(message).__name__, None)
+        if env.ref:
+            self._send(env.src, "ack", (), env.ref)  # committed already: answer (or refusal)
+
+    def _register(self, message: ChannelRegistration) -> None:
+        if self.state is not None:
+            return  # each party registers; the second changes nothing
+        try:
+            self.state = arb.register(message.proposal, message.acceptance,
+                                      self.signer.node_id, now_ms=self.world.scheduler.now_ms)
+        except ProtocolError as exc:
+            self.world.refused(self.name, "register", exc)
