@@ -43,7 +43,7 @@ from protocol.messages import (
     PayoutNotice,
     Receipt,
 )
-from protocol.records import Message, decode_message
+from protocol.records import Message
 from protocol.references import Purpose, idempotency_key
 from protocol.types import Quantity
 from tests.faults.simbank import Instruction

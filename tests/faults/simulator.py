@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import protocol.messages  # noqa: F401  (registers every message type)
@@ -78,6 +78,21 @@ class Script:
     partition_odds: float
 
 
+KNOWN_GAPS = {
+    "refund-of-nothing": (
+        "protocol/arbiter.py: a channel closed unilaterally before any deposit was booked "
+        "decides payouts of 0 and 0, submits nothing, and stays `paying` for ever (only "
+        "ObservePayoutBooked leads to `settled`); tests/faults/test_known_gaps.py"),
+    "payout-before-funding": (
+        "protocol/channel.py: a node that learns of the unilateral close before it learned of "
+        "every deposit refuses the funding confirmations in `disputed` (INVALID_STATE) and "
+        "then the payout notice for ever (DEPOSIT_MISMATCH: it checks the payouts against "
+        "the deposits it was told of); tests/faults/test_known_gaps.py"),
+}
+"""Failures the simulation finds whose fix lies outside this suite's files, each with where
+it is demonstrated on its own (a strict xfail): reported by every run, never silently."""
+
+
 @dataclass
 class Outcome:
     seed: int
@@ -86,9 +101,17 @@ class Outcome:
     counts: Counter[str]
     failure: str | None
     trace: list[str]
+    fired: list[tuple[int, str]]
+    ending: str
+    """How the arbiter decided: "cooperative", "unilateral", "refund" (or "-" if never)."""
+    known: str | None = None
+    """The `KNOWN_GAPS` entry the failure is, if it is one."""
 
 
 class World:
+    node_class: type[SimNode] = SimNode
+    """The node shell; a test may put a broken one here to see the simulation catch it."""
+
     def __init__(self, seed: int, *, mask: frozenset[int] | None = None,
                  keep_trace: int = 0) -> None:
         self.seed = seed
@@ -107,7 +130,7 @@ class World:
         })
         self.initial = dict(self.bank.balances)
         self.initial_total = self.bank.total()
-        self.nodes = (SimNode(self, 0, SIGNERS[0]), SimNode(self, 1, SIGNERS[1]))
+        self.nodes = (self.node_class(self, 0, SIGNERS[0]), self.node_class(self, 1, SIGNERS[1]))
         self.arbiter = SimArbiter(self, SIGNERS[2])
         self.network = Network(self.scheduler, self.plan, self._deliver, self._is_up)
         self.steps = 0
@@ -208,7 +231,7 @@ class World:
 
     def signed_receipt(self, node: SimNode, receipt: Receipt) -> None:
         direction = 1 - node.index
-        nonce, amount = self.receipted[direction]
+        nonce, _amount = self.receipted[direction]
         key = (direction, receipt.nonce)
         held = self.proofs.get(key)
         if receipt.nonce == 0:
@@ -269,6 +292,15 @@ class World:
                     f"the payer of direction {direction} is charged {sent[direction]} but "
                     f"signed at most {self.signed[direction]}")
         terms = self.terms
+        factor = 10 ** (terms.scale - currency_exponent(terms.currency))
+        for party, paid in enumerate((payouts.opener, payouts.peer)):
+            # in money: at least deposit − the most it signed + the most it receipted, less
+            # the payee's rounding down to the rail's unit (DESIGN §3)
+            owed = terms.deposits()[party] * factor - self.signed[party] + self.receipted[
+                1 - party][1]
+            if paid * factor < owed - (factor - 1):
+                raise Violation(f"party {party} is paid {paid} minor units; it is owed at "
+                                f"least {owed} at scale {terms.scale}")
         base = compute_payouts(
             opener_deposit=terms.opener_deposit, peer_deposit=terms.peer_deposit,
             opener_sent=Amount(sent[0]), peer_sent=Amount(sent[1]), scale=terms.scale,
@@ -337,7 +369,32 @@ class World:
         except Exception as exc:  # a crash of a machine or of the shell is a failure too
             failure = f"{type(exc).__name__}: {exc}"
         trace = list(self.trace) if self.trace is not None else []
-        return Outcome(self.seed, self.steps, self.plan.counts, self.counts, failure, trace)
+        known = self.known_gap() if failure is not None else None
+        return Outcome(self.seed, self.steps, self.plan.counts, self.counts, failure, trace,
+                       list(self.plan.fired), self.ending(), known)
+
+    def ending(self) -> str:
+        a = self.arbiter.state
+        if a is None or a.payouts is None:
+            return "-"
+        if not a.opened:
+            return "refund"
+        return "cooperative" if a.close is not None else "unilateral"
+
+    def known_gap(self) -> str | None:
+        """Which of `KNOWN_GAPS` this (failed) world shows, judged from its final state."""
+        a = self.arbiter.state
+        if (a is not None and a.phase is arb.ArbiterPhase.PAYING and a.payouts is not None
+                and a.payouts.opener == a.payouts.peer == 0 and not self.arbiter.payouts):
+            return "refund-of-nothing"
+        if a is not None and a.phase is arb.ArbiterPhase.SETTLED and a.notice is not None:
+            for node in self.nodes:
+                state = node.durable
+                if (state is not None and state.phase is ch.Phase.DISPUTED
+                        and sum(state.funded) != a.notice.opener_payout + a.notice.peer_payout
+                        and sum(state.funded) < a.held()):
+                    return "payout-before-funding"
+        return None
 
     def _run(self, max_steps: int) -> None:
         for party in (*self.nodes, self.arbiter):
@@ -363,7 +420,9 @@ class World:
 
     def final_checks(self) -> None:
         a = self.arbiter.state
-        assert a is not None and a.notice is not None and a.payouts is not None
+        assert a is not None
+        assert a.notice is not None
+        assert a.payouts is not None
         for node in self.nodes:
             assert node.durable is not None
             if node.durable.payout != a.notice:
@@ -407,25 +466,31 @@ class RunReport:
     faults: Counter[str]
     counts: Counter[str]
     failures: list[Outcome]
+    endings: Counter[str] = field(default_factory=Counter)
+
+    def unknown(self) -> list[Outcome]:
+        return [f for f in self.failures if f.known is None]
 
 
 def episode_seeds(seed: int) -> random.Random:
     return random.Random(seed)
 
 
-def run(seed: int, steps: int, *, stop_at_first: bool = True) -> RunReport:
-    """Episodes from `seed` until at least `steps` steps have run."""
+def run(seed: int, steps: int, *, world: type[World] = World) -> RunReport:
+    """Episodes from `seed` until at least `steps` steps have run or one fails in a way that
+    is not a known gap (known gaps are counted and the run goes on)."""
     seeds = episode_seeds(seed)
     report = RunReport(0, 0, Counter(), Counter(), [])
     while report.steps < steps:
-        outcome = World(seeds.getrandbits(63)).run()
+        outcome = world(seeds.getrandbits(63)).run()
         report.episodes += 1
         report.steps += outcome.steps
         report.faults.update(outcome.faults)
         report.counts.update(outcome.counts)
+        report.endings[outcome.ending] += 1
         if outcome.failure is not None:
             report.failures.append(outcome)
-            if stop_at_first:
+            if outcome.known is None:
                 break
     return report
 
