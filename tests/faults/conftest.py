@@ -13,6 +13,8 @@ import random
 
 import pytest
 
+from tests.adversarial.conftest import loop  # noqa: F401  (one server loop per module)
+
 DEFAULT_SIM_STEPS = 150_000
 DEFAULT_SIM_SEED = 20261202
 DEFAULT_FUZZ_SECONDS = 20.0

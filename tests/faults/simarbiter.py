@@ -9,7 +9,6 @@ outbox rows retried until the party answers; a node's status request gets the si
 
 from __future__ import annotations
 
-import itertools
 from typing import TYPE_CHECKING
 
 from protocol import arbiter as arb
@@ -24,7 +23,8 @@ from protocol.messages import (
 from protocol.references import Purpose, bank_reference
 from tests.faults.simbank import Instruction
 from tests.faults.simnet import Envelope
-from tests.faults.simnode import NAMES, RETRY_MS, Row
+from tests.faults.simnode import NAMES
+from tests.faults.simparty import RETRY_MS, SimParty
 
 if TYPE_CHECKING:
     from tests.faults.simulator import World
@@ -33,46 +33,26 @@ TICK_MS = 250
 STATEMENT_MS = 600
 
 
-class SimArbiter:
+class SimArbiter(SimParty):
     name = "arbiter"
 
     def __init__(self, world: World, signer: Signer) -> None:
-        self.world = world
+        super().__init__(world)
         self.signer = signer
-        self.up = True
-        self.epoch = 0
         self.state: arb.ArbiterState | None = None
-        self.outbox: dict[str, Row] = {}
         self.payouts: dict[str, tuple[Instruction, str | None]] = {}
         """Idempotency key → (instruction, the bank's answer once it came)."""
         self.cursor = 0
         self.unobserved: list[str] = []
         """Deposit entries the machine refused (booked after the channel left funding/open)."""
-        self.ids = itertools.count(1)
-
-    def _timer(self, delay_ms: int, action: str) -> None:
-        epoch = self.epoch
-
-        def fire() -> None:
-            if self.up and self.epoch == epoch:
-                getattr(self, action)()
-
-        self.world.scheduler.after(delay_ms, fire)
 
     def start(self) -> None:
         self._timer(TICK_MS, "_tick")
         self._timer(STATEMENT_MS, "_statement")
         self._timer(RETRY_MS, "_retry")
 
-    def crash(self) -> None:
-        self.world.say("arbiter crashes")
-        self.up = False
-        self.epoch += 1
-
     def restart(self) -> None:
-        self.world.say("arbiter restarts")
-        self.up = True
-        self.epoch += 1
+        super().restart()
         self.start()
         self._retry_now()
 
@@ -114,12 +94,8 @@ class SimArbiter:
             raise AssertionError(f"unhandled effect {effect!r}")
 
     def _row(self, purpose: str, dst: str, body: bytes) -> None:
-        row = Row(next(self.ids) + 1_000_000 * self.epoch, dst, body)
-        self.outbox[purpose] = row
-        self._send(row.dst, "msg", (row.body,), row.row_id)
-
-    def _send(self, dst: str, kind: str, body: tuple[bytes, ...], ref: int = 0) -> None:
-        self.world.network.send(Envelope(self.name, dst, kind, body, ref))
+        row = self.outbox[purpose] = self._new_row(dst, body)
+        self._send_row(row)
 
     def _submit(self, key: str) -> None:
         instruction, _ = self.payouts[key]
@@ -144,7 +120,7 @@ class SimArbiter:
 
     def _retry_now(self) -> None:
         for row in self.outbox.values():
-            self._send(row.dst, "msg", (row.body,), row.row_id)
+            self._send_row(row)
         for key, (_, status) in self.payouts.items():
             if status is None:
                 self._submit(key)
@@ -176,9 +152,7 @@ class SimArbiter:
 
     def on_envelope(self, env: Envelope) -> None:
         if env.kind == "ack":
-            for purpose, row in list(self.outbox.items()):
-                if row.row_id == env.ref:
-                    del self.outbox[purpose]
+            self._answered(env)
             return
         if env.kind == "status?":
             if self.state is not None and env.body:

@@ -23,8 +23,6 @@ time the episode's script says) are the only decisions made here.
 
 from __future__ import annotations
 
-import itertools
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from protocol import channel as ch
@@ -48,39 +46,27 @@ from protocol.references import Purpose, idempotency_key
 from protocol.types import Quantity
 from tests.faults.simbank import Instruction
 from tests.faults.simnet import Envelope
+from tests.faults.simparty import RETRY_MS, Row, SimParty
 
 if TYPE_CHECKING:
     from tests.faults.simulator import World
 
 COMMIT_MS = 4
-RETRY_MS = 400
 WATCH_MS = 1_500
 CLOSE_TIMEOUT_MS = 5_000
 FUND_TIMEOUT_MS = 12_000
 NAMES = ("opener", "peer")
 
 
-@dataclass(frozen=True, slots=True)
-class Row:
-    """One outbox row: a message for `dst`, retried until answered."""
-
-    row_id: int
-    dst: str
-    body: bytes
-
-
-class SimNode:
+class SimNode(SimParty):
     def __init__(self, world: World, index: int, signer: Signer) -> None:
-        self.world = world
+        super().__init__(world)
         self.index = index
         self.name = NAMES[index]
         self.signer = signer
-        self.up = True
-        self.epoch = 0
-        # durable
+        # durable (and the outbox)
         self.durable: ch.ChannelState | None = None
         self.outgoing: dict[int, bytes] = {}
-        self.outbox: dict[str, Row] = {}
         self.deposit_answer: str | None = None
         # in memory
         self.memory: ch.ChannelState | None = None
@@ -94,18 +80,8 @@ class SimNode:
         self.closed_by_script = False
         self.acknowledged = 0
         self.challenge = b""
-        self.ids = itertools.count(1)
 
-    # -- timers and lifecycle --------------------------------------------------------------------
-
-    def _timer(self, delay_ms: int, action: str) -> None:
-        epoch = self.epoch
-
-        def fire() -> None:
-            if self.up and self.epoch == epoch:
-                getattr(self, action)()
-
-        self.world.scheduler.after(delay_ms, fire)
+    # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
         self._timer(RETRY_MS, "_retry")
@@ -113,17 +89,13 @@ class SimNode:
         self._timer(self.world.wrng.randint(5, 60), "_app")
 
     def crash(self) -> None:
-        self.world.say(f"{self.name} crashes")
-        self.up = False
-        self.epoch += 1
+        super().crash()
         self.memory = None
         self.staged, self.staged_rows, self.pending_acks = [], {}, []
         self.commit_due = False
 
     def restart(self) -> None:
-        self.world.say(f"{self.name} restarts")
-        self.up = True
-        self.epoch += 1
+        super().restart()
         self.memory = self.durable
         self.last_progress = -1
         self.acknowledged = 0
@@ -229,16 +201,10 @@ class SimNode:
     # -- sending -----------------------------------------------------------------------------
 
     def _send(self, dst: str, kind: str, body: tuple[bytes, ...], ref: int = 0) -> None:
-        if dst == "peer_of":
-            dst = NAMES[1 - self.index]
-        self.world.network.send(Envelope(self.name, dst, kind, body, ref))
+        super()._send(NAMES[1 - self.index] if dst == "peer_of" else dst, kind, body, ref)
 
     def _row(self, purpose: str, dst: str, message: Message) -> None:
-        self.staged_rows[purpose] = Row(next(self.ids) + 1_000_000 * self.epoch, dst,
-                                        message.encode())
-
-    def _send_row(self, row: Row) -> None:
-        self._send(row.dst, "msg", (row.body,), row.row_id)
+        self.staged_rows[purpose] = self._new_row(dst, message.encode())
 
     def _stream(self, bodies: list[bytes]) -> None:
         self._send("peer_of", "stream", tuple(bodies))
@@ -271,9 +237,7 @@ class SimNode:
 
     def on_envelope(self, env: Envelope) -> None:
         if env.kind == "ack":
-            for purpose, row in list(self.outbox.items()):
-                if row.row_id == env.ref:
-                    del self.outbox[purpose]
+            self._answered(env)
             return
         if env.kind == "receipt?":
             held = self.durable.received.receipt if self.durable is not None else None

@@ -58,15 +58,6 @@ FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,
 
 
 @pytest.fixture(scope="module")
-def loop() -> Iterator[Loop]:
-    servers = Loop()
-    try:
-        yield servers
-    finally:
-        servers.close()
-
-
-@pytest.fixture(scope="module")
 def a(tmp_path_factory: pytest.TempPathFactory, loop: Loop) -> Iterator[Arena]:
     with arena(tmp_path_factory.mktemp("hostile"), loop=loop) as a:
         yield a
