@@ -88,6 +88,9 @@ KNOWN_GAPS = {
         "every deposit refuses the funding confirmations in `disputed` (INVALID_STATE) and "
         "then the payout notice for ever (DEPOSIT_MISMATCH: it checks the payouts against "
         "the deposits it was told of); tests/faults/test_known_gaps.py"),
+    "deposit-after-decision": (
+        "protocol/arbiter.py: a deposit the bank books after the payouts were decided is "
+        "refused by the machine and stays in escrow (ADR 0004: its refund path is open work)"),
 }
 """Failures the simulation finds whose fix lies outside this suite's files, each with where
 it is demonstrated on its own (a strict xfail): reported by every run, never silently."""
@@ -271,6 +274,8 @@ class World(Invariants):
     def known_gap(self) -> str | None:
         """Which of `KNOWN_GAPS` this (failed) world shows, judged from its final state."""
         a = self.arbiter.state
+        if self.arbiter.unobserved and a is not None and a.payouts is not None:
+            return "deposit-after-decision"
         if (a is not None and a.phase is arb.ArbiterPhase.PAYING and a.payouts is not None
                 and a.payouts.opener == a.payouts.peer == 0 and not self.arbiter.payouts):
             return "refund-of-nothing"

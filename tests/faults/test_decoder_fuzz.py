@@ -13,6 +13,7 @@ import pytest
 
 pytest.importorskip("atheris", reason="atheris is in the dev extras (pip install -e '.[dev]')")
 
+from tests.faults.figures import record
 from tests.faults.fuzz_decoder import write_seeds
 
 HARNESS = Path(__file__).with_name("fuzz_decoder.py")
@@ -47,6 +48,8 @@ def test_the_decoder_raises_only_typed_errors(tmp_path: Path, fuzz_seconds: floa
     detail = "".join(f"\n{c.name}: {c.read_bytes().hex()}" for c in crashes)
     assert result.returncode == 0, f"atheris found a crash:{detail}\n{output[-4000:]}"
     executions = _executions(output)
+    record("decoder_fuzz", {"seconds": fuzz_seconds, "executions": executions,
+                            "crashes": len(crashes)})
     print(f"\natheris: {executions:,} executions of the decoder in {fuzz_seconds:g} s")
     assert executions > 1_000, output[-2000:]
 

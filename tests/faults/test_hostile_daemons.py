@@ -41,6 +41,7 @@ from protocol.messages import (
 from protocol.records import decode_message
 from tests.adversarial.arena import Arena, arena, wait_settled_at_bank
 from tests.adversarial.toolkit import Attacker, Loop, request
+from tests.faults.figures import record
 from tests.faults.hostile import (
     ARBITER_POSTS,
     MALLORY,
@@ -141,6 +142,8 @@ def test_every_peer_endpoint_refuses_hostile_bodies(a: Arena, cid: str,
         assert status < 500, wrong[-1]
 
     send()
+    record("peer_posts", {"bodies": sum(answers.values()), "answers": answers,
+                          "wrong": len(wrong)})
     print(f"\npeer POSTs: {sum(answers.values())} hostile bodies, answers {answers}")
     assert not wrong, "\n".join(wrong[:20])
     assert snapshot(a) == before
@@ -149,6 +152,7 @@ def test_every_peer_endpoint_refuses_hostile_bodies(a: Arena, cid: str,
 def test_peer_gets_refuse_hostile_parameters(a: Arena, cid: str) -> None:
     before = snapshot(a)
     wrong: list[str] = []
+    sent: list[int] = []
     paths = st.one_of(
         st.builds(lambda c: f"{a.carrier.url}/p2p/channels/{c}/receipt", st.text(max_size=70)),
         st.builds(lambda c: f"{a.carrier.url}/p2p/identity?challenge={c}", st.text(max_size=80)),
@@ -162,6 +166,7 @@ def test_peer_gets_refuse_hostile_parameters(a: Arena, cid: str) -> None:
         scheme, rest = url.split("://", 1)
         quoted = f"{scheme}://{urllib.parse.quote(rest, safe='/:?=&')}"
         answer = request("GET", quoted, timeout_s=15)
+        sent.append(answer.status)
         if answer.status == 200:
             return  # a well-formed challenge: a signed answer (the status tests check it)
         problem = judge(answer.status, answer.body, post=False)
@@ -174,6 +179,7 @@ def test_peer_gets_refuse_hostile_parameters(a: Arena, cid: str) -> None:
         assert answer.status < 500, wrong[-1]
 
     send()
+    record("peer_gets", {"requests": len(sent), "wrong": len(wrong)})
     assert not wrong, "\n".join(wrong[:20])
     assert snapshot(a) == before
 
@@ -194,6 +200,7 @@ def test_the_stream_refuses_hostile_frames(a: Arena, cid: str, attacker: Attacke
     wrong: list[str] = []
 
     held = attacker.stored_state(cid).sent.nonce  # what the carrier holds from us
+    sent: list[int] = []
 
     async def exchange(frames: list[bytes], text: str) -> list[Any]:
         """Every frame's answer: an Error each, and at most a repeat of the latest receipt."""
@@ -214,6 +221,7 @@ def test_the_stream_refuses_hostile_frames(a: Arena, cid: str, attacker: Attacke
     @given(frames=frames_st, text=st.text(max_size=50))
     def send(frames: list[bytes], text: str) -> None:
         answers = loop.run(exchange(frames, text), 60)
+        sent.append(len(frames))
         bad = [x for x in answers if not isinstance(x, Error)
                and not (isinstance(x, Receipt) and x.nonce <= held)]
         if bad or sum(isinstance(x, Error) for x in answers) != len(frames):
@@ -221,6 +229,7 @@ def test_the_stream_refuses_hostile_frames(a: Arena, cid: str, attacker: Attacke
         assert not bad, wrong[-1]
 
     send()
+    record("stream", {"connections": len(sent), "frames": sum(sent), "wrong": len(wrong)})
     assert not wrong, "\n".join(wrong[:10])
     assert snapshot(a) == before
     # the honest stream still works after all that
@@ -344,6 +353,8 @@ def test_a_full_run_logs_no_secret(a: Arena, cid: str) -> None:
             lines += 1
             leaks += [f"{path.name}:{number}: {what}" for what, secret in secrets.items()
                       if secret in line]
+    record("logs", {"files": len(logs), "lines": lines, "secrets": len(secrets),
+                    "leaks": len(leaks), "admin_cases": admin_sent})
     print(f"\nlogs: {lines} lines in {len(logs)} files, {len(secrets)} secrets looked for")
     assert lines > 50
     assert not leaks, "\n".join(leaks[:20])

@@ -10,6 +10,7 @@ import warnings
 import pytest
 
 from protocol import channel as ch
+from tests.faults.figures import record
 from tests.faults.shrink import ddmin, shrink
 from tests.faults.simnet import Envelope
 from tests.faults.simnode import SimNode
@@ -32,6 +33,13 @@ def test_the_invariants_hold_for_every_step(sim_steps: int, sim_seed: int) -> No
         warnings.warn(f"known gap {gap} in {len(seeds)} of {report.episodes} episodes (e.g. "
                       f"episode {seeds[0]}): {KNOWN_GAPS[gap]}", stacklevel=1)
     unknown = report.unknown()
+    record("simulation", {
+        "seed": sim_seed, "steps": report.steps, "episodes": report.episodes,
+        "seconds": round(elapsed, 1), "faults": dict(report.faults),
+        "endings": dict(report.endings), "counts": dict(report.counts),
+        "known_gaps": {f.known: KNOWN_GAPS[f.known] for f in report.failures if f.known},
+        "failures": [f.failure for f in unknown],
+    })
     if unknown:
         pytest.fail(shrink(unknown[0].seed, unknown[0].failure or "").report()
                     + f"\n(run seed {sim_seed})", pytrace=False)
