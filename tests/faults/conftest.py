@@ -1,6 +1,6 @@
 """Options of the fault suite: how long the simulation and the fuzzers run, and from which seed.
 
-`--sim-steps N` (or METERLINE_SIM_STEPS) sets the simulated steps (CI: 150,000),
+`--sim-steps N` (or METERLINE_SIM_STEPS) sets the simulated steps (CI: 500,000),
 `--sim-seed N` (or METERLINE_SIM_SEED; "random" for a fresh one) the run's seed, and
 `--fuzz-seconds S` (or METERLINE_FUZZ_SECONDS) how long the coverage-guided decoder fuzzer runs
 (CI: 20). Every failure prints the seed that replays it.
@@ -15,7 +15,7 @@ import pytest
 
 from tests.adversarial.conftest import loop  # noqa: F401  (one server loop per module)
 
-DEFAULT_SIM_STEPS = 150_000
+DEFAULT_SIM_STEPS = 500_000
 DEFAULT_SIM_SEED = 20261202
 DEFAULT_FUZZ_SECONDS = 20.0
 

@@ -53,8 +53,8 @@ class BankWeather:
     unavailable: float = 0.1
     timeout: float = 0.1
     late: float = 0.2
-    rejected: float = 0.05
-    returned: float = 0.03
+    rejected: float = 0.08
+    returned: float = 0.06
     late_ms: tuple[int, int] = (500, 6_000)
 
 
