@@ -1046,7 +1046,7 @@ def _on_checkpoint_action(state: ChannelState, event: ActionCheckpoint, now_ms: 
     _check_signer(state, event.signer)
     field = Checkpoint.SIGNATURE_FIELDS[state.us]
     theirs = state.peer_checkpoint
-    if theirs is not None and theirs.seq > _last_seq(state):
+    if theirs is not None:  # its number was checked on receipt; signing anything clears it
         try:
             withdrawn = check_checkpoint(state, theirs)
         except RemoteProtocolError:
