@@ -41,13 +41,15 @@ def test_checkpoint_state_survives_a_restart() -> None:
     sim = long_lived()
     escrow = sim.escrow
     assert escrow is not None
-    assert escrow.checkpoint is not None and escrow.withdrawn == (0, 615)
+    assert escrow.checkpoint is not None
+    assert escrow.withdrawn == (0, 615)
     assert {t.status for t in escrow.transfers} == {TransferStatus.RETURNED,
                                                     TransferStatus.SUBMITTED,
                                                     TransferStatus.BOOKED}
     assert decode_escrow(encode_escrow(escrow)) == escrow
     for state in sim.states:
-        assert state.checkpoint is not None and state.topped_up == (2_000, 0)
+        assert state.checkpoint is not None
+        assert state.topped_up == (2_000, 0)
         assert decode_channel(encode_channel(state)) == state
 
 
@@ -58,6 +60,8 @@ def test_topup_and_checkpoint_fields_default_for_rows_written_before() -> None:
     old_channel = msgpack.packb(msgpack.unpackb(encode_channel(sim.states[0]))[:15],
                                 use_bin_type=True)
     escrow, channel = decode_escrow(old_escrow), decode_channel(old_channel)
-    assert escrow.transfers == () and escrow.withdrawn == (MinorUnits(0), MinorUnits(0))
-    assert channel.checkpoint is None and channel.topped_up == (0, 0)
+    assert escrow.transfers == ()
+    assert escrow.withdrawn == (MinorUnits(0), MinorUnits(0))
+    assert channel.checkpoint is None
+    assert channel.topped_up == (0, 0)
     assert escrow.deposited == sim.escrow.deposited
