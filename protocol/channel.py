@@ -1017,12 +1017,16 @@ def check_checkpoint(state: ChannelState, checkpoint: Checkpoint) -> tuple[Minor
 
 def checkpoint_body(state: ChannelState) -> Checkpoint:
     """The next checkpoint as we would propose it (unsigned): per direction the latest point
-    its receiver has receipted."""
+    its receiver has receipted — or the last checkpoint's, when that is later (its signature
+    acknowledged the point before the receipt for it reached us)."""
     points = []
-    for flow in state.flows:
+    for sender, flow in enumerate(state.flows):
         receipt = flow.receipt
-        points.append((Nonce(0), Amount(0)) if receipt is None
-                      else (receipt.nonce, receipt.amount))
+        point = (Nonce(0), Amount(0)) if receipt is None else (receipt.nonce, receipt.amount)
+        if state.checkpoint is not None and state.checkpoint.point(sender)[0] > point[0]:
+            nonce, amount = state.checkpoint.point(sender)
+            point = (Nonce(nonce), Amount(amount))
+        points.append(point)
     return Checkpoint(state.channel_id, _last_seq(state) + 1, points[0][0], points[0][1],
                       points[1][0], points[1][1], EMPTY_SIGNATURE, EMPTY_SIGNATURE)
 

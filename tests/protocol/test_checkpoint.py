@@ -503,3 +503,22 @@ def test_checkpoint_withdrawable_is_the_payout_rule_beyond_the_deposit() -> None
                                 scale=6, exponent=2)
         w = withdrawable(s.terms, (opener_sent, peer_sent))
         assert w == (max(0, share.opener - 10_000), max(0, share.peer - 3_000))
+
+
+def test_checkpoint_after_one_whose_receipt_is_still_in_flight(sim: Simulation) -> None:
+    """The peer's checkpoint acknowledged our payment before its receipt reached us: our next
+    proposal starts from the checkpoint, not from the older receipt we hold."""
+    sim.pay(0, (100_000,))
+    sim.pay(0, (100_000,), acknowledge=False)
+    ack = ch.step(sim.states[1], ch.ActionAcknowledge(sim.peer), now_ms=sim.tick())
+    sim.states[1] = ack.state  # the receipt for nonce 2 is never delivered to the opener
+    sim.book(sim.checkpoint(1))
+    assert sim.states[0].checkpoint is not None
+    assert sim.states[0].checkpoint.opener_nonce == 2
+    assert sim.states[0].sent.acked_nonce == 1
+    sim.pay(1, (0,), direct=10_000)
+    decided = sim.checkpoint(0)  # would fall below checkpoint 1 if built from the receipt
+    taken = decided.state.checkpoint
+    assert taken is not None
+    assert taken.seq == 2
+    assert taken.opener_nonce == 2
