@@ -262,6 +262,14 @@ class Transition:
 
 
 A = ArbiterPhase
+
+
+def _stays(event: type, *phases: ArbiterPhase) -> dict[tuple[ArbiterPhase, type],
+                                                        frozenset[ArbiterPhase]]:
+    """Table entries for an input that leaves each of `phases` as it is."""
+    return {(phase, event): frozenset({phase}) for phase in phases}
+
+
 TRANSITIONS: dict[tuple[ArbiterPhase, type], frozenset[ArbiterPhase]] = {
     (A.FUNDING, ObserveDeposit): frozenset({A.FUNDING, A.OPEN}),
     (A.OPEN, ObserveDeposit): frozenset({A.OPEN}),
@@ -280,30 +288,14 @@ TRANSITIONS: dict[tuple[ArbiterPhase, type], frozenset[ArbiterPhase]] = {
     (A.SETTLED, Tick): frozenset({A.SETTLED}),
     (A.PAYING, ObservePayoutBooked): frozenset({A.PAYING, A.SETTLED}),
     (A.SETTLED, ObservePayoutBooked): frozenset({A.SETTLED}),
-    # specs/0004 §7-10: checkpoints, top-ups, returned payouts, late credits
-    (A.OPEN, ReceiveCheckpoint): frozenset({A.OPEN}),
-    (A.DISPUTE, ReceiveCheckpoint): frozenset({A.DISPUTE}),
-    (A.FUNDING, ObserveTopUp): frozenset({A.FUNDING}),
-    (A.OPEN, ObserveTopUp): frozenset({A.OPEN}),
-    (A.DISPUTE, ObserveTopUp): frozenset({A.DISPUTE}),
-    (A.PAYING, ObserveTopUp): frozenset({A.PAYING}),
-    (A.SETTLED, ObserveTopUp): frozenset({A.SETTLED}),
-    (A.DISPUTE, ObserveDeposit): frozenset({A.DISPUTE}),
-    (A.PAYING, ObserveDeposit): frozenset({A.PAYING}),
-    (A.SETTLED, ObserveDeposit): frozenset({A.SETTLED}),
-    (A.OPEN, ObserveTransferBooked): frozenset({A.OPEN}),
-    (A.DISPUTE, ObserveTransferBooked): frozenset({A.DISPUTE}),
+    # specs/0004 §7-10: checkpoints, top-ups, returned payouts, late credits (held, §10)
+    **_stays(ReceiveCheckpoint, A.OPEN, A.DISPUTE),
+    **_stays(ObserveTopUp, *ArbiterPhase),
+    **_stays(ObserveDeposit, A.DISPUTE, A.PAYING, A.SETTLED),
+    **_stays(ObserveTransferBooked, A.OPEN, A.DISPUTE, A.SETTLED),
     (A.PAYING, ObserveTransferBooked): frozenset({A.PAYING, A.SETTLED}),
-    (A.SETTLED, ObserveTransferBooked): frozenset({A.SETTLED}),
-    (A.OPEN, ObservePayoutReturned): frozenset({A.OPEN}),
-    (A.DISPUTE, ObservePayoutReturned): frozenset({A.DISPUTE}),
-    (A.PAYING, ObservePayoutReturned): frozenset({A.PAYING}),
-    (A.SETTLED, ObservePayoutReturned): frozenset({A.SETTLED}),
-    (A.FUNDING, ReceivePayoutAccount): frozenset({A.FUNDING}),
-    (A.OPEN, ReceivePayoutAccount): frozenset({A.OPEN}),
-    (A.DISPUTE, ReceivePayoutAccount): frozenset({A.DISPUTE}),
-    (A.PAYING, ReceivePayoutAccount): frozenset({A.PAYING}),
-    (A.SETTLED, ReceivePayoutAccount): frozenset({A.SETTLED}),
+    **_stays(ObservePayoutReturned, A.OPEN, A.DISPUTE, A.PAYING, A.SETTLED),
+    **_stays(ReceivePayoutAccount, *ArbiterPhase),
 }
 
 

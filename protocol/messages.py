@@ -557,14 +557,7 @@ class TopUpConfirmation(Signed):
 
     TAG = 19
     DOMAIN = "topup"
-    FIELDS = (
-        ("channel_id", ID),
-        ("depositor", ID),
-        ("amount", AMOUNT),
-        ("bank_reference", REFERENCE),
-        ("booked_ms", TIME),
-        ("signature", SIG_OR_EMPTY),
-    )
+    FIELDS = FundingConfirmation.FIELDS  # the same layout; the tag and domain tell them apart
 
 
 @dataclass(frozen=True, slots=True)
