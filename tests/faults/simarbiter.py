@@ -21,6 +21,7 @@ from protocol.messages import (
     UnilateralClose,
 )
 from protocol.references import Purpose, bank_reference
+from protocol.refunds import HoldCredit
 from tests.faults.simbank import Instruction
 from tests.faults.simnet import Envelope
 from tests.faults.simnode import NAMES
@@ -44,7 +45,8 @@ class SimArbiter(SimParty):
         """Idempotency key → (instruction, the bank's answer once it came)."""
         self.cursor = 0
         self.unobserved: list[str] = []
-        """Deposit entries the machine refused (booked after the channel left funding/open)."""
+        """Deposit entries the machine did not take (booked after the payouts were decided):
+        refused, or held for the operator's refund (0004 §10)."""
 
     def start(self) -> None:
         self._timer(TICK_MS, "_tick")
@@ -90,7 +92,9 @@ class SimArbiter(SimParty):
         elif isinstance(effect, arb.SendPayoutNotice):
             for to in (0, 1):
                 self._row(f"payout-{to}", NAMES[to], effect.notice.encode())
-        else:  # pragma: no cover
+        elif isinstance(effect, HoldCredit):
+            self.unobserved.append(effect.credit.credit_id)  # held for the operator's refund
+        else:  # pragma: no cover - a checkpoint or top-up effect: the workload makes none yet
             raise AssertionError(f"unhandled effect {effect!r}")
 
     def _row(self, purpose: str, dst: str, body: bytes) -> None:

@@ -89,8 +89,8 @@ KNOWN_GAPS = {
         "then the payout notice for ever (DEPOSIT_MISMATCH: it checks the payouts against "
         "the deposits it was told of); tests/faults/test_known_gaps.py"),
     "deposit-after-decision": (
-        "protocol/arbiter.py: a deposit the bank books after the payouts were decided is "
-        "refused by the machine and stays in escrow (ADR 0004: its refund path is open work)"),
+        "a deposit the bank books after the payouts were decided stays in escrow, held for "
+        "the operator's refund (0004 §10, ActionRefund), which the simulation does not take"),
 }
 """Failures the simulation finds whose fix lies outside this suite's files, each with where
 it is demonstrated on its own (a strict xfail): reported by every run, never silently."""
