@@ -55,7 +55,8 @@ class World:
     terms: ChannelTerms
     proposal: ChannelProposal
     acceptance: Any
-    funding: tuple[FundingConfirmation, FundingConfirmation]
+    funding: tuple[FundingConfirmation, ...]
+    """The arbiter's confirmation of each non-zero deposit."""
     opener: ch.ChannelState
     """The opener's state once open."""
     proofs: list[BalanceProof]
@@ -70,8 +71,9 @@ class World:
     """The arbiter's state once both deposits are in."""
 
 
-def world() -> World:
-    terms = example_terms()
+def world(terms: ChannelTerms | None = None) -> World:
+    """The life of a channel on `terms` (the example terms by default)."""
+    terms = terms or example_terms()
     cid = terms.channel_id
     proposed = ch.propose(terms, OPENER, now_ms=T0)
     proposal = _only(proposed.effects, ch.SendProposal).proposal
@@ -79,7 +81,7 @@ def world() -> World:
     acceptance = _only(accepted.effects, ch.SendAcceptance).acceptance
     escrow = arb.register(proposal, acceptance, ARBITER.node_id, now_ms=T0 + 2)
     confs = []
-    for party in (0, 1):
+    for party in (p for p in (0, 1) if terms.deposits()[p]):
         t = arb.step(escrow, arb.ObserveDeposit(
             ARBITER, party, terms.deposits()[party], f"E-000{party + 1}",
             bank_reference(cid, Purpose.DEPOSIT, party), T0 + 10 + party), now_ms=T0 + 20 + party)
@@ -113,7 +115,7 @@ def world() -> World:
     booked = arb.step(paying, arb.ObservePayoutBooked(ARBITER, 0, T0 + 700), now_ms=T0 + 701)
     booked = arb.step(booked.state, arb.ObservePayoutBooked(ARBITER, 1, T0 + 700), now_ms=T0 + 702)
     payout = _only(booked.effects, arb.SendPayoutNotice).notice
-    return World(terms, proposal, acceptance, (confs[0], confs[1]), opened, proofs, peer_proof,
+    return World(terms, proposal, acceptance, tuple(confs), opened, proofs, peer_proof,
                  peer_receipt, opener_close, payout, escrow)
 
 

@@ -992,7 +992,14 @@ FILES: dict[str, Callable[[], dict[str, Any]]] = {
     "references.json": references_vectors,
     "decode-errors.json": decode_error_vectors,
     "lifecycles.json": lambda: _lifecycles(),
+    "conformance.json": lambda: _conformance(),
 }
+
+
+def _conformance() -> dict[str, Any]:
+    from specs.tools.make_conformance import conformance_vectors  # it builds on this module
+
+    return conformance_vectors()
 
 
 def _lifecycles() -> dict[str, Any]:
