@@ -24,13 +24,13 @@ from protocol.messages import (
     ChannelProposal,
     DisputeNotice,
     FundingConfirmation,
-    Message,
     PayoutNotice,
     UnilateralClose,
 )
+from protocol.records import Message
 from protocol.tariff import TariffLine
-from protocol.types import Amount, MinorUnits
-from specs.tools.make_lifecycles import ARBITER, MALLORY, OPENER, PEER, _only, _resign, world
+from protocol.types import Amount, MinorUnits, Quantity, Signature
+from specs.tools.make_lifecycles import ARBITER, MALLORY, OPENER, PEER, only, resigned, world
 from specs.tools.make_vectors import T0, example_terms, raw_wire
 
 CHALLENGE = bytes(range(100, 116))
@@ -164,7 +164,7 @@ def conformance_vectors() -> dict[str, Any]:
     x.state = ch.accept(w.proposal, PEER, now_ms=T0).state
     x.refused("a proof before the deposits are confirmed", "/p2p/proof", p1, "INVALID_STATE")
     x.refused("a funding confirmation not signed by the arbiter", "/p2p/funding",
-              _resign(w.funding[0], MALLORY), "BAD_SIGNATURE")
+              resigned(w.funding[0], MALLORY), "BAD_SIGNATURE")
     x.add("the arbiter confirms the opener's deposit", "POST", "/p2p/funding", w.funding[0], 204)
     x.add("the same confirmation again", "POST", "/p2p/funding", w.funding[0], 204)
     x.add("no receipt yet", "GET", f"/p2p/channels/{cid}/receipt", None, 204)
@@ -174,21 +174,21 @@ def conformance_vectors() -> dict[str, Any]:
         peer = ch.step(peer, ch.ReceiveFunding(conf), now_ms=T0).state
     x.state = peer
     x.refused("a proof with a bad signature", "/p2p/proof",
-              replace(p1, signature=p1.signature[:-1] + bytes([p1.signature[-1] ^ 1])),
+              replace(p1, signature=Signature(p1.signature[:-1] + bytes([p1.signature[-1] ^ 1]))),
               "BAD_SIGNATURE")
     x.refused("a proof that skips a nonce", "/p2p/proof", p2, "NONCE_GAP")
     x.refused("a proof whose amount is not the tariff's", "/p2p/proof",
-              _resign(p1, OPENER, amount=p1.amount + 1), "TARIFF_MISMATCH")
-    over = ch.build_proof(w.opener, ch.ActionPay(OPENER, (0, 0), Amount(w.opener.capacity(0)
-                                                                          + 1)), now_ms=T0 + 90)  # type: ignore[arg-type]
+              resigned(p1, OPENER, amount=p1.amount + 1), "TARIFF_MISMATCH")
+    over = ch.build_proof(w.opener, ch.ActionPay(OPENER, (Quantity(0), Quantity(0)),
+                                                 Amount(w.opener.capacity(0) + 1)), now_ms=T0 + 90)
     x.refused("a proof over the opener's capacity", "/p2p/proof", over, "CAPACITY_EXCEEDED")
     x.refused("a proof by someone who is no party", "/p2p/proof",
-              _resign(p1, MALLORY, sender=MALLORY.node_id), "NOT_A_PARTY")
+              resigned(p1, MALLORY, sender=MALLORY.node_id), "NOT_A_PARTY")
     receipt = None
     for i, proof in enumerate((p1, p2, p3)):
         peer = ch.step(peer, ch.ReceiveProof(proof), now_ms=T0).state
         t = ch.step(peer, ch.ActionAcknowledge(PEER), now_ms=T0)
-        peer, receipt = t.state, _only(t.effects, ch.SendReceipt).receipt
+        peer, receipt = t.state, only(t.effects, ch.SendReceipt).receipt
         x.state = peer
         x.exact(f"proof {i + 1}: its receipt", "/p2p/proof", proof, receipt)
     assert receipt is not None
@@ -205,13 +205,13 @@ def conformance_vectors() -> dict[str, Any]:
     full = request.signed_by(PEER, "peer_signature")
     t = ch.step(ch.step(peer, ch.ReceiveClose(request), now_ms=T0).state, ch.ActionClose(PEER),
                 now_ms=T0)
-    assert _only(t.effects, ch.SubmitClose).close == full
+    assert only(t.effects, ch.SubmitClose).close == full
     x.state = t.state
     x.exact("the opener's close: co-signed at once (0003 §7)", "/p2p/close", request, full)
     x.exact("the same close again: the same answer", "/p2p/close", request, full)
     payout = _payout(w, full)
     x.refused("a payout notice that does not add up", "/p2p/payout",
-              _resign(payout, ARBITER, peer_payout=payout.peer_payout + 1), "DEPOSIT_MISMATCH")
+              resigned(payout, ARBITER, peer_payout=payout.peer_payout + 1), "DEPOSIT_MISMATCH")
     x.add("the arbiter's payout notice", "POST", "/p2p/payout", payout, 204)
     x.add("the same notice again", "POST", "/p2p/payout", payout, 204)
     return {
@@ -238,7 +238,7 @@ def conformance_vectors() -> dict[str, Any]:
 def _opener_close(w: Any, peer: ch.ChannelState) -> Any:
     """The opener's close request on the state after its three proofs (no peer payment)."""
     opener = replace(w.opener, flows=(peer.flows[0], w.opener.flows[1]))
-    return _only(ch.step(opener, ch.ActionClose(OPENER), now_ms=T0).effects, ch.SendClose).close
+    return only(ch.step(opener, ch.ActionClose(OPENER), now_ms=T0).effects, ch.SendClose).close
 
 
 def _payout(w: Any, close: Any) -> Any:
@@ -246,4 +246,4 @@ def _payout(w: Any, close: Any) -> Any:
     t = arb.step(w.escrow, arb.ReceiveCooperativeClose(close), now_ms=T0 + 600)
     for party in (0, 1):
         t = arb.step(t.state, arb.ObservePayoutBooked(ARBITER, party, T0 + 700), now_ms=T0 + 701)
-    return _only(t.effects, arb.SendPayoutNotice).notice
+    return only(t.effects, arb.SendPayoutNotice).notice

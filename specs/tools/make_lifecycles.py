@@ -18,6 +18,7 @@ from protocol.crypto import Signer
 from protocol.messages import (
     EMPTY_SIGNATURE,
     BalanceProof,
+    ChannelAcceptance,
     ChannelProposal,
     ChannelTerms,
     CooperativeClose,
@@ -30,7 +31,7 @@ from protocol.messages import (
 )
 from protocol.references import Purpose, bank_reference
 from protocol.tariff import TariffLine
-from protocol.types import Amount, MinorUnits, Quantity
+from protocol.types import Amount, ChannelId, MinorUnits, Nonce, Quantity, Signature
 from specs.tools.lifecycle import outcome, run_step, start, state_json
 from specs.tools.make_vectors import T0, example_terms
 
@@ -38,12 +39,12 @@ OPENER, PEER, ARBITER, MALLORY = (Signer.from_label(x)
                                   for x in ("opener", "peer", "arbiter", "mallory"))
 
 
-def _only(effects: tuple[Any, ...], kind: type) -> Any:
+def only(effects: tuple[Any, ...], kind: type) -> Any:
     (found,) = [e for e in effects if isinstance(e, kind)]
     return found
 
 
-def _resign(message: Any, signer: Signer, **changes: Any) -> Any:
+def resigned(message: Any, signer: Signer, **changes: Any) -> Any:
     """`message` with `changes`, signed again by `signer` (a validly signed bad message)."""
     return replace(message, **changes, signature=EMPTY_SIGNATURE).signed_by(signer)
 
@@ -54,7 +55,7 @@ class World:
 
     terms: ChannelTerms
     proposal: ChannelProposal
-    acceptance: Any
+    acceptance: ChannelAcceptance
     funding: tuple[FundingConfirmation, ...]
     """The arbiter's confirmation of each non-zero deposit."""
     opener: ch.ChannelState
@@ -76,17 +77,17 @@ def world(terms: ChannelTerms | None = None) -> World:
     terms = terms or example_terms()
     cid = terms.channel_id
     proposed = ch.propose(terms, OPENER, now_ms=T0)
-    proposal = _only(proposed.effects, ch.SendProposal).proposal
+    proposal = only(proposed.effects, ch.SendProposal).proposal
     accepted = ch.accept(proposal, PEER, now_ms=T0 + 1)
-    acceptance = _only(accepted.effects, ch.SendAcceptance).acceptance
+    acceptance = only(accepted.effects, ch.SendAcceptance).acceptance
     escrow = arb.register(proposal, acceptance, ARBITER.node_id, now_ms=T0 + 2)
     confs = []
     for party in (p for p in (0, 1) if terms.deposits()[p]):
-        t = arb.step(escrow, arb.ObserveDeposit(
+        deposited = arb.step(escrow, arb.ObserveDeposit(
             ARBITER, party, terms.deposits()[party], f"E-000{party + 1}",
             bank_reference(cid, Purpose.DEPOSIT, party), T0 + 10 + party), now_ms=T0 + 20 + party)
-        escrow = t.state
-        confs.append(_only(t.effects, arb.SendFundingConfirmation).confirmation)
+        escrow = deposited.state
+        confs.append(only(deposited.effects, arb.SendFundingConfirmation).confirmation)
     states = [ch.step(proposed.state, ch.ReceiveAcceptance(acceptance), now_ms=T0 + 2).state,
               accepted.state]
     for conf in confs:
@@ -99,22 +100,22 @@ def world(terms: ChannelTerms | None = None) -> World:
         t = ch.step(states[0], ch.ActionPay(OPENER, tuple(Quantity(q) for q in quantities),
                                             Amount(0), ref), now_ms=T0 + 100 * (i + 1))
         states[0] = t.state
-        proofs.append(_only(t.effects, ch.SendProof).proof)
+        proofs.append(only(t.effects, ch.SendProof).proof)
         states[1] = ch.step(states[1], ch.ReceiveProof(proofs[-1]), now_ms=T0 + 100 * (i + 1)).state
     t = ch.step(states[1], ch.ActionPay(PEER, (Quantity(0), Quantity(0)), Amount(2_500_000),
                                         "CREDIT-NOTE-17"), now_ms=T0 + 400)
     states[1] = t.state
-    peer_proof = _only(t.effects, ch.SendProof).proof
+    peer_proof = only(t.effects, ch.SendProof).proof
     states[0] = ch.step(states[0], ch.ReceiveProof(peer_proof), now_ms=T0 + 400).state
     t = ch.step(states[1], ch.ActionAcknowledge(PEER), now_ms=T0 + 410)
-    peer_receipt = _only(t.effects, ch.SendReceipt).receipt
+    peer_receipt = only(t.effects, ch.SendReceipt).receipt
     t = ch.step(states[0], ch.ActionClose(OPENER), now_ms=T0 + 500)
-    opener_close = _only(t.effects, ch.SendClose).close
+    opener_close = only(t.effects, ch.SendClose).close
     full = opener_close.signed_by(PEER, "peer_signature")
     paying = arb.step(escrow, arb.ReceiveCooperativeClose(full), now_ms=T0 + 600).state
     booked = arb.step(paying, arb.ObservePayoutBooked(ARBITER, 0, T0 + 700), now_ms=T0 + 701)
     booked = arb.step(booked.state, arb.ObservePayoutBooked(ARBITER, 1, T0 + 700), now_ms=T0 + 702)
-    payout = _only(booked.effects, arb.SendPayoutNotice).notice
+    payout = only(booked.effects, arb.SendPayoutNotice).notice
     return World(terms, proposal, acceptance, tuple(confs), opened, proofs, peer_proof,
                  peer_receipt, opener_close, payout, escrow)
 
@@ -203,30 +204,31 @@ def proof_rejections(w: World) -> Script:
                    "state as it was (0003 §5), on the peer's side of an open channel.")
     p1, p2 = w.proofs[0], w.proofs[1]
     s.step("ReceiveProof", T0 + 20, p1)  # INVALID_STATE: not funded yet
-    s.step("ReceiveFunding", T0 + 30, _resign(w.funding[0], MALLORY))  # BAD_SIGNATURE
+    s.step("ReceiveFunding", T0 + 30, resigned(w.funding[0], MALLORY))  # BAD_SIGNATURE
     for conf in w.funding:
         s.step("ReceiveFunding", T0 + 30, conf)
-    bad_sig = replace(p1, signature=p1.signature[:-1] + bytes([p1.signature[-1] ^ 1]))
+    bad_sig = replace(p1, signature=Signature(p1.signature[:-1] + bytes([p1.signature[-1] ^ 1])))
     s.step("ReceiveProof", T0 + 100, bad_sig)  # BAD_SIGNATURE
     s.step("ReceiveProof", T0 + 100, p2)  # NONCE_GAP: nonce 2 before 1
-    s.step("ReceiveProof", T0 + 100, _resign(p1, MALLORY, sender=MALLORY.node_id))  # NOT_A_PARTY
-    s.step("ReceiveProof", T0 + 100, _resign(p1, OPENER, channel_id=bytes(32)))  # WRONG_CHANNEL
-    s.step("ReceiveProof", T0 + 100, _resign(p1, OPENER, amount=p1.amount + 1))  # TARIFF
-    s.step("ReceiveProof", T0 + 100, _resign(p1, OPENER, quantities=p1.quantities[:1]))  # TARIFF
-    s.step("ReceiveProof", T0 + 100, _resign(p1, OPENER, usage_digest=bytes(32)))  # DIGEST
+    s.step("ReceiveProof", T0 + 100, resigned(p1, MALLORY, sender=MALLORY.node_id))  # NOT_A_PARTY
+    s.step("ReceiveProof", T0 + 100, resigned(p1, OPENER, channel_id=bytes(32)))  # WRONG_CHANNEL
+    s.step("ReceiveProof", T0 + 100, resigned(p1, OPENER, amount=p1.amount + 1))  # TARIFF
+    s.step("ReceiveProof", T0 + 100, resigned(p1, OPENER, quantities=p1.quantities[:1]))  # TARIFF
+    s.step("ReceiveProof", T0 + 100, resigned(p1, OPENER, usage_digest=bytes(32)))  # DIGEST
     s.step("ReceiveProof", T0 + 100, p1)
-    s.step("ReceiveProof", T0 + 101, _resign(p1, OPENER, nonce=1, reference="OTHER"))  # REPLAY
+    s.step("ReceiveProof", T0 + 101, resigned(p1, OPENER, nonce=1, reference="OTHER"))  # REPLAY
     regress = ch.build_proof(w.opener, ch.ActionPay(OPENER, (Quantity(1), Quantity(0))),
                              now_ms=T0 + 150)
-    s.step("ReceiveProof", T0 + 150, _resign(regress, OPENER, nonce=2))  # AMOUNT_REGRESSION
+    s.step("ReceiveProof", T0 + 150, resigned(regress, OPENER, nonce=2))  # AMOUNT_REGRESSION
     over = ch.build_proof(replace(w.opener, flows=(s.state.flows[0], w.opener.flows[1])),  # type: ignore[union-attr]
                           ch.ActionPay(OPENER, (Quantity(0), Quantity(0)),
                                        Amount(w.opener.capacity(0) + 1)), now_ms=T0 + 160)
     s.step("ReceiveProof", T0 + 160, over)  # CAPACITY_EXCEEDED
     s.step("ReceiveProof", T0 + 200, p2)
-    receipt = Receipt(w.terms.channel_id, OPENER.node_id, 5, 0, EMPTY_SIGNATURE).signed_by(OPENER)
+    receipt = Receipt(w.terms.channel_id, OPENER.node_id, Nonce(5), Amount(0),
+                      EMPTY_SIGNATURE).signed_by(OPENER)
     s.step("ReceiveReceipt", T0 + 210, receipt)  # NONCE_GAP: we never sent a proof
-    s.step("ReceivePayout", T0 + 220, _resign(w.payout, ARBITER, peer_payout=1))  # DEPOSIT
+    s.step("ReceivePayout", T0 + 220, resigned(w.payout, ARBITER, peer_payout=1))  # DEPOSIT
     return s
 
 
@@ -234,16 +236,17 @@ def precedence(w: World) -> Script:
     """An input with several faults fails with the code of the earliest layer (0002 §6.3)."""
     s = _accepting(w, "peer-error-precedence", "Inputs with two faults each: the code is the "
                    "one of the earlier check (phase, addressing, signature, then the rules).")
-    twice_bad = replace(w.proofs[1], signature=bytes(64))
+    twice_bad = replace(w.proofs[1], signature=Signature(bytes(64)))
     s.step("ReceiveProof", T0 + 20, twice_bad)  # INVALID_STATE before BAD_SIGNATURE
     for conf in w.funding:
         s.step("ReceiveFunding", T0 + 30, conf)
-    s.step("ReceiveProof", T0 + 100, replace(twice_bad, channel_id=bytes(32)))  # WRONG_CHANNEL
+    elsewhere = ChannelId(bytes(32))
+    s.step("ReceiveProof", T0 + 100, replace(twice_bad, channel_id=elsewhere))  # WRONG_CHANNEL
     s.step("ReceiveProof", T0 + 100, replace(twice_bad, sender=MALLORY.node_id))  # NOT_A_PARTY
-    s.step("ReceiveProof", T0 + 100, replace(twice_bad, channel_id=bytes(32),
+    s.step("ReceiveProof", T0 + 100, replace(twice_bad, channel_id=elsewhere,
                                              sender=MALLORY.node_id))  # WRONG_CHANNEL first
     s.step("ReceiveProof", T0 + 100, twice_bad)  # BAD_SIGNATURE before NONCE_GAP
-    over = _resign(w.proofs[1], OPENER, amount=w.opener.capacity(0) + 1)
+    over = resigned(w.proofs[1], OPENER, amount=w.opener.capacity(0) + 1)
     s.step("ReceiveProof", T0 + 100, over)  # NONCE_GAP before TARIFF_MISMATCH / capacity
     return s
 
@@ -303,7 +306,7 @@ def arbiter_cooperative(w: World) -> Script:
     s.step("ReceiveCooperativeClose", T0 + 600, w.opener_close)  # BAD_SIGNATURE: one signature
     s.step("ReceiveCooperativeClose", T0 + 600, full)
     s.step("ReceiveCooperativeClose", T0 + 601, full)
-    other = replace(w.opener_close, opener_amount=0).signed_by(OPENER, "opener_signature")
+    other = replace(w.opener_close, opener_amount=Amount(0)).signed_by(OPENER, "opener_signature")
     s.step("ReceiveCooperativeClose", T0 + 602, other.signed_by(PEER, "peer_signature"))
     s.step("ObservePayoutBooked", T0 + 701, party=0, booked_ms=T0 + 700)
     s.step("ObservePayoutBooked", T0 + 702, party=1, booked_ms=T0 + 700)

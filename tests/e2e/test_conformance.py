@@ -9,7 +9,6 @@ its registration and its co-signed close on its own.
 from __future__ import annotations
 
 import hashlib
-import json
 import sys
 from pathlib import Path
 
@@ -48,7 +47,6 @@ async def test_meterline_passes_its_own_conformance_vectors(tmp_path: Path) -> N
                              setup_timeout_s=30, say=lines.append)
     assert failures == [], "\n".join([*lines, log.read_text(errors="replace")[-3000:]])
     assert len([x for x in lines if x.startswith("ok")]) == len(vectors["exchanges"]) + 1
-    assert json.loads(log.read_text().splitlines()[0])  # the daemon really ran (JSON logs)
 
 
 def test_the_runner_fails_a_node_that_answers_otherwise() -> None:
