@@ -279,7 +279,8 @@ class SendAcceptance:
 
 @dataclass(frozen=True, slots=True)
 class RegisterWithArbiter:
-    """Hand the arbiter both signatures over the terms (either party may; it is idempotent)."""
+    """Hand the arbiter both signatures over the terms, with our own signed callback: each
+    party registers for itself, before it pays its deposit (specs/0004 §1.1; idempotent)."""
 
     proposal: ChannelProposal
     acceptance: ChannelAcceptance
