@@ -27,7 +27,6 @@ from protocol.messages import (
 from protocol.records import Message, decode_message
 from specs.tools.blocks import SPECS
 from specs.tools.lifecycle import outcome, run_step, start, state_json
-from specs.tools.make_vectors import render
 
 VECTORS = json.loads((SPECS / "vectors" / "lifecycles.json").read_text(encoding="utf-8"))
 SCRIPTS = {s["name"]: s for s in VECTORS["scripts"]}
@@ -119,13 +118,6 @@ def test_the_precedence_script_orders_the_layers() -> None:
                                        "WRONG_CHANNEL", "BAD_SIGNATURE", "NONCE_GAP"]
     both = SCRIPTS["accept-refuses-bad-signature-before-terms"]["start"]["expect"]
     assert both["error"] == "BAD_SIGNATURE"
-
-
-def test_the_file_is_what_the_generator_writes() -> None:
-    from specs.tools.make_lifecycles import lifecycles_vectors
-
-    assert render(lifecycles_vectors()) == (SPECS / "vectors" / "lifecycles.json").read_text(
-        encoding="utf-8")
 
 
 def test_keys_are_the_labelled_keys() -> None:
