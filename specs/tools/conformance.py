@@ -31,7 +31,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import ClientSession, ClientTimeout, web
+from aiohttp import ClientSession, ClientTimeout, WSMsgType, web
 
 from protocol import PROTOCOL_VERSION
 from protocol.crypto import Signer
@@ -236,8 +236,35 @@ async def run(url: str, *, vectors: dict[str, Any] | None = None, host: str = "1
     return failures
 
 
+async def _stream(session: ClientSession, url: str, vectors: dict[str, Any],
+                  exchange: dict[str, Any]) -> str | None:
+    """Each frame sent, then frames read until the expected one (skipping allowed repeats)."""
+    async with session.ws_connect(url.rstrip("/") + exchange["path"],
+                                  max_msg_size=int(vectors["max_body_bytes"])) as ws:
+        for i, frame in enumerate(exchange["frames"]):
+            await ws.send_bytes(bytes.fromhex(frame["send"]))
+            while True:
+                msg = await ws.receive(timeout=10)
+                if msg.type is not WSMsgType.BINARY:
+                    return f"frame {i}: the stream ended ({msg.type.name}) before its answer"
+                data: bytes = msg.data
+                if data.hex() in frame["skip"]:
+                    continue
+                problem = check_answer(vectors, {"answer": frame["answer"], "status": 200},
+                                       200, data)
+                if problem is not None:
+                    return f"frame {i}: {problem}"
+                break
+    return None
+
+
 async def _exchange(session: ClientSession, url: str, vectors: dict[str, Any],
                     exchange: dict[str, Any]) -> str | None:
+    if exchange["method"] == "WEBSOCKET":
+        try:
+            return await _stream(session, url, vectors, exchange)
+        except Exception as exc:  # a dropped stream is a wrong answer
+            return f"no answer: {type(exc).__name__}: {exc}"
     body = bytes.fromhex(exchange["body"]) if "body" in exchange else None
     headers = {"Content-Type": MSGPACK, "X-Meterline-Node": vectors["opener"]["node_id"]}
     try:

@@ -77,21 +77,38 @@ class Exchanges:
         entry["answer"] = answer or {"type": "empty"}
         self.items.append(entry)
 
+    def _judge(self, name: str, path: str, data: bytes, code: str) -> None:
+        judge = REFERENCE.get(path)
+        if judge is None or (self.state is None and path != "/p2p/proposal"):
+            return
+        try:
+            judge(self.state, data)
+        except ProtocolError as exc:
+            if exc.code.name != code:
+                raise AssertionError(f"{name}: the reference says {exc.code.name}") from None
+        else:
+            raise AssertionError(f"{name}: the reference machine accepts it")
+
+    def stream(self, name: str, path: str,
+               frames: list[tuple[bytes, dict[str, Any], list[Message]]]) -> None:
+        """A WebSocket exchange: each binary frame sent, then the frame that must come back;
+        frames equal to one of the `skip` messages (the latest receipt repeated, which a
+        receiver MAY send, 0003 §5.3) may come before it. An `Error` a frame must get is the
+        reference machine's code for that proof (`self.state`: before the stream)."""
+        for data, answer, _ in frames:
+            if answer["type"] == "Error":
+                self._judge(name, "/p2p/proof", data, answer["code"])
+        self.items.append({"name": name, "method": "WEBSOCKET", "path": path, "frames": [
+            {"send": data.hex(), "answer": answer, "skip": [m.encode().hex() for m in skip]}
+            for data, answer, skip in frames]})
+
     def refused(self, name: str, path: str, body: bytes | Message, code: str,
                 status: int = 400) -> None:
         """A refusal. Where the reference machine decides it (a proposal; a message on the
         channel once the node holds it: `self.state`), the machine must fail with `code`
         too: the vectors never state a code that protocol/ does not give."""
         data = body.encode() if isinstance(body, Message) else body
-        judge = REFERENCE.get(path)
-        if judge is not None and (self.state is not None or path == "/p2p/proposal"):
-            try:
-                judge(self.state, data)
-            except ProtocolError as exc:
-                if exc.code.name != code:
-                    raise AssertionError(f"{name}: the reference says {exc.code.name}") from None
-            else:
-                raise AssertionError(f"{name}: the reference machine accepts it")
+        self._judge(name, path, data, code)
         self.add(name, "POST", path, body, status, {"type": "Refusal", "code": code})
 
     def exact(self, name: str, path: str, body: bytes | Message | None, answer: Message,
@@ -195,6 +212,24 @@ def conformance_vectors() -> dict[str, Any]:
     x.exact("the same proof again: the same receipt", "/p2p/proof", p3, receipt)
     x.refused("an older proof", "/p2p/proof", p1, "NONCE_REPLAY")
     x.exact("the latest receipt", f"/p2p/channels/{cid}/receipt", None, receipt, method="GET")
+
+    # the update stream (0005 §5): a proof in, its receipt out; a bad frame, an Error frame
+    opener = replace(w.opener, flows=(peer.flows[0], w.opener.flows[1]))
+    p4 = ch.build_proof(opener, ch.ActionPay(OPENER, (Quantity(500), Quantity(1)), Amount(0),
+                                             "SHIPMENT-4714"), now_ms=T0 + 350)
+    bad4 = replace(p4, signature=Signature(p4.signature[:-1] + bytes([p4.signature[-1] ^ 1])))
+    latest = receipt
+    peer = ch.step(peer, ch.ReceiveProof(p4), now_ms=T0).state
+    t = ch.step(peer, ch.ActionAcknowledge(PEER), now_ms=T0)
+    peer, receipt = t.state, only(t.effects, ch.SendReceipt).receipt
+    x.stream("the stream: a bad frame, then the proof", f"/p2p/channels/{cid}/stream", [
+        (bad4.encode(), {"type": "Error", "code": "BAD_SIGNATURE"}, [latest]),
+        (b"\x91\x04", {"type": "Error", "code": "MALFORMED"}, [latest]),
+        (p4.encode(), {"type": "Receipt", "hex": receipt.encode().hex()}, [latest]),
+    ])
+    x.state = peer
+    x.exact("after the stream, the latest receipt", f"/p2p/channels/{cid}/receipt", None,
+            receipt, method="GET")
 
     forged = DisputeNotice(terms.channel_id, UnilateralClose(
         terms.channel_id, OPENER.node_id, None, EMPTY_SIGNATURE).signed_by(OPENER), T0,
