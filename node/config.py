@@ -27,6 +27,7 @@ held for the operator (``meterline channel list`` says why), never refused for i
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 import ssl
@@ -43,6 +44,8 @@ from protocol.errors import ProtocolError
 from protocol.messages import BankAccount
 from protocol.money import currency_exponent, format_decimal, parse_money
 from protocol.types import MAX_AMOUNT, MAX_DISPUTE_WINDOW_MS
+from rails import registry
+from rails.settings import RailConfigError, RailSettings, parse_settings
 
 KEY_FILE = "node.key"
 TOKEN_FILE = "admin.token"
@@ -67,23 +70,102 @@ def parse_hostport(text: str, setting: str) -> tuple[str, int]:
 
 @dataclass(frozen=True, slots=True)
 class BankConfig:
-    """The node's own bank account and the rail that reaches it."""
+    """The node's own bank account and the rail that reaches it.
+
+    ``[bank] rail`` names the rail (:data:`rails.registry.REGISTRY`); its settings are the
+    ``[rails.RAIL]`` section, typed by :mod:`rails.settings`::
+
+        [bank]
+        rail = "nacha"
+        poll_interval_ms = 500
+
+        [rails.nacha]
+        url = "https://files.odfi.example"
+        identification = "021000021:12345678"
+        immediate_origin = "1470000001"
+        …
+
+    A ``[bank]`` written before the ``[rails.*]`` sections existed (the rail's settings in
+    ``[bank]`` itself) is read as that rail's section; without an ``identification`` it means,
+    as it always did, no bank account. `settings` is None when the node has no account.
+    """
 
     rail: str = "openbanking"
-    """``openbanking`` (the sandbox bank by default), ``sepa`` or ``nacha`` (through mock-bank)."""
-    url: str = "http://127.0.0.1:8700"
-    account_id: str = ""
-    scheme: str = "UK.OBIE.SortCodeAccountNumber"
-    identification: str = ""
-    name: str = ""
-    agent: str = ""
-    report_account: str = ""
-    """(nacha) the IBAN the bank's camt.054 reports name this account by, if it is not one
-    that ends in the account number."""
-    client_id: str = ""
-    token_file: str = ""
-    key_file: str = ""
     poll_interval_ms: int = 500
+    settings: RailSettings | None = None
+
+    @property
+    def identification(self) -> str:
+        return self.settings.identification if self.settings else ""
+
+    @property
+    def scheme(self) -> str:
+        return self.settings.scheme if self.settings else ""
+
+    @property
+    def name(self) -> str:
+        return self.settings.name if self.settings else ""
+
+    @property
+    def url(self) -> str:
+        return self.settings.url if self.settings else ""
+
+
+BANK_KEYS = frozenset({"rail", "poll_interval_ms"})
+LEGACY_KEYS = frozenset({"url", "account_id", "scheme", "identification", "name", "agent",
+                         "report_account", "client_id", "token_file", "key_file"})
+"""What [bank] held before the [rails.*] sections: still read, as the rail's section."""
+
+
+def _bank(path: Path, raw: dict[str, Any]) -> BankConfig:
+    """[bank] and [rails.*] (see :class:`BankConfig`)."""
+    bank = raw.get("bank", {})
+    rails_raw = raw.get("rails", {})
+    for section, table in (("bank", bank), ("rails", rails_raw)):
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: [{section}] must be a table")
+    rail = bank.get("rail", "openbanking")
+    poll = bank.get("poll_interval_ms", 500)
+    if not isinstance(poll, int) or isinstance(poll, bool) or poll <= 0:
+        raise ConfigError(f"{path}: [bank] poll_interval_ms must be a positive integer")
+    if not isinstance(rail, str):
+        raise ConfigError(f"{path}: [bank] rail must be a string")
+    try:
+        registry.entry(rail)
+        sections = {name: registry.entry(name) for name in rails_raw}
+    except RailConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    legacy = {k: v for k, v in bank.items() if k not in BANK_KEYS}
+    if legacy and rail in rails_raw:
+        raise ConfigError(f"{path}: [bank] has {sorted(legacy)} and there is a [rails.{rail}] "
+                          f"section too: move them into [rails.{rail}]")
+    old_shape = {f.name for f in dataclasses.fields(registry.entry(rail).settings)} | LEGACY_KEYS
+    unknown = sorted(set(legacy) - old_shape)
+    if unknown:
+        raise ConfigError(f"{path}: unknown [bank] settings {unknown}: [bank] takes rail and "
+                          f"poll_interval_ms; the rail's settings go in [rails.{rail}]")
+    settings: RailSettings | None = None
+    try:
+        for name, known in sections.items():
+            if not isinstance(rails_raw[name], dict):
+                raise ConfigError(f"{path}: [rails.{name}] must be a table")
+            parsed = parse_settings(known.settings, rails_raw[name], f"rails.{name}")
+            if name == rail:
+                settings = parsed
+        if legacy and legacy.get("identification"):
+            settings = _legacy(rail, legacy)
+    except RailConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    return BankConfig(rail=rail, poll_interval_ms=poll, settings=settings)
+
+
+def _legacy(rail: str, table: dict[str, Any]) -> RailSettings:
+    """A [bank] table of the old shape as [rails.RAIL]; empty strings are the old defaults of
+    settings the rail does not have."""
+    known = registry.entry(rail).settings
+    names = {f.name for f in dataclasses.fields(known)}
+    table = {k: v for k, v in table.items() if k in names or v != ""}
+    return parse_settings(known, table, "bank")
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,7 +400,7 @@ def init_data_dir(
             "public_url": f"{scheme}://{host}:{port}",
             "db": db or f"sqlite+aiosqlite:///{(data_dir / DB_FILE).resolve()}",
         },
-        "bank": {k: v for k, v in (bank or {}).items() if v is not None},
+        **bank_sections(bank or {}),
         "peers": {"allow": list(allow or [])},
     }
     if allowed:
@@ -327,6 +409,23 @@ def init_data_dir(
         sections["tls"] = tls_section
     (data_dir / CONFIG_FILE).write_text(render_config(sections))
     return signer
+
+
+def bank_sections(bank: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    """A flat bank settings object (``meterline init --bank-config``: ``{"rail": …, "url": …}``)
+    as the [bank] and [rails.RAIL] sections; checked as load_config will check them."""
+    values = {k: v for k, v in bank.items() if v is not None}
+    rail = values.get("rail", "openbanking")
+    head = {k: values.pop(k) for k in sorted(BANK_KEYS) if k in values}
+    sections: dict[str, Mapping[str, Any]] = {"bank": head}
+    if values:
+        try:
+            known = registry.entry(str(rail))
+            parse_settings(known.settings, values, f"rails.{rail}")
+        except RailConfigError as exc:
+            raise ConfigError(f"bank settings: {exc}") from None
+        sections[f"rails.{rail}"] = values
+    return sections
 
 
 def _tls_section(tls: dict[str, Path]) -> dict[str, str]:
@@ -349,7 +448,7 @@ def _tls_section(tls: dict[str, Path]) -> dict[str, str]:
 
 
 NODE_KEYS = frozenset({"name", "role", "listen", "admin", "public_url", "db", "dispute_window_ms"})
-SECTIONS = frozenset({"node", "bank", "peers", "limits", "policy", "tls"})
+SECTIONS = frozenset({"node", "bank", "rails", "peers", "limits", "policy", "tls"})
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
@@ -395,7 +494,7 @@ def load_config(data_dir: Path) -> Config:
     _check_keys(path, "node", node, NODE_KEYS)
     peers = raw.get("peers", {})
     _check_keys(path, "peers", peers, {"allow", "allowed"})
-    bank = _typed(path, "bank", raw.get("bank", {}), BankConfig)
+    bank = _bank(path, raw)
     limits = _typed(path, "limits", raw.get("limits", {}), Limits)
     role = _str(path, node, "role", "node")
     if role not in ("node", "arbiter"):

@@ -23,7 +23,7 @@ from rails.nacha import (
 from rails.port import Account, AccountScheme, PaymentStatus
 from rails.store import SqliteIdempotencyStore
 from tests.rails.iso20022.harness import MockBank
-from tests.rails.nacha.ach_data import EURODIS, GLOBEX, INITECH, pay
+from tests.rails.nacha.ach_data import EURODIS, GLOBEX, GLOBEX_ORIGIN, INITECH, pay
 
 Rails = Callable[..., AchCreditRail]
 T0 = datetime(2026, 10, 1, 9, 0, tzinfo=UTC)
@@ -133,7 +133,7 @@ async def test_rejection_carries_the_return_code_and_the_return_file_confirms_it
 
 
 async def test_insufficient_funds_is_r01(make_rail: Rails, nacha_bank: MockBank) -> None:
-    rail = make_rail(account=GLOBEX)  # 12.50 on the account
+    rail = make_rail(account=GLOBEX, originator=GLOBEX_ORIGIN)  # 12.50 on the account
     record = await rail.submit(pay("rej-R01", amount=50_00, debtor=GLOBEX))
     assert (record.status, record.reason_code) == (PaymentStatus.REJECTED, "R01")
     await nacha_bank.advance(2)
