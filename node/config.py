@@ -384,6 +384,7 @@ def init_data_dir(
     if key_path.exists():
         raise ConfigError(f"{key_path} already exists: refusing to overwrite a node key")
     tls_section = _tls_section(tls or {})
+    bank_tables = bank_sections(bank or {})
     signer = Signer(seed if seed is not None else secrets.token_bytes(32))
     write_private(key_path, signer.seed().hex().encode() + b"\n")
     token_path = data_dir / TOKEN_FILE
@@ -400,7 +401,7 @@ def init_data_dir(
             "public_url": f"{scheme}://{host}:{port}",
             "db": db or f"sqlite+aiosqlite:///{(data_dir / DB_FILE).resolve()}",
         },
-        **bank_sections(bank or {}),
+        **bank_tables,
         "peers": {"allow": list(allow or [])},
     }
     if allowed:
