@@ -33,6 +33,7 @@ from protocol.crypto import Signer
 from protocol.errors import ErrorCode
 from protocol.messages import (
     EMPTY_SIGNATURE,
+    BankAccount,
     ChannelAcceptance,
     ChannelProposal,
     ChannelTerms,
@@ -382,3 +383,21 @@ def test_one_id_twice_is_a_config_error(tmp_path: Path) -> None:
     data_dir = _config_with(tmp_path, EXTRA, allow=[ALLOWED.node_id.hex()])
     with pytest.raises(ConfigError, match="more than once"):
         load_config(data_dir)
+
+
+@pytest.mark.parametrize(
+    ("account", "text"),
+    [(BankAccount("IBAN", "TR330006100519786457841326", "Istanbul AS"), "TR is not a SEPA"),
+     (BankAccount("IBAN", "BR1800360305000010009795493C1", "Sao Paulo SA"), "BR is not a SEPA"),
+     (BankAccount("US.ABA", "021000021:12345", "Acme Inc"), "pays IBANs")],
+)
+async def test_an_account_our_rail_can_never_pay_is_refused_when_the_channel_opens(
+    peer: Target, account: BankAccount, text: str
+) -> None:
+    """A non-SEPA IBAN on a SEPA node is refused at the proposal (rails.registry
+    check_payee_account), not discovered when the payout is due; nothing is stored."""
+    bad = replace(terms(BARE, opener_deposit=10_000), opener_account=account)
+    refused(await peer.propose(bad, BARE), ErrorCode.INVALID_TERMS, text)
+    assert await peer.count(Channel) == 0
+    assert await peer.count(HeldProposal) == 0
+    assert await peer.count(OutboxRow) == 0
