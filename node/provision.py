@@ -60,6 +60,7 @@ async def open_sandbox_account(
         "rail": "openbanking",
         "url": base,
         "account_id": account_id,
+        "scheme": "UK.OBIE.SortCodeAccountNumber",
         "identification": identification,
         "name": name,
         "client_id": client["client_id"],
