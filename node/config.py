@@ -27,7 +27,6 @@ held for the operator (``meterline channel list`` says why), never refused for i
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import secrets
 import ssl
@@ -38,14 +37,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from node.bank import BankConfig, bank_sections, read_bank
 from protocol.channel import TermsBounds
 from protocol.crypto import Signer
 from protocol.errors import ProtocolError
 from protocol.messages import BankAccount
 from protocol.money import currency_exponent, format_decimal, parse_money
 from protocol.types import MAX_AMOUNT, MAX_DISPUTE_WINDOW_MS
-from rails import registry
-from rails.settings import RailConfigError, RailSettings, parse_settings
+from rails.settings import RailConfigError
 
 KEY_FILE = "node.key"
 TOKEN_FILE = "admin.token"
@@ -66,106 +65,6 @@ def parse_hostport(text: str, setting: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ConfigError(f"{setting}: {text!r} is not HOST:PORT")
     return host, int(port)
-
-
-@dataclass(frozen=True, slots=True)
-class BankConfig:
-    """The node's own bank account and the rail that reaches it.
-
-    ``[bank] rail`` names the rail (:data:`rails.registry.REGISTRY`); its settings are the
-    ``[rails.RAIL]`` section, typed by :mod:`rails.settings`::
-
-        [bank]
-        rail = "nacha"
-        poll_interval_ms = 500
-
-        [rails.nacha]
-        url = "https://files.odfi.example"
-        identification = "021000021:12345678"
-        immediate_origin = "1470000001"
-        …
-
-    A ``[bank]`` written before the ``[rails.*]`` sections existed (the rail's settings in
-    ``[bank]`` itself) is read as that rail's section; without an ``identification`` it means,
-    as it always did, no bank account. `settings` is None when the node has no account.
-    """
-
-    rail: str = "openbanking"
-    poll_interval_ms: int = 500
-    settings: RailSettings | None = None
-
-    @property
-    def identification(self) -> str:
-        return self.settings.identification if self.settings else ""
-
-    @property
-    def scheme(self) -> str:
-        return self.settings.scheme if self.settings else ""
-
-    @property
-    def name(self) -> str:
-        return self.settings.name if self.settings else ""
-
-    @property
-    def url(self) -> str:
-        return self.settings.url if self.settings else ""
-
-
-BANK_KEYS = frozenset({"rail", "poll_interval_ms"})
-LEGACY_KEYS = frozenset({"url", "account_id", "scheme", "identification", "name", "agent",
-                         "report_account", "client_id", "token_file", "key_file"})
-"""What [bank] held before the [rails.*] sections: still read, as the rail's section."""
-
-
-def _bank(path: Path, raw: dict[str, Any]) -> BankConfig:
-    """[bank] and [rails.*] (see :class:`BankConfig`)."""
-    bank = raw.get("bank", {})
-    rails_raw = raw.get("rails", {})
-    for section, table in (("bank", bank), ("rails", rails_raw)):
-        if not isinstance(table, dict):
-            raise ConfigError(f"{path}: [{section}] must be a table")
-    rail = bank.get("rail", "openbanking")
-    poll = bank.get("poll_interval_ms", 500)
-    if not isinstance(poll, int) or isinstance(poll, bool) or poll <= 0:
-        raise ConfigError(f"{path}: [bank] poll_interval_ms must be a positive integer")
-    if not isinstance(rail, str):
-        raise ConfigError(f"{path}: [bank] rail must be a string")
-    try:
-        registry.entry(rail)
-        sections = {name: registry.entry(name) for name in rails_raw}
-    except RailConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
-    legacy = {k: v for k, v in bank.items() if k not in BANK_KEYS}
-    if legacy and rail in rails_raw:
-        raise ConfigError(f"{path}: [bank] has {sorted(legacy)} and there is a [rails.{rail}] "
-                          f"section too: move them into [rails.{rail}]")
-    old_shape = {f.name for f in dataclasses.fields(registry.entry(rail).settings)} | LEGACY_KEYS
-    unknown = sorted(set(legacy) - old_shape)
-    if unknown:
-        raise ConfigError(f"{path}: unknown [bank] settings {unknown}: [bank] takes rail and "
-                          f"poll_interval_ms; the rail's settings go in [rails.{rail}]")
-    settings: RailSettings | None = None
-    try:
-        for name, known in sections.items():
-            if not isinstance(rails_raw[name], dict):
-                raise ConfigError(f"{path}: [rails.{name}] must be a table")
-            parsed = parse_settings(known.settings, rails_raw[name], f"rails.{name}")
-            if name == rail:
-                settings = parsed
-        if legacy and legacy.get("identification"):
-            settings = _legacy(rail, legacy)
-    except RailConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
-    return BankConfig(rail=rail, poll_interval_ms=poll, settings=settings)
-
-
-def _legacy(rail: str, table: dict[str, Any]) -> RailSettings:
-    """A [bank] table of the old shape as [rails.RAIL]; empty strings are the old defaults of
-    settings the rail does not have."""
-    known = registry.entry(rail).settings
-    names = {f.name for f in dataclasses.fields(known)}
-    table = {k: v for k, v in table.items() if k in names or v != ""}
-    return parse_settings(known, table, "bank")
 
 
 @dataclass(frozen=True, slots=True)
@@ -384,7 +283,10 @@ def init_data_dir(
     if key_path.exists():
         raise ConfigError(f"{key_path} already exists: refusing to overwrite a node key")
     tls_section = _tls_section(tls or {})
-    bank_tables = bank_sections(bank or {})
+    try:
+        bank_tables = bank_sections(bank or {})
+    except RailConfigError as exc:
+        raise ConfigError(f"bank settings: {exc}") from None
     signer = Signer(seed if seed is not None else secrets.token_bytes(32))
     write_private(key_path, signer.seed().hex().encode() + b"\n")
     token_path = data_dir / TOKEN_FILE
@@ -410,23 +312,6 @@ def init_data_dir(
         sections["tls"] = tls_section
     (data_dir / CONFIG_FILE).write_text(render_config(sections))
     return signer
-
-
-def bank_sections(bank: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
-    """A flat bank settings object (``meterline init --bank-config``: ``{"rail": …, "url": …}``)
-    as the [bank] and [rails.RAIL] sections; checked as load_config will check them."""
-    values = {k: v for k, v in bank.items() if v is not None}
-    rail = values.get("rail", "openbanking")
-    head = {k: values.pop(k) for k in sorted(BANK_KEYS) if k in values}
-    sections: dict[str, Mapping[str, Any]] = {"bank": head}
-    if values:
-        try:
-            known = registry.entry(str(rail))
-            parse_settings(known.settings, values, f"rails.{rail}")
-        except RailConfigError as exc:
-            raise ConfigError(f"bank settings: {exc}") from None
-        sections[f"rails.{rail}"] = values
-    return sections
 
 
 def _tls_section(tls: dict[str, Path]) -> dict[str, str]:
@@ -495,7 +380,10 @@ def load_config(data_dir: Path) -> Config:
     _check_keys(path, "node", node, NODE_KEYS)
     peers = raw.get("peers", {})
     _check_keys(path, "peers", peers, {"allow", "allowed"})
-    bank = _bank(path, raw)
+    try:
+        bank = read_bank(raw)
+    except RailConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     limits = _typed(path, "limits", raw.get("limits", {}), Limits)
     role = _str(path, node, "role", "node")
     if role not in ("node", "arbiter"):
