@@ -401,3 +401,22 @@ async def test_an_account_our_rail_can_never_pay_is_refused_when_the_channel_ope
     assert await peer.count(Channel) == 0
     assert await peer.count(HeldProposal) == 0
     assert await peer.count(OutboxRow) == 0
+
+
+async def test_our_own_proposal_to_an_account_our_rail_cannot_pay_is_a_400(peer: Target) -> None:
+    """The opener side of the same check: KNOWN announces a Turkish IBAN; proposing to it on a
+    SEPA node is refused before anything is signed or stored."""
+    turkish = BankAccount("IBAN", "TR330006100519786457841326", "Istanbul AS")
+    async with peer.node.node.ctx.db() as session, session.begin():
+        known = await session.get(Peer, KNOWN.node_id.hex())
+        assert known is not None
+        record = NodeInfo(KNOWN.node_id, "known", "node", known.url, turkish, 1, b"",
+                          EMPTY_SIGNATURE).signed_by(KNOWN)
+        known.info, known.issued_ms = info_json(record), 1
+    status, body = await peer.node.admin("POST", "/api/channels", {
+        "peer": KNOWN.node_id.hex(), "arbiter": ARBITER.node_id.hex()[:12],
+        "deposit": "10.00 EUR", "tariff": ["km=0.01"]})
+    assert (status, body["error"]["code"]) == (400, "INVALID_TERMS"), body
+    assert "TR is not a SEPA country" in body["error"]["message"]
+    assert peer.node.node.channels.states == {}
+    assert await peer.count(Channel) == 0
