@@ -304,15 +304,18 @@ class ChannelService:
     def account_objection(self, terms: ChannelTerms) -> str | None:
         """Why our rail could never pay an account the terms name (a non-SEPA IBAN on SEPA, a
         bad routing number on ACH: rails.registry.check_payee_account), or None. Checked at
-        propose and accept, so such a channel is never opened rather than failing at payout."""
-        for who, acct in (("the opener's", terms.opener_account),
-                          ("the peer's", terms.peer_account),
-                          ("the escrow", terms.escrow_account)):
+        propose and accept, so such a channel is never opened rather than failing at payout.
+        The escrow account is the one we pay (our deposit): what that needs of our own account
+        (a SEPA postal address for a non-EEA escrow) is checked too."""
+        bank = self.ctx.config.bank
+        for who, acct, payer in (("the opener's", terms.opener_account, None),
+                                 ("the peer's", terms.peer_account, None),
+                                 ("the escrow", terms.escrow_account, bank.settings)):
             try:
                 account = payee_account(acct.scheme, acct.identification, acct.name)
             except ValueError:
                 return f"{who} account has the unknown scheme {acct.scheme!r}"
-            finding = check_payee_account(self.ctx.config.bank.rail, account)
+            finding = check_payee_account(bank.rail, account, payer)
             if finding is not None:
                 return f"{who} account {acct.identification}: {finding.message}"
         return None

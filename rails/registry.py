@@ -75,13 +75,20 @@ def _nacha(settings: RailSettings, ctx: RailContext) -> Rail:
         report_account=settings.report_account or None)
 
 
-def _sepa_payee(account: Account) -> str | None:
+def _sepa_payee(account: Account, payer: RailSettings | None) -> str | None:
     if account.scheme is not AccountScheme.IBAN:
         return f"the SEPA rail pays IBANs, not {account.scheme.value} accounts"
-    return sepa.payee_problem(account.identification, account.agent)
+    if (problem := sepa.payee_problem(account.identification, account.agent)) is not None:
+        return problem
+    if (isinstance(payer, SepaSettings) and payer.postal_address() is None
+            and sepa.country_class(account.identification) is sepa.CountryClass.NON_EEA_SEPA):
+        return ("a payment to a non-EEA SEPA country needs the payer's postal address: set "
+                "town_name and country (and street_name, building_number, post_code) in "
+                "[rails.sepa]")
+    return None
 
 
-def _nacha_payee(account: Account) -> str | None:
+def _nacha_payee(account: Account, payer: RailSettings | None) -> str | None:
     if account.scheme is not AccountScheme.US_ABA:
         return f"the ACH rail pays US.ABA accounts, not {account.scheme.value}"
     if not (account.agent and aba_valid(account.agent)):
@@ -91,7 +98,7 @@ def _nacha_payee(account: Account) -> str | None:
     return None
 
 
-def _openbanking_payee(account: Account) -> str | None:
+def _openbanking_payee(account: Account, payer: RailSettings | None) -> str | None:
     if account.scheme is AccountScheme.US_ABA:
         return "UK Open Banking pays sort code or IBAN accounts, not US.ABA"
     return None
@@ -102,8 +109,8 @@ class RailEntry:
     name: str
     settings: type[RailSettings]
     factory: Callable[[RailSettings, RailContext], Rail]
-    payee_problem: Callable[[Account], str | None]
-    """Why this rail can never pay `account`, or None."""
+    payee_problem: Callable[[Account, RailSettings | None], str | None]
+    """Why this rail can never pay `account` (from `payer`'s account, when given), or None."""
 
 
 REGISTRY: dict[str, RailEntry] = {
@@ -129,8 +136,11 @@ def build_rail(name: str, settings: RailSettings, ctx: RailContext) -> Rail:
     return entry(name).factory(settings, ctx)
 
 
-def check_payee_account(rail: str, account: Account) -> Finding | None:
+def check_payee_account(rail: str, account: Account, payer: RailSettings | None = None
+                        ) -> Finding | None:
     """Can rail `rail` ever pay `account`? None when it can; a finding (code AC01) saying why
-    not (a non-SEPA IBAN on the SEPA rail, a bad routing number on ACH…)."""
-    problem = entry(rail).payee_problem(account)
+    not (a non-SEPA IBAN on the SEPA rail, a bad routing number on ACH…). With `payer`, the
+    settings of the account that would pay, also what the payment needs of the payer (a SEPA
+    payer's postal address for a non-EEA SEPA payee)."""
+    problem = entry(rail).payee_problem(account, payer)
     return None if problem is None else Finding("account", "AC01", problem)

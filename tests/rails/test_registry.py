@@ -178,3 +178,18 @@ def test_check_payee_account(rail: str, account: Account, problem: str | None) -
         assert finding is not None
         assert finding.code == "AC01"
         assert problem in finding.message
+
+
+def test_a_non_eea_payee_needs_the_payers_address_when_the_payer_is_known() -> None:
+    gb = Account("Escrow Ltd", AccountScheme.IBAN, "GB29NWBK60161331926819")
+    dutch = {"url": "https://files.bank.example", "identification": "NL41MOCK0000000001"}
+    without = parse_settings(SepaSettings, dutch, "rails.sepa")
+    with_address = parse_settings(SepaSettings, {**dutch, "town_name": "Amsterdam",
+                                                 "country": "NL"}, "rails.sepa")
+    assert check_payee_account("sepa", gb) is None  # the account itself is payable
+    finding = check_payee_account("sepa", gb, without)
+    assert finding is not None
+    assert "payer's postal address" in finding.message
+    assert check_payee_account("sepa", gb, with_address) is None
+    de = Account("Escrow GmbH", AccountScheme.IBAN, "DE89370400440532013000")
+    assert check_payee_account("sepa", de, without) is None  # inside the EEA: no address
