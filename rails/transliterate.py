@@ -6,7 +6,7 @@ and NACHA's printable ASCII, upper case. Dropping what does not fit blanks a nam
 (``Straße`` → ``STRA E``; a Greek or Cyrillic name → nothing, so a payment to it can never be
 made). So :func:`to_latin` transliterates as losslessly as the target allows (specs/adr/0120):
 
-- **Greek** by ELOT 743:1982 type 2 (transcription; = ISO 843:1997 type 2, the system Greek
+- **Greek** by ELOT 743:2001 type 2 (transcription; = ISO 843:1997 type 2, the system Greek
   passports use): ``ου`` → ``ou``, ``αυ``/``ευ``/``ηυ`` → ``av``/``ev``/``iv`` before a vowel
   or voiced consonant and ``af``/``ef``/``if`` otherwise, ``μπ`` → ``b`` at the start or end of
   a word and ``mp`` inside it, ``γγ``/``γξ``/``γχ`` → ``ng``/``nx``/``nch``, accents dropped.
