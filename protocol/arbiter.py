@@ -35,10 +35,10 @@ from protocol.messages import (
     PayoutNotice,
     UnilateralClose,
 )
-from protocol.money import Payouts, compute_payouts, currency_exponent
+from protocol.payout import Payouts, payouts
 from protocol.references import Purpose, bank_reference, idempotency_key
 from protocol.tariff import tariff_amount
-from protocol.types import MAX_AMOUNT, MAX_TIME_MS, Amount, ChannelId, MinorUnits
+from protocol.types import MAX_AMOUNT, MAX_TIME_MS, ChannelId, MinorUnits
 
 MAX_DEPOSIT_ENTRIES = 32
 """Bank entries remembered per channel to make deposit observation idempotent."""
@@ -283,23 +283,8 @@ def _payout_effects(
 
 
 def decide_payouts(state: ArbiterState, opener_sent: int, peer_sent: int) -> Payouts:
-    """DESIGN §3 on what escrow holds: a channel that never opened refunds each deposit."""
-    if not state.opened:
-        return Payouts(state.deposited[0], state.deposited[1], Amount(0))
-    terms = state.terms
-    base = compute_payouts(
-        opener_deposit=terms.opener_deposit,
-        peer_deposit=terms.peer_deposit,
-        opener_sent=Amount(opener_sent),
-        peer_sent=Amount(peer_sent),
-        scale=terms.scale,
-        exponent=currency_exponent(terms.currency),
-    )
-    # Anything deposited beyond the terms goes back to whoever paid it in.
-    extra = [state.deposited[i] - terms.deposits()[i] for i in (0, 1)]
-    return Payouts(
-        MinorUnits(base.opener + extra[0]), MinorUnits(base.peer + extra[1]), base.residual
-    )
+    """The one payout rule (protocol.payout) on what escrow holds for this channel."""
+    return payouts(state.terms, state.deposited, opener_sent, peer_sent)
 
 
 def _on_cooperative_close(

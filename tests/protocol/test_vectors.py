@@ -29,13 +29,13 @@ from protocol.encoding import pack
 from protocol.errors import DecodeError, ErrorCode, ProtocolError
 from protocol.messages import BalanceProof, ChannelAcceptance, ChannelTerms, Signed
 from protocol.money import (
-    compute_payouts,
     currency_exponent,
     format_money,
     parse_decimal,
     parse_money,
     to_minor_units,
 )
+from protocol.payout import cumulative_shares
 from protocol.records import (
     Bin,
     Kind,
@@ -428,7 +428,7 @@ def test_format_money(case: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("case", MONEY["payouts"], ids=ids(MONEY["payouts"]))
 def test_payouts(case: dict[str, Any]) -> None:
-    result = compute_payouts(
+    result = cumulative_shares(
         opener_deposit=MinorUnits(int(case["opener_deposit"])),
         peer_deposit=MinorUnits(int(case["peer_deposit"])),
         opener_sent=Amount(int(case["opener_sent"])),
