@@ -7,10 +7,8 @@ from collections import defaultdict
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
-
 from node.context import Context
-from node.storage.models import Transfer, Usage
+from node.storage.models import Transfer
 from protocol import channel as ch
 from protocol.money import currency_exponent, format_decimal, to_minor_units
 from protocol.payout import exact_share, payouts
@@ -176,8 +174,7 @@ async def statement(ctx: Context, state: ch.ChannelState,
                     transfers: list[Transfer]) -> dict[str, Any]:
     """Line items per (direction, unit, reference); subtotals per unit; the net; transfers."""
     cid = state.channel_id.hex()
-    async with ctx.db() as session:
-        rows = (await session.scalars(select(Usage).where(Usage.channel_id == cid))).all()
+    rows = await ctx.repo.usage(cid)
     terms = state.terms
     lines_by_unit = {line.unit: line for line in terms.tariff}
     grouped: dict[tuple[int, str, str], list[int]] = defaultdict(lambda: [0, 0, 0])

@@ -226,6 +226,9 @@ def step(state: ArbiterState, event: Input, *, now_ms: int) -> Transition:
                              noun="escrow")
     result = _HANDLERS[type(event)](state, event, now_ms)
     check_landed(allowed, state.phase, result.state.phase, event)
+    if result.state is state or result.state == state:
+        # Nothing changed: the very same state (the shell persists exactly when it is not).
+        return Transition(state, result.effects)
     return Transition(replace(result.state, updated_ms=now_ms), result.effects)
 
 

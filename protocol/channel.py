@@ -493,11 +493,15 @@ def accept(proposal: ChannelProposal, signer: Signer, *, now_ms: int,
 
 
 def step(state: ChannelState, event: Input, *, now_ms: int) -> Transition:
-    """Apply one input. Raises ProtocolError (state untouched) when it is not allowed."""
+    """Apply one input. Raises ProtocolError (state untouched) when it is not allowed; an input
+    that changes nothing returns the very same `state` object (its `updated_ms` too)."""
     allowed = allowed_phases(TRANSITIONS, state.phase, event,  # type: ignore[arg-type]
                              local=type(event).__name__.startswith("Action"), noun="channel")
     result = _HANDLERS[type(event)](state, event, now_ms)
     check_landed(allowed, state.phase, result.state.phase, event)
+    if result.state is state or result.state == state:
+        # Nothing changed: the very same state (the shell persists exactly when it is not).
+        return Transition(state, result.effects)
     return Transition(replace(result.state, updated_ms=now_ms), result.effects)
 
 

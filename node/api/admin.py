@@ -176,7 +176,7 @@ async def list_channels(request: web.Request) -> web.Response:
     service = request.app[CHANNELS]
     channels = [channel_summary(s) for s in
                 sorted(service.states.values(), key=lambda s: s.updated_ms, reverse=True)]
-    held = [held_json(h, service.held_reason(h)) for h in await service.held()]
+    held = [held_json(h, service.proposals.held_reason(h)) for h in await service.proposals.held()]
     return web.json_response({"channels": channels, "proposals": held})
 
 
@@ -234,14 +234,14 @@ async def _peer_id(request: web.Request, ref: str) -> str:
 
 async def accept_channel(request: web.Request) -> web.Response:
     NO_BODY.check(await read_json(request, optional=True))
-    state = await request.app[CHANNELS].accept_held(_channel_ref(request))
+    state = await request.app[CHANNELS].proposals.accept_held(_channel_ref(request))
     return web.json_response(await _detail(request, state.channel_id.hex()))
 
 
 async def reject_channel(request: web.Request) -> web.Response:
     """Delete a proposal held for the operator (the counterpart of accept)."""
     NO_BODY.check(await read_json(request, optional=True))
-    held = await request.app[CHANNELS].reject_held(_channel_ref(request))
+    held = await request.app[CHANNELS].proposals.reject_held(_channel_ref(request))
     return web.json_response({"id": held.id, "peer": held.opener_id, "phase": "rejected"})
 
 
