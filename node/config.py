@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from node.roles import Role
 from protocol.channel import TermsBounds
 from protocol.crypto import Signer
 from protocol.errors import ProtocolError
@@ -189,7 +190,7 @@ def _minor_text(minor: int, currency: str) -> str:
 class Config:
     data_dir: Path
     name: str
-    role: str
+    role: Role
     listen: tuple[str, int]
     admin: tuple[str, int]
     public_url: str
@@ -291,7 +292,7 @@ def init_data_dir(
     paths stored absolute): with a certificate and key the peer API serves HTTPS and
     `public_url` is ``https://HOST:PORT``.
     """
-    if role not in ("node", "arbiter"):
+    if Role.parse(role) is None:
         raise ConfigError(f"role must be node or arbiter, not {role!r}")
     parse_hostport(listen, "--listen")
     admin_host, _ = parse_hostport(admin, "--admin")
@@ -397,8 +398,8 @@ def load_config(data_dir: Path) -> Config:
     _check_keys(path, "peers", peers, {"allow", "allowed"})
     bank = _typed(path, "bank", raw.get("bank", {}), BankConfig)
     limits = _typed(path, "limits", raw.get("limits", {}), Limits)
-    role = _str(path, node, "role", "node")
-    if role not in ("node", "arbiter"):
+    role = Role.parse(_str(path, node, "role", "node"))
+    if role is None:
         raise ConfigError(f"{path}: [node] role must be node or arbiter")
     listen = parse_hostport(_str(path, node, "listen", "127.0.0.1:7801"), "[node] listen")
     admin = parse_hostport(_str(path, node, "admin", "127.0.0.1:7802"), "[node] admin")

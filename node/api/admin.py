@@ -24,6 +24,7 @@ from node.context import now_ms
 from node.errors import NodeError, NotFound
 from node.keys import CHANNELS, CONFIG, CONTEXT, ESCROW, OUTBOX, SIGNER, TOKEN, TRANSFERS
 from node.peers import check_identity, remember, verified_account
+from node.roles import Role
 from node.storage.models import HeldProposal, Peer
 from node.views import channel_detail, channel_summary, minor, statement
 from protocol.errors import ErrorCode, ProtocolError
@@ -113,7 +114,7 @@ async def status(request: web.Request) -> web.Response:
         "bank": {"rail": config.bank.rail, "account": config.bank.identification,
                  "url": config.bank.url},
     }
-    if config.role == "arbiter":
+    if config.role is Role.ARBITER:
         body["escrows"] = dict(Counter(s.phase.value for s in request.app[ESCROW].states.values()))
     else:
         body["channels"] = dict(Counter(
@@ -333,7 +334,7 @@ async def openapi(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(OPENAPI, headers={"Content-Type": "application/yaml"})
 
 
-def routes(role: str) -> list[web.RouteDef]:
+def routes(role: Role) -> list[web.RouteDef]:
     common = [
         web.get("/openapi.yaml", openapi),
         web.get("/api/status", status),
@@ -341,7 +342,7 @@ def routes(role: str) -> list[web.RouteDef]:
         web.post("/api/peers", add_peer),
         web.get("/api/outbox", list_outbox),
     ]
-    if role == "arbiter":
+    if role == Role.ARBITER:
         return [*common, web.get("/api/escrows", list_escrows)]
     return [
         *common,
