@@ -67,7 +67,6 @@ class ChannelService:
         self.outbox = outbox
         self.states: dict[str, ch.ChannelState] = {}
         self.locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
-        self.early_funding: defaultdict[str, dict[int, FundingConfirmation]] = defaultdict(dict)
         self.changed = asyncio.Event()
         self.streams = Streams(ctx, self.get, self.on_receipt)
         self.writer = Writer(self)
@@ -249,29 +248,17 @@ class ChannelService:
     async def on_acceptance(self, acceptance: ChannelAcceptance) -> None:
         cid = acceptance.channel_id.hex()
         before, t = await self.apply(cid, ch.ReceiveAcceptance(acceptance))
-        if t.state is before:
-            return
-        log.info("channel.accepted_by_peer", channel=cid)
-        for conf in self.early_funding.pop(cid, {}).values():
-            await self.on_funding(conf)
-
-    async def on_funding(self, conf: FundingConfirmation) -> None:
-        cid = conf.channel_id.hex()
-        if self.get(cid).phase is ch.Phase.PROPOSED:
-            async with self.lock(cid):
-                state = self.get(cid)
-                if state.phase is ch.Phase.PROPOSED:
-                    # The peer registered and was confirmed before its acceptance reached us:
-                    # check the arbiter's signature now, apply it once the acceptance lands.
-                    conf.verify_signature(state.terms.arbiter)
-                    held = self.early_funding[cid]
-                    side = state.terms.party_index(conf.depositor)
-                    if side not in held or held[side].amount < conf.amount:
-                        held[side] = conf
-                    return
-        _, t = await self.apply(cid, ch.ReceiveFunding(conf))
+        if t.state is not before:
+            log.info("channel.accepted_by_peer", channel=cid)
         if any(isinstance(e, ch.NotifyOpened) for e in t.effects):
             log.info("channel.open", channel=cid)
+
+    async def on_funding(self, conf: FundingConfirmation) -> None:
+        """A confirmation the arbiter signed; one that arrives before the peer's acceptance is
+        kept by the machine (phase `proposed`) and counts once the acceptance lands."""
+        _, t = await self.apply(conf.channel_id.hex(), ch.ReceiveFunding(conf))
+        if any(isinstance(e, ch.NotifyOpened) for e in t.effects):
+            log.info("channel.open", channel=conf.channel_id.hex())
 
     # -- paying and being paid --------------------------------------------------------------------
 

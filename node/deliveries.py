@@ -15,7 +15,6 @@ from node.context import Context, now_ms
 from node.outbox import Delivery
 from protocol import arbiter as arb
 from protocol import channel as ch
-from protocol.crypto import Signer
 from protocol.messages import EMPTY_SIGNATURE, BankAccount, CallbackAddress, ChannelRegistration
 from protocol.references import Purpose, bank_reference, idempotency_key
 
@@ -100,7 +99,7 @@ async def _funding(ctx: Context, state: ch.ChannelState,
 
 
 def escrow_deliveries(state: arb.ArbiterState, effects: Sequence[arb.Effect],
-                      urls: Sequence[str], signer: Signer) -> list[Delivery]:
+                      urls: Sequence[str]) -> list[Delivery]:
     """The outbox rows for an arbiter transition's effects, to the parties at the callback
     `urls` they registered (a party that named none yet is caught up when it registers)."""
     parties = [(u, p.hex()) for u, p in zip(urls, state.terms.parties(), strict=True) if u]
@@ -117,8 +116,8 @@ def escrow_deliveries(state: arb.ArbiterState, effects: Sequence[arb.Effect],
         elif isinstance(effect, arb.ForwardDispute):
             # Both parties hear it, signed: the other side must answer before the deadline,
             # the claimant learns when the payout is decided.
-            notice = arb.dispute_notice(state, signer)
-            assert notice is not None, "a forwarded dispute has a claim and a deadline"
+            notice = effect.notice
+            assert notice is not None, "the daemon passes its key with every claim"
             # Urgent only with money in escrow: registering a channel costs nothing, so
             # claims on empty channels (anyone's Sybil pairs) must not each get a socket now.
             out += [Delivery("send", f"{u}/p2p/dispute", notice.encode(), recipient=party,

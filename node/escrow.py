@@ -73,7 +73,7 @@ class EscrowService:
         """The escrow state and the deliveries of its effects, in one transaction."""
         cid = state.channel_id.hex()
         urls, stamps = self.urls[cid], self.url_ms.get(cid, [0, 0])
-        outbox = escrow_deliveries(state, effects, urls, self.ctx.signer)
+        outbox = escrow_deliveries(state, effects, urls)
         async with self.ctx.repo.transaction() as session:
             await self.ctx.repo.save_escrow(session, state, urls, stamps, new=new)
             await self.outbox.add_all(session, cid, outbox)
@@ -143,7 +143,8 @@ class EscrowService:
         await self._apply(close.channel_id.hex(), arb.ReceiveCooperativeClose(close))
 
     async def on_unilateral(self, claim: UnilateralClose) -> None:
-        await self._apply(claim.channel_id.hex(), arb.ReceiveUnilateralClose(claim))
+        await self._apply(claim.channel_id.hex(),
+                          arb.ReceiveUnilateralClose(claim, self.ctx.signer))
 
     async def on_evidence(self, evidence: DisputeEvidence) -> None:
         await self._apply(evidence.channel_id.hex(), arb.ReceiveEvidence(evidence))

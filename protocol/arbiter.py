@@ -105,6 +105,9 @@ class ReceiveCooperativeClose:
 @dataclass(frozen=True, slots=True)
 class ReceiveUnilateralClose:
     claim: UnilateralClose
+    signer: Signer | None = None
+    """The arbiter's key: with it, the ForwardDispute a new claim produces carries the signed
+    DisputeNotice the parties are sent (the daemon always passes it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +153,8 @@ class ForwardDispute:
     to: int
     claim: UnilateralClose
     deadline_ms: int
+    notice: DisputeNotice | None = None
+    """What both parties are sent, signed by the arbiter (when the input carried its key)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -351,7 +356,8 @@ def _on_unilateral(state: ArbiterState, event: ReceiveUnilateralClose, now_ms: i
         return Transition(new)  # the other party also closed: its proof is evidence
     deadline = now_ms + state.terms.dispute_window_ms
     new = replace(new, phase=ArbiterPhase.DISPUTE, claim=claim, deadline_ms=deadline)
-    return Transition(new, (ForwardDispute(1 - claimant, claim, deadline),))
+    notice = None if event.signer is None else dispute_notice(new, event.signer)
+    return Transition(new, (ForwardDispute(1 - claimant, claim, deadline, notice),))
 
 
 def _on_evidence(state: ArbiterState, event: ReceiveEvidence, now_ms: int) -> Transition:

@@ -368,8 +368,9 @@ class Transition:
 
 P = Phase
 TRANSITIONS: dict[tuple[Phase, type], frozenset[Phase]] = {
-    (P.PROPOSED, ReceiveAcceptance): frozenset({P.ACCEPTED}),
+    (P.PROPOSED, ReceiveAcceptance): frozenset({P.ACCEPTED, P.OPEN}),
     (P.ACCEPTED, ReceiveAcceptance): frozenset({P.ACCEPTED}),
+    (P.PROPOSED, ReceiveFunding): frozenset({P.PROPOSED}),
     (P.ACCEPTED, ReceiveFunding): frozenset({P.ACCEPTED, P.OPEN}),
     (P.OPEN, ReceiveFunding): frozenset({P.OPEN}),
     (P.OPEN, ActionPay): frozenset({P.OPEN}),
@@ -510,8 +511,13 @@ def _on_acceptance(state: ChannelState, event: ReceiveAcceptance, now_ms: int) -
     if state.phase is Phase.ACCEPTED:
         return Transition(state)
     proposal = ChannelProposal(state.terms, state.opener_signature)  # type: ignore[arg-type]
-    new = replace(state, phase=Phase.ACCEPTED, peer_signature=event.acceptance.signature)
-    return Transition(_funded_phase(new), (RegisterWithArbiter(proposal, event.acceptance),))
+    new = _funded_phase(
+        replace(state, phase=Phase.ACCEPTED, peer_signature=event.acceptance.signature))
+    register = RegisterWithArbiter(proposal, event.acceptance)
+    # Deposits the arbiter confirmed before the acceptance reached us were kept in `funded`.
+    if new.phase is Phase.OPEN:
+        return Transition(new, (register, NotifyOpened()))
+    return Transition(new, (register,))
 
 
 def _funded_phase(state: ChannelState) -> ChannelState:
@@ -540,6 +546,8 @@ def _on_funding(state: ChannelState, event: ReceiveFunding, now_ms: int) -> Tran
         funded=(funded[0], funded[1]),
         funding=(funding[0], funding[1]),
     )
+    # In PROPOSED (the peer registered and was confirmed before its acceptance reached us) the
+    # confirmation is kept; the acceptance opens the channel once every deposit is confirmed.
     if state.phase is Phase.ACCEPTED:
         new = _funded_phase(new)
         if new.phase is Phase.OPEN:

@@ -34,22 +34,13 @@ class Payouts:
         return (self.opener, self.peer)[party]
 
 
-def owed(
-    *,
-    opener_deposit: MinorUnits,
-    peer_deposit: MinorUnits,
-    opener_sent: Amount,
-    peer_sent: Amount,
-    scale: int,
-    exponent: int,
-) -> tuple[Amount, Amount]:
+def owed(deposits: tuple[MinorUnits, MinorUnits], sent: tuple[Amount, Amount], scale: int,
+         exponent: int) -> tuple[Amount, Amount]:
     """Each side's exact share of the deposits at channel scale, before any rounding:
     ``deposit − sent + received``, floored at zero (a side whose own evidence is missing cannot
     be owed less than nothing; its counterparty is owed the rest)."""
-    total = from_minor_units(opener_deposit + peer_deposit, scale, exponent)
-    opener_owed = max(
-        0, from_minor_units(opener_deposit, scale, exponent) - opener_sent + peer_sent
-    )
+    total = from_minor_units(deposits[0] + deposits[1], scale, exponent)
+    opener_owed = max(0, from_minor_units(deposits[0], scale, exponent) - sent[0] + sent[1])
     opener_owed = min(opener_owed, total)
     return Amount(opener_owed), Amount(total - opener_owed)
 
@@ -70,9 +61,8 @@ def cumulative_shares(
     always add up exactly.
     """
     total_minor = opener_deposit + peer_deposit
-    opener_owed, peer_owed = owed(opener_deposit=opener_deposit, peer_deposit=peer_deposit,
-                                  opener_sent=opener_sent, peer_sent=peer_sent, scale=scale,
-                                  exponent=exponent)
+    opener_owed, peer_owed = owed((opener_deposit, peer_deposit), (opener_sent, peer_sent),
+                                  scale, exponent)
     if opener_owed > from_minor_units(opener_deposit, scale, exponent):
         opener_minor = to_minor_units(opener_owed, scale, exponent)
         residual = opener_owed - from_minor_units(opener_minor, scale, exponent)
@@ -97,9 +87,8 @@ def exact_share(
     exponent = currency_exponent(terms.currency)
     if not opened(terms, held):
         return from_minor_units(held[party], terms.scale, exponent)
-    share = owed(opener_deposit=terms.opener_deposit, peer_deposit=terms.peer_deposit,
-                 opener_sent=Amount(opener_sent), peer_sent=Amount(peer_sent),
-                 scale=terms.scale, exponent=exponent)[party]
+    share = owed(terms.deposits(), (Amount(opener_sent), Amount(peer_sent)), terms.scale,
+                 exponent)[party]
     extra = from_minor_units(held[party] - terms.deposits()[party], terms.scale, exponent)
     return Amount(share + extra)
 

@@ -92,15 +92,16 @@ def test_arbiter_effects_become_deliveries() -> None:
     urls = [OPENER_URL, ""]  # the peer named no callback yet: it is caught up on registering
     claim = ch.step(sim.states[0], ch.ActionForceClose(sim.opener), now_ms=sim.now_ms + 1)
     submitted = claim.effects[0].claim  # type: ignore[union-attr]
-    t = arb.step(sim.escrow, arb.ReceiveUnilateralClose(submitted), now_ms=sim.now_ms + 2)
-    (row,) = escrow_deliveries(t.state, t.effects, urls, sim.arbiter)
+    t = arb.step(sim.escrow, arb.ReceiveUnilateralClose(submitted, sim.arbiter),
+                 now_ms=sim.now_ms + 2)
+    (row,) = escrow_deliveries(t.state, t.effects, urls)
     assert (row.target, row.purpose, row.urgent) == (f"{OPENER_URL}/p2p/dispute", "dispute", True)
     notice = DisputeNotice.decode(row.payload)
     notice.verify_signature(sim.arbiter.node_id)
     assert (notice.claim, notice.deadline_ms) == (submitted, t.state.deadline_ms)
 
     decided = arb.step(t.state, arb.Tick(), now_ms=t.state.deadline_ms or 0)
-    rows = escrow_deliveries(decided.state, decided.effects, [OPENER_URL, PEER_URL], sim.arbiter)
+    rows = escrow_deliveries(decided.state, decided.effects, [OPENER_URL, PEER_URL])
     payouts = [e for e in decided.effects if isinstance(e, arb.SubmitPayout)]
     assert [(r.kind, r.purpose) for r in rows] == [("payout", f"payout:{e.party}")
                                                    for e in payouts]
