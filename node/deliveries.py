@@ -17,13 +17,14 @@ from protocol import arbiter as arb
 from protocol import channel as ch
 from protocol.messages import EMPTY_SIGNATURE, BankAccount, CallbackAddress, ChannelRegistration
 from protocol.references import Purpose, bank_reference, idempotency_key
+from protocol.refunds import HoldCredit
 
 INLINE_EFFECTS: tuple[type, ...] = (ch.SendProposal, ch.SendProof, ch.SendReceipt)
 """Carried in the node's own request or answer, never through the outbox: the proposal is
 POSTed by `open` (its answer may be the acceptance), proofs go on the channel's stream, the
 receipt is the answer to the proofs it acknowledges."""
 NOTICES: tuple[type, ...] = (ch.NotifyOpened, ch.NotifyCloseRequested, ch.NotifyDispute,
-                             ch.NotifySettled)
+                             ch.NotifySettled, ch.NotifyCheckpointRequested)
 """Effects that only tell the node's policy and logs something; nothing goes out for them."""
 
 
@@ -123,6 +124,8 @@ def escrow_deliveries(state: arb.ArbiterState, effects: Sequence[arb.Effect],
             out += [Delivery("send", f"{u}/p2p/dispute", notice.encode(), recipient=party,
                              purpose="dispute", urgent=state.held() > 0)
                     for u, party in parties]
+        elif isinstance(effect, HoldCredit):
+            continue  # EscrowService._credit keeps it as an unapplied credit, in its own commit
         elif isinstance(effect, arb.SubmitPayout):
             out.append(Delivery("payout", "", transfer_spec(
                 effect.idempotency_key, effect.reference, Purpose.PAYOUT, effect.party,

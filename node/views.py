@@ -38,7 +38,9 @@ def minor(amount_minor: int, currency: str) -> dict[str, str]:
 def shares(state: ch.ChannelState, opener_sent: int, peer_sent: int) -> tuple[int, int]:
     """What the arbiter pays each side for these sent totals, on what it confirmed it holds
     (protocol.payout: the one rule the arbiter's machine applies too)."""
-    result = payouts(state.terms, state.funded, opener_sent, peer_sent)
+    result = payouts(state.terms, state.funded, opener_sent, peer_sent,
+                     checkpoint=state.checkpoint, topped_up=state.topped_up,
+                     withdrawn=state.withdrawn)
     return result.opener, result.peer
 
 
@@ -50,7 +52,8 @@ def balance(state: ch.ChannelState) -> dict[str, str]:
     exponent = currency_exponent(terms.currency)
     sent = state.flows[0].amount, state.flows[1].amount
     ours = shares(state, *sent)[state.us]
-    exact = exact_share(terms, state.funded, state.us, *sent)
+    exact = exact_share(terms, state.funded, state.us, *sent, checkpoint=state.checkpoint,
+                        topped_up=state.topped_up, withdrawn=state.withdrawn)
     return {
         "amount": format_decimal(ours, exponent, min_places=exponent),
         "precise": format_decimal(exact, terms.scale, min_places=exponent),

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from protocol.messages import ChannelTerms
+from protocol.messages import ChannelTerms, Checkpoint
 from protocol.money import currency_exponent, from_minor_units, to_minor_units
 from protocol.types import Amount, MinorUnits
 
@@ -78,44 +78,64 @@ def opened(terms: ChannelTerms, held: tuple[MinorUnits, MinorUnits]) -> bool:
     return all(held[i] >= required[i] for i in (0, 1))
 
 
+Pair = tuple[MinorUnits, MinorUnits]
+ZERO: Pair = (MinorUnits(0), MinorUnits(0))
+
+
 def exact_share(
-    terms: ChannelTerms, held: tuple[MinorUnits, MinorUnits], party: int,
-    opener_sent: int, peer_sent: int,
+    terms: ChannelTerms, held: Pair, party: int, opener_sent: int, peer_sent: int, *,
+    checkpoint: Checkpoint | None = None, topped_up: Pair = ZERO, withdrawn: Pair = ZERO,
 ) -> Amount:
     """`party`'s share at channel scale before the payee's rounding (what :func:`payouts`
-    rounds): ``deposit − sent + received`` plus any over-deposit, or the refund."""
+    rounds): ``deposit + top-ups − withdrawn − sent + received`` plus any over-deposit, or the
+    refund of a channel that never opened."""
     exponent = currency_exponent(terms.currency)
     if not opened(terms, held):
         return from_minor_units(held[party], terms.scale, exponent)
-    share = owed(terms.deposits(), (Amount(opener_sent), Amount(peer_sent)), terms.scale,
-                 exponent)[party]
-    extra = from_minor_units(held[party] - terms.deposits()[party], terms.scale, exponent)
+    sent = floor_sent(checkpoint, opener_sent, peer_sent)
+    deposits = terms.deposits()
+    parts = (MinorUnits(deposits[0] + topped_up[0] - withdrawn[0]),
+             MinorUnits(deposits[1] + topped_up[1] - withdrawn[1]))
+    share = owed(parts, (Amount(sent[0]), Amount(sent[1])), terms.scale, exponent)[party]
+    extra = from_minor_units(held[party] - deposits[party], terms.scale, exponent)
     return Amount(share + extra)
 
 
+def floor_sent(checkpoint: Checkpoint | None, opener_sent: int, peer_sent: int
+                ) -> tuple[int, int]:
+    """The totals a close decides on: never below the last checkpoint both parties signed (a
+    close or evidence older than it does not undo it; specs/0004 §7.3)."""
+    if checkpoint is None:
+        return opener_sent, peer_sent
+    return max(opener_sent, checkpoint.opener_amount), max(peer_sent, checkpoint.peer_amount)
+
+
 def payouts(
-    terms: ChannelTerms,
-    held: tuple[MinorUnits, MinorUnits],
-    opener_sent: int,
-    peer_sent: int,
+    terms: ChannelTerms, held: Pair, opener_sent: int, peer_sent: int, *,
+    checkpoint: Checkpoint | None = None, topped_up: Pair = ZERO, withdrawn: Pair = ZERO,
 ) -> Payouts:
     """What escrow pays out of `held` (each side's confirmed deposit) for these sent totals.
 
     A channel opens once every deposit the terms name is held; one that never opened refunds
     each side what it paid in (nothing was sent over it). Once open, the deposits are shared by
-    :func:`cumulative_shares`, and whatever was paid in beyond the terms goes back to its payer.
+    :func:`cumulative_shares` — after checkpoints and top-ups, on what escrow still holds
+    (protocol.checkpoint.remaining_payouts, the same rule on deposit + top-ups − withdrawn) and
+    on totals never below the last checkpoint — and whatever was paid in beyond the terms goes
+    back to its payer.
     """
     required = terms.deposits()
     if not opened(terms, held):
         return Payouts(held[0], held[1], Amount(0))
-    base = cumulative_shares(
-        opener_deposit=terms.opener_deposit,
-        peer_deposit=terms.peer_deposit,
-        opener_sent=Amount(opener_sent),
-        peer_sent=Amount(peer_sent),
-        scale=terms.scale,
-        exponent=currency_exponent(terms.currency),
-    )
+    if checkpoint is None and topped_up == ZERO and withdrawn == ZERO:
+        base = cumulative_shares(
+            opener_deposit=terms.opener_deposit, peer_deposit=terms.peer_deposit,
+            opener_sent=Amount(opener_sent), peer_sent=Amount(peer_sent),
+            scale=terms.scale, exponent=currency_exponent(terms.currency))
+    else:
+        from protocol import checkpoint as cp  # it builds on Payouts: imported when needed
+
+        sent = floor_sent(checkpoint, opener_sent, peer_sent)
+        base = cp.remaining_payouts(terms, topped_up, withdrawn, sent[0], sent[1])
     return Payouts(
         MinorUnits(base.opener + held[0] - required[0]),
         MinorUnits(base.peer + held[1] - required[1]),
