@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from protocol.money import compute_payouts, parse_decimal
+from protocol.money import parse_decimal
+from protocol.payout import cumulative_shares
 from protocol.types import Amount, MinorUnits
 from rails.errors import InvalidInstruction
 from rails.iso20022 import SepaCreditTransferRail, sepa
@@ -48,7 +49,7 @@ def _close(deposits: tuple[str, str], sent: tuple[str, str], currency: str
            ) -> tuple[int, int]:
     """The two payouts of a close by the protocol's one payout rule (specs/0004 §4)."""
     scale, exponent = 6, 2
-    p = compute_payouts(
+    p = cumulative_shares(
         opener_deposit=MinorUnits(parse_decimal(deposits[0], exponent)),
         peer_deposit=MinorUnits(parse_decimal(deposits[1], exponent)),
         opener_sent=Amount(parse_decimal(sent[0], scale)),
