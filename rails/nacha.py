@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from rails.errors import BankProtocolError, Finding, InvalidInstruction
-from rails.iso20022.filebank import RANK, FileBankRail, HighestStatus, utcnow
+from rails.filebank import RANK, FileBankRail, HighestStatus, utcnow
 from rails.iso20022.reports import parse_camt054
 from rails.port import (
     Account,

@@ -15,7 +15,10 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from rails.reconcile import Difference
 
 
 class AccountScheme(enum.StrEnum):
@@ -43,7 +46,13 @@ class PaymentStatus(enum.StrEnum):
     ACCEPTED = "accepted"
     """The bank accepted it for execution; not booked yet."""
     BOOKED = "booked"
-    """The bank booked the debit (and, on us, the credit): the money moved."""
+    """Our account's statement shows the debit, with this end-to-end id, amount and currency:
+    the money moved (settled). A bank's status report alone never makes a payment booked
+    (:mod:`rails.reconcile`)."""
+    UNRECONCILED = "unreconciled"
+    """The statement disagrees (another amount, no booking by the deadline): raised to the
+    operator, never settled; `reason_code` is the :class:`rails.reconcile.DifferenceKind`.
+    Not final: a late booking still settles it."""
     REJECTED = "rejected"
     """The bank refused it; `reason_code` says why. No money moved."""
     RETURNED = "returned"
@@ -150,6 +159,8 @@ class Reconciliation:
     returned: dict[str, StatementEntry] = field(default_factory=dict)
     outstanding: tuple[str, ...] = ()
     unmatched: tuple[StatementEntry, ...] = ()
+    differences: tuple[Difference, ...] = ()
+    """What the operator must look at (:mod:`rails.reconcile`): never settled silently."""
 
 
 @runtime_checkable

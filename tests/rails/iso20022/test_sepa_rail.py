@@ -11,9 +11,9 @@ import xmlschema
 from rails.errors import IdempotencyConflict, UnknownPayment
 from rails.iso20022 import SepaCreditTransferRail, sepa
 from rails.iso20022.pain001 import XSD_DIR, check_pain001
-from rails.iso20022.transport import BankFileClient
 from rails.port import PaymentStatus
 from rails.store import SqliteIdempotencyStore
+from rails.testing.mockbank import MockBankHttpTransport
 from tests.rails.iso20022.harness import MockBank
 from tests.rails.iso20022.sepa_data import ACME, GLOBEX, INITECH, PEER, pay
 
@@ -163,8 +163,8 @@ async def test_crash_after_reserve_resends_the_identical_file_and_the_bank_dedup
         "pmt_inf_id": sepa.derive_id(key, "P"), "end_to_end_id": sepa.derive_id(key, "E"),
         "file_b64": base64.b64encode(data).decode()})
     store.close()
-    client = BankFileClient(bank.url)
-    answer = await client.post_file(data, "application/xml")
+    client = MockBankHttpTransport(bank.url)
+    answer = await client.send("resend.xml", data, "application/xml")
     await client.aclose()
     assert answer.status == 202
     await doomed.aclose()
