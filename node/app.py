@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import structlog
@@ -46,10 +47,25 @@ from node.storage.models import Outbox as OutboxRow
 from node.transfers import Transfers
 from node.watch import ArbiterWatch
 from protocol.messages import CooperativeClose
+from rails.errors import RailError
 from rails.httpserver import BoundedAppRunner, ServerTimeouts
 from rails.port import Rail
+from rails.transport_directory import DirectoryTransport
 
 log = structlog.get_logger()
+
+
+def directory_transport(config: Config, rail: str) -> DirectoryTransport:
+    """[bank] transport = "directory": the folder pair, relative to the data dir."""
+    bank = config.bank
+    if not (bank.outbox_dir and bank.inbox_dir):
+        raise ConfigError('[bank] transport "directory" needs outbox_dir and inbox_dir')
+    try:
+        return DirectoryTransport(config.data_dir / bank.outbox_dir,
+                                  config.data_dir / bank.inbox_dir,
+                                  config.data_dir / f"rail-{rail}-channel.sqlite")
+    except RailError as exc:
+        raise ConfigError(f"[bank] {exc}") from exc
 
 
 def build_rail(config: Config) -> Rail | None:
@@ -73,6 +89,10 @@ def build_rail(config: Config) -> Rail | None:
         from node.transfers import rail_account
         from rails.port import AccountScheme
 
+        if bank.transport not in ("directory", "mock-bank") or (
+                bank.transport == "directory" and bank.rail != "sepa"):
+            raise ConfigError(f"[bank] transport {bank.transport!r} is not one rail "
+                              f"{bank.rail} has (sepa: directory or mock-bank; nacha: mock-bank)")
         scheme = AccountScheme.IBAN if bank.rail == "sepa" else AccountScheme.US_ABA
         account = rail_account({"scheme": scheme.value, "identification": bank.identification,
                                 "name": bank.name or config.name, "agent": bank.agent})
@@ -80,8 +100,13 @@ def build_rail(config: Config) -> Rail | None:
         if bank.rail == "sepa":
             from rails.iso20022 import SepaCreditTransferRail
 
+            deadline = timedelta(seconds=bank.booking_deadline_s)
+            if bank.transport == "directory":
+                return SepaCreditTransferRail(
+                    transport=directory_transport(config, bank.rail), account=account,
+                    store_path=store_path, booking_deadline=deadline)
             return SepaCreditTransferRail(base_url=bank.url, account=account,
-                                          store_path=store_path)
+                                          store_path=store_path, booking_deadline=deadline)
         from rails.nacha import AchCreditRail
 
         return AchCreditRail(base_url=bank.url, account=account, store_path=store_path,

@@ -84,6 +84,16 @@ class BankConfig:
     token_file: str = ""
     key_file: str = ""
     poll_interval_ms: int = 500
+    transport: str = "mock-bank"
+    """(sepa) how files reach the bank: ``directory`` (a folder pair an SFTP or EBICS client
+    serves, docs/file-channel.md) or ``mock-bank`` (its HTTP door at `url`; tests only)."""
+    outbox_dir: str = ""
+    """(directory) where payment files are written for the bank; relative to the data dir."""
+    inbox_dir: str = ""
+    """(directory) where the bank's reports and statements arrive; relative to the data dir."""
+    booking_deadline_s: int = 3 * 24 * 3600
+    """(sepa, nacha) a payment no statement shows booked this long after submission is raised
+    as unreconciled (rails/reconcile.py)."""
 
 
 @dataclass(frozen=True, slots=True)
