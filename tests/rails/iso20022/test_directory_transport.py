@@ -142,7 +142,8 @@ async def test_a_sepa_payment_over_the_folders_is_booked_by_the_banks_statement(
             assert record.end_to_end_id in {
                 p["end_to_end_id"] for p in await _bank_payments(bank)}
             read = sorted(p.name for p in (pickup / "processed").iterdir())
-            assert any("camt.054" in n for n in read) and any("pain.002" in n for n in read)
+            assert any("camt.054" in n for n in read)
+            assert any("pain.002" in n for n in read)
             # the file sent is gone from the outbox into the bank's processed folder
             assert [p.name for p in (drop / "processed").iterdir()] == [
                 rail.file_name(rail._store.get("chan-9/payout/0"))]  # type: ignore[arg-type]
