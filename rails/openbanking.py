@@ -12,7 +12,11 @@ One payment is a small resumable flow, and every step is written to the
    :meth:`~OpenBankingRail.status` carries on);
 4. ``POST /domestic-payments`` → ``meta.payment_id``;
 5. poll ``GET /domestic-payments/{id}`` until the status is final (or the poll budget runs out);
-   a ``Rejected`` payment's reason code comes from ``…/payment-details``.
+   a ``Rejected`` payment's reason code comes from ``…/payment-details``;
+6. ``AcceptedSettlementCompleted`` is the bank's word and kept as ``accepted``: the payment is
+   ``booked`` only when our account's transactions (AISP) show the debit with its
+   EndToEndIdentification, amount and currency (:mod:`rails.reconcile`); a difference, or no
+   such transaction by the booking deadline, is ``unreconciled`` with the reason.
 
 A crash (or :class:`~rails.errors.BankUnavailable`) anywhere in between leaves the reservation and
 whatever ids were learnt; the next ``submit``/``status`` with the same key re-sends the *same*
@@ -45,13 +49,14 @@ import re
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 from joserfc.jwk import RSAKey
 
+from rails import reconcile as recon
 from rails.errors import (
     AnswerTooLarge,
     BankProtocolError,
@@ -104,10 +109,13 @@ _PAYMENT_STATUS = {
     "Pending": PaymentStatus.PENDING,
     "AcceptedSettlementInProcess": PaymentStatus.ACCEPTED,
     "AcceptedWithoutPosting": PaymentStatus.ACCEPTED,
-    "AcceptedSettlementCompleted": PaymentStatus.BOOKED,
-    "AcceptedCreditSettlementCompleted": PaymentStatus.BOOKED,
+    "AcceptedSettlementCompleted": PaymentStatus.ACCEPTED,
+    "AcceptedCreditSettlementCompleted": PaymentStatus.ACCEPTED,
     "Rejected": PaymentStatus.REJECTED,
 }
+_OB_FINAL = frozenset({"AcceptedSettlementCompleted", "AcceptedCreditSettlementCompleted",
+                       "Rejected"})
+"""The bank's last word on a payment: polling stops; the statement decides the rest."""
 _CONSENT_STATUSES = ("AwaitingAuthorisation", "Authorised", "Consumed", "Rejected")
 CONSENT_REJECTED = "ConsentRejected"
 """`reason_code` of a payment whose consent the PSU (or the bank) rejected."""
@@ -143,6 +151,8 @@ class OpenBankingConfig:
     poll_interval_s: float = 0.25
     poll_attempts: int = 8
     payment_context: str = "PartyToParty"
+    booking_deadline: timedelta = recon.DEFAULT_BOOKING_DEADLINE
+    """No matching booked transaction this long after submission: ``unreconciled``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,7 +303,8 @@ class OpenBankingRail:
         build_initiation(instruction, ids)  # validate before anything is stored
         meta = {"rail": RAIL_NAME, "end_to_end_id": ids.end_to_end_id,
                 "instruction_id": ids.instruction_id, "consent_key": ids.consent_key,
-                "payment_key": ids.payment_key}
+                "payment_key": ids.payment_key,
+                "submitted_at": datetime.now(UTC).isoformat()}
         stored = self._store.reserve(instruction, meta)
         if stored.record is not None and stored.record.status.final:
             return stored.record
@@ -345,25 +356,37 @@ class OpenBankingRail:
             new_cursor = f"{last.isoformat(timespec='microseconds')}|{','.join(sorted(last_ids))}"
         return CreditPage(tuple(credits), new_cursor)
 
-    async def reconcile(self, statement: Statement | None = None) -> Reconciliation:
+    async def reconcile(self, statement: Statement | None = None, *,
+                        since: date | None = None, until: date | None = None
+                        ) -> Reconciliation:
+        """Our transactions (or `statement`) matched to our payments (:func:`rails.reconcile
+        .match`); with `since`/`until` (inclusive) only what was booked and submitted then."""
         if statement is None:
             statement = await self.fetch_statement()
-        submissions = [s for s in self._store.all() if s.meta.get("rail") == RAIL_NAME]
-        by_e2e = {s.meta["end_to_end_id"]: s for s in submissions}
-        booked: dict[str, StatementEntry] = {}
-        unmatched: list[StatementEntry] = []
-        for entry in statement.entries:
-            sub = by_e2e.get(entry.end_to_end_id or "")
-            if sub is not None and entry.direction is EntryDirection.DEBIT and entry.booked:
-                booked[sub.idempotency_key] = entry
-            else:
-                unmatched.append(entry)
-        outstanding = tuple(
-            s.idempotency_key for s in submissions
-            if s.idempotency_key not in booked
-            and not (s.record is not None and s.record.status is PaymentStatus.REJECTED)
-        )
-        return Reconciliation(booked=booked, outstanding=outstanding, unmatched=tuple(unmatched))
+
+        def in_period(day: date | None) -> bool:
+            return day is None or ((since is None or day >= since)
+                                   and (until is None or day <= until))
+
+        entries = [e for e in statement.entries if in_period(e.booking_date)]
+        expected = []
+        for s in self._store.all():
+            if s.meta.get("rail") != RAIL_NAME or (
+                    s.record is not None and s.record.status is PaymentStatus.REJECTED):
+                continue
+            exp = self._expected(s)
+            if in_period(exp.submitted_at.date() if exp.submitted_at else None):
+                expected.append(exp)
+        matching = recon.match(entries, expected, now=datetime.now(UTC),
+                               deadline=self._config.booking_deadline)
+        booked = {m.key: m.entry for m in matching.matches if m.outcome is recon.Outcome.BOOKED}
+        returned = {m.key: m.entry for m in matching.matches
+                    if m.outcome is recon.Outcome.RETURNED}
+        matched = {m.entry.entry_id for m in matching.matches}
+        return Reconciliation(
+            booked=booked, returned=returned, outstanding=matching.waiting,
+            unmatched=tuple(e for e in entries if e.entry_id not in matched),
+            differences=matching.differences)
 
     async def fetch_statement(self) -> Statement:
         """Our account's transactions (AISP) and booked balance as a neutral Statement."""
@@ -379,26 +402,31 @@ class OpenBankingRail:
                     closing = parse_minor(b["Amount"]["Amount"], currency)
                     if b["CreditDebitIndicator"] == "Debit":
                         closing = -closing
-            entries = []
-            for t in txns:
-                amount = t["Amount"]
-                currency = currency or amount["Currency"]
-                entries.append(StatementEntry(
-                    entry_id=str(t["TransactionId"]),
-                    direction=EntryDirection.CREDIT if t["CreditDebitIndicator"] == "Credit"
-                    else EntryDirection.DEBIT,
-                    amount_minor=parse_minor(amount["Amount"], amount["Currency"]),
-                    currency=amount["Currency"],
-                    booked=t["Status"] == "Booked",
-                    booking_date=_parse_time(t["BookingDateTime"]).date(),
-                    end_to_end_id=(t.get("SupplementaryData") or {}).get(
-                        "EndToEndIdentification"),
-                    reference=t.get("TransactionReference"),
-                ))
         except (KeyError, TypeError, ValueError) as exc:
             raise BankProtocolError(f"statement did not parse: {exc!r}") from exc
+        entries = self._entries(txns)
+        currency = currency or (entries[0].currency if entries else "")
         return Statement(account=self._config.account_id, currency=currency,
                          entries=tuple(entries), closing_balance_minor=closing)
+
+    @staticmethod
+    def _entries(txns: list[dict[str, Any]]) -> list[StatementEntry]:
+        """OB transactions as neutral statement entries (EndToEndIdentification from the
+        SupplementaryData, where the bank puts it)."""
+        try:
+            return [StatementEntry(
+                entry_id=str(t["TransactionId"]),
+                direction=EntryDirection.CREDIT if t["CreditDebitIndicator"] == "Credit"
+                else EntryDirection.DEBIT,
+                amount_minor=parse_minor(t["Amount"]["Amount"], t["Amount"]["Currency"]),
+                currency=t["Amount"]["Currency"],
+                booked=t["Status"] == "Booked",
+                booking_date=_parse_time(t["BookingDateTime"]).date(),
+                end_to_end_id=(t.get("SupplementaryData") or {}).get("EndToEndIdentification"),
+                reference=t.get("TransactionReference"),
+            ) for t in txns]
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise BankProtocolError(f"transactions did not parse: {exc!r}") from exc
 
     async def aclose(self) -> None:
         if self._session is not None:
@@ -453,7 +481,7 @@ class OpenBankingRail:
                                             f"{meta['payment_id']}")
         ob_status = self._payment_field(payment, "Status")
         attempts = 0
-        while not self._map_status(ob_status).final and attempts < self._config.poll_attempts:
+        while ob_status not in _OB_FINAL and attempts < self._config.poll_attempts:
             attempts += 1
             await asyncio.sleep(self._config.poll_interval_s)
             payment = await self._call_json("GET", f"{PISP}/domestic-payments/"
@@ -464,7 +492,31 @@ class OpenBankingRail:
         if status is PaymentStatus.REJECTED:
             code, reason = await self._rejection_reason(meta["payment_id"])
             record = replace(record, reason_code=code, reason=reason)
+        elif ob_status in _OB_FINAL:
+            record = await self._settle(stored, record)
         return self._save(record)
+
+    async def _settle(self, stored: StoredSubmission, record: PaymentRecord) -> PaymentRecord:
+        """What our account's transactions say of a payment the bank calls settled."""
+        expected = self._expected(stored)
+        since = expected.submitted_at - timedelta(days=1) if expected.submitted_at else None
+        entries = self._entries(await self._transactions(since))
+        matching = recon.match(entries, [expected], now=datetime.now(UTC),
+                               deadline=self._config.booking_deadline)
+        said = recon.verdict(matching, stored.idempotency_key)
+        if said.status is None:
+            return record
+        return replace(record, status=said.status, reason_code=said.reason_code,
+                       reason=said.reason)
+
+    @staticmethod
+    def _expected(stored: StoredSubmission) -> recon.Expected:
+        submitted = stored.meta.get("submitted_at")
+        return recon.Expected(
+            key=stored.idempotency_key, end_to_end_id=stored.meta["end_to_end_id"],
+            amount_minor=int(stored.instruction["amount_minor"]),
+            currency=str(stored.instruction["currency"]),
+            submitted_at=datetime.fromisoformat(submitted) if submitted else None)
 
     def _save(self, record: PaymentRecord) -> PaymentRecord:
         self._store.save(record)

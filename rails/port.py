@@ -182,8 +182,12 @@ class Rail(Protocol):
         """Credits booked to our account after `cursor` (all of them when None)."""
         ...
 
-    async def reconcile(self, statement: Statement | None = None) -> Reconciliation:
-        """Match a statement (fetched from the bank when None) against what we submitted."""
+    async def reconcile(self, statement: Statement | None = None, *,
+                        since: date | None = None, until: date | None = None
+                        ) -> Reconciliation:
+        """Match a statement (everything the bank reported when None) against what we
+        submitted (:mod:`rails.reconcile`); `since`/`until` (inclusive) limit it to what was
+        booked and submitted in that period."""
         ...
 
     async def aclose(self) -> None: ...
