@@ -10,6 +10,9 @@ from a node's inbox, each bank file is read once and moved aside, and the money 
 
 from __future__ import annotations
 
+import datetime as dt
+import json
+import subprocess
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -17,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from node.cluster import meterline_argv
 from tests.e2e.channel_run import (
     ACCOUNT_ID,
     DEPOSIT,
@@ -102,5 +106,25 @@ def test_settlement_over_the_directory_channel(
                 read = [p.name for p in (inbox / "processed").iterdir()]
                 assert any(n.startswith("camt.054") for n in read), (who, read)
                 assert list((inbox / "failed").iterdir()) == []
+
+            # `meterline rails reconcile` on the arbiter: both payouts matched to the escrow
+            # account's camt entries by end-to-end id and amount, no difference.
+            today = dt.datetime.now(dt.UTC).date().isoformat()
+            cli = subprocess.run(
+                [*meterline_argv(), "rails", "reconcile", "--data-dir", str(run.arb.directory),
+                 "--since", today, "--json"], capture_output=True, text=True, timeout=60)
+            assert cli.returncode == 0, cli.stderr
+            answer = json.loads(cli.stdout)
+            assert answer["rail"] == "sepa-ct"
+            assert answer["differences"] == []
+            assert sorted(int(m["entry"]["amount_minor"]) for m in answer["matches"]) == sorted(
+                payout.values())
+            assert {m["outcome"] for m in answer["matches"]} == {"booked"}
+            human = subprocess.run(
+                [*meterline_argv(), "rails", "reconcile", "--data-dir", str(run.arb.directory)],
+                capture_output=True, text=True, timeout=60)
+            assert human.returncode == 0, human.stderr
+            assert "no differences" in human.stdout
+            assert f"{payout['carrier'] / 100:.2f} EUR" in human.stdout
     finally:
         postman.stop()
