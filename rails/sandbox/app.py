@@ -620,10 +620,16 @@ async def get_payment_details(request: web.Request) -> web.StreamResponse:
 
 
 def _own_account(request: web.Request, client: ClientRow) -> AccountRow:
+    """The client's own account; another client's is 403 (the bank holds it, this client's
+    access does not cover it), an account the bank does not hold 404."""
     account_id = request.match_info["account_id"]
-    acct = request.app[DB].account(account_id) if account_id in client.account_ids else None
+    acct = request.app[DB].account(account_id)
     if acct is None:
-        raise not_found(f"no account {account_id} for this client", "AccountId")
+        raise not_found(f"no account {account_id}", "AccountId")
+    if account_id not in client.account_ids:
+        raise OBError(403, "UK.OBIE.Resource.ConsentMismatch",
+                      f"account {account_id} is not covered by this client's access",
+                      path="AccountId")
     return acct
 
 
@@ -645,6 +651,13 @@ async def list_accounts(request: web.Request) -> web.StreamResponse:
     db = request.app[DB]
     accounts = [a for a in (db.account(i) for i in client.account_ids) if a is not None]
     return ob_json({"Data": {"Account": [render_account(a) for a in accounts]},
+                    "Links": self_link(request, request.path), "Meta": {"TotalPages": 1}})
+
+
+async def get_account(request: web.Request) -> web.StreamResponse:
+    client = authenticate(request)
+    acct = _own_account(request, client)
+    return ob_json({"Data": {"Account": [render_account(acct)]},
                     "Links": self_link(request, request.path), "Meta": {"TotalPages": 1}})
 
 
@@ -922,6 +935,7 @@ ROUTES = [
     web.get(f"{PISP}/domestic-payments/{{payment_id}}", get_payment),
     web.get(f"{PISP}/domestic-payments/{{payment_id}}/payment-details", get_payment_details),
     web.get(f"{AISP}/accounts", list_accounts),
+    web.get(f"{AISP}/accounts/{{account_id}}", get_account),
     web.get(f"{AISP}/accounts/{{account_id}}/balances", get_balances),
     web.get(f"{AISP}/accounts/{{account_id}}/transactions", get_transactions),
     web.post("/_sandbox/accounts", admin_create_account),
