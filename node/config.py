@@ -81,6 +81,9 @@ class BankConfig:
     """(nacha) the IBAN the bank's camt.054 reports name this account by, if it is not one
     that ends in the account number."""
     client_id: str = ""
+    org_id: str = ""
+    """(openbanking) our OB Directory organisation id; signatures name us ``{org-id}/{ssid}``."""
+    software_statement_id: str = ""
     token_file: str = ""
     key_file: str = ""
     poll_interval_ms: int = 500

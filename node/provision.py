@@ -62,6 +62,8 @@ async def open_sandbox_account(
         "identification": identification,
         "name": name,
         "client_id": client["client_id"],
+        "org_id": client["org_id"],
+        "software_statement_id": client["software_statement_id"],
         "token_file": str(token_file),
         "key_file": str(key.path),
         "poll_interval_ms": 200,

@@ -76,6 +76,7 @@ from rails.ob_jws import (
     import_public_key,
     key_id,
     load_signing_key,
+    ob_issuer,
     public_jwk,
     sign_detached,
     verify_detached,
@@ -99,7 +100,9 @@ from rails.store import IdempotencyStore, SqliteIdempotencyStore, StoredSubmissi
 PISP = "/open-banking/v3.1/pisp"
 AISP = "/open-banking/v3.1/aisp"
 RAIL_NAME = "openbanking"
-BANK_ISSUER = "meterline-sandbox-bank"
+BANK_ISSUER = "0015800000SANDBOX1"
+"""The sandbox bank's OB Directory org id: the ``iss`` of its signatures (an ASPSP signs as
+``{org-id}``)."""
 
 _OB_SCHEME = {
     AccountScheme.SORT_CODE: "UK.OBIE.SortCodeAccountNumber",
@@ -137,6 +140,10 @@ class OpenBankingConfig:
     access_token: str = field(repr=False)
     key_file: Path
     account_id: str
+    org_id: str = ""
+    """Our organisation's OB Directory id; with `software_statement_id` the ``iss`` of every
+    signature we send (``{org-id}/{software-statement-id}``, :func:`rails.ob_jws.ob_issuer`)."""
+    software_statement_id: str = ""
     store_path: Path | None = None
     kid: str | None = None
     """Defaults to the key's RFC 7638 thumbprint (what the sandbox registers it under)."""
@@ -285,6 +292,7 @@ class OpenBankingRail:
                  observer: Callable[[Exchange], None] | None = None) -> None:
         if store is None and config.store_path is None:
             raise ValueError("give the adapter a store or a store_path")
+        self._issuer = ob_issuer(config.org_id, config.software_statement_id)
         self._config = config
         self._own_store = store is None
         self._store: IdempotencyStore = store if store is not None else \
@@ -634,7 +642,7 @@ class OpenBankingRail:
             if raw is not None:
                 headers["Content-Type"] = "application/json"
                 headers["x-jws-signature"] = sign_detached(raw, self._key, kid=self._kid,
-                                                           issuer=cfg.client_id)
+                                                           issuer=self._issuer)
                 if idem_key is not None:
                     headers["x-idempotency-key"] = idem_key
             try:

@@ -30,6 +30,7 @@ from rails.ob_jws import (
     import_public_key,
     key_id,
     load_signing_key,
+    ob_issuer,
     public_jwk,
     sign_detached,
     verify_detached,
@@ -52,7 +53,8 @@ log = structlog.get_logger("meterline.bank")
 
 PISP = "/open-banking/v3.1/pisp"
 AISP = "/open-banking/v3.1/aisp"
-BANK_ISSUER = "meterline-sandbox-bank"
+BANK_ISSUER = "0015800000SANDBOX1"
+"""The bank's OB Directory org id: its signatures' ``iss`` (an ASPSP signs as ``{org-id}``)."""
 SUPPORTED_SCHEMES = ("UK.OBIE.SortCodeAccountNumber", "UK.OBIE.IBAN")
 _AMOUNT = re.compile(r"^\d{1,13}$|^\d{1,13}\.\d{1,5}$")
 _IDEM_KEY = re.compile(r"^(?!\s)(.*)(\S)$")
@@ -151,7 +153,7 @@ async def signed_json_body(request: web.Request, client: ClientRow) -> dict[str,
     raw = await request.read()
     try:
         verify_detached(request.headers.get("x-jws-signature"), raw,
-                        import_public_key(client.jwk), kid=client.kid, issuer=client.client_id)
+                        import_public_key(client.jwk), kid=client.kid, issuer=client.issuer)
     except SignatureError as exc:
         raise bad_request(exc.code, str(exc), "x-jws-signature") from exc
     try:
@@ -846,6 +848,12 @@ async def admin_register_client(request: web.Request) -> web.StreamResponse:
         raise AdminError(400, "account_ids must be a list of account ids")
     client_id = admin_str(body, "client_id", new_id("tpp"))
     kid = admin_str(body, "kid", key_id(key))
+    org_id = admin_str(body, "org_id", "0015800001" + secrets.token_hex(4).upper())
+    ssid = admin_str(body, "software_statement_id", secrets.token_hex(11))
+    try:
+        ob_issuer(org_id, ssid)
+    except ValueError as exc:
+        raise AdminError(400, str(exc)) from exc
     token = secrets.token_urlsafe(32)
     with db.transaction():
         for a in account_ids:
@@ -854,10 +862,12 @@ async def admin_register_client(request: web.Request) -> web.StreamResponse:
         if db.client_exists(client_id):
             raise AdminError(409, f"client {client_id} exists")
         db.create_client(ClientRow(client_id, admin_str(body, "name", client_id), kid,
-                                   public_jwk(key), tuple(account_ids)), token_digest(token))
+                                   public_jwk(key), tuple(account_ids), org_id, ssid),
+                         token_digest(token))
     log.info("client_registered", registered_client=client_id, kid=kid)
     return web.json_response({"client_id": client_id, "access_token": token, "kid": kid,
-                              "account_ids": account_ids}, status=201)
+                              "account_ids": account_ids, "org_id": org_id,
+                              "software_statement_id": ssid}, status=201)
 
 
 async def admin_consent_decision(request: web.Request) -> web.StreamResponse:

@@ -166,10 +166,17 @@ class Party:
     token: str
     key_file: Path
     store_path: Path
+    org_id: str = ""
+    software_statement_id: str = ""
+
+    @property
+    def issuer(self) -> str:
+        return f"{self.org_id}/{self.software_statement_id}"
 
     def config(self, **overrides: Any) -> OpenBankingConfig:
         values: dict[str, Any] = {
             "base_url": self.bank.url, "client_id": self.client_id,
+            "org_id": self.org_id, "software_statement_id": self.software_statement_id,
             "access_token": self.token, "key_file": self.key_file,
             "account_id": self.account_id, "store_path": self.store_path,
             "poll_interval_s": 0.05, "backoff_s": 0.05, "request_timeout_s": 5.0,
@@ -194,7 +201,8 @@ def make_party(bank: Bank, tmp: Path, account_id: str, name: str, identification
         "name": name, "jwk": key.public_jwk, "account_ids": [account_id]})
     assert reg["kid"] == key.kid
     return Party(bank, account_id, Account(name, scheme, identification), reg["client_id"],
-                 reg["access_token"], key.path, tmp / f"{account_id}-rail.sqlite3")
+                 reg["access_token"], key.path, tmp / f"{account_id}-rail.sqlite3",
+                 reg["org_id"], reg["software_statement_id"])
 
 
 @pytest.fixture
@@ -248,7 +256,7 @@ class RawClient:
         self.kid = key_id(self.key)
 
     def sign(self, raw: bytes) -> str:
-        return sign_detached(raw, self.key, kid=self.kid, issuer=self.party.client_id)
+        return sign_detached(raw, self.key, kid=self.kid, issuer=self.party.issuer)
 
     async def request(self, method: str, path: str, body: Any = None, *,
                       idem_key: str | None = None, signature: str | bool | None = True,
