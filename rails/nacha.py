@@ -24,13 +24,13 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
+from rails.bai2 import parse_bai2
 from rails.errors import BankProtocolError, Finding, InvalidInstruction
 from rails.filebank import RANK, FileBankRail, HighestStatus, utcnow
 from rails.iso20022.reports import parse_camt054
 from rails.port import (
     Account,
     AccountScheme,
-    EntryDirection,
     PaymentInstruction,
     PaymentRecord,
     PaymentStatus,
@@ -38,6 +38,7 @@ from rails.port import (
     StatementEntry,
     validate_instruction_basics,
 )
+from rails.reconcile import one_view
 from rails.store import IdempotencyStore, StoredSubmission
 
 RECORD_LEN = 94
@@ -636,7 +637,7 @@ class AchCreditRail(FileBankRail):
     content_type = CONTENT_TYPE
     parsers: ClassVar[Mapping[str, Callable[[bytes], Any]]] = {
         "nacha.ack": parse_acknowledgement, "camt.054": parse_camt054,
-        "nacha.return": parse_return_file,
+        "nacha.return": parse_return_file, "bai2.statement": parse_bai2,
     }
     reconcile_saves = False
 
@@ -793,19 +794,22 @@ class AchCreditRail(FileBankRail):
             if RANK[fold.best.status] < RANK[PaymentStatus.REJECTED]:
                 return rejected
             return fold.best
-        for _, reports in await self._fetch("camt.054"):
-            for rep in reports:
-                for entry in rep.entries:
-                    if (entry.end_to_end_id == iid and entry.booked
-                            and entry.direction is EntryDirection.DEBIT):
-                        fold.consider(self._record(stored, PaymentStatus.BOOKED))
         for _, returns in await self._fetch("nacha.return"):
             for ret in returns:
                 if ret.individual_id == iid:
                     fold.consider(self._record(stored, PaymentStatus.RETURNED,
                                                code=ret.reason_code,
                                                reason="returned by the RDFI"))
+        # after the return file: its R code, not the statement's, says why money came back
+        self._settle(stored, fold, await self._statement_entries())
         return fold.best
+
+    async def _statement_entries(self) -> list[StatementEntry]:
+        """camt.054 notifications and BAI2 statements, each booking once (rails.reconcile)."""
+        stated = [e.to_port() for _, reports in await self._fetch("bai2.statement")
+                  for rep in reports if rep.account == self.account.identification
+                  or self._ours(rep) for e in rep.entries]
+        return one_view(await super()._statement_entries(), stated)
 
     async def _default_statement(self) -> Statement:
         """The camt.054 bookings for our account, standing in for a statement (mock-bank sends

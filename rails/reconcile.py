@@ -172,6 +172,29 @@ def match(entries: Iterable[StatementEntry], expected: Iterable[Expected], *,
     return Matching(tuple(matches), tuple(differences), tuple(waiting))
 
 
+def one_view(*sources: Iterable[StatementEntry]) -> list[StatementEntry]:
+    """The entries of several reports of one account in different formats (a camt.054 and a
+    BAI2 statement), with each booking once: an entry of a later source that matches one of
+    an earlier source (direction, end-to-end id, amount, currency, booking day) is that same
+    booking, as often as the earlier source shows it. A booking a later source shows more
+    often stays more often (a duplicate debit is not hidden)."""
+    def shape(e: StatementEntry) -> tuple[object, ...]:
+        return (e.direction, e.end_to_end_id, e.amount_minor, e.currency, e.booking_date,
+                e.booked)
+
+    out: list[StatementEntry] = []
+    for source in sources:
+        seen: dict[tuple[object, ...], int] = {}
+        for e in out:
+            seen[shape(e)] = seen.get(shape(e), 0) + 1
+        for e in source:
+            if seen.get(shape(e), 0) > 0:
+                seen[shape(e)] -= 1
+                continue
+            out.append(e)
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class Verdict:
     status: PaymentStatus | None

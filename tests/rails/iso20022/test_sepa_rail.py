@@ -58,6 +58,8 @@ async def test_submit_books_and_every_answer_names_our_end_to_end_id(
     assert set(recon.booked) == {"chan-1/close"}
     assert recon.booked["chan-1/close"].amount_minor == 12_345
     assert recon.outstanding == ()
+    # the camt.054 and the camt.053 show one booking (one entry reference), not two
+    assert recon.differences == ()
     camt053 = [m for m in await bank.messages("camt.053") if record.end_to_end_id in m["body"]]
     assert camt053
     assert _xsd("camt.053.001.08").is_valid(camt053[0]["body"])
