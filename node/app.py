@@ -76,15 +76,13 @@ def build_rail(config: Config) -> Rail | None:
     if bank.rail == "openbanking":
         from rails.openbanking import OpenBankingConfig, OpenBankingRail
 
-        token_file = Path(bank.token_file) if bank.token_file else None
-        if not (bank.client_id and token_file and bank.key_file and bank.account_id
+        if not (bank.client_id and bank.key_file and bank.account_id
                 and bank.org_id and bank.software_statement_id):
             raise ConfigError("[bank] rail openbanking needs client_id, org_id, "
-                              "software_statement_id, token_file, key_file and account_id")
+                              "software_statement_id, key_file and account_id")
         return OpenBankingRail(OpenBankingConfig(
             base_url=bank.url, client_id=bank.client_id, org_id=bank.org_id,
-            software_statement_id=bank.software_statement_id,
-            access_token=token_file.read_text().strip(), key_file=Path(bank.key_file),
+            software_statement_id=bank.software_statement_id, key_file=Path(bank.key_file),
             account_id=bank.account_id, store_path=config.data_dir / "rail-openbanking.sqlite",
             poll_attempts=4, poll_interval_s=0.1))
     if bank.rail in ("sepa", "nacha"):

@@ -23,7 +23,9 @@ whatever ids were learnt; the next ``submit``/``status`` with the same key re-se
 bodies under the *same* ``x-idempotency-key``, which the bank answers with the resource it already
 made. So a restart never creates a second consent or payment.
 
-Transport: an :class:`aiohttp.ClientSession` owned by the adapter; a bearer token; a detached PS256
+Transport: an :class:`aiohttp.ClientSession` owned by the adapter; OAuth 2.0 bearer tokens
+(:mod:`rails.ob_oauth`: client credentials with ``private_key_jwt``, refreshed before they expire
+and after a 401; a PSU-authorised consent's own token for its payment); a detached PS256
 ``x-jws-signature`` over every request body (:mod:`rails.ob_jws`); a fresh
 ``x-fapi-interaction-id`` per call, which the bank must echo. Timeouts, connection errors, 5xx,
 429 and answers longer than the read limit (:mod:`rails.http`: 1 MiB, 16 MiB for an account's
@@ -48,7 +50,7 @@ import json
 import re
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -81,6 +83,7 @@ from rails.ob_jws import (
     sign_detached,
     verify_detached,
 )
+from rails.ob_oauth import TokenClient, authorisation_url
 from rails.port import (
     Account,
     AccountScheme,
@@ -128,8 +131,9 @@ CONSENT_REJECTED = "ConsentRejected"
 class OpenBankingConfig:
     """Everything the node needs to pay by bank from one account.
 
-    `base_url` is the bank's origin (``http://127.0.0.1:8700``); `client_id` and `access_token`
-    come from registering the TPP with the bank (``POST /_sandbox/clients`` on the sandbox);
+    `base_url` is the bank's origin (``http://127.0.0.1:8700``); `client_id`, `org_id` and
+    `software_statement_id` come from registering the TPP with the bank (``POST
+    /_sandbox/clients`` on the sandbox); tokens are asked for with `key_file`'s key;
     `key_file` is the TPP's private key (see :func:`generate_key_pair`); `account_id` is the
     bank's AccountId of our own account (AISP reads, statements). `store_path` is the adapter's
     own idempotency file, used when no store is handed to the adapter.
@@ -137,7 +141,6 @@ class OpenBankingConfig:
 
     base_url: str
     client_id: str
-    access_token: str = field(repr=False)
     key_file: Path
     account_id: str
     org_id: str = ""
@@ -303,6 +306,11 @@ class OpenBankingRail:
         self._observer = observer
         self._session: aiohttp.ClientSession | None = None
         self._base = config.base_url.rstrip("/")
+        self._tokens = TokenClient(self._base, config.client_id, self._key, self._kid,
+                                   session=self._http, timeout_s=config.request_timeout_s,
+                                   attempts=config.max_attempts, backoff_s=config.backoff_s)
+        self._consent_tokens: dict[str, str] = {}
+        """Consent id → the token the PSU's authorisation of it gave (memory only)."""
 
     # -- the port --------------------------------------------------------------------------
 
@@ -436,6 +444,29 @@ class OpenBankingRail:
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise BankProtocolError(f"transactions did not parse: {exc!r}") from exc
 
+    # -- the PSU's authorisation of a consent ----------------------------------------------
+
+    def authorisation_url(self, idempotency_key: str, *, redirect_uri: str, state: str) -> str:
+        """Where to send the PSU to authorise this payment's consent (after :meth:`submit`
+        answered ``pending`` with the consent awaiting authorisation)."""
+        stored = self._store.get(idempotency_key)
+        if stored is None or "consent_id" not in stored.meta:
+            raise UnknownPayment(f"no consent for {idempotency_key!r} yet")
+        return authorisation_url(self._base, client_id=self._config.client_id,
+                                 consent_id=stored.meta["consent_id"],
+                                 redirect_uri=redirect_uri, state=state)
+
+    async def authorised(self, idempotency_key: str, *, code: str, redirect_uri: str
+                         ) -> PaymentRecord:
+        """The PSU authorised the consent and the bank redirected back with `code`: trade it
+        for the consent's token and carry on with the payment."""
+        stored = self._store.get(idempotency_key)
+        if stored is None or "consent_id" not in stored.meta:
+            raise UnknownPayment(f"no consent for {idempotency_key!r} yet")
+        token, _ = await self._tokens.exchange_code(code, redirect_uri)
+        self._consent_tokens[stored.meta["consent_id"]] = token
+        return await self._advance(stored, 0.0)
+
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
@@ -481,7 +512,7 @@ class OpenBankingRail:
             payment = await self._post(
                 f"{PISP}/domestic-payments", ids.payment_key,
                 {"Data": {"ConsentId": meta["consent_id"], "Initiation": initiation},
-                 "Risk": risk})
+                 "Risk": risk}, token=self._consent_tokens.get(meta["consent_id"]))
             meta["payment_id"] = self._payment_field(payment, "DomesticPaymentId")
             self._store.update_meta(instruction.idempotency_key, meta)
         else:
@@ -609,8 +640,10 @@ class OpenBankingRail:
 
     # -- HTTP ------------------------------------------------------------------------------
 
-    async def _post(self, path: str, idem_key: str, body: dict[str, Any]) -> dict[str, Any]:
-        status, data = await self._call("POST", path, body=body, idem_key=idem_key)
+    async def _post(self, path: str, idem_key: str, body: dict[str, Any], *,
+                    token: str | None = None) -> dict[str, Any]:
+        status, data = await self._call("POST", path, body=body, idem_key=idem_key,
+                                        token=token)
         if status != 201:
             raise BankProtocolError(f"POST {path} answered {status}, expected 201")
         return data
@@ -624,18 +657,23 @@ class OpenBankingRail:
     async def _call(self, method: str, path: str, *, body: dict[str, Any] | None = None,
                     idem_key: str | None = None,
                     query: dict[str, str] | None = None,
-                    limit: int = JSON_ANSWER_LIMIT) -> tuple[int, dict[str, Any]]:
+                    limit: int = JSON_ANSWER_LIMIT,
+                    token: str | None = None) -> tuple[int, dict[str, Any]]:
         """One logical call: retried on timeouts, 5xx, 429 and answers longer than `limit`;
         2xx JSON returned; the rest raised as typed errors."""
         cfg = self._config
         raw = json.dumps(body, separators=(",", ":")).encode() if body is not None else None
         interaction = str(uuid.uuid4())
         last_problem = "no attempt made"
-        for attempt in range(cfg.max_attempts):
+        refreshed = False
+        attempt = 0
+        while attempt < cfg.max_attempts:
             if attempt:
                 await asyncio.sleep(min(cfg.backoff_s * 2 ** (attempt - 1), 5.0))
+            attempt += 1
+            bearer = token if token is not None else await self._tokens.token()
             headers = {
-                "Authorization": f"Bearer {cfg.access_token}",
+                "Authorization": f"Bearer {bearer}",
                 "x-fapi-interaction-id": interaction,
                 "Accept": "application/json",
             }
@@ -658,6 +696,12 @@ class OpenBankingRail:
                 self._observe(method, path, query, headers, raw, 0, {}, b"")
                 continue
             self._observe(method, path, query, headers, raw, status, resp_headers, payload)
+            if status == 401 and token is None and not refreshed:
+                # revoked or expired early: one more try with a new token, not a retry
+                self._tokens.invalidate()
+                refreshed = True
+                attempt -= 1
+                continue
             if status >= 500 or status == 429:
                 last_problem = f"HTTP {status}"
                 continue

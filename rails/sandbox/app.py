@@ -35,6 +35,8 @@ from rails.ob_jws import (
     sign_detached,
     verify_detached,
 )
+from rails.sandbox import auth
+from rails.sandbox.auth import AUTHORITY, Authority
 from rails.sandbox.db import (
     AccountRow,
     BankDB,
@@ -65,6 +67,8 @@ _ACCOUNT_ID = re.compile(r"^[A-Za-z0-9._-]{1,40}$")
 class BankConfig:
     data_dir: Path
     manual_approval: bool = False
+    token_ttl_s: int = 3600
+    """How long an access token from ``POST /as/token`` is good for."""
 
 
 @dataclass(slots=True)
@@ -110,6 +114,8 @@ FAULTS = web.AppKey("faults", FaultBook)
 SIGNER = web.AppKey("signer", Signer)
 REJECT = "meterline.reject"
 CLIENT = "meterline.client"
+TOKEN_CONSENT = "meterline.token_consent"
+"""The consent the request's token is bound to (an authorisation-code token), or None."""
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -136,15 +142,15 @@ def self_link(request: web.Request, path: str) -> dict[str, str]:
 
 
 def authenticate(request: web.Request) -> ClientRow:
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    client = None
-    if scheme.lower() == "bearer" and token:
-        client = request.app[DB].client_by_token(token_digest(token.strip()))
-    if client is None:
-        raise OBError(401, "UK.OBIE.Header.Invalid", "missing or unknown bearer token",
+    """The client an OAuth access token (rails.sandbox.auth) was issued to; 401 without one,
+    with an unknown one, or with an expired one."""
+    issued = request.app[AUTHORITY].bearer(request.headers.get("Authorization", ""))
+    client = request.app[DB].client(issued.client_id) if issued is not None else None
+    if client is None or issued is None:
+        raise OBError(401, "UK.OBIE.Header.Invalid", "missing, unknown or expired bearer token",
                       path="Authorization")
     request[CLIENT] = client.client_id
+    request[TOKEN_CONSENT] = issued.consent_id
     structlog.contextvars.bind_contextvars(client_id=client.client_id)
     return client
 
@@ -529,6 +535,11 @@ async def create_payment(request: web.Request) -> web.StreamResponse:
             log.info("payment_replayed", payment_id=existing)
             return ob_json(render_payment(request, payment, consent, debtor), 201)
         consent = _own_consent(request, client, consent_id)
+        if (consent_id in request.app[AUTHORITY].psu_authorised
+                and request[TOKEN_CONSENT] != consent_id):
+            raise OBError(403, "UK.OBIE.Resource.ConsentMismatch",
+                          "the PSU authorised this consent: pay with the token its "
+                          "authorisation code gave", path="Authorization")
         if consent.status != "Authorised":
             raise bad_request("UK.OBIE.Resource.InvalidConsentStatus",
                               f"consent is {consent.status}, not Authorised", "Data.ConsentId")
@@ -854,7 +865,7 @@ async def admin_register_client(request: web.Request) -> web.StreamResponse:
         ob_issuer(org_id, ssid)
     except ValueError as exc:
         raise AdminError(400, str(exc)) from exc
-    token = secrets.token_urlsafe(32)
+    unused = secrets.token_urlsafe(32)  # the ledger's token column; access is by OAuth now
     with db.transaction():
         for a in account_ids:
             if db.account(a) is None:
@@ -863,9 +874,9 @@ async def admin_register_client(request: web.Request) -> web.StreamResponse:
             raise AdminError(409, f"client {client_id} exists")
         db.create_client(ClientRow(client_id, admin_str(body, "name", client_id), kid,
                                    public_jwk(key), tuple(account_ids), org_id, ssid),
-                         token_digest(token))
+                         token_digest(unused))
     log.info("client_registered", registered_client=client_id, kid=kid)
-    return web.json_response({"client_id": client_id, "access_token": token, "kid": kid,
+    return web.json_response({"client_id": client_id, "kid": kid,
                               "account_ids": account_ids, "org_id": org_id,
                               "software_statement_id": ssid}, status=201)
 
@@ -973,6 +984,7 @@ async def _ledger(app: web.Application) -> AsyncIterator[None]:
     config.data_dir.mkdir(parents=True, exist_ok=True)
     app[DB] = BankDB(config.data_dir / "bank.sqlite3")
     app[SIGNER] = _bank_signer(config.data_dir)
+    app[AUTHORITY] = Authority(app[DB], config.token_ttl_s)
     log.info("ledger_open", path=str(config.data_dir / "bank.sqlite3"),
              manual_approval=config.manual_approval)
     yield
@@ -985,4 +997,5 @@ def create_app(config: BankConfig) -> web.Application:
     app[FAULTS] = FaultBook()
     app.cleanup_ctx.append(_ledger)
     app.add_routes(ROUTES)
+    app.add_routes(auth.ROUTES)
     return app

@@ -314,9 +314,9 @@ class BankDB:
             [(row.client_id, a) for a in row.account_ids],
         )
 
-    def client_by_token(self, token_sha256: str) -> ClientRow | None:
-        r = self._db.execute("SELECT * FROM client WHERE token_sha256 = ?",
-                             (token_sha256,)).fetchone()
+    def client(self, client_id: str) -> ClientRow | None:
+        r = self._db.execute("SELECT * FROM client WHERE client_id = ?",
+                             (client_id,)).fetchone()
         if r is None:
             return None
         accounts = tuple(a[0] for a in self._db.execute(
