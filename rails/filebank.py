@@ -36,6 +36,7 @@ import base64
 import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -349,19 +350,11 @@ class FileBankRail(ABC):
 
     # -- settlement and reconciliation ------------------------------------------------------
 
-    def _expected(self, stored: StoredSubmission) -> recon.Expected:
-        submitted = stored.meta.get("submitted_at")
-        return recon.Expected(
-            key=stored.idempotency_key, end_to_end_id=stored.meta["end_to_end_id"],
-            amount_minor=int(stored.instruction["amount_minor"]),
-            currency=str(stored.instruction["currency"]),
-            submitted_at=datetime.fromisoformat(submitted) if submitted else None)
-
     def _settle(self, stored: StoredSubmission, fold: HighestStatus,
                 entries: Iterable[StatementEntry]) -> None:
         """Fold in what our account's statement entries say of one payment: booked (settled),
         returned, or unreconciled with the reason (:func:`rails.reconcile.verdict`)."""
-        matching = recon.match(entries, [self._expected(stored)], now=self._clock(),
+        matching = recon.match(entries, [recon.expected_of(stored)], now=self._clock(),
                                deadline=self.booking_deadline)
         said = recon.verdict(matching, stored.idempotency_key)
         if said.status is not None:
@@ -379,47 +372,24 @@ class FileBankRail(ABC):
         rejected or returned and still within the booking deadline; `differences` what the
         operator must look at (never settled silently).
         """
-        if statement is None:
-            entries = await self._statement_entries()
-        else:
-            entries = list(statement.entries)
-
-        def in_period(day: date | None) -> bool:
-            return day is None or ((since is None or day >= since)
-                                   and (until is None or day <= until))
-
-        entries = [e for e in entries if in_period(e.booking_date)]
-        subs = {}
-        for sub in self._store.all():
-            if sub.meta.get("rail") != self.name:
-                continue
-            status = sub.record.status if sub.record else PaymentStatus.PENDING
-            expected = self._expected(sub)
-            if status is PaymentStatus.REJECTED or not in_period(
-                    expected.submitted_at.date() if expected.submitted_at else None):
-                continue
-            subs[sub.idempotency_key] = (sub, expected)
-        matching = recon.match(entries, [e for _, e in subs.values()], now=self._clock(),
-                               deadline=self.booking_deadline)
-        booked = {m.key: m.entry for m in matching.matches if m.outcome is recon.Outcome.BOOKED}
-        returned = {m.key: m.entry for m in matching.matches
-                    if m.outcome is recon.Outcome.RETURNED}
+        entries = (await self._statement_entries() if statement is None
+                   else list(statement.entries))
+        subs = {s.idempotency_key: s for s in self._store.all() if s.meta.get("rail") == self.name}
+        matching, result = recon.reconcile_period(
+            entries, subs.values(), now=self._clock(), deadline=self.booking_deadline,
+            since=since, until=until)
         for key in {m.key for m in matching.matches} | {d.key for d in matching.differences
                                                          if d.key is not None}:
             said = recon.verdict(matching, key)
             if said.status is not None:
-                self._promote(subs[key][0], said.status, said.reason_code, said.reason)
+                self._promote(subs[key], said.status, said.reason_code, said.reason)
         outstanding = []
-        for key in matching.waiting:
+        for key in result.outstanding:
             fresh = self._store.get(key)
             status = fresh.record.status if fresh and fresh.record else PaymentStatus.PENDING
             if status in (PaymentStatus.PENDING, PaymentStatus.ACCEPTED):
                 outstanding.append(key)
-        matched = {m.entry.entry_id for m in matching.matches}
-        return Reconciliation(
-            booked=booked, returned=returned, outstanding=tuple(outstanding),
-            unmatched=tuple(e for e in entries if e.entry_id not in matched),
-            differences=matching.differences)
+        return replace(result, outstanding=tuple(outstanding))
 
     def _promote(self, sub: StoredSubmission, status: PaymentStatus, code: str | None,
                  reason: str | None = None) -> None:

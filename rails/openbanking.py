@@ -379,30 +379,11 @@ class OpenBankingRail:
         .match`); with `since`/`until` (inclusive) only what was booked and submitted then."""
         if statement is None:
             statement = await self.fetch_statement()
-
-        def in_period(day: date | None) -> bool:
-            return day is None or ((since is None or day >= since)
-                                   and (until is None or day <= until))
-
-        entries = [e for e in statement.entries if in_period(e.booking_date)]
-        expected = []
-        for s in self._store.all():
-            if s.meta.get("rail") != RAIL_NAME or (
-                    s.record is not None and s.record.status is PaymentStatus.REJECTED):
-                continue
-            exp = self._expected(s)
-            if in_period(exp.submitted_at.date() if exp.submitted_at else None):
-                expected.append(exp)
-        matching = recon.match(entries, expected, now=datetime.now(UTC),
-                               deadline=self._config.booking_deadline)
-        booked = {m.key: m.entry for m in matching.matches if m.outcome is recon.Outcome.BOOKED}
-        returned = {m.key: m.entry for m in matching.matches
-                    if m.outcome is recon.Outcome.RETURNED}
-        matched = {m.entry.entry_id for m in matching.matches}
-        return Reconciliation(
-            booked=booked, returned=returned, outstanding=matching.waiting,
-            unmatched=tuple(e for e in entries if e.entry_id not in matched),
-            differences=matching.differences)
+        _, result = recon.reconcile_period(
+            statement.entries, [s for s in self._store.all() if s.meta.get("rail") == RAIL_NAME],
+            now=datetime.now(UTC), deadline=self._config.booking_deadline,
+            since=since, until=until)
+        return result
 
     async def fetch_statement(self) -> Statement:
         """Our account's transactions (AISP) and booked balance as a neutral Statement."""
@@ -537,7 +518,7 @@ class OpenBankingRail:
 
     async def _settle(self, stored: StoredSubmission, record: PaymentRecord) -> PaymentRecord:
         """What our account's transactions say of a payment the bank calls settled."""
-        expected = self._expected(stored)
+        expected = recon.expected_of(stored)
         since = expected.submitted_at - timedelta(days=1) if expected.submitted_at else None
         entries = self._entries(await self._transactions(since))
         matching = recon.match(entries, [expected], now=datetime.now(UTC),
@@ -548,14 +529,6 @@ class OpenBankingRail:
         return replace(record, status=said.status, reason_code=said.reason_code,
                        reason=said.reason)
 
-    @staticmethod
-    def _expected(stored: StoredSubmission) -> recon.Expected:
-        submitted = stored.meta.get("submitted_at")
-        return recon.Expected(
-            key=stored.idempotency_key, end_to_end_id=stored.meta["end_to_end_id"],
-            amount_minor=int(stored.instruction["amount_minor"]),
-            currency=str(stored.instruction["currency"]),
-            submitted_at=datetime.fromisoformat(submitted) if submitted else None)
 
     def _save(self, record: PaymentRecord) -> PaymentRecord:
         self._store.save(record)

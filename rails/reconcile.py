@@ -30,9 +30,10 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
-from rails.port import EntryDirection, PaymentStatus, StatementEntry
+from rails.port import EntryDirection, PaymentStatus, Reconciliation, StatementEntry
+from rails.store import StoredSubmission
 
 DEFAULT_BOOKING_DEADLINE = timedelta(days=3)
 """How long after submission a payment may go without a booked statement entry before it is
@@ -193,6 +194,45 @@ def one_view(*sources: Iterable[StatementEntry]) -> list[StatementEntry]:
                 continue
             out.append(e)
     return out
+
+
+def expected_of(stored: StoredSubmission) -> Expected:
+    """What a submission kept by an adapter's store expects the statement to show (its
+    ``meta`` carries the end-to-end id and, from this version on, ``submitted_at``)."""
+    submitted = stored.meta.get("submitted_at")
+    return Expected(key=stored.idempotency_key, end_to_end_id=stored.meta["end_to_end_id"],
+                    amount_minor=int(stored.instruction["amount_minor"]),
+                    currency=str(stored.instruction["currency"]),
+                    submitted_at=datetime.fromisoformat(submitted) if submitted else None)
+
+
+def in_period(day: date | None, since: date | None, until: date | None) -> bool:
+    """Whether `day` is in the inclusive period (an unknown day is in every period)."""
+    return day is None or ((since is None or day >= since) and (until is None or day <= until))
+
+
+def reconcile_period(entries: Iterable[StatementEntry], submissions: Iterable[StoredSubmission],
+                     *, now: datetime, deadline: timedelta, since: date | None = None,
+                     until: date | None = None) -> tuple[Matching, Reconciliation]:
+    """A rail's reconciliation for a period: entries booked and (not rejected) submissions
+    made in it, matched; `outstanding` is every submission still waiting (an adapter may
+    narrow it with what it knows of their status)."""
+    booked_in = [e for e in entries if in_period(e.booking_date, since, until)]
+    expected = []
+    for sub in submissions:
+        if sub.record is not None and sub.record.status is PaymentStatus.REJECTED:
+            continue
+        exp = expected_of(sub)
+        if in_period(exp.submitted_at.date() if exp.submitted_at else None, since, until):
+            expected.append(exp)
+    matching = match(booked_in, expected, now=now, deadline=deadline)
+    matched = {m.entry.entry_id for m in matching.matches}
+    return matching, Reconciliation(
+        booked={m.key: m.entry for m in matching.matches if m.outcome is Outcome.BOOKED},
+        returned={m.key: m.entry for m in matching.matches if m.outcome is Outcome.RETURNED},
+        outstanding=matching.waiting,
+        unmatched=tuple(e for e in booked_in if e.entry_id not in matched),
+        differences=matching.differences)
 
 
 @dataclass(frozen=True, slots=True)
