@@ -85,6 +85,8 @@ class BankConfig:
     """(openbanking) our OB Directory organisation id; signatures name us ``{org-id}/{ssid}``."""
     software_statement_id: str = ""
     token_file: str = ""
+    """No longer read: Open Banking tokens are fetched by OAuth with `key_file`'s key (kept so
+    an older config.toml still loads)."""
     key_file: str = ""
     poll_interval_ms: int = 500
     transport: str = "mock-bank"
