@@ -456,10 +456,25 @@ class DropFolder:
         self.drop = drop
 
     def posted(self) -> list[bytes]:
-        files = [p for folder in (self.drop, self.drop / "processed") if folder.is_dir()
-                 for p in folder.iterdir()
-                 if p.is_file() and not p.name.startswith(".") and p.suffix == ".xml"]
-        return [p.read_bytes() for p in sorted(files, key=lambda p: p.name)]
+        """Every file, wherever mock-bank has it: waiting, claimed (``<name>.processing``, which
+        it may book before moving it) or processed. Looked for in that order, so a file that
+        moves on while we look is found further along; one that vanishes mid-read is read
+        where it went."""
+        found: dict[str, bytes] = {}
+        for folder in (self.drop, self.drop / "processed"):
+            if not folder.is_dir():
+                continue
+            for p in sorted(folder.iterdir()):
+                name = p.name.removesuffix(".processing")
+                if name.startswith(".") or not name.endswith(".xml") or name in found:
+                    continue
+                try:
+                    found[name] = p.read_bytes()
+                except FileNotFoundError:
+                    moved = self.drop / "processed" / name
+                    if moved.exists():
+                        found[name] = moved.read_bytes()
+        return [found[n] for n in sorted(found)]
 
 
 class Postman:
