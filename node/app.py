@@ -10,8 +10,6 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import AsyncIterator
-from datetime import timedelta
-from pathlib import Path
 
 import structlog
 from aiohttp import web
@@ -47,71 +45,24 @@ from node.storage.models import Outbox as OutboxRow
 from node.transfers import Transfers
 from node.watch import ArbiterWatch
 from protocol.messages import CooperativeClose
-from rails.errors import RailError
+from rails import registry
 from rails.httpserver import BoundedAppRunner, ServerTimeouts
 from rails.port import Rail
-from rails.transport_directory import DirectoryTransport
+from rails.settings import RailConfigError
 
 log = structlog.get_logger()
 
 
-def directory_transport(config: Config, rail: str) -> DirectoryTransport:
-    """[bank] transport = "directory": the folder pair, relative to the data dir."""
-    bank = config.bank
-    if not (bank.outbox_dir and bank.inbox_dir):
-        raise ConfigError('[bank] transport "directory" needs outbox_dir and inbox_dir')
-    try:
-        return DirectoryTransport(config.data_dir / bank.outbox_dir,
-                                  config.data_dir / bank.inbox_dir,
-                                  config.data_dir / f"rail-{rail}-channel.sqlite")
-    except RailError as exc:
-        raise ConfigError(f"[bank] {exc}") from exc
-
-
 def build_rail(config: Config) -> Rail | None:
-    """The rail named in [bank]; None when the node has no bank account configured."""
+    """The rail named in [bank] with its [rails.RAIL] settings; None without a bank account."""
     bank = config.bank
-    if not bank.identification:
+    if bank.settings is None:
         return None
-    if bank.rail == "openbanking":
-        from rails.openbanking import OpenBankingConfig, OpenBankingRail
-
-        if not (bank.client_id and bank.key_file and bank.account_id
-                and bank.org_id and bank.software_statement_id):
-            raise ConfigError("[bank] rail openbanking needs client_id, org_id, "
-                              "software_statement_id, key_file and account_id")
-        return OpenBankingRail(OpenBankingConfig(
-            base_url=bank.url, client_id=bank.client_id, org_id=bank.org_id,
-            software_statement_id=bank.software_statement_id, key_file=Path(bank.key_file),
-            account_id=bank.account_id, store_path=config.data_dir / "rail-openbanking.sqlite",
-            poll_attempts=4, poll_interval_s=0.1))
-    if bank.rail in ("sepa", "nacha"):
-        from node.transfers import rail_account
-        from rails.port import AccountScheme
-
-        if bank.transport not in ("directory", "mock-bank") or (
-                bank.transport == "directory" and bank.rail != "sepa"):
-            raise ConfigError(f"[bank] transport {bank.transport!r} is not one rail "
-                              f"{bank.rail} has (sepa: directory or mock-bank; nacha: mock-bank)")
-        scheme = AccountScheme.IBAN if bank.rail == "sepa" else AccountScheme.US_ABA
-        account = rail_account({"scheme": scheme.value, "identification": bank.identification,
-                                "name": bank.name or config.name, "agent": bank.agent})
-        store_path = config.data_dir / f"rail-{bank.rail}.sqlite"
-        if bank.rail == "sepa":
-            from rails.iso20022 import SepaCreditTransferRail
-
-            deadline = timedelta(seconds=bank.booking_deadline_s)
-            if bank.transport == "directory":
-                return SepaCreditTransferRail(
-                    transport=directory_transport(config, bank.rail), account=account,
-                    store_path=store_path, booking_deadline=deadline)
-            return SepaCreditTransferRail(base_url=bank.url, account=account,
-                                          store_path=store_path, booking_deadline=deadline)
-        from rails.nacha import AchCreditRail
-
-        return AchCreditRail(base_url=bank.url, account=account, store_path=store_path,
-                             report_account=bank.report_account or None)
-    raise ConfigError(f"[bank] rail must be openbanking, sepa or nacha, not {bank.rail!r}")
+    try:
+        return registry.build_rail(bank.rail, bank.settings,
+                                   registry.RailContext(config.data_dir, config.name))
+    except (RailConfigError, ValueError) as exc:
+        raise ConfigError(f"[rails.{bank.rail}]: {exc}") from None
 
 
 class Node:

@@ -97,7 +97,7 @@ class SepaCreditTransferRail(FileBankRail):
     :meth:`reconcile` read. Give either a `store` (the caller closes it) or a `store_path`
     (the adapter opens a :class:`~rails.store.SqliteIdempotencyStore` there and closes it in
     :meth:`aclose`). Submitting, status, credits and reconciliation are
-    :class:`~rails.iso20022.filebank.FileBankRail`'s; what is SEPA's is here.
+    :class:`~rails.filebank.FileBankRail`'s; what is SEPA's is here.
     """
 
     name = "sepa-ct"
@@ -122,6 +122,7 @@ class SepaCreditTransferRail(FileBankRail):
         backoff_s: float = 0.2,
         clock: Callable[[], datetime] = utcnow,
         initiating_party: str | None = None,
+        debtor_address: sepa.PostalAddress | None = None,
         booking_deadline: timedelta | None = None,
     ) -> None:
         super().__init__(transport=transport, base_url=base_url, account=account, store=store,
@@ -129,6 +130,7 @@ class SepaCreditTransferRail(FileBankRail):
                          attempts=attempts, backoff_s=backoff_s, clock=clock,
                          booking_deadline=booking_deadline)
         self._initiating_party = initiating_party
+        self._debtor_address = debtor_address
 
     def _check_account(self, account: Account) -> None:
         if account.scheme is not AccountScheme.IBAN:
@@ -152,7 +154,7 @@ class SepaCreditTransferRail(FileBankRail):
                 end_to_end_id=sepa.derive_id(key, "E"), amount_minor=instruction.amount_minor,
                 currency=instruction.currency, creditor=instruction.creditor,
                 reference=instruction.reference),),
-            initiating_party=self._initiating_party)
+            initiating_party=self._initiating_party, debtor_address=self._debtor_address)
         return build_pain001(doc)
 
     def prepare(self, instruction: PaymentInstruction) -> bytes:

@@ -15,7 +15,10 @@ from rails.nacha import AchCreditRail
 from rails.port import EntryDirection, PaymentStatus
 from rails.reconcile import DifferenceKind
 from tests.rails.iso20022.harness import FlakyBank, MockBank
-from tests.rails.nacha.ach_data import ACME, bank_now, pay
+from tests.rails.nacha.ach_data import ACME, ACME_ORIGIN, COMPANY_IDS, bank_now, pay
+
+BAI2_ACCOUNT = COMPANY_IDS["ACME"]
+"""The account number mock-bank's BAI2 names ACME by in these fixtures (see ach_data)."""
 
 
 @pytest.fixture
@@ -28,6 +31,7 @@ async def flaky(nacha_bank: MockBank) -> AsyncIterator[FlakyBank]:
 @pytest.fixture
 async def via_flaky(flaky: FlakyBank, tmp_path: Path) -> AsyncIterator[AchCreditRail]:
     made = AchCreditRail(base_url=flaky.url, account=ACME, clock=bank_now,
+                         originator=ACME_ORIGIN, report_account=BAI2_ACCOUNT,
                          store_path=tmp_path / "ach-flaky.db", backoff_s=0.01)
     yield made
     await made.aclose()
@@ -40,7 +44,7 @@ async def test_the_banks_bai2_statement_parses_into_the_days_entries(
     await nacha_bank.advance(1)  # the day ends: the BAI2 statement is released
     files = [m["body"].encode() for m in await nacha_bank.messages("bai2.statement")]
     assert files
-    reports = [r for f in files for r in parse_bai2(f) if r.account == ACME.identification]
+    reports = [r for f in files for r in parse_bai2(f) if r.account == BAI2_ACCOUNT]
     debits = [e for r in reports for e in r.entries if e.end_to_end_id == record.end_to_end_id]
     assert [(e.direction, e.amount_minor, e.currency) for e in debits] == [
         (EntryDirection.DEBIT, 12_345, "USD")]
@@ -64,11 +68,17 @@ async def test_without_a_notification_only_the_bai2_statement_books_the_payment(
 
 
 async def test_a_notification_amount_that_differs_is_unreconciled(
-    via_flaky: AchCreditRail, flaky: FlakyBank
+    flaky: FlakyBank, tmp_path: Path
 ) -> None:
     flaky.rewrite = lambda body: body.replace(">123.45<", ">123.40<") \
         if "camt.054" in body else body
-    record = await via_flaky.submit(pay("bai2-3"))
+    rail = AchCreditRail(base_url=flaky.url, account=ACME, clock=bank_now,
+                         originator=ACME_ORIGIN, store_path=tmp_path / "ach-camt.db",
+                         backoff_s=0.01)
+    try:
+        record = await rail.submit(pay("bai2-3"))
+    finally:
+        await rail.aclose()
     assert (record.status, record.reason_code) == (PaymentStatus.UNRECONCILED,
                                                    DifferenceKind.AMOUNT_MISMATCH.value)
 
