@@ -19,8 +19,8 @@ from rails.port import StatementEntry
 
 def _day(request: web.Request, name: str) -> date | None:
     text = request.query.get(name)
-    if text is None or text == "":
-        return None
+    if text is None:
+        return None  # absent: no bound (an empty value is not a date, and is refused)
     try:
         if len(text) != 10:
             raise ValueError(text)
