@@ -40,6 +40,10 @@ def _entry(entry: StatementEntry | None) -> dict[str, Any] | None:
 
 
 async def reconcile(request: web.Request) -> web.StreamResponse:
+    unknown = sorted(set(request.query) - {"since", "until"})
+    if unknown:
+        raise NodeError(f"unknown query parameter {unknown[0][:40]!r} (since and until only)",
+                        code="UNKNOWN_FIELD")
     since, until = _day(request, "since"), _day(request, "until")
     if since is not None and until is not None and since > until:
         raise NodeError(f"since {since} is after until {until}", code="INVALID_PERIOD")
