@@ -1,7 +1,9 @@
-"""The daemon: one ``Node`` holding the services, two aiohttp applications (peer, admin).
+"""The daemon: one ``Node`` holding the services of its role, two aiohttp applications.
 
-``create_apps(config)`` builds both; ``serve(config)`` runs them until SIGINT/SIGTERM, then stops
-accepting, lets in-flight commits finish, closes streams and the database.
+``create_app(config)`` builds the role's peer API app (the node's lifecycle as its
+``cleanup_ctx``) with the admin API app beside it; ``serve(config)`` runs them until
+SIGINT/SIGTERM, then stops accepting, lets in-flight commits finish, closes streams and the
+database.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from node.keys import (
 from node.outbox import Outbox
 from node.peerclient import PeerClient
 from node.peers import announce_if_moved
+from node.roles import Role
 from node.storage.db import make_engine, migrate, sessionmaker
 from node.storage.models import Outbox as OutboxRow
 from node.transfers import Transfers
@@ -66,6 +69,10 @@ def build_rail(config: Config) -> Rail | None:
 
 
 class Node:
+    """The services of one daemon, for its role. Their lifecycle is three ``cleanup_ctx``
+    generators (the database, the clients, the role's services and background tasks), run by
+    the peer app of :func:`create_app` — or by :meth:`start` and :meth:`stop` without HTTP."""
+
     def __init__(self, config: Config) -> None:
         self.config = config
         self.signer = load_signer(config)
@@ -84,8 +91,7 @@ class Node:
         self.watch = ArbiterWatch(self.ctx, self.channels)
         self.outbox.handlers["send"] = self._send
         self.outbox.handlers["deposit"] = self.transfers.submit_row
-        self._deposit_task: asyncio.Task[None] | None = None
-        self._announce_task: asyncio.Task[None] | None = None
+        self._stack: contextlib.AsyncExitStack | None = None
 
     async def _send(self, row: OutboxRow) -> None:
         """Outbox handler: POST the row's exact bytes to its target. Returns when the recipient
@@ -94,21 +100,50 @@ class Node:
         over these bytes ends the row."""
         base, _, path = row.target.partition("/p2p/")
         answer = await self.ctx.peers.send(base, "/p2p/" + path, row.payload)
-        if isinstance(answer, CooperativeClose) and self.config.role == "node":
+        if isinstance(answer, CooperativeClose) and self.config.role is Role.NODE:
             await self.channels.on_close(answer)
 
-    async def start(self) -> None:
+    # -- the lifecycle (aiohttp cleanup_ctx generators) ------------------------------------------
+
+    async def database(self, _app: web.Application | None = None) -> AsyncIterator[None]:
         await migrate(self.ctx.engine)
-        if self.config.role == "arbiter":
+        try:
+            yield
+        finally:
+            await self.ctx.engine.dispose()
+
+    async def clients(self, _app: web.Application | None = None) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await self.ctx.peers.close()
+            if self.ctx.rail is not None:
+                await self.ctx.rail.aclose()
+
+    async def services(self, _app: web.Application | None = None) -> AsyncIterator[None]:
+        """The role's services and background tasks; stopped in reverse."""
+        tasks: list[asyncio.Task[None]] = []
+        if self.config.role is Role.ARBITER:
             await self.escrow.load()
             self.escrow.start()
         else:
             await self.channels.load()
-            self._deposit_task = asyncio.create_task(self._watch_transfers())
+            tasks.append(asyncio.create_task(self._watch_transfers(), name="transfers"))
             self.watch.start()
         self.outbox.start()
         self.outbox.kick()
-        self._announce_task = asyncio.create_task(announce_if_moved(self.ctx))
+        tasks.append(asyncio.create_task(announce_if_moved(self.ctx), name="announce"))
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await self.watch.stop()
+            await self.escrow.stop()
+            await self.outbox.stop()
+            await self.channels.stop()
+
+    LIFECYCLE = ("database", "clients", "services")
 
     async def _watch_transfers(self) -> None:
         while True:
@@ -116,21 +151,25 @@ class Node:
             with contextlib.suppress(Exception):
                 await self.transfers.refresh()
 
-    async def stop(self) -> None:
-        for task in (self._deposit_task, self._announce_task):
-            if task is not None:
-                task.cancel()
-        await self.watch.stop()
-        await self.escrow.stop()
-        await self.outbox.stop()
-        await self.channels.stop()
-        await self.ctx.peers.close()
-        if self.ctx.rail is not None:
-            await self.ctx.rail.aclose()
-        await self.ctx.engine.dispose()
+    async def start(self) -> None:
+        """The lifecycle without HTTP (what the peer app's cleanup_ctx does at startup)."""
+        stack = contextlib.AsyncExitStack()
+        try:
+            for part in self.LIFECYCLE:
+                gen = getattr(self, part)
+                await stack.enter_async_context(contextlib.asynccontextmanager(gen)())
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._stack = stack
 
-    def _app(self, routes: list[web.RouteDef], middlewares: list[object],
-             max_size: int) -> web.Application:
+    async def stop(self) -> None:
+        if self._stack is not None:
+            stack, self._stack = self._stack, None
+            await stack.aclose()
+
+    def app(self, routes: list[web.RouteDef], middlewares: list[object],
+            max_size: int) -> web.Application:
         app = web.Application(middlewares=middlewares, client_max_size=max_size)  # type: ignore[arg-type]
         app[CONFIG] = self.config
         app[SIGNER] = self.signer
@@ -144,41 +183,48 @@ class Node:
         app.add_routes(routes)
         return app
 
-    def create_apps(self) -> tuple[web.Application, web.Application]:
-        limits = self.config.limits
-        peer_app = self._app(peer.routes(self.config.role), [peer.peer_errors],
-                             limits.max_body_bytes)
-        peer_app.on_shutdown.append(peer.close_streams)
-        admin_app = self._app(admin.routes(self.config.role),
-                              [admin.admin_errors, admin.admin_auth], 1024 * 1024)
-        return peer_app, admin_app
+
+NODE = web.AppKey("node", Node)
+ADMIN_APP = web.AppKey("admin_app", web.Application)
+
+
+def create_app(config: Config) -> web.Application:
+    """The daemon of `config.role`: its peer API app, which runs the node's lifecycle as
+    ``cleanup_ctx``, with the admin API app (``app[ADMIN_APP]``) on the same services."""
+    node = Node(config)
+    peer_app = node.app(peer.routes(config.role), [peer.peer_errors],
+                        config.limits.max_body_bytes)
+    peer_app.cleanup_ctx.extend(getattr(node, part) for part in Node.LIFECYCLE)
+    peer_app.on_shutdown.append(peer.close_streams)
+    peer_app[NODE] = node
+    peer_app[ADMIN_APP] = node.app(admin.routes(config.role),
+                                   [admin.admin_errors, admin.admin_auth], 1024 * 1024)
+    return peer_app
 
 
 @contextlib.asynccontextmanager
 async def running(config: Config) -> AsyncIterator[Node]:
     peer_tls = server_ssl_context(config)  # the peer API only: admin stays plain on loopback
-    node = Node(config)
-    await node.start()
-    peer_app, admin_app = node.create_apps()
-    limits = config.limits
+    peer_app = create_app(config)
+    node, limits = peer_app[NODE], config.limits
     timeouts = ServerTimeouts(limits.header_timeout_ms, limits.body_timeout_ms,
                               limits.idle_timeout_ms)
-    runners = [BoundedAppRunner(app, timeouts, access_log=None, shutdown_timeout=5)
-               for app in (peer_app, admin_app)]
-    for runner in runners:
-        await runner.setup()
+    runners: list[BoundedAppRunner] = []
     try:
+        for app in (peer_app, peer_app[ADMIN_APP]):  # the peer app's setup starts the node
+            runner = BoundedAppRunner(app, timeouts, access_log=None, shutdown_timeout=5)
+            await runner.setup()
+            runners.append(runner)
         await web.TCPSite(runners[0], *config.listen, ssl_context=peer_tls).start()
         await web.TCPSite(runners[1], *config.admin).start()
-        log.info("node.started", name=config.name, role=config.role,
+        log.info("node.started", name=config.name, role=config.role.value,
                  node_id=node.signer.node_id.hex(), listen=f"{config.listen[0]}:{config.listen[1]}",
                  tls=peer_tls is not None,
                  admin=f"{config.admin[0]}:{config.admin[1]}")
         yield node
     finally:
-        for runner in runners:
+        for runner in reversed(runners):  # admin first; the peer app's cleanup stops the node
             await runner.cleanup()
-        await node.stop()
         log.info("node.stopped", name=config.name)
 
 

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from node.bank import BankConfig, bank_sections, read_bank
+from node.roles import Role
 from protocol.channel import TermsBounds
 from protocol.crypto import Signer
 from protocol.errors import ProtocolError
@@ -170,7 +171,7 @@ def _minor_text(minor: int, currency: str) -> str:
 class Config:
     data_dir: Path
     name: str
-    role: str
+    role: Role
     listen: tuple[str, int]
     admin: tuple[str, int]
     public_url: str
@@ -272,7 +273,7 @@ def init_data_dir(
     paths stored absolute): with a certificate and key the peer API serves HTTPS and
     `public_url` is ``https://HOST:PORT``.
     """
-    if role not in ("node", "arbiter"):
+    if Role.parse(role) is None:
         raise ConfigError(f"role must be node or arbiter, not {role!r}")
     parse_hostport(listen, "--listen")
     admin_host, _ = parse_hostport(admin, "--admin")
@@ -385,8 +386,8 @@ def load_config(data_dir: Path) -> Config:
     except RailConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     limits = _typed(path, "limits", raw.get("limits", {}), Limits)
-    role = _str(path, node, "role", "node")
-    if role not in ("node", "arbiter"):
+    role = Role.parse(_str(path, node, "role", "node"))
+    if role is None:
         raise ConfigError(f"{path}: [node] role must be node or arbiter")
     listen = parse_hostport(_str(path, node, "listen", "127.0.0.1:7801"), "[node] listen")
     admin = parse_hostport(_str(path, node, "admin", "127.0.0.1:7802"), "[node] admin")

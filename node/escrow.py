@@ -9,14 +9,13 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import structlog
-from sqlalchemy import select, update
 
 from node.context import Context, now_ms
+from node.deliveries import escrow_deliveries
 from node.errors import NotFound
-from node.outbox import Delivery, Outbox
-from node.storage.codec import decode_escrow, encode_escrow
-from node.storage.models import Cursor, Escrow, UnappliedCredit
+from node.outbox import Outbox
 from node.storage.models import Outbox as OutboxRow
+from node.storage.models import UnappliedCredit
 from node.transfers import Transfers
 from protocol import arbiter as arb
 from protocol.errors import ErrorCode, ProtocolError, RemoteProtocolError
@@ -32,7 +31,6 @@ from protocol.messages import (
 from protocol.references import Purpose, bank_reference
 from protocol.refunds import HoldCredit
 from protocol.types import MAX_AMOUNT, MAX_TIME_MS, MinorUnits
-from rails.port import TransferInstruction, payee_account
 
 log = structlog.get_logger()
 CREDITS_CURSOR = "escrow-credits"
@@ -53,10 +51,8 @@ class EscrowService:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def load(self) -> None:
-        async with self.ctx.db() as session:
-            for row in (await session.scalars(select(Escrow))).all():
-                self._remember(decode_escrow(row.state), [row.opener_url, row.peer_url],
-                               [row.opener_url_ms, row.peer_url_ms])
+        for state, urls, stamps in await self.ctx.repo.escrows():
+            self._remember(state, urls, stamps)
 
     def _remember(self, state: arb.ArbiterState, urls: list[str], stamps: list[int]) -> None:
         cid = state.channel_id.hex()
@@ -72,57 +68,18 @@ class EscrowService:
             raise RemoteProtocolError(ErrorCode.UNKNOWN_CHANNEL, "no such channel in escrow")
         return state
 
-    async def _commit(self, state: arb.ArbiterState, effects: Sequence[arb.Effect] = (),
-                      *, new: bool = False) -> None:
+    async def commit(self, state: arb.ArbiterState, effects: Sequence[arb.Effect] = (),
+                     *, new: bool = False) -> None:
+        """The escrow state and the deliveries of its effects, in one transaction."""
         cid = state.channel_id.hex()
         urls, stamps = self.urls[cid], self.url_ms.get(cid, [0, 0])
-        async with self.ctx.db() as session, session.begin():
-            values = {"phase": state.phase.value, "state": encode_escrow(state),
-                      "opener_url": urls[0], "peer_url": urls[1], "opener_url_ms": stamps[0],
-                      "peer_url_ms": stamps[1], "updated_ms": state.updated_ms}
-            if new:
-                session.add(Escrow(id=cid, **values))
-            else:
-                await session.execute(update(Escrow).where(Escrow.id == cid).values(**values))
-            for effect in effects:
-                await self.outbox.add_all(session, cid, self._outbox_rows(state, effect))
+        outbox = escrow_deliveries(state, effects, urls)
+        async with self.ctx.repo.transaction() as session:
+            await self.ctx.repo.save_escrow(session, state, urls, stamps, new=new)
+            await self.outbox.add_all(session, cid, outbox)
         self.states[cid] = state
-        if effects:
+        if outbox:
             self.outbox.kick()
-
-    def _outbox_rows(self, state: arb.ArbiterState, effect: arb.Effect) -> list[Delivery]:
-        cid = state.channel_id.hex()
-        parties = [(u, p.hex()) for u, p in zip(self.urls[cid], state.terms.parties(),
-                                                 strict=True) if u]
-        if isinstance(effect, arb.SendFundingConfirmation):
-            depositor = state.terms.party_index(effect.confirmation.depositor)
-            return [Delivery("send", f"{u}/p2p/funding", effect.confirmation.encode(),
-                             recipient=party, purpose=f"funding:{depositor}")
-                    for u, party in parties]
-        if isinstance(effect, arb.SendPayoutNotice):
-            return [Delivery("send", f"{u}/p2p/payout", effect.notice.encode(), recipient=party,
-                             purpose="payout-notice", urgent=True) for u, party in parties]
-        if isinstance(effect, arb.ForwardDispute):
-            # Both parties hear it, signed: the other side must answer before the deadline,
-            # the claimant learns when the payout is decided.
-            notice = arb.dispute_notice(state, self.ctx.signer)
-            assert notice is not None, "a forwarded dispute has a claim and a deadline"
-            # Urgent only with money in escrow: registering a channel costs nothing, so
-            # claims on empty channels (anyone's Sybil pairs) must not each get a socket now.
-            return [Delivery("send", f"{u}/p2p/dispute", notice.encode(), recipient=party,
-                             purpose="dispute", urgent=state.held() > 0)
-                    for u, party in parties]
-        if isinstance(effect, arb.SubmitPayout):
-            instruction = TransferInstruction(
-                idempotency_key=effect.idempotency_key, purpose=Purpose.PAYOUT.value,
-                party=effect.party, amount_minor=effect.amount, currency=effect.currency,
-                reference=effect.reference, creditor=payee_account(
-                    effect.account.scheme, effect.account.identification, effect.account.name))
-            return [Delivery("payout", "", instruction.encode(), recipient="",
-                             purpose=f"payout:{effect.party}")]
-        if isinstance(effect, HoldCredit):
-            return []  # _credit keeps it as an unapplied credit, in its own transaction
-        raise AssertionError(f"unhandled arbiter effect {effect!r}")
 
     # -- messages from nodes ------------------------------------------------------------------
 
@@ -151,7 +108,7 @@ class EscrowService:
             previous = self.urls.get(cid), self.url_ms.get(cid)
             self.urls[cid], self.url_ms[cid] = urls, stamps
             try:
-                await self._commit(state, self._catch_up(state), new=existing is None)
+                await self.commit(state, self._catch_up(state), new=existing is None)
             except Exception:
                 if previous[0] is None:
                     self.urls.pop(cid, None)
@@ -186,17 +143,20 @@ class EscrowService:
         await self._apply(close.channel_id.hex(), arb.ReceiveCooperativeClose(close))
 
     async def on_unilateral(self, claim: UnilateralClose) -> None:
-        await self._apply(claim.channel_id.hex(), arb.ReceiveUnilateralClose(claim))
+        await self._apply(claim.channel_id.hex(),
+                          arb.ReceiveUnilateralClose(claim, self.ctx.signer))
 
     async def on_evidence(self, evidence: DisputeEvidence) -> None:
         await self._apply(evidence.channel_id.hex(), arb.ReceiveEvidence(evidence))
 
     async def _apply(self, cid: str, event: arb.Input) -> arb.Transition:
+        """One input under the channel's lock, committed with its deliveries — exactly when
+        the state changed (the machine returns the very same state when it did not)."""
         async with self.locks[cid]:
             state = self.get(cid)
             t = arb.step(state, event, now_ms=now_ms())
-            if t.state != state:
-                await self._commit(t.state, t.effects)
+            if t.state is not state or t.effects:
+                await self.commit(t.state, t.effects)
         return t
 
     # -- the bank -----------------------------------------------------------------------------
@@ -235,9 +195,7 @@ class EscrowService:
         rail = self.ctx.rail
         if rail is None:
             return
-        async with self.ctx.db() as session:
-            row = await session.get(Cursor, CREDITS_CURSOR)
-            cursor = row.value if row else None
+        cursor = await self.ctx.repo.cursor(CREDITS_CURSOR)
         page = await rail.incoming_credits(cursor)
         for credit in page.credits:
             # the bank's booking time; a bank that gives only a date: that day at 00:00 UTC
@@ -247,12 +205,7 @@ class EscrowService:
                                credit.amount_minor, credit.currency, credit.debtor_name or "",
                                int(booked.timestamp() * 1000))
         if page.cursor != cursor:
-            async with self.ctx.db() as session, session.begin():
-                row = await session.get(Cursor, CREDITS_CURSOR)
-                if row is None:
-                    session.add(Cursor(name=CREDITS_CURSOR, value=page.cursor))
-                else:
-                    row.value = page.cursor
+            await self.ctx.repo.set_cursor(CREDITS_CURSOR, page.cursor)
 
     async def _poll_payouts(self) -> None:
         for record in await self.transfers.refresh():
@@ -295,34 +248,22 @@ class EscrowService:
                                  amount_minor=amount)
                 except ProtocolError as exc:
                     reason = f"refused by the channel: {exc.message}"
-        async with self.ctx.db() as session, session.begin():
-            row = await session.get(UnappliedCredit, entry_id)
-            if reason and row is None:
-                session.add(UnappliedCredit(
-                    entry_id=entry_id, reference=reference, amount_minor=amount,
-                    currency=currency, debtor=debtor[:200], booked_ms=booked_ms,
-                    reason=reason, applied=False))
-                log.warning("escrow.unapplied_credit", reference=reference,
-                            amount_minor=amount, reason=reason)
-            elif row is not None:
-                row.applied = not reason
-                row.reason = reason
+        kept = await self.ctx.repo.note_credit(UnappliedCredit(
+            entry_id=entry_id, reference=reference, amount_minor=amount, currency=currency,
+            debtor=debtor[:200], booked_ms=booked_ms, reason=reason, applied=False))
+        if kept:
+            log.warning("escrow.unapplied_credit", reference=reference, amount_minor=amount,
+                        reason=reason)
 
     async def unapplied(self) -> list[UnappliedCredit]:
         """Credits on the escrow account that no channel took: money to refund by hand."""
-        async with self.ctx.db() as session:
-            rows = await session.scalars(select(UnappliedCredit).where(
-                UnappliedCredit.applied.is_(False)).order_by(UnappliedCredit.booked_ms))
-            return list(rows.all())
+        return await self.ctx.repo.unapplied()
 
     async def _rematch(self, cid: str) -> None:
         """Credits that arrived before this channel was registered."""
         state = self.states[cid]
         refs = [bank_reference(state.channel_id, Purpose.DEPOSIT, p) for p in (0, 1)]
-        async with self.ctx.db() as session:
-            waiting = (await session.scalars(select(UnappliedCredit).where(
-                UnappliedCredit.reference.in_(refs), UnappliedCredit.applied.is_(False)))).all()
-        for c in waiting:
+        for c in await self.ctx.repo.unapplied(refs):
             await self._credit(c.entry_id, c.reference, c.amount_minor, c.currency, c.debtor,
                                c.booked_ms)
 

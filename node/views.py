@@ -7,12 +7,11 @@ from collections import defaultdict
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
-
 from node.context import Context
-from node.storage.models import Transfer, Usage
+from node.storage.models import Transfer
 from protocol import channel as ch
-from protocol.money import compute_payouts, currency_exponent, format_decimal, to_minor_units
+from protocol.money import currency_exponent, format_decimal, to_minor_units
+from protocol.payout import exact_share, payouts
 from protocol.references import Purpose, bank_reference
 from protocol.types import Amount
 
@@ -36,19 +35,28 @@ def minor(amount_minor: int, currency: str) -> dict[str, str]:
             "currency": currency}
 
 
+def shares(state: ch.ChannelState, opener_sent: int, peer_sent: int) -> tuple[int, int]:
+    """What the arbiter pays each side for these sent totals, on what it confirmed it holds
+    (protocol.payout: the one rule the arbiter's machine applies too)."""
+    result = payouts(state.terms, state.funded, opener_sent, peer_sent,
+                     checkpoint=state.checkpoint, topped_up=state.topped_up,
+                     withdrawn=state.withdrawn)
+    return result.opener, result.peer
+
+
 def balance(state: ch.ChannelState) -> dict[str, str]:
     """What we would be paid if the channel closed now: at the rail unit by the payout rule
-    (the net payee rounded down, the payer gets the rest, so the two add up), and exactly."""
+    (the net payee rounded down, the payer gets the rest, so the two add up; a channel that
+    never opened refunds what was paid in), and exactly."""
     terms = state.terms
     exponent = currency_exponent(terms.currency)
-    payouts = compute_payouts(
-        opener_deposit=terms.opener_deposit, peer_deposit=terms.peer_deposit,
-        opener_sent=state.flows[0].amount, peer_sent=state.flows[1].amount,
-        scale=terms.scale, exponent=exponent)
-    ours = (payouts.opener, payouts.peer)[state.us]
+    sent = state.flows[0].amount, state.flows[1].amount
+    ours = shares(state, *sent)[state.us]
+    exact = exact_share(terms, state.funded, state.us, *sent, checkpoint=state.checkpoint,
+                        topped_up=state.topped_up, withdrawn=state.withdrawn)
     return {
         "amount": format_decimal(ours, exponent, min_places=exponent),
-        "precise": format_decimal(state.balance(), terms.scale, min_places=exponent),
+        "precise": format_decimal(exact, terms.scale, min_places=exponent),
         "currency": terms.currency,
     }
 
@@ -90,13 +98,7 @@ def expected_payouts(state: ch.ChannelState) -> tuple[int, int] | None:
     close = state.close
     if close is None or not close.fully_signed():
         return None
-    terms = state.terms
-    base = compute_payouts(
-        opener_deposit=terms.opener_deposit, peer_deposit=terms.peer_deposit,
-        opener_sent=close.opener_amount, peer_sent=close.peer_amount,
-        scale=terms.scale, exponent=currency_exponent(terms.currency))
-    extra = [max(0, state.funded[i] - terms.deposits()[i]) for i in (0, 1)]
-    return base.opener + extra[0], base.peer + extra[1]
+    return shares(state, close.opener_amount, close.peer_amount)
 
 
 def settlement_transfers(state: ch.ChannelState, ours: list[Transfer]) -> list[dict[str, Any]]:
@@ -175,8 +177,7 @@ async def statement(ctx: Context, state: ch.ChannelState,
                     transfers: list[Transfer]) -> dict[str, Any]:
     """Line items per (direction, unit, reference); subtotals per unit; the net; transfers."""
     cid = state.channel_id.hex()
-    async with ctx.db() as session:
-        rows = (await session.scalars(select(Usage).where(Usage.channel_id == cid))).all()
+    rows = await ctx.repo.usage(cid)
     terms = state.terms
     lines_by_unit = {line.unit: line for line in terms.tariff}
     grouped: dict[tuple[int, str, str], list[int]] = defaultdict(lambda: [0, 0, 0])

@@ -40,11 +40,12 @@ from protocol.messages import (
     TopUpConfirmation,
     UnilateralClose,
 )
-from protocol.money import Payouts, currency_exponent
+from protocol.money import currency_exponent
+from protocol.payout import Payouts, payouts
 from protocol.references import Purpose, bank_reference
 from protocol.refunds import CreditReason, HoldCredit, UnappliedCredit
 from protocol.tariff import tariff_amount
-from protocol.types import MAX_AMOUNT, MAX_TIME_MS, Amount, ChannelId, MinorUnits
+from protocol.types import MAX_AMOUNT, MAX_TIME_MS, ChannelId, MinorUnits
 
 MAX_DEPOSIT_ENTRIES = 32
 """Bank entries remembered per channel to make deposit observation idempotent."""
@@ -124,6 +125,9 @@ class ReceiveCooperativeClose:
 @dataclass(frozen=True, slots=True)
 class ReceiveUnilateralClose:
     claim: UnilateralClose
+    signer: Signer | None = None
+    """The arbiter's key: with it, the ForwardDispute a new claim produces carries the signed
+    DisputeNotice the parties are sent (the daemon always passes it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,6 +221,8 @@ class ForwardDispute:
     to: int
     claim: UnilateralClose
     deadline_ms: int
+    notice: DisputeNotice | None = None
+    """What both parties are sent, signed by the arbiter (when the input carried its key)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,6 +333,9 @@ def step(state: ArbiterState, event: Input, *, now_ms: int) -> Transition:
                              noun="escrow")
     result = _HANDLERS[type(event)](state, event, now_ms)
     check_landed(allowed, state.phase, result.state.phase, event)
+    if result.state is state or result.state == state:
+        # Nothing changed: the very same state (the shell persists exactly when it is not).
+        return Transition(state, result.effects)
     return Transition(replace(result.state, updated_ms=now_ms), result.effects)
 
 
@@ -375,20 +384,13 @@ def _payout_effects(
 
 
 def decide_payouts(state: ArbiterState, opener_sent: int, peer_sent: int) -> Payouts:
-    """DESIGN §3 on what escrow holds: a channel that never opened refunds each deposit.
-
-    A channel that opened pays the rule on what escrow still holds after its checkpoints and
-    top-ups, on totals never below the last checkpoint (specs/0004 §7.3)."""
-    if not state.opened:
-        return Payouts(state.deposited[0], state.deposited[1], Amount(0))
-    terms = state.terms
-    opener_sent, peer_sent = cp.floor_sent(state.checkpoint, opener_sent, peer_sent)
-    base = cp.remaining_payouts(terms, state.topped_up, state.withdrawn, opener_sent, peer_sent)
-    # Anything deposited beyond the terms goes back to whoever paid it in.
-    extra = [state.deposited[i] - terms.deposits()[i] for i in (0, 1)]
-    return Payouts(
-        MinorUnits(base.opener + extra[0]), MinorUnits(base.peer + extra[1]), base.residual
-    )
+    """The one payout rule (protocol.payout, DESIGN §3) on what escrow holds for this channel:
+    a channel that never opened refunds each deposit; one that opened pays the rule on what
+    escrow still holds after its checkpoints and top-ups, on totals never below the last
+    checkpoint (specs/0004 §7.3)."""
+    return payouts(state.terms, state.deposited, opener_sent, peer_sent,
+                   checkpoint=state.checkpoint, topped_up=state.topped_up,
+                   withdrawn=state.withdrawn)
 
 
 def _on_cooperative_close(
@@ -452,7 +454,8 @@ def _on_unilateral(state: ArbiterState, event: ReceiveUnilateralClose, now_ms: i
         return Transition(new)  # the other party also closed: its proof is evidence
     deadline = now_ms + state.terms.dispute_window_ms
     new = replace(new, phase=ArbiterPhase.DISPUTE, claim=claim, deadline_ms=deadline)
-    return Transition(new, (ForwardDispute(1 - claimant, claim, deadline),))
+    notice = None if event.signer is None else dispute_notice(new, event.signer)
+    return Transition(new, (ForwardDispute(1 - claimant, claim, deadline, notice),))
 
 
 def _on_evidence(state: ArbiterState, event: ReceiveEvidence, now_ms: int) -> Transition:

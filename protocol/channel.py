@@ -427,8 +427,9 @@ class Transition:
 
 P = Phase
 TRANSITIONS: dict[tuple[Phase, type], frozenset[Phase]] = {
-    (P.PROPOSED, ReceiveAcceptance): frozenset({P.ACCEPTED}),
+    (P.PROPOSED, ReceiveAcceptance): frozenset({P.ACCEPTED, P.OPEN}),
     (P.ACCEPTED, ReceiveAcceptance): frozenset({P.ACCEPTED}),
+    (P.PROPOSED, ReceiveFunding): frozenset({P.PROPOSED}),
     (P.ACCEPTED, ReceiveFunding): frozenset({P.ACCEPTED, P.OPEN}),
     (P.OPEN, ReceiveFunding): frozenset({P.OPEN}),
     (P.OPEN, ActionPay): frozenset({P.OPEN}),
@@ -558,11 +559,15 @@ def accept(proposal: ChannelProposal, signer: Signer, *, now_ms: int,
 
 
 def step(state: ChannelState, event: Input, *, now_ms: int) -> Transition:
-    """Apply one input. Raises ProtocolError (state untouched) when it is not allowed."""
+    """Apply one input. Raises ProtocolError (state untouched) when it is not allowed; an input
+    that changes nothing returns the very same `state` object (its `updated_ms` too)."""
     allowed = allowed_phases(TRANSITIONS, state.phase, event,  # type: ignore[arg-type]
                              local=type(event).__name__.startswith("Action"), noun="channel")
     result = _HANDLERS[type(event)](state, event, now_ms)
     check_landed(allowed, state.phase, result.state.phase, event)
+    if result.state is state or result.state == state:
+        # Nothing changed: the very same state (the shell persists exactly when it is not).
+        return Transition(state, result.effects)
     return Transition(replace(result.state, updated_ms=now_ms), result.effects)
 
 
@@ -571,8 +576,13 @@ def _on_acceptance(state: ChannelState, event: ReceiveAcceptance, now_ms: int) -
     if state.phase is Phase.ACCEPTED:
         return Transition(state)
     proposal = ChannelProposal(state.terms, state.opener_signature)  # type: ignore[arg-type]
-    new = replace(state, phase=Phase.ACCEPTED, peer_signature=event.acceptance.signature)
-    return Transition(_funded_phase(new), (RegisterWithArbiter(proposal, event.acceptance),))
+    new = _funded_phase(
+        replace(state, phase=Phase.ACCEPTED, peer_signature=event.acceptance.signature))
+    register = RegisterWithArbiter(proposal, event.acceptance)
+    # Deposits the arbiter confirmed before the acceptance reached us were kept in `funded`.
+    if new.phase is Phase.OPEN:
+        return Transition(new, (register, NotifyOpened()))
+    return Transition(new, (register,))
 
 
 def _funded_phase(state: ChannelState) -> ChannelState:
@@ -601,6 +611,8 @@ def _on_funding(state: ChannelState, event: ReceiveFunding, now_ms: int) -> Tran
         funded=(funded[0], funded[1]),
         funding=(funding[0], funding[1]),
     )
+    # In PROPOSED (the peer registered and was confirmed before its acceptance reached us) the
+    # confirmation is kept; the acceptance opens the channel once every deposit is confirmed.
     if state.phase is Phase.ACCEPTED:
         new = _funded_phase(new)
         if new.phase is Phase.OPEN:

@@ -2,7 +2,7 @@
 
 A checkpoint fixes the cumulative totals ``sent_o``, ``sent_p`` of both directions. What a party
 may take out of escrow while the channel stays open is what the payout rule (specs/0004 §4.1,
-:func:`protocol.money.compute_payouts`) gives it beyond its own deposit — for the payee,
+:func:`protocol.payout.cumulative_shares`) gives it beyond its own deposit — for the payee,
 ``floor((received − sent) / f)`` rail units, for the payer nothing — and the arbiter pays the
 part of that it has not paid yet:
 
@@ -24,7 +24,8 @@ from __future__ import annotations
 
 from protocol.errors import ErrorCode, RemoteProtocolError
 from protocol.messages import ChannelTerms, Checkpoint
-from protocol.money import Payouts, currency_exponent, from_minor_units
+from protocol.money import currency_exponent, from_minor_units
+from protocol.payout import Payouts
 from protocol.types import MAX_AMOUNT, Amount, MinorUnits
 
 Pair = tuple[MinorUnits, MinorUnits]
@@ -115,15 +116,6 @@ def check_progress(previous: Checkpoint | None, checkpoint: Checkpoint) -> None:
             )
 
 
-def floor_sent(checkpoint: Checkpoint | None, opener_sent: int, peer_sent: int
-               ) -> tuple[int, int]:
-    """The totals a close decides on: never below the last checkpoint both parties signed (a
-    close or evidence older than it does not undo it)."""
-    if checkpoint is None:
-        return opener_sent, peer_sent
-    return max(opener_sent, checkpoint.opener_amount), max(peer_sent, checkpoint.peer_amount)
-
-
 def remaining_payouts(
     terms: ChannelTerms, topped_up: Pair, withdrawn: Pair, opener_sent: int, peer_sent: int
 ) -> Payouts:
@@ -131,7 +123,7 @@ def remaining_payouts(
     party (deposit + top-ups − withdrawn). The payee — the party whose cumulative received
     exceeds its cumulative sent — is rounded down to the rail unit and the payer gets the rest,
     so the two add up to what escrow holds. With nothing topped up or withdrawn it is exactly
-    :func:`protocol.money.compute_payouts` (tests/protocol/test_checkpoint_invariant.py checks
+    :func:`protocol.payout.cumulative_shares` (tests/protocol/test_checkpoint_invariant.py checks
     it); it decides the payee by the sign of the net rather than "owed more than deposited",
     which says the same until a party has withdrawn more than it deposited.
     """

@@ -1,5 +1,5 @@
-"""Money: integers at a per-channel scale, ISO 4217 exponents, exact decimal parsing, and the
-payout rounding rule of specs/0004 §4 (DESIGN §3). No float anywhere.
+"""Money: integers at a per-channel scale, ISO 4217 exponents, exact decimal parsing. No float
+anywhere. The payout rounding rule of specs/0004 §4 (DESIGN §3) is in protocol.payout.
 
 A channel amount is an ``int`` at the channel's *scale* (default 6: one unit is 10⁻⁶ EUR). A rail
 moves *minor units* at the currency's ISO 4217 *exponent* (EUR 2, JPY 0, KWD 3). The scale is
@@ -136,45 +136,3 @@ def to_minor_units(amount: Amount, scale: int, exponent: int) -> MinorUnits:
 
 def from_minor_units(minor: int, scale: int, exponent: int) -> Amount:
     return Amount(minor * 10 ** (scale - exponent))
-
-
-@dataclass(frozen=True, slots=True)
-class Payouts:
-    """What the arbiter pays each side at close, in rail minor units. Always sums to deposits."""
-
-    opener: MinorUnits
-    peer: MinorUnits
-    residual: Amount
-    """The sub-rail-unit remainder the payee's rounding left with the payer (0 ≤ r < 1 unit)."""
-
-
-def compute_payouts(
-    *,
-    opener_deposit: MinorUnits,
-    peer_deposit: MinorUnits,
-    opener_sent: Amount,
-    peer_sent: Amount,
-    scale: int,
-    exponent: int,
-) -> Payouts:
-    """The payout formula of specs/0004 §4.
-
-    Each side is owed ``deposit − sent + received`` at channel scale, floored at zero (a side
-    whose own evidence is missing cannot be owed less than nothing; its counterparty is owed the
-    rest). The *payee* — the side owed more than it deposited — is rounded down to the rail unit;
-    the payer receives the remainder of the deposits, so the two always add up exactly.
-    """
-    total_minor = opener_deposit + peer_deposit
-    total = from_minor_units(total_minor, scale, exponent)
-    opener_owed = max(
-        0, from_minor_units(opener_deposit, scale, exponent) - opener_sent + peer_sent
-    )
-    opener_owed = min(opener_owed, total)
-    peer_owed = total - opener_owed
-    if opener_owed > from_minor_units(opener_deposit, scale, exponent):
-        opener_minor = to_minor_units(Amount(opener_owed), scale, exponent)
-        residual = opener_owed - from_minor_units(opener_minor, scale, exponent)
-        return Payouts(opener_minor, MinorUnits(total_minor - opener_minor), Amount(residual))
-    peer_minor = to_minor_units(Amount(peer_owed), scale, exponent)
-    residual = peer_owed - from_minor_units(peer_minor, scale, exponent)
-    return Payouts(MinorUnits(total_minor - peer_minor), peer_minor, Amount(residual))

@@ -25,6 +25,7 @@ from node.context import now_ms
 from node.errors import NodeError, NotFound
 from node.keys import CHANNELS, CONFIG, CONTEXT, ESCROW, OUTBOX, SIGNER, TOKEN, TRANSFERS
 from node.peers import check_identity, remember, verified_account
+from node.roles import Role
 from node.storage.models import HeldProposal, Peer
 from node.views import channel_detail, channel_summary, minor, statement
 from protocol.errors import ErrorCode, ProtocolError
@@ -114,7 +115,7 @@ async def status(request: web.Request) -> web.Response:
         "bank": {"rail": config.bank.rail, "account": config.bank.identification,
                  "url": config.bank.url},
     }
-    if config.role == "arbiter":
+    if config.role is Role.ARBITER:
         body["escrows"] = dict(Counter(s.phase.value for s in request.app[ESCROW].states.values()))
     else:
         body["channels"] = dict(Counter(
@@ -177,7 +178,7 @@ async def list_channels(request: web.Request) -> web.Response:
     service = request.app[CHANNELS]
     channels = [channel_summary(s) for s in
                 sorted(service.states.values(), key=lambda s: s.updated_ms, reverse=True)]
-    held = [held_json(h, service.held_reason(h)) for h in await service.held()]
+    held = [held_json(h, service.proposals.held_reason(h)) for h in await service.proposals.held()]
     return web.json_response({"channels": channels, "proposals": held})
 
 
@@ -235,14 +236,14 @@ async def _peer_id(request: web.Request, ref: str) -> str:
 
 async def accept_channel(request: web.Request) -> web.Response:
     NO_BODY.check(await read_json(request, optional=True))
-    state = await request.app[CHANNELS].accept_held(_channel_ref(request))
+    state = await request.app[CHANNELS].proposals.accept_held(_channel_ref(request))
     return web.json_response(await _detail(request, state.channel_id.hex()))
 
 
 async def reject_channel(request: web.Request) -> web.Response:
     """Delete a proposal held for the operator (the counterpart of accept)."""
     NO_BODY.check(await read_json(request, optional=True))
-    held = await request.app[CHANNELS].reject_held(_channel_ref(request))
+    held = await request.app[CHANNELS].proposals.reject_held(_channel_ref(request))
     return web.json_response({"id": held.id, "peer": held.opener_id, "phase": "rejected"})
 
 
@@ -334,7 +335,7 @@ async def openapi(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(OPENAPI, headers={"Content-Type": "application/yaml"})
 
 
-def routes(role: str) -> list[web.RouteDef]:
+def routes(role: Role) -> list[web.RouteDef]:
     common = [
         web.get("/openapi.yaml", openapi),
         web.get("/api/status", status),
@@ -343,7 +344,7 @@ def routes(role: str) -> list[web.RouteDef]:
         web.get("/api/outbox", list_outbox),
         *reconcile_routes(),
     ]
-    if role == "arbiter":
+    if role == Role.ARBITER:
         return [*common, web.get("/api/escrows", list_escrows)]
     return [
         *common,

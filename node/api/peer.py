@@ -27,6 +27,7 @@ from node.peers import (
     parse_challenge,
     remember,
 )
+from node.roles import Role
 from protocol import PROTOCOL_VERSION
 from protocol.errors import DecodeError, ErrorCode, ProtocolError, RemoteProtocolError
 from protocol.messages import (
@@ -184,7 +185,7 @@ async def receipt(request: web.Request) -> web.Response:
 
 async def close(request: web.Request) -> web.Response:
     msg = await body_as(request, CooperativeClose)
-    if request.app[CONFIG].role == "arbiter":
+    if request.app[CONFIG].role is Role.ARBITER:
         await request.app[ESCROW].on_close(msg)
         return reply(None)
     return reply(await request.app[CHANNELS].on_close(msg))
@@ -289,10 +290,10 @@ async def close_streams(app: web.Application) -> None:
         await ws.close(code=1001, message=b"node shutting down")
 
 
-def routes(role: str) -> list[web.RouteDef]:
+def routes(role: Role) -> list[web.RouteDef]:
     common = [web.get("/p2p/info", info), web.get("/p2p/identity", identity),
               web.post("/p2p/announce", announce), web.post("/p2p/close", close)]
-    if role == "arbiter":
+    if role == Role.ARBITER:
         return [*common, web.post("/p2p/register", register),
                 web.post("/p2p/unilateral", unilateral), web.post("/p2p/evidence", evidence),
                 web.get("/p2p/channels/{channel_id}/status", escrow_status)]

@@ -29,7 +29,7 @@ from protocol.messages import (
     Signed,
     UnilateralClose,
 )
-from protocol.money import Payouts
+from protocol.payout import Payouts
 from protocol.records import Message
 from protocol.types import Amount, ChannelId, MinorUnits, Nonce, Quantity, Signature
 

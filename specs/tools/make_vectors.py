@@ -48,13 +48,13 @@ from protocol.messages import (
     next_usage_digest,
 )
 from protocol.money import (
-    compute_payouts,
     currency_exponent,
     format_money,
     parse_decimal,
     parse_money,
     to_minor_units,
 )
+from protocol.payout import cumulative_shares
 from protocol.records import Bin, Kind, ListOf, Message, Nested, Opt, Record, Text, UInt
 from protocol.references import (
     Purpose,
@@ -706,7 +706,7 @@ def money_vectors() -> dict[str, Any]:
     ]
     payouts = []
     for name, od, pd, os_, ps, scale, exponent in payout_cases:
-        result = compute_payouts(
+        result = cumulative_shares(
             opener_deposit=MinorUnits(od),
             peer_deposit=MinorUnits(pd),
             opener_sent=Amount(os_),

@@ -40,7 +40,7 @@ from node.cluster import (
     wait_port,
 )
 from node.config import CONFIG_FILE, Limits, Policy
-from protocol.money import compute_payouts
+from protocol.payout import cumulative_shares
 
 __all__ = ["ATTACKER", "CARRIER", "ESCROW", "MANUFACTURER", "Arena", "arena", "wait_for"]
 
@@ -160,7 +160,7 @@ def cents(amount: str) -> int:
 
 def payouts_minor(*, deposit: int, opener_sent: int, peer_sent: int) -> tuple[int, int]:
     """(opener, peer) payouts in cents for a channel where only the opener deposited."""
-    p = compute_payouts(opener_deposit=deposit, peer_deposit=0,  # type: ignore[arg-type]
+    p = cumulative_shares(opener_deposit=deposit, peer_deposit=0,  # type: ignore[arg-type]
                         opener_sent=opener_sent, peer_sent=peer_sent,  # type: ignore[arg-type]
                         scale=6, exponent=2)
     return int(p.opener), int(p.peer)

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-import node.channels
+import node.proposals
 from protocol.crypto import Signer
 from protocol.messages import ChannelProposal
 from tests.adversarial.arena import Arena, arena, phase, wait_for
@@ -26,8 +26,8 @@ from tests.adversarial.toolkit import Loop, account_of, request, terms
 
 FRESH_KEYS = 120
 FROM_ONE_KEY = 20
-MAX_HELD_FROM_STRANGERS = getattr(node.channels, "MAX_HELD_PROPOSALS", 100)
-PER_PROPOSER = getattr(node.channels, "MAX_HELD_PER_PROPOSER", 3)
+MAX_HELD_FROM_STRANGERS = getattr(node.proposals, "MAX_HELD_PROPOSALS", 100)
+PER_PROPOSER = getattr(node.proposals, "MAX_HELD_PER_PROPOSER", 3)
 """The per-proposer quota of this build (the node's own constant; 3 when it has none)."""
 
 

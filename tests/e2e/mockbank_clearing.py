@@ -390,6 +390,11 @@ class Clearing:
             if key in self.relayed or p["creditor_iban"] not in held:
                 continue
             t = transfers.get(key)
+            if t is None:  # posted (and booked) after the snapshot above: read the files again
+                transfers.update(((f.msg_id, f.end_to_end_id), f)
+                                 for data in self.gateway.posted()
+                                 for f in read_payment_file(data))
+                t = transfers.get(key)
             if t is None:
                 self.errors.append(f"booked payment {key} is in no file the nodes posted")
                 self.relayed[key] = {}

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from node.bench import (
+from node.bench_figures import (
     LIGHTNING_BEST,
     RAIDEN_SIMULATED,
     SCHEMA,

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 
 from protocol import arbiter as arb
 from protocol.messages import BalanceProof, CooperativeClose, Receipt
-from protocol.money import compute_payouts, currency_exponent
+from protocol.money import currency_exponent
+from protocol.payout import cumulative_shares
 from protocol.references import Purpose, bank_reference, idempotency_key
 from protocol.types import Amount
 from tests.faults.simbank import Violation
@@ -123,7 +124,7 @@ class Invariants:
             if paid * factor < owed - (factor - 1):
                 raise Violation(f"party {party} is paid {paid} minor units; it is owed at "
                                 f"least {owed} at scale {terms.scale}")
-        base = compute_payouts(
+        base = cumulative_shares(
             opener_deposit=terms.opener_deposit, peer_deposit=terms.peer_deposit,
             opener_sent=Amount(sent[0]), peer_sent=Amount(sent[1]), scale=terms.scale,
             exponent=currency_exponent(terms.currency))

@@ -311,7 +311,7 @@ async def seed(
                     )
                 )
         for state in states:
-            await service._commit(state, new=True)
+            await service.commit(state, new=True)
     finally:
         await engine.dispose()
 

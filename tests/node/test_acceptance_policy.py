@@ -23,9 +23,9 @@ import aiohttp
 import pytest
 from sqlalchemy import func, select
 
-from node.channels import MAX_HELD_PER_PROPOSER, MAX_HELD_PROPOSALS
 from node.config import Allowance, ConfigError, load_config
 from node.peers import info_json
+from node.proposals import MAX_HELD_PER_PROPOSER, MAX_HELD_PROPOSALS
 from node.storage.models import Channel, HeldProposal, Peer
 from node.storage.models import Outbox as OutboxRow
 from protocol import channel as ch
@@ -88,7 +88,7 @@ class Target:
             return resp.status, decode_message(body) if body else None
 
     async def held(self) -> dict[str, HeldProposal]:
-        return {h.id: h for h in await self.node.node.channels.held()}
+        return {h.id: h for h in await self.node.node.channels.proposals.held()}
 
     async def count(self, model: Any) -> int:
         async with self.node.node.ctx.db() as session:

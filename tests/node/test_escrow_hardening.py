@@ -103,7 +103,7 @@ async def test_early_and_late_deposits_are_kept_and_never_stop_the_others(
     claim = UnilateralClose(terms.channel_id, sim.opener.node_id, None,
                             EMPTY_SIGNATURE).signed_by(sim.opener)
     decided = arb.step(svc.escrow.states[cid], arb.ReceiveUnilateralClose(claim), now_ms=10)
-    await svc.escrow._commit(decided.state, ())
+    await svc.escrow.commit(decided.state, ())
     await svc.escrow._credit("e-3", ref1, 1, terms.currency, "Griefer", 3)
     late = {c.entry_id: c for c in await unapplied(svc)}["e-3"]
     assert not late.applied
@@ -124,7 +124,7 @@ async def test_a_booked_payout_is_applied_even_after_a_crash(
     reg = registration_of(sim)
     await svc.escrow.on_register(reg)
     decided = sim.close()
-    await svc.escrow._commit(decided.state, ())
+    await svc.escrow.commit(decided.state, ())
     cid = decided.state.channel_id.hex()
     # the rail said "booked" and the row was saved; the process died before applying it
     async with svc.ctx.db() as session, session.begin():

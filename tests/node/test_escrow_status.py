@@ -30,7 +30,7 @@ async def test_the_status_is_signed_fresh_and_carries_the_dispute(
     assert sim.escrow is not None
     await arbiter.node.escrow.on_register(ChannelRegistration(sim.escrow.proposal,
                                                               sim.escrow.acceptance))
-    await arbiter.node.escrow._commit(sim.escrow)
+    await arbiter.node.escrow.commit(sim.escrow)
     cid = sim.escrow.channel_id.hex()
     url = f"{arbiter.peer_url}/p2p/channels/{cid}/status"
 

@@ -10,9 +10,9 @@ from typing import Any
 
 import aiohttp
 
-from node.channels import MAX_HELD_PROPOSALS
 from node.config import load_config
 from node.peers import info_json
+from node.proposals import MAX_HELD_PROPOSALS
 from node.storage.models import HeldProposal, Peer
 from protocol import channel as ch
 from protocol.crypto import Signer
@@ -62,7 +62,7 @@ async def test_held_proposals_are_capped(tmp_path: Path, start_node: Any) -> Non
     assert status == 400
     assert isinstance(answer, Refusal)
     assert ErrorCode(answer.code) is ErrorCode.INVALID_STATE
-    held = await node.node.channels.held()
+    held = await node.node.channels.proposals.held()
     assert len(held) == MAX_HELD_PROPOSALS
     assert all(isinstance(h, HeldProposal) for h in held)
 

@@ -20,12 +20,12 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, select, text, update
 from sqlalchemy.exc import DBAPIError
 
-from node.channels import BUCKET_MS
 from node.outbox import Delivery
 from node.storage.codec import CorruptState
 from node.storage.db import MIGRATIONS, make_engine, migrate
 from node.storage.models import Base, Channel, Escrow, OutgoingProof, Peer, Usage
 from node.storage.models import Outbox as OutboxRow
+from node.storage.repository import BUCKET_MS
 from protocol import arbiter as arb
 from protocol import channel as ch
 from protocol.crypto import Signer
@@ -180,15 +180,15 @@ async def test_channel_state_round_trips_through_commit_and_load(
     assert {s.phase for s in states} == set(ch.Phase)
 
     for state in states:
-        await svc.channels._commit(state, new=True)
+        await svc.channels.commit(state, new=True)
     # an update of an existing row (not new): the OPEN channel moves on
     open_state = next(s for s in states if s.phase is ch.Phase.OPEN)
     payer = Payer(sim)  # a fresh channel: feed one proof through the machine, then commit
-    await svc.channels._commit(sim.states[1], new=True)
+    await svc.channels.commit(sim.states[1], new=True)
     proof = payer.pay((300, 1), reference="LATER")
     advanced = ch.step(sim.states[1], ch.ReceiveProof(proof), now_ms=payer.now_ms).state
     advanced = ch.step(advanced, ch.ActionAcknowledge(sim.peer), now_ms=payer.now_ms).state
-    await svc.channels._commit(advanced)
+    await svc.channels.commit(advanced)
     expected = {s.channel_id.hex(): s for s in [*states, advanced]}
     assert len(expected) == len(states) + 1
 
@@ -213,7 +213,7 @@ async def test_a_corrupt_state_row_fails_loudly_at_load(
     sim = open_sim()
     config = make_config(tmp_path / "peer", sim.peer, db_url=db_url)
     svc = await services(config)
-    await svc.channels._commit(sim.states[1], new=True)
+    await svc.channels.commit(sim.states[1], new=True)
     cid = sim.states[1].channel_id.hex()
     row = await svc.channel_row(cid)
     assert row is not None
@@ -235,7 +235,7 @@ async def test_usage_of_10000_proofs_is_a_bounded_number_of_aggregated_rows(
     sim = open_sim()
     config = make_config(tmp_path / "peer", sim.peer, db_url=db_url)
     svc = await services(config)
-    await svc.channels._commit(sim.states[1], new=True)
+    await svc.channels.commit(sim.states[1], new=True)
     cid = sim.states[1].channel_id.hex()
 
     start = sim.now_ms - sim.now_ms % BUCKET_MS + BUCKET_MS  # two whole hours ahead
@@ -305,7 +305,7 @@ async def test_outgoing_proofs_are_kept_until_a_receipt_covers_them(
     await add_peer(svc, sim.peer)
     state = sim.states[0]
     cid = state.channel_id.hex()
-    await svc.channels._commit(state, new=True)
+    await svc.channels.commit(state, new=True)
     commits = svc.count_commits()
 
     await svc.channels.pay(cid, quantities=[100, 1], reference="SHIPMENT-9", repeat=300, wait=False)
@@ -322,7 +322,7 @@ async def test_outgoing_proofs_are_kept_until_a_receipt_covers_them(
         )
     assert [n for n, _ in stored] == list(range(1, 301))
     assert svc.channels.get(cid).sent.nonce == 300
-    assert await svc.channels._unacked(cid) == [(n, p) for n, p in stored]
+    assert await svc.channels.streams.unacked(cid) == [(n, p) for n, p in stored]
     # the sender's usage is aggregated too
     assert [(r[1], r[4], r[6]) for r in await svc.usage(cid)] == [
         ("km", 30_000, 300),
@@ -350,10 +350,10 @@ async def test_outgoing_proofs_are_kept_until_a_receipt_covers_them(
     await svc.channels.on_receipt(receipt(120))
     # held in memory at once (what the window and waiters use), written by the next flush
     assert svc.channels.get(cid).sent.acked_nonce == 120
-    await svc.channels.flush()
+    await svc.channels.writer.flush()
     assert await svc.count(OutgoingProof) == 180
     assert svc.channels.get(cid).sent.acked_nonce == 120
-    assert [n for n, _ in await svc.channels._unacked(cid)] == list(
+    assert [n for n, _ in await svc.channels.streams.unacked(cid)] == list(
         range(121, 301)
     )
     await svc.channels.on_receipt(receipt(50))  # an older receipt changes nothing
@@ -364,13 +364,13 @@ async def test_outgoing_proofs_are_kept_until_a_receipt_covers_them(
     again = await services(config)
     await again.channels.load()
     assert again.channels.get(cid).sent.acked_nonce == 120
-    assert [n for n, _ in await again.channels._unacked(cid)] == list(
+    assert [n for n, _ in await again.channels.streams.unacked(cid)] == list(
         range(121, 301)
     )
     await again.channels.on_receipt(receipt(300))
-    await again.channels.flush()
+    await again.channels.writer.flush()
     assert await again.count(OutgoingProof) == 0
-    assert await again.channels._unacked(cid) == []
+    assert await again.channels.streams.unacked(cid) == []
 
 
 # -- escrow (arbiter mode) ----------------------------------------------------------------------
@@ -394,10 +394,10 @@ async def test_escrow_state_round_trips_with_its_outbox(
     assert await svc.count(Escrow) == 1
 
     # funded (as the simulation's arbiter saw it), then the cooperative close decides payouts
-    await svc.escrow._commit(sim.escrow)
+    await svc.escrow.commit(sim.escrow)
     decided = sim.close()
     assert any(isinstance(e, arb.SubmitPayout) for e in decided.effects)
-    await svc.escrow._commit(decided.state, decided.effects)
+    await svc.escrow.commit(decided.state, decided.effects)
     outbox_before = [(r.kind, r.target, r.payload) for r in await svc.outbox.pending()]
     assert [k for k, _, _ in outbox_before].count("payout") == sum(
         isinstance(e, arb.SubmitPayout) for e in decided.effects
@@ -439,7 +439,7 @@ async def test_outbox_rows_survive_a_restart_and_are_carried_out_once(
         Delivery("send", "http://b.test/p2p/evidence", b"\x02second", "bb" * 32, "evidence"),
     ]
     effects = [(d.kind, d.target, d.payload) for d in deliveries]
-    await svc.channels._commit(state, new=True, outbox=deliveries)
+    await svc.channels.commit(state, new=True, outbox=deliveries)
     assert [(r.kind, r.target, r.payload) for r in await svc.outbox.pending()] == effects
     # the worker never ran: a crash now must not lose the effects
     await svc.close()
@@ -485,7 +485,7 @@ async def test_a_batch_of_proofs_is_one_transaction_and_a_resent_nonce_gets_the_
     sim = open_sim()
     config = make_config(tmp_path / "peer", sim.peer, db_url=db_url)
     svc = await services(config)
-    await svc.channels._commit(sim.states[1], new=True)
+    await svc.channels.commit(sim.states[1], new=True)
     cid = sim.states[1].channel_id.hex()
     payer = Payer(sim)
     proofs = [payer.pay((250, 1), reference=f"R{i % 5}") for i in range(200)]
@@ -555,7 +555,7 @@ async def test_a_failed_commit_changes_nothing_and_acknowledges_nothing(
     sim = open_sim()
     config = make_config(tmp_path / "peer", sim.peer, db_url=db_url)
     svc = await services(config)
-    await svc.channels._commit(sim.states[1], new=True)
+    await svc.channels.commit(sim.states[1], new=True)
     cid = sim.states[1].channel_id.hex()
     payer = Payer(sim)
     first = [payer.pay((100, 0)) for _ in range(5)]

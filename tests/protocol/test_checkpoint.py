@@ -13,7 +13,7 @@ from protocol import refunds as rf
 from protocol.checkpoint import withdrawable
 from protocol.errors import ErrorCode, LocalProtocolError, ProtocolError, RemoteProtocolError
 from protocol.messages import EMPTY_SIGNATURE, BankAccount, Checkpoint, PayoutAccount
-from protocol.money import compute_payouts
+from protocol.payout import cumulative_shares
 from protocol.references import (
     Purpose,
     bank_reference,
@@ -86,7 +86,7 @@ def test_three_daily_checkpoints_and_the_close_pay_exactly_the_net(payer_only: S
     assert paid_to(sim, 0) + paid_to(sim, 1) == 10_000  # nothing created, nothing rounded away
     assert sim.states[0].phase is ch.Phase.SETTLED
     assert sim.states[1].phase is ch.Phase.SETTLED
-    expected = compute_payouts(opener_deposit=MinorUnits(10_000), peer_deposit=MinorUnits(0),
+    expected = cumulative_shares(opener_deposit=MinorUnits(10_000), peer_deposit=MinorUnits(0),
                                opener_sent=Amount(total_net), peer_sent=Amount(0), scale=6,
                                exponent=2)
     assert (paid_to(sim, 0), paid_to(sim, 1)) == (expected.opener, expected.peer)
@@ -498,7 +498,7 @@ def test_checkpoint_withdrawable_is_the_payout_rule_beyond_the_deposit() -> None
     """withdrawable = the payee's share by the one payout rule, less its own deposit."""
     s = Simulation.create(tariff=(KM,), opener_deposit=10_000, peer_deposit=3_000)
     for opener_sent, peer_sent in ((0, 0), (153_750, 0), (0, 29_999_999), (50_000, 40_001)):
-        share = compute_payouts(opener_deposit=MinorUnits(10_000), peer_deposit=MinorUnits(3_000),
+        share = cumulative_shares(opener_deposit=MinorUnits(10_000), peer_deposit=MinorUnits(3_000),
                                 opener_sent=Amount(opener_sent), peer_sent=Amount(peer_sent),
                                 scale=6, exponent=2)
         w = withdrawable(s.terms, (opener_sent, peer_sent))

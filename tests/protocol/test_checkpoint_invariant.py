@@ -45,7 +45,7 @@ from protocol.messages import (
     Receipt,
     TopUpConfirmation,
 )
-from protocol.money import compute_payouts
+from protocol.payout import cumulative_shares
 from protocol.references import Purpose, bank_reference
 from protocol.simulation import Simulation
 from protocol.transfers import TransferStatus
@@ -395,7 +395,7 @@ class CheckpointInvariant(RuleBasedStateMachine):
         assert sum(by_party) == self.held()  # every unit of escrow, once
         honest = self.honest
         acked = honest.received.receipt
-        due = compute_payouts(
+        due = cumulative_shares(
             opener_deposit=MinorUnits(self.escrow.deposited[0] + self.escrow.topped_up[0]),
             peer_deposit=MinorUnits(self.escrow.deposited[1] + self.escrow.topped_up[1]),
             opener_sent=Amount(honest.sent.amount if self.h == 0 else (
@@ -473,7 +473,7 @@ def test_checkpoint_free_close_is_the_one_payout_rule(
                     opener_deposit=MinorUnits(deposits[0]), peer_deposit=MinorUnits(deposits[1]))
     rule = remaining_payouts(terms, (MinorUnits(topups[0]), MinorUnits(topups[1])),
                              (MinorUnits(withdrawn[0]), MinorUnits(withdrawn[1])), *sent)
-    plain = compute_payouts(opener_deposit=MinorUnits(deposits[0] + topups[0]),
+    plain = cumulative_shares(opener_deposit=MinorUnits(deposits[0] + topups[0]),
                             peer_deposit=MinorUnits(deposits[1] + topups[1]),
                             opener_sent=Amount(sent[0]), peer_sent=Amount(sent[1]), scale=6,
                             exponent=2)
@@ -506,7 +506,7 @@ def test_checkpoint_payouts_plus_close_equal_one_close(ops: list[tuple[str, int]
     for debtor, creditor, moved, _ in sim.ledger.transfers:
         if debtor == sim.terms.escrow_account.identification:
             totals[[a.identification for a in sim.terms.accounts()].index(creditor)] += moved
-    once = compute_payouts(
+    once = cumulative_shares(
         opener_deposit=MinorUnits(10_000 + escrow.topped_up[0]),
         peer_deposit=MinorUnits(4_000 + escrow.topped_up[1]),
         opener_sent=sim.states[0].flows[0].amount, peer_sent=sim.states[0].flows[1].amount,

@@ -56,7 +56,7 @@ from protocol.messages import (
     Receipt,
     UnilateralClose,
 )
-from protocol.money import compute_payouts
+from protocol.payout import cumulative_shares
 from protocol.simulation import Simulation
 from protocol.types import MAX_AMOUNT, U64_MAX, Amount, Nonce, Quantity
 
@@ -590,7 +590,7 @@ class CloseInvariant(RuleBasedStateMachine):
 
     def _payout(self, opener_sent: int, peer_sent: int) -> int:
         terms = self.escrow.terms
-        payouts = compute_payouts(
+        payouts = cumulative_shares(
             opener_deposit=terms.opener_deposit, peer_deposit=terms.peer_deposit,
             opener_sent=Amount(opener_sent), peer_sent=Amount(peer_sent), scale=SCALE,
             exponent=EXPONENT)

@@ -10,8 +10,6 @@ from protocol import channel as ch
 from protocol.errors import ErrorCode, LocalProtocolError
 from protocol.money import (
     Money,
-    Payouts,
-    compute_payouts,
     currency_exponent,
     format_decimal,
     format_money,
@@ -20,6 +18,7 @@ from protocol.money import (
     parse_money,
     to_minor_units,
 )
+from protocol.payout import Payouts, cumulative_shares
 from protocol.simulation import Simulation
 from protocol.tariff import (
     TariffLine,
@@ -192,7 +191,7 @@ def test_decimal_round_trip(value: int, scale: int) -> None:
 def test_compute_payouts_table(
     deposits: tuple[int, int], sent: tuple[int, int], exponent: int, expected: Payouts
 ) -> None:
-    payouts = compute_payouts(
+    payouts = cumulative_shares(
         opener_deposit=MinorUnits(deposits[0]),
         peer_deposit=MinorUnits(deposits[1]),
         opener_sent=Amount(sent[0]),
@@ -214,7 +213,7 @@ def test_compute_payouts_table(
 )
 def test_payout_rule_properties(dep0: int, dep1: int, sent0: int, sent1: int, exp: int) -> None:
     f = 10 ** (6 - exp)
-    payouts = compute_payouts(
+    payouts = cumulative_shares(
         opener_deposit=MinorUnits(dep0),
         peer_deposit=MinorUnits(dep1),
         opener_sent=Amount(sent0),
@@ -232,7 +231,7 @@ def test_payout_rule_properties(dep0: int, dep1: int, sent0: int, sent1: int, ex
     else:  # the peer is the payee (or nobody is): the peer rounded down
         assert payouts.peer == ((dep0 + dep1) * f - owed0) // f
     # paying more never raises your payout
-    more = compute_payouts(
+    more = cumulative_shares(
         opener_deposit=MinorUnits(dep0),
         peer_deposit=MinorUnits(dep1),
         opener_sent=Amount(sent0 + f),

@@ -32,7 +32,7 @@ from protocol.messages import (
     Receipt,
     UnilateralClose,
 )
-from protocol.money import Payouts, compute_payouts
+from protocol.payout import Payouts, cumulative_shares
 from protocol.simulation import Simulation
 from protocol.tariff import tariff_amount
 from protocol.types import Amount, MinorUnits, Quantity
@@ -209,7 +209,7 @@ class ChannelRules(RuleBasedStateMachine):
         sent = [0, 0]
         sent[other] = latest_c.amount if latest_c else 0
         sent[claimant] = latest_o.amount if latest_o else 0
-        assert base == compute_payouts(
+        assert base == cumulative_shares(
             opener_deposit=MinorUnits(DEPOSITS[0]),
             peer_deposit=MinorUnits(DEPOSITS[1]),
             opener_sent=Amount(sent[0]),
@@ -324,7 +324,7 @@ class ChannelRules(RuleBasedStateMachine):
     @invariant()
     def payouts_sum_to_deposits(self) -> None:
         for state in self.s.states:
-            payouts = compute_payouts(
+            payouts = cumulative_shares(
                 opener_deposit=MinorUnits(DEPOSITS[0]),
                 peer_deposit=MinorUnits(DEPOSITS[1]),
                 opener_sent=state.flows[0].amount,

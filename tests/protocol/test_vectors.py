@@ -38,13 +38,13 @@ from protocol.messages import (
     Signed,
 )
 from protocol.money import (
-    compute_payouts,
     currency_exponent,
     format_money,
     parse_decimal,
     parse_money,
     to_minor_units,
 )
+from protocol.payout import cumulative_shares
 from protocol.records import (
     Bin,
     Kind,
@@ -447,7 +447,7 @@ def test_format_money(case: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("case", MONEY["payouts"], ids=ids(MONEY["payouts"]))
 def test_payouts(case: dict[str, Any]) -> None:
-    result = compute_payouts(
+    result = cumulative_shares(
         opener_deposit=MinorUnits(int(case["opener_deposit"])),
         peer_deposit=MinorUnits(int(case["peer_deposit"])),
         opener_sent=Amount(int(case["opener_sent"])),
@@ -576,7 +576,7 @@ def test_checkpoint_scenario(case: dict[str, Any]) -> None:
                                               int(final["opener_sent"]), int(final["peer_sent"]))
     assert (str(rest.opener), str(rest.peer)) == (final["opener_payout"], final["peer_payout"])
     assert sum(paid) + rest.opener + rest.peer == sum(terms.deposits())
-    whole = compute_payouts(opener_deposit=terms.opener_deposit, peer_deposit=terms.peer_deposit,
+    whole = cumulative_shares(opener_deposit=terms.opener_deposit, peer_deposit=terms.peer_deposit,
                             opener_sent=Amount(int(final["opener_sent"])),
                             peer_sent=Amount(int(final["peer_sent"])), scale=terms.scale,
                             exponent=2)

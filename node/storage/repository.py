@@ -1,0 +1,242 @@
+"""Every query the node's services make, in one place (STYLE: small typed repositories).
+
+The services decide; this module only reads and writes rows. A method that takes a `session`
+runs inside the caller's transaction (the state and the deliveries it produced commit together:
+*persist, then act*); the others open their own short session.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from node.storage.codec import decode_channel, decode_escrow, encode_channel, encode_escrow
+from node.storage.models import (
+    Channel,
+    Cursor,
+    Escrow,
+    HeldProposal,
+    OutgoingProof,
+    Peer,
+    UnappliedCredit,
+    Usage,
+)
+from protocol import arbiter as arb
+from protocol import channel as ch
+from protocol.messages import BalanceProof
+
+BUCKET_MS = 3_600_000
+"""Usage is aggregated per (direction, unit, reference, hour)."""
+UsageRows = dict[tuple[Any, ...], list[int]]
+"""(channel, sender, unit, reference, bucket) → [quantity, amount, updates]."""
+
+
+def usage_rows(
+    state: ch.ChannelState, before: ch.Flow, proof: BalanceProof, rows: UsageRows
+) -> None:
+    """Add one proof's usage (its deltas over `before`) to the aggregate `rows`."""
+    sender = state.terms.party_index(proof.sender)
+    bucket = proof.time_ms - proof.time_ms % BUCKET_MS
+    cid = state.channel_id.hex()
+    for line, old, new in zip(state.terms.tariff, before.quantities, proof.quantities, strict=True):
+        if new != old:
+            row = rows[(cid, sender, line.unit, proof.reference, bucket)]
+            row[0] += new - old
+            row[1] += line.amount(new) - line.amount(old)
+            row[2] += 1
+    if proof.direct_amount != before.direct_amount:
+        row = rows[(cid, sender, "amount", proof.reference, bucket)]
+        row[1] += proof.direct_amount - before.direct_amount
+        row[2] += 1
+
+
+def upsert_usage(session: AsyncSession, rows: UsageRows) -> Any:
+    """One statement adding (quantity, amount, updates) to the aggregated usage rows."""
+    if not rows:
+        return None
+    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+    insert_ = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    values = [
+        {"channel_id": k[0], "sender": k[1], "unit": k[2], "reference": k[3], "bucket_ms": k[4],
+         "quantity": v[0], "amount": v[1], "updates": v[2]}
+        for k, v in rows.items()
+    ]
+    stmt = insert_(Usage).values(values)
+    return stmt.on_conflict_do_update(
+        index_elements=["channel_id", "sender", "unit", "reference", "bucket_ms"],
+        set_={
+            "quantity": Usage.quantity + stmt.excluded.quantity,
+            "amount": Usage.amount + stmt.excluded.amount,
+            "updates": Usage.updates + stmt.excluded.updates,
+        },
+    )
+
+
+class Repository:
+    def __init__(self, db: async_sessionmaker[AsyncSession]) -> None:
+        self.db = db
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        async with self.db() as session, session.begin():
+            yield session
+
+    # -- peers ----------------------------------------------------------------------------------
+
+    async def peer(self, node_id: str) -> Peer | None:
+        async with self.db() as session:
+            return await session.get(Peer, node_id)
+
+    async def peers(self) -> list[Peer]:
+        async with self.db() as session:
+            return list((await session.scalars(select(Peer).order_by(Peer.added_ms))).all())
+
+    # -- channels -------------------------------------------------------------------------------
+
+    async def channels(self) -> list[ch.ChannelState]:
+        async with self.db() as session:
+            return [decode_channel(row.state)
+                    for row in (await session.scalars(select(Channel))).all()]
+
+    async def save_channel(
+        self,
+        session: AsyncSession,
+        state: ch.ChannelState,
+        *,
+        new: bool = False,
+        usage: UsageRows | None = None,
+        outgoing: Sequence[BalanceProof] = (),
+        prune_upto: int | None = None,
+    ) -> None:
+        """The channel's state with its usage and our in-flight proofs (pruning what the
+        peer's receipts acknowledge), in the caller's transaction."""
+        cid = state.channel_id.hex()
+        data = encode_channel(state)
+        if new:
+            session.add(Channel(id=cid, peer_id=state.terms.parties()[state.them].hex(),
+                                phase=state.phase.value, state=data,
+                                created_ms=state.updated_ms, updated_ms=state.updated_ms))
+        else:
+            await session.execute(
+                update(Channel).where(Channel.id == cid)
+                .values(phase=state.phase.value, state=data, updated_ms=state.updated_ms))
+        if usage:
+            await session.execute(upsert_usage(session, usage))
+        if outgoing:
+            await session.execute(
+                insert(OutgoingProof),
+                [{"channel_id": cid, "nonce": p.nonce, "proof": p.encode()} for p in outgoing])
+        if prune_upto is not None:
+            await session.execute(delete(OutgoingProof).where(
+                OutgoingProof.channel_id == cid, OutgoingProof.nonce <= prune_upto))
+
+    async def outgoing_after(self, cid: str, start: int) -> list[tuple[int, bytes]]:
+        """Our stored proofs on `cid` above nonce `start`, in order (what a stream resends)."""
+        async with self.db() as session:
+            rows = await session.execute(
+                select(OutgoingProof.nonce, OutgoingProof.proof)
+                .where(OutgoingProof.channel_id == cid, OutgoingProof.nonce > start)
+                .order_by(OutgoingProof.nonce))
+            return [(int(n), bytes(p)) for n, p in rows.all()]
+
+    async def usage(self, cid: str) -> list[Usage]:
+        async with self.db() as session:
+            return list((await session.scalars(
+                select(Usage).where(Usage.channel_id == cid))).all())
+
+    # -- proposals held for the operator -------------------------------------------------------
+
+    async def held(self) -> list[HeldProposal]:
+        async with self.db() as session:
+            return list((await session.scalars(
+                select(HeldProposal).order_by(HeldProposal.received_ms))).all())
+
+    async def held_proposal(self, cid: str) -> HeldProposal | None:
+        async with self.db() as session:
+            return await session.get(HeldProposal, cid)
+
+    async def held_ids(self, prefix: str, limit: int = 2) -> list[str]:
+        async with self.db() as session:
+            return [str(cid) for cid in (await session.scalars(
+                select(HeldProposal.id).where(HeldProposal.id.startswith(prefix))
+                .order_by(HeldProposal.id).limit(limit))).all()]
+
+    @staticmethod
+    async def held_counts(session: AsyncSession, opener: str) -> tuple[int, int | None]:
+        """Proposals held from `opener`, and from openers that are not known peers (None when
+        `opener` is a known peer: the strangers' quota does not apply to it)."""
+        count = select(func.count()).select_from(HeldProposal)
+        theirs = await session.scalar(count.where(HeldProposal.opener_id == opener)) or 0
+        if await session.get(Peer, opener) is not None:
+            return theirs, None
+        strangers = await session.scalar(count.where(
+            HeldProposal.opener_id.not_in(select(Peer.node_id)))) or 0
+        return theirs, strangers
+
+    async def delete_held(self, cid: str) -> HeldProposal | None:
+        async with self.transaction() as session:
+            row = await session.get(HeldProposal, cid)
+            if row is not None:
+                await session.delete(row)
+            return row
+
+    # -- escrow (arbiter) -----------------------------------------------------------------------
+
+    async def escrows(self) -> list[tuple[arb.ArbiterState, list[str], list[int]]]:
+        """Each channel in escrow with its parties' callback URLs and their `issued_ms`."""
+        async with self.db() as session:
+            return [(decode_escrow(row.state), [row.opener_url, row.peer_url],
+                     [row.opener_url_ms, row.peer_url_ms])
+                    for row in (await session.scalars(select(Escrow))).all()]
+
+    @staticmethod
+    async def save_escrow(session: AsyncSession, state: arb.ArbiterState, urls: list[str],
+                          stamps: list[int], *, new: bool = False) -> None:
+        cid = state.channel_id.hex()
+        values = {"phase": state.phase.value, "state": encode_escrow(state),
+                  "opener_url": urls[0], "peer_url": urls[1], "opener_url_ms": stamps[0],
+                  "peer_url_ms": stamps[1], "updated_ms": state.updated_ms}
+        if new:
+            session.add(Escrow(id=cid, **values))
+        else:
+            await session.execute(update(Escrow).where(Escrow.id == cid).values(**values))
+
+    async def cursor(self, name: str) -> str | None:
+        async with self.db() as session:
+            row = await session.get(Cursor, name)
+            return row.value if row else None
+
+    async def set_cursor(self, name: str, value: str) -> None:
+        async with self.transaction() as session:
+            row = await session.get(Cursor, name)
+            if row is None:
+                session.add(Cursor(name=name, value=value))
+            else:
+                row.value = value
+
+    async def unapplied(self, references: Sequence[str] | None = None) -> list[UnappliedCredit]:
+        """Credits no channel took (optionally only those with one of `references`)."""
+        query = select(UnappliedCredit).where(UnappliedCredit.applied.is_(False))
+        if references is not None:
+            query = query.where(UnappliedCredit.reference.in_(references))
+        async with self.db() as session:
+            return list((await session.scalars(query.order_by(UnappliedCredit.booked_ms))).all())
+
+    async def note_credit(self, credit: UnappliedCredit) -> bool:
+        """Keep a credit that was not applied (`credit.reason` says why), or mark one kept
+        before as applied now (empty reason). True when it was newly kept."""
+        async with self.transaction() as session:
+            row = await session.get(UnappliedCredit, credit.entry_id)
+            if row is None:
+                if credit.reason:
+                    session.add(credit)
+                    return True
+                return False
+            row.applied = not credit.reason
+            row.reason = credit.reason
+            return False

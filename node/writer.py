@@ -1,0 +1,214 @@
+"""The group-commit writer and the acknowledgement waiters of the channels we pay on.
+
+Concurrent payments on one channel are coalesced: one writer task signs everything queued,
+commits it in one transaction, then hands it to the stream (group commit on the sender side,
+DESIGN §5). Callers that wait are released when the peer's receipts cover their last update.
+Receipts are applied in memory at once and written with the next commit, or by the flusher
+within a moment: the peer holds them too, and a restarted sender reads it back (ADR 0002).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+from collections import defaultdict, deque
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from node.config import Limits
+from node.context import now_ms
+from node.errors import Conflict, NodeError
+from node.storage.repository import UsageRows, usage_rows
+from protocol import channel as ch
+from protocol.errors import ProtocolError
+from protocol.messages import BalanceProof, Receipt
+from protocol.types import Amount, Quantity
+
+if TYPE_CHECKING:
+    from node.channels import ChannelService
+
+Request = tuple[ch.ActionPay, int, "asyncio.Future[int]"]
+"""One payment call: the action, how many updates of it, and its result (the last nonce)."""
+
+
+def _usage() -> UsageRows:
+    return defaultdict(lambda: [0, 0, 0])
+
+
+class Writer:
+    def __init__(self, service: ChannelService) -> None:
+        self.service = service
+        self.pending: defaultdict[str, deque[Request]] = defaultdict(deque)
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.ack_waiters: defaultdict[str, list[tuple[int, int, asyncio.Future[None]]]] = (
+            defaultdict(list))
+        self._tiebreak = itertools.count()
+        self.dirty: set[str] = set()
+        self.flusher: asyncio.Task[None] | None = None
+
+    @property
+    def limits(self) -> Limits:
+        return self.service.ctx.config.limits
+
+    async def pay(self, cid: str, *, quantities: Sequence[int], direct_amount: int = 0,
+                  reference: str = "", repeat: int = 1, wait: bool = True,
+                  timeout_s: float = 30.0) -> ch.ChannelState:
+        """Sign `repeat` updates of `quantities` (+ `direct_amount`) each, stream them, and with
+        `wait` return once the peer's receipts cover the last one."""
+        service = self.service
+        if not 1 <= repeat <= 1_000_000:
+            raise NodeError("repeat must be between 1 and 1,000,000")
+        phase = service.get(cid).phase
+        if phase is not ch.Phase.OPEN:
+            raise Conflict(f"cannot pay: the channel is {phase.value}, not open",
+                           code="INVALID_STATE")
+        await service.streams.open(cid)
+        action = ch.ActionPay(
+            service.ctx.signer, tuple(Quantity(q) for q in quantities), Amount(direct_amount),
+            reference)
+        chunk = max(1, min(self.limits.max_batch, self.limits.max_inflight // 2))
+        remaining, last = repeat, 0
+        while remaining:
+            n = min(remaining, chunk)
+            last = await self._enqueue(cid, action, n, timeout_s)
+            remaining -= n
+        if wait:
+            await self.wait_acked(cid, last, timeout_s)
+        return service.states[cid]
+
+    async def _enqueue(self, cid: str, action: ch.ActionPay, n: int, timeout_s: float) -> int:
+        """Queue `n` updates for the channel's writer; returns the last nonce once committed
+        and handed to the stream."""
+        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.pending[cid].append((action, n, done))
+        task = self.tasks.get(cid)
+        if task is None or task.done():
+            self.tasks[cid] = asyncio.create_task(self._write(cid, timeout_s),
+                                                  name=f"writer {cid[:16]}")
+        return await done
+
+    async def _write(self, cid: str, timeout_s: float) -> None:
+        """Sign and commit whatever is queued, as few transactions as the window allows."""
+        service = self.service
+        window = self.limits.max_inflight
+        queue = self.pending[cid]
+        while queue:
+            try:
+                await self._wait_room(cid, window - queue[0][1], timeout_s)
+            except NodeError as exc:
+                for _, _, done in queue:
+                    if not done.done():
+                        done.set_exception(exc)
+                queue.clear()
+                return
+            async with service.lock(cid):
+                state = service.get(cid)
+                room = window - (state.sent.nonce - state.sent.acked_nonce)
+                taken: list[tuple[int, asyncio.Future[int]]] = []
+                proofs: list[BalanceProof] = []
+                rows = _usage()
+                stamp = now_ms()
+                # the head fits (we waited for it); take more while the window has room
+                while queue and queue[0][1] <= room - len(proofs):
+                    action, n, done = queue.popleft()
+                    before_request = (state, len(proofs), {k: list(v) for k, v in rows.items()})
+                    try:
+                        for _ in range(n):
+                            before = state.sent
+                            t = ch.step(state, action, now_ms=stamp)
+                            state = t.state
+                            proof = t.effects[0].proof  # type: ignore[union-attr]
+                            usage_rows(state, before, proof, rows)
+                            proofs.append(proof)
+                    except ProtocolError as exc:  # this request only: the others go on
+                        state, keep, saved = before_request
+                        del proofs[keep:]
+                        rows = _usage()
+                        rows.update(saved)
+                        done.set_exception(exc)
+                        continue
+                    taken.append((state.sent.nonce, done))
+                if proofs:
+                    try:
+                        await service.commit(state, usage=rows, outgoing=proofs,
+                                             prune_upto=state.sent.acked_nonce)
+                    except Exception as exc:
+                        for _, done in taken:
+                            done.set_exception(exc)
+                        continue
+            await service.streams.send(cid, [(p.nonce, p.encode()) for p in proofs])
+            for nonce, done in taken:
+                done.set_result(nonce)
+
+    async def _wait_room(self, cid: str, inflight: int, timeout_s: float) -> None:
+        """Until at most `inflight` of our proofs are unacknowledged."""
+        await self.wait_acked(cid, self.service.get(cid).sent.nonce - max(0, inflight),
+                              timeout_s, what="acknowledged nothing")
+
+    async def wait_acked(self, cid: str, nonce: int, timeout_s: float, *,
+                         what: str = "not acknowledged") -> None:
+        if self.service.get(cid).sent.acked_nonce >= nonce:
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heap = self.ack_waiters[cid]
+        if len(heap) > 1024:  # drop waiters that gave up, while the peer stays away
+            heap[:] = [w for w in heap if not w[2].done()]
+            heapq.heapify(heap)
+        heapq.heappush(heap, (nonce, next(self._tiebreak), waiter))
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), timeout_s)
+        except TimeoutError:
+            waiter.cancel()
+            raise NodeError(
+                f"the peer has {what} update {nonce} within {timeout_s:.0f} s; what was signed "
+                "is stored and will be resent when it is back",
+                code="NOT_ACKNOWLEDGED",
+                status=504,
+            ) from None
+
+    def _release_waiters(self, cid: str) -> None:
+        acked = self.service.get(cid).sent.acked_nonce
+        heap = self.ack_waiters[cid]
+        while heap and heap[0][0] <= acked:
+            _, _, waiter = heapq.heappop(heap)
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def on_receipt(self, receipt: Receipt) -> None:
+        """A receipt moves our acknowledged nonce: kept in memory at once, written with the
+        next commit or by the flusher."""
+        service = self.service
+        cid = receipt.channel_id.hex()
+        async with service.lock(cid):
+            state = service.get(cid)
+            t = ch.step(state, ch.ReceiveReceipt(receipt), now_ms=now_ms())
+            if t.state is state:
+                return
+            service.states[cid] = t.state
+            self.dirty.add(cid)
+        self._release_waiters(cid)
+        if self.flusher is None or self.flusher.done():
+            self.flusher = asyncio.create_task(self._flush_soon(), name="receipt flusher")
+
+    async def _flush_soon(self, delay_s: float = 0.05) -> None:
+        await asyncio.sleep(delay_s)
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Write receipts held only in memory (and prune what they acknowledge)."""
+        service = self.service
+        while self.dirty:
+            cid = self.dirty.pop()
+            async with service.lock(cid):
+                state = service.get(cid)
+                await service.commit(state, prune_upto=state.sent.acked_nonce)
+
+    async def stop(self) -> None:
+        for task in list(self.tasks.values()):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(task, 5)
+        if self.flusher is not None:
+            self.flusher.cancel()
+        await self.flush()
