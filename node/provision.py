@@ -14,7 +14,6 @@ from typing import Any
 
 import aiohttp
 
-from node.config import write_private
 from rails.openbanking import generate_key_pair
 
 
@@ -53,9 +52,6 @@ async def open_sandbox_account(
         client = await _post(session, f"{base}/_sandbox/clients", {
             "jwk": key.public_jwk, "account_ids": [account_id], "name": name,
         })
-    token_file = directory / "bank-token"
-    token_file.unlink(missing_ok=True)
-    write_private(token_file, client["access_token"].encode())
     return {
         "rail": "openbanking",
         "url": base,
@@ -64,7 +60,8 @@ async def open_sandbox_account(
         "identification": identification,
         "name": name,
         "client_id": client["client_id"],
-        "token_file": str(token_file),
+        "org_id": client["org_id"],
+        "software_statement_id": client["software_statement_id"],
         "key_file": str(key.path),
         "poll_interval_ms": 200,
     }

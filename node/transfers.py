@@ -15,7 +15,7 @@ from node.context import Context, now_ms
 from node.storage.models import Outbox as OutboxRow
 from node.storage.models import Transfer
 from rails.errors import RailError
-from rails.port import Account, PaymentRecord, TransferInstruction
+from rails.port import Account, PaymentRecord, PaymentStatus, TransferInstruction
 
 log = structlog.get_logger()
 
@@ -69,7 +69,7 @@ class Transfers:
             return []
         async with self.ctx.db() as session:
             rows = (await session.scalars(select(Transfer).where(
-                Transfer.status.in_(("pending", "accepted"))))).all()
+                Transfer.status.in_(("pending", "accepted", "unreconciled"))))).all()
         changed = []
         for row in rows:
             try:
@@ -80,6 +80,11 @@ class Transfers:
             if record.status.value != row.status:
                 await self._save(record)
                 changed.append(record)
+                if record.status is PaymentStatus.UNRECONCILED:
+                    # the statement disagrees with the payment: for the operator, never settled
+                    log.error("transfer.unreconciled", key=row.idempotency_key,
+                              channel=row.channel_id[:16], reason_code=record.reason_code,
+                              reason=record.reason)
         return changed
 
     async def for_channel(self, channel_id: str) -> list[Transfer]:

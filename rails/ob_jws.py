@@ -5,12 +5,21 @@ left empty (``header..signature``). The protected header carries ``alg`` (PS256)
 ``cty`` and three OB claims, all listed in ``crit``:
 
 - ``http://openbanking.org.uk/iat``: the signing time, in seconds since the epoch;
-- ``http://openbanking.org.uk/iss``: who signs (the TPP's client id here, or the ASPSP);
+- ``http://openbanking.org.uk/iss``: who signs. With ``tan`` = ``openbanking.org.uk`` a TPP
+  sends ``{org-id}/{software-statement-id}`` and an ASPSP its ``{org-id}`` (OB Directory
+  identifiers; :func:`ob_issuer`), never a client id;
 - ``http://openbanking.org.uk/tan``: the trust anchor, ``openbanking.org.uk``.
 
 Since v3.1.4 the header carries no ``b64`` claim (the payload is base64url-encoded as in plain
 RFC 7515); a ``b64`` header is rejected. joserfc refuses unknown ``crit`` names unless they are in
 its header registry, so :data:`OB_REGISTRY` registers the three claims.
+
+**Header length.** joserfc refuses a protected header longer than 512 bytes by default; ours is
+already about 500 (base64url), and a real ASPSP's (a longer ``kid``, an ``x5u``, an OB
+Directory ``iss``) is longer still. The bound here is :data:`MAX_HEADER_BYTES` (4 KiB of the
+base64url segment, eight times what OB headers need and small enough that a hostile header
+costs nothing to refuse); a longer one is ``UK.OBIE.Signature.Malformed``. The detached payload
+may be as long as the largest answer read (:data:`rails.http.STATEMENT_ANSWER_LIMIT`).
 
 Shared by the adapter (:mod:`rails.openbanking`, signs requests, verifies the bank's answers) and
 the sandbox bank (:mod:`rails.sandbox`, verifies requests, signs answers).
@@ -21,6 +30,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -32,12 +42,17 @@ from joserfc.jwk import RSAKey
 from joserfc.jws import JWSRegistry
 from joserfc.registry import HeaderParameter
 
+from rails.http import STATEMENT_ANSWER_LIMIT
+
 OB_IAT = "http://openbanking.org.uk/iat"
 OB_ISS = "http://openbanking.org.uk/iss"
 OB_TAN = "http://openbanking.org.uk/tan"
 OB_TRUST_ANCHOR = "openbanking.org.uk"
 ALGORITHM = "PS256"
 MAX_CLOCK_SKEW_S = 300
+MAX_HEADER_BYTES = 4096
+"""The longest protected header (its base64url segment) a signature may carry."""
+_DIRECTORY_ID = re.compile(r"[A-Za-z0-9]{1,40}")
 
 OB_REGISTRY = JWSRegistry(
     header_registry={
@@ -47,6 +62,17 @@ OB_REGISTRY = JWSRegistry(
     },
     algorithms=[ALGORITHM],
 )
+OB_REGISTRY.max_header_length = MAX_HEADER_BYTES
+OB_REGISTRY.max_payload_length = STATEMENT_ANSWER_LIMIT
+
+
+def ob_issuer(org_id: str, software_statement_id: str | None = None) -> str:
+    """The ``iss`` claim: ``{org-id}/{software-statement-id}`` for a TPP, ``{org-id}`` for an
+    ASPSP (no statement id). Both are OB Directory ids: 1 to 40 letters and digits."""
+    for what, value in (("org id", org_id), ("software statement id", software_statement_id)):
+        if value is not None and not _DIRECTORY_ID.fullmatch(value):
+            raise ValueError(f"{what} {value!r} is not 1 to 40 letters and digits")
+    return org_id if software_statement_id is None else f"{org_id}/{software_statement_id}"
 
 
 class SignatureError(Exception):
@@ -120,6 +146,9 @@ def verify_detached(signature: str | None, body: bytes, key: RSAKey, *, kid: str
     if len(parts) != 3 or parts[1] != "":
         raise SignatureError("UK.OBIE.Signature.Malformed",
                              "x-jws-signature must be a detached compact JWS (header..signature)")
+    if len(parts[0]) > MAX_HEADER_BYTES:
+        raise SignatureError("UK.OBIE.Signature.Malformed",
+                             f"JWS header is {len(parts[0])} bytes, more than {MAX_HEADER_BYTES}")
     try:
         raw_header = json.loads(base64.urlsafe_b64decode(parts[0] + "=" * (-len(parts[0]) % 4)))
     except ValueError as exc:

@@ -12,14 +12,20 @@ One payment is a small resumable flow, and every step is written to the
    :meth:`~OpenBankingRail.status` carries on);
 4. ``POST /domestic-payments`` → ``meta.payment_id``;
 5. poll ``GET /domestic-payments/{id}`` until the status is final (or the poll budget runs out);
-   a ``Rejected`` payment's reason code comes from ``…/payment-details``.
+   a ``Rejected`` payment's reason code comes from ``…/payment-details``;
+6. ``AcceptedSettlementCompleted`` is the bank's word and kept as ``accepted``: the payment is
+   ``booked`` only when our account's transactions (AISP) show the debit with its
+   EndToEndIdentification, amount and currency (:mod:`rails.reconcile`); a difference, or no
+   such transaction by the booking deadline, is ``unreconciled`` with the reason.
 
 A crash (or :class:`~rails.errors.BankUnavailable`) anywhere in between leaves the reservation and
 whatever ids were learnt; the next ``submit``/``status`` with the same key re-sends the *same*
 bodies under the *same* ``x-idempotency-key``, which the bank answers with the resource it already
 made. So a restart never creates a second consent or payment.
 
-Transport: an :class:`aiohttp.ClientSession` owned by the adapter; a bearer token; a detached PS256
+Transport: an :class:`aiohttp.ClientSession` owned by the adapter; OAuth 2.0 bearer tokens
+(:mod:`rails.ob_oauth`: client credentials with ``private_key_jwt``, refreshed before they expire
+and after a 401; a PSU-authorised consent's own token for its payment); a detached PS256
 ``x-jws-signature`` over every request body (:mod:`rails.ob_jws`); a fresh
 ``x-fapi-interaction-id`` per call, which the bank must echo. Timeouts, connection errors, 5xx,
 429 and answers longer than the read limit (:mod:`rails.http`: 1 MiB, 16 MiB for an account's
@@ -44,14 +50,15 @@ import json
 import re
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 from joserfc.jwk import RSAKey
 
+from rails import reconcile as recon
 from rails.errors import (
     AnswerTooLarge,
     BankProtocolError,
@@ -71,10 +78,12 @@ from rails.ob_jws import (
     import_public_key,
     key_id,
     load_signing_key,
+    ob_issuer,
     public_jwk,
     sign_detached,
     verify_detached,
 )
+from rails.ob_oauth import TokenClient, authorisation_url
 from rails.port import (
     Account,
     AccountScheme,
@@ -94,7 +103,9 @@ from rails.store import IdempotencyStore, SqliteIdempotencyStore, StoredSubmissi
 PISP = "/open-banking/v3.1/pisp"
 AISP = "/open-banking/v3.1/aisp"
 RAIL_NAME = "openbanking"
-BANK_ISSUER = "meterline-sandbox-bank"
+BANK_ISSUER = "0015800000SANDBOX1"
+"""The sandbox bank's OB Directory org id: the ``iss`` of its signatures (an ASPSP signs as
+``{org-id}``)."""
 
 _OB_SCHEME = {
     AccountScheme.SORT_CODE: "UK.OBIE.SortCodeAccountNumber",
@@ -104,10 +115,13 @@ _PAYMENT_STATUS = {
     "Pending": PaymentStatus.PENDING,
     "AcceptedSettlementInProcess": PaymentStatus.ACCEPTED,
     "AcceptedWithoutPosting": PaymentStatus.ACCEPTED,
-    "AcceptedSettlementCompleted": PaymentStatus.BOOKED,
-    "AcceptedCreditSettlementCompleted": PaymentStatus.BOOKED,
+    "AcceptedSettlementCompleted": PaymentStatus.ACCEPTED,
+    "AcceptedCreditSettlementCompleted": PaymentStatus.ACCEPTED,
     "Rejected": PaymentStatus.REJECTED,
 }
+_OB_FINAL = frozenset({"AcceptedSettlementCompleted", "AcceptedCreditSettlementCompleted",
+                       "Rejected"})
+"""The bank's last word on a payment: polling stops; the statement decides the rest."""
 _CONSENT_STATUSES = ("AwaitingAuthorisation", "Authorised", "Consumed", "Rejected")
 CONSENT_REJECTED = "ConsentRejected"
 """`reason_code` of a payment whose consent the PSU (or the bank) rejected."""
@@ -117,8 +131,9 @@ CONSENT_REJECTED = "ConsentRejected"
 class OpenBankingConfig:
     """Everything the node needs to pay by bank from one account.
 
-    `base_url` is the bank's origin (``http://127.0.0.1:8700``); `client_id` and `access_token`
-    come from registering the TPP with the bank (``POST /_sandbox/clients`` on the sandbox);
+    `base_url` is the bank's origin (``http://127.0.0.1:8700``); `client_id`, `org_id` and
+    `software_statement_id` come from registering the TPP with the bank (``POST
+    /_sandbox/clients`` on the sandbox); tokens are asked for with `key_file`'s key;
     `key_file` is the TPP's private key (see :func:`generate_key_pair`); `account_id` is the
     bank's AccountId of our own account (AISP reads, statements). `store_path` is the adapter's
     own idempotency file, used when no store is handed to the adapter.
@@ -126,9 +141,12 @@ class OpenBankingConfig:
 
     base_url: str
     client_id: str
-    access_token: str = field(repr=False)
     key_file: Path
     account_id: str
+    org_id: str = ""
+    """Our organisation's OB Directory id; with `software_statement_id` the ``iss`` of every
+    signature we send (``{org-id}/{software-statement-id}``, :func:`rails.ob_jws.ob_issuer`)."""
+    software_statement_id: str = ""
     store_path: Path | None = None
     kid: str | None = None
     """Defaults to the key's RFC 7638 thumbprint (what the sandbox registers it under)."""
@@ -143,6 +161,8 @@ class OpenBankingConfig:
     poll_interval_s: float = 0.25
     poll_attempts: int = 8
     payment_context: str = "PartyToParty"
+    booking_deadline: timedelta = recon.DEFAULT_BOOKING_DEADLINE
+    """No matching booked transaction this long after submission: ``unreconciled``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,6 +295,7 @@ class OpenBankingRail:
                  observer: Callable[[Exchange], None] | None = None) -> None:
         if store is None and config.store_path is None:
             raise ValueError("give the adapter a store or a store_path")
+        self._issuer = ob_issuer(config.org_id, config.software_statement_id)
         self._config = config
         self._own_store = store is None
         self._store: IdempotencyStore = store if store is not None else \
@@ -285,6 +306,11 @@ class OpenBankingRail:
         self._observer = observer
         self._session: aiohttp.ClientSession | None = None
         self._base = config.base_url.rstrip("/")
+        self._tokens = TokenClient(self._base, config.client_id, self._key, self._kid,
+                                   session=self._http, timeout_s=config.request_timeout_s,
+                                   attempts=config.max_attempts, backoff_s=config.backoff_s)
+        self._consent_tokens: dict[str, str] = {}
+        """Consent id → the token the PSU's authorisation of it gave (memory only)."""
 
     # -- the port --------------------------------------------------------------------------
 
@@ -293,7 +319,8 @@ class OpenBankingRail:
         build_initiation(instruction, ids)  # validate before anything is stored
         meta = {"rail": RAIL_NAME, "end_to_end_id": ids.end_to_end_id,
                 "instruction_id": ids.instruction_id, "consent_key": ids.consent_key,
-                "payment_key": ids.payment_key}
+                "payment_key": ids.payment_key,
+                "submitted_at": datetime.now(UTC).isoformat()}
         stored = self._store.reserve(instruction, meta)
         if stored.record is not None and stored.record.status.final:
             return stored.record
@@ -346,25 +373,18 @@ class OpenBankingRail:
             new_cursor = f"{last.isoformat(timespec='microseconds')}|{','.join(sorted(last_ids))}"
         return CreditPage(tuple(credits), new_cursor)
 
-    async def reconcile(self, statement: Statement | None = None) -> Reconciliation:
+    async def reconcile(self, statement: Statement | None = None, *,
+                        since: date | None = None, until: date | None = None
+                        ) -> Reconciliation:
+        """Our transactions (or `statement`) matched to our payments (:func:`rails.reconcile
+        .match`); with `since`/`until` (inclusive) only what was booked and submitted then."""
         if statement is None:
             statement = await self.fetch_statement()
-        submissions = [s for s in self._store.all() if s.meta.get("rail") == RAIL_NAME]
-        by_e2e = {s.meta["end_to_end_id"]: s for s in submissions}
-        booked: dict[str, StatementEntry] = {}
-        unmatched: list[StatementEntry] = []
-        for entry in statement.entries:
-            sub = by_e2e.get(entry.end_to_end_id or "")
-            if sub is not None and entry.direction is EntryDirection.DEBIT and entry.booked:
-                booked[sub.idempotency_key] = entry
-            else:
-                unmatched.append(entry)
-        outstanding = tuple(
-            s.idempotency_key for s in submissions
-            if s.idempotency_key not in booked
-            and not (s.record is not None and s.record.status is PaymentStatus.REJECTED)
-        )
-        return Reconciliation(booked=booked, outstanding=outstanding, unmatched=tuple(unmatched))
+        _, result = recon.reconcile_period(
+            statement.entries, [s for s in self._store.all() if s.meta.get("rail") == RAIL_NAME],
+            now=datetime.now(UTC), deadline=self._config.booking_deadline,
+            since=since, until=until)
+        return result
 
     async def fetch_statement(self) -> Statement:
         """Our account's transactions (AISP) and booked balance as a neutral Statement."""
@@ -380,26 +400,54 @@ class OpenBankingRail:
                     closing = parse_minor(b["Amount"]["Amount"], currency)
                     if b["CreditDebitIndicator"] == "Debit":
                         closing = -closing
-            entries = []
-            for t in txns:
-                amount = t["Amount"]
-                currency = currency or amount["Currency"]
-                entries.append(StatementEntry(
-                    entry_id=str(t["TransactionId"]),
-                    direction=EntryDirection.CREDIT if t["CreditDebitIndicator"] == "Credit"
-                    else EntryDirection.DEBIT,
-                    amount_minor=parse_minor(amount["Amount"], amount["Currency"]),
-                    currency=amount["Currency"],
-                    booked=t["Status"] == "Booked",
-                    booking_date=_parse_time(t["BookingDateTime"]).date(),
-                    end_to_end_id=(t.get("SupplementaryData") or {}).get(
-                        "EndToEndIdentification"),
-                    reference=t.get("TransactionReference"),
-                ))
         except (KeyError, TypeError, ValueError) as exc:
             raise BankProtocolError(f"statement did not parse: {exc!r}") from exc
+        entries = self._entries(txns)
+        currency = currency or (entries[0].currency if entries else "")
         return Statement(account=self._config.account_id, currency=currency,
                          entries=tuple(entries), closing_balance_minor=closing)
+
+    @staticmethod
+    def _entries(txns: list[dict[str, Any]]) -> list[StatementEntry]:
+        """OB transactions as neutral statement entries (EndToEndIdentification from the
+        SupplementaryData, where the bank puts it)."""
+        try:
+            return [StatementEntry(
+                entry_id=str(t["TransactionId"]),
+                direction=EntryDirection.CREDIT if t["CreditDebitIndicator"] == "Credit"
+                else EntryDirection.DEBIT,
+                amount_minor=parse_minor(t["Amount"]["Amount"], t["Amount"]["Currency"]),
+                currency=t["Amount"]["Currency"],
+                booked=t["Status"] == "Booked",
+                booking_date=_parse_time(t["BookingDateTime"]).date(),
+                end_to_end_id=(t.get("SupplementaryData") or {}).get("EndToEndIdentification"),
+                reference=t.get("TransactionReference"),
+            ) for t in txns]
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise BankProtocolError(f"transactions did not parse: {exc!r}") from exc
+
+    # -- the PSU's authorisation of a consent ----------------------------------------------
+
+    def authorisation_url(self, idempotency_key: str, *, redirect_uri: str, state: str) -> str:
+        """Where to send the PSU to authorise this payment's consent (after :meth:`submit`
+        answered ``pending`` with the consent awaiting authorisation)."""
+        stored = self._store.get(idempotency_key)
+        if stored is None or "consent_id" not in stored.meta:
+            raise UnknownPayment(f"no consent for {idempotency_key!r} yet")
+        return authorisation_url(self._base, client_id=self._config.client_id,
+                                 consent_id=stored.meta["consent_id"],
+                                 redirect_uri=redirect_uri, state=state)
+
+    async def authorised(self, idempotency_key: str, *, code: str, redirect_uri: str
+                         ) -> PaymentRecord:
+        """The PSU authorised the consent and the bank redirected back with `code`: trade it
+        for the consent's token and carry on with the payment."""
+        stored = self._store.get(idempotency_key)
+        if stored is None or "consent_id" not in stored.meta:
+            raise UnknownPayment(f"no consent for {idempotency_key!r} yet")
+        token, _ = await self._tokens.exchange_code(code, redirect_uri)
+        self._consent_tokens[stored.meta["consent_id"]] = token
+        return await self._advance(stored, 0.0)
 
     async def aclose(self) -> None:
         if self._session is not None:
@@ -446,7 +494,7 @@ class OpenBankingRail:
             payment = await self._post(
                 f"{PISP}/domestic-payments", ids.payment_key,
                 {"Data": {"ConsentId": meta["consent_id"], "Initiation": initiation},
-                 "Risk": risk})
+                 "Risk": risk}, token=self._consent_tokens.get(meta["consent_id"]))
             meta["payment_id"] = self._payment_field(payment, "DomesticPaymentId")
             self._store.update_meta(instruction.idempotency_key, meta)
         else:
@@ -454,7 +502,7 @@ class OpenBankingRail:
                                             f"{meta['payment_id']}")
         ob_status = self._payment_field(payment, "Status")
         attempts = 0
-        while not self._map_status(ob_status).final and attempts < self._config.poll_attempts:
+        while ob_status not in _OB_FINAL and attempts < self._config.poll_attempts:
             attempts += 1
             await asyncio.sleep(self._config.poll_interval_s)
             payment = await self._call_json("GET", f"{PISP}/domestic-payments/"
@@ -465,7 +513,23 @@ class OpenBankingRail:
         if status is PaymentStatus.REJECTED:
             code, reason = await self._rejection_reason(meta["payment_id"])
             record = replace(record, reason_code=code, reason=reason)
+        elif ob_status in _OB_FINAL:
+            record = await self._settle(stored, record)
         return self._save(record)
+
+    async def _settle(self, stored: StoredSubmission, record: PaymentRecord) -> PaymentRecord:
+        """What our account's transactions say of a payment the bank calls settled."""
+        expected = recon.expected_of(stored)
+        since = expected.submitted_at - timedelta(days=1) if expected.submitted_at else None
+        entries = self._entries(await self._transactions(since))
+        matching = recon.match(entries, [expected], now=datetime.now(UTC),
+                               deadline=self._config.booking_deadline)
+        said = recon.verdict(matching, stored.idempotency_key)
+        if said.status is None:
+            return record
+        return replace(record, status=said.status, reason_code=said.reason_code,
+                       reason=said.reason)
+
 
     def _save(self, record: PaymentRecord) -> PaymentRecord:
         self._store.save(record)
@@ -550,8 +614,10 @@ class OpenBankingRail:
 
     # -- HTTP ------------------------------------------------------------------------------
 
-    async def _post(self, path: str, idem_key: str, body: dict[str, Any]) -> dict[str, Any]:
-        status, data = await self._call("POST", path, body=body, idem_key=idem_key)
+    async def _post(self, path: str, idem_key: str, body: dict[str, Any], *,
+                    token: str | None = None) -> dict[str, Any]:
+        status, data = await self._call("POST", path, body=body, idem_key=idem_key,
+                                        token=token)
         if status != 201:
             raise BankProtocolError(f"POST {path} answered {status}, expected 201")
         return data
@@ -565,25 +631,30 @@ class OpenBankingRail:
     async def _call(self, method: str, path: str, *, body: dict[str, Any] | None = None,
                     idem_key: str | None = None,
                     query: dict[str, str] | None = None,
-                    limit: int = JSON_ANSWER_LIMIT) -> tuple[int, dict[str, Any]]:
+                    limit: int = JSON_ANSWER_LIMIT,
+                    token: str | None = None) -> tuple[int, dict[str, Any]]:
         """One logical call: retried on timeouts, 5xx, 429 and answers longer than `limit`;
         2xx JSON returned; the rest raised as typed errors."""
         cfg = self._config
         raw = json.dumps(body, separators=(",", ":")).encode() if body is not None else None
         interaction = str(uuid.uuid4())
         last_problem = "no attempt made"
-        for attempt in range(cfg.max_attempts):
+        refreshed = False
+        attempt = 0
+        while attempt < cfg.max_attempts:
             if attempt:
                 await asyncio.sleep(min(cfg.backoff_s * 2 ** (attempt - 1), 5.0))
+            attempt += 1
+            bearer = token if token is not None else await self._tokens.token()
             headers = {
-                "Authorization": f"Bearer {cfg.access_token}",
+                "Authorization": f"Bearer {bearer}",
                 "x-fapi-interaction-id": interaction,
                 "Accept": "application/json",
             }
             if raw is not None:
                 headers["Content-Type"] = "application/json"
                 headers["x-jws-signature"] = sign_detached(raw, self._key, kid=self._kid,
-                                                           issuer=cfg.client_id)
+                                                           issuer=self._issuer)
                 if idem_key is not None:
                     headers["x-idempotency-key"] = idem_key
             try:
@@ -599,6 +670,12 @@ class OpenBankingRail:
                 self._observe(method, path, query, headers, raw, 0, {}, b"")
                 continue
             self._observe(method, path, query, headers, raw, status, resp_headers, payload)
+            if status == 401 and token is None and not refreshed:
+                # revoked or expired early: one more try with a new token, not a retry
+                self._tokens.invalidate()
+                refreshed = True
+                attempt -= 1
+                continue
             if status >= 500 or status == 429:
                 last_problem = f"HTTP {status}"
                 continue

@@ -16,7 +16,10 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from rails.reconcile import Difference
 
 
 class AccountScheme(enum.StrEnum):
@@ -57,7 +60,13 @@ class PaymentStatus(enum.StrEnum):
     ACCEPTED = "accepted"
     """The bank accepted it for execution; not booked yet."""
     BOOKED = "booked"
-    """The bank booked the debit (and, on us, the credit): the money moved."""
+    """Our account's statement shows the debit, with this end-to-end id, amount and currency:
+    the money moved (settled). A bank's status report alone never makes a payment booked
+    (:mod:`rails.reconcile`)."""
+    UNRECONCILED = "unreconciled"
+    """The statement disagrees (another amount, no booking by the deadline): raised to the
+    operator, never settled; `reason_code` is the :class:`rails.reconcile.DifferenceKind`.
+    Not final: a late booking still settles it."""
     REJECTED = "rejected"
     """The bank refused it; `reason_code` says why. No money moved."""
     RETURNED = "returned"
@@ -221,6 +230,8 @@ class Reconciliation:
     returned: dict[str, StatementEntry] = field(default_factory=dict)
     outstanding: tuple[str, ...] = ()
     unmatched: tuple[StatementEntry, ...] = ()
+    differences: tuple[Difference, ...] = ()
+    """What the operator must look at (:mod:`rails.reconcile`): never settled silently."""
 
 
 @runtime_checkable
@@ -242,8 +253,12 @@ class Rail(Protocol):
         """Credits booked to our account after `cursor` (all of them when None)."""
         ...
 
-    async def reconcile(self, statement: Statement | None = None) -> Reconciliation:
-        """Match a statement (fetched from the bank when None) against what we submitted."""
+    async def reconcile(self, statement: Statement | None = None, *,
+                        since: date | None = None, until: date | None = None
+                        ) -> Reconciliation:
+        """Match a statement (everything the bank reported when None) against what we
+        submitted (:mod:`rails.reconcile`); `since`/`until` (inclusive) limit it to what was
+        booked and submitted in that period."""
         ...
 
     async def aclose(self) -> None: ...

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
-from rails.errors import Finding
+from rails.errors import Finding, RailError
 from rails.iso20022 import sepa
 from rails.nacha.records import aba_valid
 from rails.port import Account, AccountScheme, Rail
@@ -41,14 +42,9 @@ def _openbanking(settings: RailSettings, ctx: RailContext) -> Rail:
     from rails.openbanking import OpenBankingConfig, OpenBankingRail
 
     assert isinstance(settings, OpenBankingSettings)
-    token_file = Path(settings.token_file)
-    try:
-        token = token_file.read_text().strip()
-    except OSError as exc:
-        raise RailConfigError(f"[rails.openbanking] token_file: cannot read {token_file}: "
-                              f"{exc.strerror}") from None
     return OpenBankingRail(OpenBankingConfig(
-        base_url=settings.url, client_id=settings.client_id, access_token=token,
+        base_url=settings.url, client_id=settings.client_id, org_id=settings.org_id,
+        software_statement_id=settings.software_statement_id,
         key_file=Path(settings.key_file), account_id=settings.account_id,
         store_path=ctx.data_dir / "rail-openbanking.sqlite", poll_attempts=4,
         poll_interval_s=0.1))
@@ -58,8 +54,20 @@ def _sepa(settings: RailSettings, ctx: RailContext) -> Rail:
     from rails.iso20022 import SepaCreditTransferRail
 
     assert isinstance(settings, SepaSettings)
+    transport = None
+    if settings.transport == "directory":
+        from rails.transport_directory import DirectoryTransport
+
+        try:
+            transport = DirectoryTransport(ctx.data_dir / settings.outbox_dir,
+                                           ctx.data_dir / settings.inbox_dir,
+                                           ctx.data_dir / "rail-sepa-channel.sqlite")
+        except RailError as exc:
+            raise RailConfigError(f"[rails.sepa] {exc}") from None
     return SepaCreditTransferRail(
-        base_url=settings.url, account=settings.account(ctx.holder),
+        transport=transport, base_url=None if transport else settings.url,
+        booking_deadline=timedelta(seconds=settings.booking_deadline_s),
+        account=settings.account(ctx.holder),
         store_path=ctx.data_dir / "rail-sepa.sqlite",
         initiating_party=settings.initiating_party or None,
         debtor_address=settings.postal_address())

@@ -74,10 +74,14 @@ class OpenBankingSettings(RailSettings):
     """The bank's AccountId of our account (statements, incoming credits)."""
     client_id: str
     """Our TPP client id at the bank."""
-    token_file: str
-    """A file (mode 0600) holding the bank's access token."""
+    org_id: str
+    """Our OB Directory organisation id: signatures name us ``{org-id}/{ssid}``."""
+    software_statement_id: str
     key_file: str
-    """The TPP's private signing key (PEM, mode 0600)."""
+    """The TPP's private signing key (PEM, mode 0600); it also signs the OAuth client
+    assertions tokens are fetched with (rails/ob_oauth.py)."""
+    token_file: str = ""
+    """No longer read: tokens come from OAuth (kept so an older config still loads)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -93,6 +97,16 @@ class SepaSettings(RailSettings):
     schemes: ClassVar[tuple[str, ...]] = (AccountScheme.IBAN.value,)
     initiating_party: str = ""
     """The initiating party's name in the group header; the holder's when empty."""
+    transport: str = "mock-bank"
+    """How files reach the bank: ``directory`` (a folder pair an SFTP or EBICS client serves,
+    docs/file-channel.md) or ``mock-bank`` (its HTTP door at `url`; tests only)."""
+    outbox_dir: str = ""
+    """(directory) where payment files are written for the bank; relative to the data dir."""
+    inbox_dir: str = ""
+    """(directory) where the bank's reports and statements arrive; relative to the data dir."""
+    booking_deadline_s: int = 3 * 24 * 3600
+    """A payment no statement shows booked this long after submission is raised as
+    unreconciled (rails/reconcile.py, ADR 0130)."""
     street_name: str = ""
     building_number: str = ""
     post_code: str = ""
@@ -106,6 +120,12 @@ class SepaSettings(RailSettings):
             found.append(("identification", problem))
         if self.agent and (problem := sepa.bic_problem(self.agent)) is not None:
             found.append(("agent", problem))
+        if self.transport not in ("directory", "mock-bank"):
+            found.append(("transport", f"{self.transport!r} is not directory or mock-bank"))
+        if self.transport == "directory" and not (self.outbox_dir and self.inbox_dir):
+            found.append(("outbox_dir", "transport directory needs outbox_dir and inbox_dir"))
+        if self.booking_deadline_s <= 0:
+            found.append(("booking_deadline_s", "must be positive"))
         if self.country and not re.fullmatch(r"[A-Z]{2}", self.country):
             found.append(("country", f"{self.country!r} is not an ISO 3166 alpha-2 code"))
         if any(self.address_lines()) and not (self.town_name and self.country):

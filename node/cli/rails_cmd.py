@@ -1,7 +1,8 @@
-"""`meterline rails ...`: offline checks of bank files, with the adapters' own rules.
+"""`meterline rails ...`: checks of bank files, and the statement reconciliation.
 
-This noun does not talk to the daemon: validating a file needs nothing but the file, and running
-the exact functions the adapters gate on is the point (a file this passes, the adapter sends).
+``validate`` does not talk to the daemon: validating a file needs nothing but the file, and
+running the exact functions the adapters gate on is the point (a file this passes, the adapter
+sends). ``reconcile`` is a thin client of the admin API (``GET /api/rails/reconcile``).
 """
 
 from __future__ import annotations
@@ -9,20 +10,25 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
 
 import click
 
+from node.cli.client import Admin, data_dir_option, emit, json_option
+from node.cli.render import table
+from rails.money import format_minor
 from rails.validate import is_clean, validate_file
 
 
 @click.group(name="rails")
 def rails() -> None:
-    """Bank-rail tools: validate payment files before they reach a bank.
+    """Bank-rail tools: validate payment files, reconcile the bank's statement.
 
     \b
     Example:
       meterline rails validate payout.xml
-      meterline rails validate --json payout.ach
+      meterline rails reconcile --since 2026-10-01
     """
 
 
@@ -53,3 +59,47 @@ def validate(file: Path, as_json: bool) -> None:
         for f in findings:
             click.echo(f"{f.severity} {f.code} at {f.path}: {f.message}")
     sys.exit(0 if is_clean(findings) else 1)
+
+
+def _money(entry: dict[str, Any] | None) -> str:
+    if entry is None:
+        return ""
+    return f"{format_minor(int(entry['amount_minor']), entry['currency'])} {entry['currency']}"
+
+
+@rails.command(name="reconcile")
+@click.option("--since", metavar="YYYY-MM-DD", help="First booking/submission day (inclusive).")
+@click.option("--until", metavar="YYYY-MM-DD", help="Last booking/submission day (inclusive).")
+@data_dir_option
+@json_option
+def reconcile(since: str | None, until: str | None, data_dir: Path | None,
+              as_json: bool) -> None:
+    """Match the bank's statement to this node's payments for a period.
+
+    Asks the running node, which asks its rail: every payment the statement shows booked
+    (by end-to-end id, amount and currency), every difference (another amount, no booking by
+    the deadline, a debit nobody here made), and the payments still waiting. Exit status is 1
+    when there is any difference.
+
+    \b
+    Example:
+      meterline rails reconcile --since 2026-10-01 --until 2026-10-31
+      meterline rails reconcile --json | jq '.differences'
+    """
+    query = urlencode({k: v for k, v in (("since", since), ("until", until)) if v})
+    data = Admin(data_dir).call("GET", "/api/rails/reconcile" + (f"?{query}" if query else ""))
+    rows = [(m["outcome"], m["key"], m["entry"]["end_to_end_id"] or "",
+             _money(m["entry"]), m["entry"]["booking_date"] or "") for m in data["matches"]]
+    lines = [f"rail {data['rail']}, {data['since'] or 'start'} to {data['until'] or 'now'}"]
+    lines.append(table(["MATCH", "PAYMENT", "END-TO-END ID", "AMOUNT", "BOOKED"], rows)
+                 if rows else "no payment matched")
+    if data["differences"]:
+        lines.append(table(["DIFFERENCE", "PAYMENT", "AMOUNT", "REASON"], [
+            (d["kind"], d["key"] or "", _money(d["entry"]), d["reason"])
+            for d in data["differences"]]))
+    else:
+        lines.append("no differences")
+    if data["outstanding"]:
+        lines.append("waiting for a booking: " + ", ".join(data["outstanding"]))
+    emit(data, as_json, "\n".join(lines))
+    sys.exit(1 if data["differences"] else 0)

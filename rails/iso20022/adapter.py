@@ -1,4 +1,4 @@
-"""The SEPA credit-transfer rail: pain.001.001.09 out over a file-based bank's HTTP door.
+"""The SEPA credit-transfer rail: pain.001.001.09 out over a bank's file channel.
 
 The order in :meth:`SepaCreditTransferRail.submit` is what makes a retry safe:
 
@@ -7,10 +7,15 @@ The order in :meth:`SepaCreditTransferRail.submit` is what makes a retry safe:
 2. the key is reserved in the store *with the file's bytes*, before the bank hears of it, so
    every later attempt for that key sends byte-identical content (same MsgId, CreDtTm,
    EndToEndId);
-3. the file is posted; a timeout or 5xx re-posts the same bytes; a ``DUPL`` answer means the
-   bank already has this file, and the payment is looked up by its EndToEndId instead of being
-   treated as a failure;
+3. the file is sent (:class:`~rails.transport.FileTransport`); over an HTTP door a timeout or
+   5xx re-posts the same bytes, and a ``DUPL`` answer means the bank already has this file, so
+   the payment is looked up by its EndToEndId instead of being treated as a failure; over a
+   folder channel the payment is pending until the bank's pain.002 arrives;
 4. the answer is saved.
+
+The payment is ``booked`` only when our account's camt.054 or camt.053 shows the debit with its
+EndToEndId, amount and currency (:mod:`rails.reconcile`); a pain.002 ``ACSC`` is the bank's word,
+kept as ``accepted`` until then.
 
 A crash anywhere leaves either nothing (before 2) or a reserved key whose next submit re-sends
 the identical file, which the bank's duplicate check turns into a lookup, not a second payment.
@@ -19,13 +24,13 @@ the identical file, which the bank's duplicate check turns into a lookup, not a 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
 from rails.errors import BankProtocolError, Finding, InvalidInstruction
+from rails.filebank import FileBankRail, HighestStatus, utcnow
 from rails.iso20022 import sepa
-from rails.iso20022.filebank import FileBankRail, HighestStatus, utcnow
 from rails.iso20022.pain001 import (
     CreditTransfer,
     CreditTransferFile,
@@ -45,7 +50,6 @@ from rails.iso20022.reports import (
 from rails.port import (
     Account,
     AccountScheme,
-    EntryDirection,
     PaymentInstruction,
     PaymentRecord,
     PaymentStatus,
@@ -53,11 +57,12 @@ from rails.port import (
     validate_instruction_basics,
 )
 from rails.store import IdempotencyStore, StoredSubmission
+from rails.transport import FileTransport
 
 CONTENT_TYPE = "application/xml"
 
-_ACCEPTED_CODES = frozenset({"ACCP", "ACSP", "ACTC", "ACWC", "ACFC", "PATC"})
-_BOOKED_CODES = frozenset({"ACSC", "ACCC"})
+# ACSC/ACCC ("settlement completed") is the bank's word; the statement settles the payment.
+_ACCEPTED_CODES = frozenset({"ACCP", "ACSP", "ACTC", "ACWC", "ACFC", "PATC", "ACSC", "ACCC"})
 
 
 def check_instruction(instruction: PaymentInstruction) -> list[Finding]:
@@ -92,7 +97,7 @@ class SepaCreditTransferRail(FileBankRail):
     :meth:`reconcile` read. Give either a `store` (the caller closes it) or a `store_path`
     (the adapter opens a :class:`~rails.store.SqliteIdempotencyStore` there and closes it in
     :meth:`aclose`). Submitting, status, credits and reconciliation are
-    :class:`~rails.iso20022.filebank.FileBankRail`'s; what is SEPA's is here.
+    :class:`~rails.filebank.FileBankRail`'s; what is SEPA's is here.
     """
 
     name = "sepa-ct"
@@ -106,8 +111,9 @@ class SepaCreditTransferRail(FileBankRail):
     def __init__(
         self,
         *,
-        base_url: str,
         account: Account,
+        transport: FileTransport | None = None,
+        base_url: str | None = None,
         store: IdempotencyStore | None = None,
         store_path: str | Path | None = None,
         auth: tuple[str, str] | None = None,
@@ -117,10 +123,12 @@ class SepaCreditTransferRail(FileBankRail):
         clock: Callable[[], datetime] = utcnow,
         initiating_party: str | None = None,
         debtor_address: sepa.PostalAddress | None = None,
+        booking_deadline: timedelta | None = None,
     ) -> None:
-        super().__init__(base_url=base_url, account=account, store=store, store_path=store_path,
-                         auth=auth, timeout_s=timeout_s, attempts=attempts, backoff_s=backoff_s,
-                         clock=clock)
+        super().__init__(transport=transport, base_url=base_url, account=account, store=store,
+                         store_path=store_path, auth=auth, timeout_s=timeout_s,
+                         attempts=attempts, backoff_s=backoff_s, clock=clock,
+                         booking_deadline=booking_deadline)
         self._initiating_party = initiating_party
         self._debtor_address = debtor_address
 
@@ -205,9 +213,8 @@ class SepaCreditTransferRail(FileBankRail):
         if state == "returned":
             return self._record(stored, PaymentStatus.RETURNED, code=found.get("return_reason"))
         if state == "accepted":
-            booked = found.get("booked_at") is not None
-            return self._record(stored, PaymentStatus.BOOKED if booked
-                                else PaymentStatus.ACCEPTED)
+            # booked or not, the statement entries decide
+            return await self._refresh(stored, self._record(stored, PaymentStatus.ACCEPTED))
         raise BankProtocolError(f"payment lookup gave unknown status {state!r}")
 
     # -- reading what the bank sent --------------------------------------------------------
@@ -232,20 +239,9 @@ class SepaCreditTransferRail(FileBankRail):
                 if tx.status == "RJCT":
                     fold.consider(self._record(stored, PaymentStatus.REJECTED,
                                           code=tx.reason_code, reason=tx.reason_text))
-                elif tx.status in _BOOKED_CODES:
-                    fold.consider(self._record(stored, PaymentStatus.BOOKED))
                 elif tx.status in _ACCEPTED_CODES:
                     fold.consider(self._record(stored, PaymentStatus.ACCEPTED))
-        for _, reports in await self._fetch("camt.054"):
-            for rep in reports:
-                for entry in rep.entries:
-                    if entry.end_to_end_id != e2e or not entry.booked:
-                        continue
-                    if entry.direction is EntryDirection.DEBIT and entry.return_reason is None:
-                        fold.consider(self._record(stored, PaymentStatus.BOOKED))
-                    elif entry.direction is EntryDirection.CREDIT and entry.return_reason:
-                        fold.consider(self._record(stored, PaymentStatus.RETURNED,
-                                              code=entry.return_reason))
+        self._settle(stored, fold, await self._statement_entries())
         for _, returns in await self._fetch("pacs.004"):
             for ret in returns:
                 assert isinstance(ret, Return)
@@ -265,10 +261,3 @@ class SepaCreditTransferRail(FileBankRail):
                 if self._ours(rep):
                     newest = rep
         return newest.to_statement() if newest is not None else None
-
-    async def _default_statement(self) -> Statement:
-        statement = await self.latest_statement()
-        if statement is None:
-            raise BankProtocolError("the bank has sent no camt.053 for "
-                                    f"{self.account.identification} yet")
-        return statement

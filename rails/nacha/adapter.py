@@ -16,8 +16,9 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
+from rails.bai2 import parse_bai2
 from rails.errors import BankProtocolError, Finding, InvalidInstruction
-from rails.iso20022.filebank import RANK, FileBankRail, HighestStatus, utcnow
+from rails.filebank import RANK, FileBankRail, HighestStatus, utcnow
 from rails.iso20022.reports import parse_camt054
 from rails.nacha.answers import (
     Acknowledgement,
@@ -40,7 +41,6 @@ from rails.nacha.records import (
 from rails.port import (
     Account,
     AccountScheme,
-    EntryDirection,
     PaymentInstruction,
     PaymentRecord,
     PaymentStatus,
@@ -48,6 +48,7 @@ from rails.port import (
     StatementEntry,
     validate_instruction_basics,
 )
+from rails.reconcile import one_view
 from rails.store import IdempotencyStore, StoredSubmission
 
 CONTENT_TYPE = "text/plain"
@@ -115,7 +116,7 @@ class AchCreditRail(FileBankRail):
     checked by :func:`~rails.nacha.checks.originator_findings`. Store as for the SEPA rail:
     `store` or `store_path`.
     Submitting, status, credits and reconciliation are
-    :class:`~rails.iso20022.filebank.FileBankRail`'s; what is NACHA's is here.
+    :class:`~rails.filebank.FileBankRail`'s; what is NACHA's is here.
 
     Credits and the default statement come from camt.054 (mock-bank notifies NACHA accounts in
     ISO 20022; the BAI2 statement is not read). :meth:`reconcile` only reports: it does not
@@ -126,7 +127,7 @@ class AchCreditRail(FileBankRail):
     content_type = CONTENT_TYPE
     parsers: ClassVar[Mapping[str, Callable[[bytes], Any]]] = {
         "nacha.ack": parse_acknowledgement, "camt.054": parse_camt054,
-        "nacha.return": parse_answer_file,
+        "nacha.return": parse_answer_file, "bai2.statement": parse_bai2,
     }
     reconcile_saves = False
 
@@ -285,12 +286,6 @@ class AchCreditRail(FileBankRail):
             if RANK[fold.best.status] < RANK[PaymentStatus.REJECTED]:
                 return rejected
             return fold.best
-        for _, reports in await self._fetch("camt.054"):
-            for rep in reports:
-                for entry in rep.entries:
-                    if (entry.end_to_end_id == iid and entry.booked
-                            and entry.direction is EntryDirection.DEBIT):
-                        fold.consider(self._record(stored, PaymentStatus.BOOKED))
         corrected: PaymentRecord | None = None
         for _, answers in await self._fetch("nacha.return"):
             assert isinstance(answers, AnswerFile)
@@ -303,10 +298,20 @@ class AchCreditRail(FileBankRail):
                 if noc.individual_id == iid:
                     corrected = self._record(stored, PaymentStatus.BOOKED,
                                              code=noc.change_code, reason=noc.reason)
+        # after the return file: its R code, not the statement's, says why money came back
+        self._settle(stored, fold, await self._statement_entries())
         if corrected is not None and fold.best.status is PaymentStatus.BOOKED:
             # Posted, with a correction for later entries: still booked, carrying the C code.
             return corrected
         return fold.best
+
+    async def _statement_entries(self) -> list[StatementEntry]:
+        """camt.054 notifications and BAI2 statements, each booking once (rails.reconcile)."""
+        stated = [e.to_port() for _, reports in await self._fetch("bai2.statement")
+                  for rep in reports if rep.account in (self.account.identification,
+                                                        self._report_account)
+                  or self._ours(rep) for e in rep.entries]
+        return one_view(await super()._statement_entries(), stated)
 
     async def _default_statement(self) -> Statement:
         """The camt.054 bookings for our account, standing in for a statement (mock-bank sends

@@ -11,19 +11,25 @@ What it speaks (paths as in the published OpenAPI files, servers ``/open-banking
   ``GET …/{ConsentId}/funds-confirmation``, ``POST /domestic-payments``,
   ``GET /domestic-payments/{DomesticPaymentId}`` and ``…/payment-details`` (which carries a
   rejection's reason code in ``StatusDetail.Status``, ``StatusReason`` ``ProprietaryRejection``).
-- AISP: ``GET /accounts``, ``GET /accounts/{AccountId}/balances``,
+- AISP: ``GET /accounts``, ``GET /accounts/{AccountId}``, ``GET /accounts/{AccountId}/balances``,
   ``GET /accounts/{AccountId}/transactions`` (``fromBookingDateTime``/``toBookingDateTime``,
   inclusive, timezone ignored as the spec says; one page).
 
 Decisions and simplifications, deliberately:
 
-- **Auth.** One static bearer token per registered TPP client stands in for both OAuth grants
-  (client credentials and the PSU's authorization code); the bank stores only its SHA-256. A client
-  may use only the accounts it was registered with, for PISP (as debtor) and AISP alike; there is
-  no account-access-consent resource. The PSU redirect is ``POST /_sandbox/consents/{id}/authorise``
-  (or ``/reject``); without ``--manual-approval`` a consent is ``Authorised`` on creation.
+- **Auth.** OAuth 2.0 (:mod:`rails.sandbox.auth`): ``POST /as/token`` with the client-credentials
+  and authorization-code grants, the client authenticated by a ``private_key_jwt`` assertion
+  signed with its registered key; tokens expire (``token_ttl_s``) and are kept only as SHA-256
+  digests, in memory. The PSU's authorisation is ``GET /as/authorise`` (the PSU's decision is a
+  query parameter a test sets), which redirects back with a code; the code's token is bound to
+  the consent and required for its payment. The bank may also decide a consent itself
+  (``POST /_sandbox/consents/{id}/authorise`` or ``/reject``); without ``--manual-approval`` a
+  consent is ``Authorised`` on creation. A client may use only the accounts it was registered
+  with, for PISP (as debtor) and AISP alike; another client's account is 403; there is no
+  account-access-consent resource.
 - **Signatures.** Every POST must carry a detached PS256 ``x-jws-signature`` (no ``b64``; ``kid``
-  = the registered key's id; ``iss`` = the client id; ``tan`` = ``openbanking.org.uk``; ``iat``
+  = the registered key's id; ``iss`` = ``{org-id}/{software-statement-id}`` as registered; ``tan``
+  = ``openbanking.org.uk``; ``iat``
   within 5 minutes). Every OB response is signed by the bank's own key
   (``bank-signing-key.pem`` in the data dir, public half at ``GET /_sandbox/bank-key``).
 - **Idempotency.** ``x-idempotency-key`` (≤ 40 characters) is required on POSTs and scoped per

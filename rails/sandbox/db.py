@@ -35,7 +35,9 @@ CREATE TABLE IF NOT EXISTS client (
     kid             TEXT NOT NULL,
     jwk             TEXT NOT NULL,
     token_sha256    TEXT NOT NULL UNIQUE,
-    created_at      TEXT NOT NULL
+    created_at      TEXT NOT NULL,
+    org_id          TEXT NOT NULL DEFAULT '',
+    software_statement_id TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS client_account (
     client_id       TEXT NOT NULL REFERENCES client (client_id),
@@ -122,6 +124,13 @@ class ClientRow:
     kid: str
     jwk: dict[str, Any]
     account_ids: tuple[str, ...]
+    org_id: str = ""
+    software_statement_id: str = ""
+
+    @property
+    def issuer(self) -> str:
+        """What the client's signatures must name as ``iss`` (``{org-id}/{ssid}``)."""
+        return f"{self.org_id}/{self.software_statement_id}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +206,11 @@ class BankDB:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
+        columns = {r["name"] for r in self._db.execute("PRAGMA table_info(client)")}
+        for column in ("org_id", "software_statement_id"):  # a ledger from before they existed
+            if column not in columns:
+                self._db.execute(f"ALTER TABLE client ADD COLUMN {column} TEXT NOT NULL "
+                                 "DEFAULT ''")
 
     def close(self) -> None:
         self._db.close()
@@ -290,23 +304,26 @@ class BankDB:
 
     def create_client(self, row: ClientRow, token_sha256: str) -> None:
         self._db.execute(
-            "INSERT INTO client VALUES (?, ?, ?, ?, ?, ?)",
-            (row.client_id, row.name, row.kid, json.dumps(row.jwk), token_sha256, utcnow()),
+            "INSERT INTO client (client_id, name, kid, jwk, token_sha256, created_at, org_id,"
+            " software_statement_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (row.client_id, row.name, row.kid, json.dumps(row.jwk), token_sha256, utcnow(),
+             row.org_id, row.software_statement_id),
         )
         self._db.executemany(
             "INSERT INTO client_account VALUES (?, ?)",
             [(row.client_id, a) for a in row.account_ids],
         )
 
-    def client_by_token(self, token_sha256: str) -> ClientRow | None:
-        r = self._db.execute("SELECT * FROM client WHERE token_sha256 = ?",
-                             (token_sha256,)).fetchone()
+    def client(self, client_id: str) -> ClientRow | None:
+        r = self._db.execute("SELECT * FROM client WHERE client_id = ?",
+                             (client_id,)).fetchone()
         if r is None:
             return None
         accounts = tuple(a[0] for a in self._db.execute(
             "SELECT account_id FROM client_account WHERE client_id = ? ORDER BY account_id",
             (r["client_id"],)).fetchall())
-        return ClientRow(r["client_id"], r["name"], r["kid"], json.loads(r["jwk"]), accounts)
+        return ClientRow(r["client_id"], r["name"], r["kid"], json.loads(r["jwk"]), accounts,
+                         r["org_id"], r["software_statement_id"])
 
     def client_exists(self, client_id: str) -> bool:
         return self._db.execute("SELECT 1 FROM client WHERE client_id = ?",

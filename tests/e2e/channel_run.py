@@ -24,7 +24,7 @@ from typing import Any
 
 from node.cluster import Cluster, NodeHandle
 from protocol.references import Purpose, bank_reference
-from tests.e2e.mockbank_clearing import BankClient, Clearing, Gateway
+from tests.e2e.mockbank_clearing import BankClient, Clearing, DropFolder, Gateway
 from tests.support import free_port, running, venv_bin
 
 PARTY = {"manufacturer": 0, "carrier": 1}
@@ -85,12 +85,14 @@ def wait_for(what: str, predicate: Callable[[], Any], timeout_s: float,
 
 
 @contextmanager
-def mock_bank(tmp_path: Path) -> Iterator[BankClient]:
-    """A mock-bank process whose clock starts at 08:00 today (real UTC date)."""
+def mock_bank(tmp_path: Path, *extra: str) -> Iterator[BankClient]:
+    """A mock-bank process whose clock starts at 08:00 today (real UTC date); `extra` are
+    more of its options."""
     port = free_port()
     today = dt.datetime.now(dt.UTC).date()
     argv = [venv_bin("mock-bank"), "--host", "127.0.0.1", "--port", str(port),
-            "--db", str(tmp_path / "mock-bank.sqlite"), "--clock", f"{today}T08:00", "-q"]
+            "--db", str(tmp_path / "mock-bank.sqlite"), "--clock", f"{today}T08:00", "-q",
+            *extra]
     with running(argv, port=port, log=tmp_path / "mock-bank.log"):
         yield BankClient(f"http://127.0.0.1:{port}")
 
@@ -100,15 +102,17 @@ def run_two_company_channel(
         tmp_path: Path, bank: BankClient,
         bank_config: Callable[[str, str], dict[str, Any]], *,
         currency: str, forward: Line, back: Line, deposit: dict[str, int] = DEPOSIT,
+        files: DropFolder | None = None,
 ) -> Iterator[ChannelRun]:
     """Run the channel to settled and yield it; the body's failures dump the logs.
 
     `bank_config(gateway_url, who)` is the ``[bank]`` table of ``who`` (``"escrow"`` for the
     arbiter). `deposit` is in minor units; the manufacturer pays `forward`, the carrier `back`.
-    Everything is stopped when the body is done.
+    Everything is stopped when the body is done. `files` is where the clearing reads the
+    payment files when the nodes send them to a folder (by default: what the gateway relayed).
     """
     gateway = Gateway(bank.base).start()
-    clearing = Clearing(bank, gateway).start()
+    clearing = Clearing(bank, files or gateway).start()
     (tmp_path / "cluster").mkdir()
     cluster = Cluster(tmp_path / "cluster")
     try:

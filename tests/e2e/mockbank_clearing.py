@@ -32,6 +32,7 @@ import urllib.request
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -316,7 +317,8 @@ class Clearing:
     """A background thread that carries each booked debit across as a credit, once."""
 
     bank: BankClient
-    gateway: Gateway
+    gateway: Gateway | DropFolder
+    """Where the payment files the nodes sent are read from."""
     interval_s: float = 0.05
     relayed: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     """(MsgId, EndToEndId) of each payment carried across -> the credit mock-bank booked."""
@@ -445,3 +447,88 @@ class Clearing:
         if t.payment_info:
             body["note"] = [t.payment_info]
         return body
+
+
+# -- the folder channel -----------------------------------------------------------------------
+
+
+class DropFolder:
+    """mock-bank's drop folder as the clearing reads it: every payment file the nodes wrote
+    there, still waiting or already taken into ``processed/`` (what :class:`Gateway` keeps for
+    the HTTP door)."""
+
+    def __init__(self, drop: Path) -> None:
+        self.drop = drop
+
+    def posted(self) -> list[bytes]:
+        """Every file, wherever mock-bank has it: waiting, claimed (``<name>.processing``, which
+        it may book before moving it) or processed. Looked for in that order, so a file that
+        moves on while we look is found further along; one that vanishes mid-read is read
+        where it went."""
+        found: dict[str, bytes] = {}
+        for folder in (self.drop, self.drop / "processed"):
+            if not folder.is_dir():
+                continue
+            for p in sorted(folder.iterdir()):
+                name = p.name.removesuffix(".processing")
+                if name.startswith(".") or not name.endswith(".xml") or name in found:
+                    continue
+                try:
+                    found[name] = p.read_bytes()
+                except FileNotFoundError:
+                    moved = self.drop / "processed" / name
+                    if moved.exists():
+                        found[name] = moved.read_bytes()
+        return [found[n] for n in sorted(found)]
+
+
+class Postman:
+    """The bank's host-to-host server, played by a thread: each file mock-bank writes into its
+    pickup folder is delivered into the inbox folder of the customer whose account it names
+    (``{type}-{account}-{id}.xml``; a file naming no account goes to every customer), written
+    to a temporary name and renamed, as an SFTP server's upload completes; then it is moved
+    into ``pickup/delivered/`` so it is delivered once."""
+
+    def __init__(self, pickup: Path, inboxes: dict[str, Path], interval_s: float = 0.05
+                 ) -> None:
+        self.pickup = pickup
+        self.inboxes = inboxes
+        self.interval_s = interval_s
+        self.delivered: list[tuple[str, str]] = []
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="postman", daemon=True)
+
+    def start(self) -> Postman:
+        (self.pickup / "delivered").mkdir(parents=True, exist_ok=True)
+        for inbox in self.inboxes.values():
+            inbox.mkdir(parents=True, exist_ok=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.step()
+            except Exception:
+                self.errors.append(traceback.format_exc(limit=4))
+            self._stop.wait(self.interval_s)
+
+    def step(self) -> None:
+        for path in sorted(self.pickup.iterdir()):
+            if not path.is_file() or path.name.startswith(".") or path.name.endswith(".tmp"):
+                continue
+            parts = path.name.split("-")
+            owner = parts[1] if len(parts) >= 3 else "bank"
+            targets = [owner] if owner in self.inboxes else list(self.inboxes)
+            data = path.read_bytes()
+            for who in targets:
+                temporary = self.inboxes[who] / f".{path.name}.tmp"
+                temporary.write_bytes(data)
+                temporary.replace(self.inboxes[who] / path.name)
+                self.delivered.append((who, path.name))
+            path.replace(self.pickup / "delivered" / path.name)

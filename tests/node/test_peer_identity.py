@@ -52,6 +52,7 @@ def with_bank(config: Config, account: BankAccount) -> Config:
     bank = (f'rail = "openbanking"\n\n[rails.openbanking]\nurl = "http://127.0.0.1:9"\n'
             f'scheme = "{account.scheme}"\nidentification = "{account.identification}"\n'
             f'name = "{account.name}"\naccount_id = "unused"\nclient_id = "unused"\n'
+            f'org_id = "0015800001TEST0001"\nsoftware_statement_id = "UNUSED01"\n'
             f'token_file = "{token}"\nkey_file = "{key}"\n')
     path.write_text(head + "[bank]\n" + bank + sep + tail)
     return load_config(config.data_dir)

@@ -16,7 +16,7 @@ from typing import TypeVar
 
 import pytest
 
-from rails.iso20022.filebank import FileBankRail
+from rails.filebank import FileBankRail
 from rails.port import Account
 from tests.rails.iso20022.harness import MockBank, mock_bank
 

@@ -118,7 +118,8 @@ class RailCase:
 def _ob(url: str, tmp: Path) -> OpenBankingRail:
     key = generate_key_pair(tmp / "tpp.pem")
     return OpenBankingRail(OpenBankingConfig(
-        base_url=url, client_id="tpp", access_token="t", key_file=key.path, account_id="acc",
+        base_url=url, client_id="tpp", key_file=key.path, account_id="acc",
+        org_id="0015800001TEST0001", software_statement_id="TESTSSID01",
         store_path=tmp / "ob.sqlite", max_attempts=2, backoff_s=0.01, request_timeout_s=20))
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,7 +92,9 @@ class FlakyBank:
     "lost" forwards to the real bank and then answers 504 (the answer is lost), "hang" sleeps
     past any client timeout, "garbage" answers 202 with a body that is not JSON, "ok"
     forwards. When the plan is empty every request is forwarded. `xml_garbage` replaces
-    every message body in GET /_mock/messages with it.
+    every message body in GET /_mock/messages with it; `rewrite` maps each message body there
+    to what the rail is shown instead (None: the message is withheld), a bank whose reports
+    disagree with what it did.
     """
 
     upstream: str
@@ -102,6 +104,7 @@ class FlakyBank:
     extra_messages: list[dict[str, Any]] = field(default_factory=list)
     """Messages appended to every GET /_mock/messages listing whose type they match (what
     another bank sends that mock-bank never writes, such as an RDFI's notification of change)."""
+    rewrite: Callable[[str], str | None] | None = None
     url: str = ""
     _runner: web.AppRunner | None = None
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
@@ -140,6 +143,10 @@ class FlakyBank:
             listing = json.loads(payload) + [m for m in self.extra_messages
                                              if m["type"].startswith(wanted)]
             payload = json.dumps(listing).encode()
+        if self.rewrite is not None and request.path == "/_mock/messages":
+            rewrite = self.rewrite
+            shown = [dict(item, body=rewrite(item["body"])) for item in json.loads(payload)]
+            payload = json.dumps([item for item in shown if item["body"] is not None]).encode()
         return web.Response(status=status, body=payload, content_type=ctype.split(";")[0]
                             or "application/octet-stream")
 

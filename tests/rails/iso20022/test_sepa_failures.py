@@ -139,8 +139,10 @@ async def test_bank_xml_that_does_not_parse_is_a_protocol_error(
     make_rail: Rails, bank: MockBank, flaky: FlakyBank, garbage: str
 ) -> None:
     rail = make_rail(url=flaky.url)
-    await rail.submit(pay("parse-me"))
     flaky.xml_garbage = garbage
+    # The bank's answer says booked; the statement entries that would settle it do not parse.
+    with pytest.raises(BankProtocolError):
+        await rail.submit(pay("parse-me"))
     with pytest.raises(BankProtocolError):
         await rail.status("parse-me")
     with pytest.raises(BankProtocolError):

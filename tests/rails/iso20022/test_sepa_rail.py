@@ -11,9 +11,9 @@ import xmlschema
 from rails.errors import IdempotencyConflict, UnknownPayment
 from rails.iso20022 import SepaCreditTransferRail, sepa
 from rails.iso20022.pain001 import XSD_DIR, check_pain001
-from rails.iso20022.transport import BankFileClient
 from rails.port import PaymentStatus
 from rails.store import SqliteIdempotencyStore
+from rails.testing.mockbank import MockBankHttpTransport
 from tests.rails.iso20022.harness import MockBank
 from tests.rails.iso20022.sepa_data import ACME, GLOBEX, INITECH, PEER, pay
 
@@ -58,6 +58,8 @@ async def test_submit_books_and_every_answer_names_our_end_to_end_id(
     assert set(recon.booked) == {"chan-1/close"}
     assert recon.booked["chan-1/close"].amount_minor == 12_345
     assert recon.outstanding == ()
+    # the camt.054 and the camt.053 show one booking (one entry reference), not two
+    assert recon.differences == ()
     camt053 = [m for m in await bank.messages("camt.053") if record.end_to_end_id in m["body"]]
     assert camt053
     assert _xsd("camt.053.001.08").is_valid(camt053[0]["body"])
@@ -163,8 +165,8 @@ async def test_crash_after_reserve_resends_the_identical_file_and_the_bank_dedup
         "pmt_inf_id": sepa.derive_id(key, "P"), "end_to_end_id": sepa.derive_id(key, "E"),
         "file_b64": base64.b64encode(data).decode()})
     store.close()
-    client = BankFileClient(bank.url)
-    answer = await client.post_file(data, "application/xml")
+    client = MockBankHttpTransport(bank.url)
+    answer = await client.send("resend.xml", data, "application/xml")
     await client.aclose()
     assert answer.status == 202
     await doomed.aclose()

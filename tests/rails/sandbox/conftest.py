@@ -24,6 +24,7 @@ from openapi_core import OpenAPI
 from openapi_core.testing import MockRequest, MockResponse
 
 from rails.ob_jws import generate_signing_key, key_id, public_jwk, sign_detached
+from rails.ob_oauth import TokenClient
 from rails.openbanking import Exchange, OpenBankingConfig, OpenBankingRail, generate_key_pair
 from rails.port import Account, AccountScheme, PaymentInstruction
 from tests.support import free_port, running, venv_bin
@@ -163,14 +164,20 @@ class Party:
     account_id: str
     account: Account
     client_id: str
-    token: str
     key_file: Path
     store_path: Path
+    org_id: str = ""
+    software_statement_id: str = ""
+
+    @property
+    def issuer(self) -> str:
+        return f"{self.org_id}/{self.software_statement_id}"
 
     def config(self, **overrides: Any) -> OpenBankingConfig:
         values: dict[str, Any] = {
             "base_url": self.bank.url, "client_id": self.client_id,
-            "access_token": self.token, "key_file": self.key_file,
+            "org_id": self.org_id, "software_statement_id": self.software_statement_id,
+            "key_file": self.key_file,
             "account_id": self.account_id, "store_path": self.store_path,
             "poll_interval_s": 0.05, "backoff_s": 0.05, "request_timeout_s": 5.0,
         }
@@ -194,7 +201,8 @@ def make_party(bank: Bank, tmp: Path, account_id: str, name: str, identification
         "name": name, "jwk": key.public_jwk, "account_ids": [account_id]})
     assert reg["kid"] == key.kid
     return Party(bank, account_id, Account(name, scheme, identification), reg["client_id"],
-                 reg["access_token"], key.path, tmp / f"{account_id}-rail.sqlite3")
+                 key.path, tmp / f"{account_id}-rail.sqlite3",
+                 reg["org_id"], reg["software_statement_id"])
 
 
 @pytest.fixture
@@ -247,15 +255,21 @@ class RawClient:
         self.key = load_signing_key(party.key_file)
         self.kid = key_id(self.key)
 
+    async def token(self) -> str:
+        """A client-credentials token from the bank's token endpoint (private_key_jwt)."""
+        async with aiohttp.ClientSession() as session:
+            return await TokenClient(self.party.bank.url, self.party.client_id, self.key,
+                                     self.kid, session=lambda: session).token()
+
     def sign(self, raw: bytes) -> str:
-        return sign_detached(raw, self.key, kid=self.kid, issuer=self.party.client_id)
+        return sign_detached(raw, self.key, kid=self.kid, issuer=self.party.issuer)
 
     async def request(self, method: str, path: str, body: Any = None, *,
                       idem_key: str | None = None, signature: str | bool | None = True,
                       query: dict[str, str] | None = None,
-                      validate_request: bool = True) -> RawAnswer:
+                      validate_request: bool = True, token: str | None = None) -> RawAnswer:
         raw = json.dumps(body).encode() if body is not None else None
-        headers = {"Authorization": f"Bearer {self.party.token}",
+        headers = {"Authorization": f"Bearer {token or await self.token()}",
                    "x-fapi-interaction-id": str(uuid.uuid4())}
         if raw is not None:
             headers["Content-Type"] = "application/json"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Callable
 from datetime import datetime
@@ -199,9 +200,21 @@ async def test_aisp_transactions_filter_by_booking_time(
     balances = await raw.request("GET", f"{AISP}/accounts/acc-bob/balances")
     assert {b["Type"]: b["Amount"]["Amount"] for b in balances.body["Data"]["Balance"]} == {
         "InterimAvailable": "0.03", "InterimBooked": "0.03"}
-    other = await raw.request("GET", f"{AISP}/accounts/acc-alice/balances")
-    assert other.status == 400
-    assert other.body["Errors"][0]["ErrorCode"] == "UK.OBIE.Resource.NotFound"
+    # Another client's account: the bank holds it, this client may not see it (403), for
+    # every AISP read; an account the bank does not hold is a 400 NotFound.
+    for path in ("", "/balances", "/transactions"):
+        other = await raw.request("GET", f"{AISP}/accounts/acc-alice{path}")
+        assert other.status == 403, path
+        assert other.body["Errors"][0]["ErrorCode"] == "UK.OBIE.Resource.ConsentMismatch"
+        assert "100.00" not in json.dumps(other.body)  # nothing of Alice's account leaks
+        assert "Alice" not in json.dumps(other.body)
+    missing = await raw.request("GET", f"{AISP}/accounts/acc-nobody")
+    assert missing.status == 400
+    assert missing.body["Errors"][0]["ErrorCode"] == "UK.OBIE.Resource.NotFound"
+    one = await raw.request("GET", f"{AISP}/accounts/acc-bob")
+    assert one.status == 200
+    assert [a["AccountId"] for a in one.body["Data"]["Account"]] == ["acc-bob"]
+    assert one.body["Data"]["Account"] == accounts.body["Data"]["Account"]
 
 
 def test_cli_help_has_examples() -> None:

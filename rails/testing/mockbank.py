@@ -1,7 +1,12 @@
-"""The HTTP door of a file-based bank (mock-bank's API): post a file, list what it sent back.
+"""The test transport: mock-bank's HTTP door as a :class:`rails.transport.FileTransport`.
 
-Shared by the SEPA and NACHA adapters. It knows nothing of idempotency keys; what it guarantees is
-narrower and is what the adapters build on: a retry re-posts the *same bytes*, timeouts, refused
+mock-bank lets a test post a payment file (``POST /payments``) and read what it released from its
+control plane (``/_mock/...``). No real bank has that door, so this module is the only one in
+``rails/`` that names it; production file channels use
+:class:`rails.transport_directory.DirectoryTransport`.
+
+It knows nothing of idempotency keys; what it guarantees is narrower and is what the adapters
+build on: a retry re-posts the *same bytes*, timeouts, refused
 connections, 5xx answers and answers longer than the read limit (:mod:`rails.http`: 1 MiB, 16 MiB
 for the message listing, which carries statement files) are retried with exponential backoff and
 then raised as :class:`~rails.errors.BankUnavailable`, and every other failure is a typed
@@ -12,7 +17,6 @@ nothing from the mailbox, so a restarted adapter (or a second reader) sees every
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -20,26 +24,11 @@ import aiohttp
 
 from rails.errors import AnswerTooLarge, BankProtocolError, BankRejected, BankUnavailable
 from rails.http import JSON_ANSWER_LIMIT, STATEMENT_ANSWER_LIMIT, parse_json, read_bounded
+from rails.transport import BankMessage, PostAnswer
 
 
-@dataclass(frozen=True, slots=True)
-class BankMessage:
-    """One message the bank released: its id (monotonic), type, and raw body."""
-
-    id: int
-    type: str
-    account: str | None
-    body: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class PostAnswer:
-    status: int
-    body: dict[str, Any]
-
-
-class BankFileClient:
-    """aiohttp client for one bank; the session is created lazily and owned here."""
+class MockBankHttpTransport:
+    """aiohttp client for one mock-bank; the session is created lazily and owned here."""
 
     def __init__(
         self,
@@ -98,8 +87,9 @@ class BankFileClient:
     def _json(status: int, body: bytes, what: str) -> Any:
         return parse_json(body, f"{what} (HTTP {status})")
 
-    async def post_file(self, data: bytes, content_type: str) -> PostAnswer:
-        """``POST /payments``; a 202 or 422 answer is returned (422 is the bank's refusal)."""
+    async def send(self, name: str, data: bytes, content_type: str) -> PostAnswer:
+        """``POST /payments`` (`name` is the file's name, which HTTP does not carry); a 202 or
+        422 answer is returned (422 is the bank's refusal)."""
         status, body = await self._request("POST", "/payments", data=data,
                                            content_type=content_type)
         if status not in (200, 201, 202, 422):

@@ -1,40 +1,52 @@
-"""What the SEPA and NACHA adapters share: one submission kept in the store, sent as a file to a
-file-based bank's HTTP door (:class:`~rails.iso20022.transport.BankFileClient`), and read back
-from what that bank releases.
+"""What the SEPA and NACHA adapters share: one submission kept in the store, handed to the bank
+as a file over a :class:`~rails.transport.FileTransport`, and read back from what the bank sends.
 
 :class:`FileBankRail` holds the parts whose logic is the same for every file scheme:
 
 - construction: exactly one of `store` (the caller closes it) and `store_path` (opened here and
-  closed in :meth:`~FileBankRail.aclose`), the bank client, the clock;
+  closed in :meth:`~FileBankRail.aclose`), the transport (a folder pair in production,
+  :mod:`rails.transport_directory`; mock-bank's HTTP door in tests, given as `base_url`), the
+  clock;
 - :meth:`~FileBankRail.submit`: reserve the key *with the file's bytes* before the bank hears of
-  it, post those bytes, read the answer (a ``DUPL`` answer becomes a lookup), save the record;
+  it, send those bytes, read the answer where the channel has one (a ``DUPL`` answer becomes a
+  lookup; a folder channel answers later, so the payment is pending), save the record;
 - :meth:`~FileBankRail.status`: fold what the bank sent into one status, never moving backwards
-  (:class:`HighestStatus`), and save it once it is no longer pending;
+  (:class:`HighestStatus`), and save it once it is no longer pending. A payment is ``booked``
+  only when our account's statement entries (camt.054 intraday, camt.053) show it with its
+  end-to-end id, amount and currency (:meth:`~FileBankRail._settle`, :mod:`rails.reconcile`);
+  a status report saying "booked" (pain.002 ``ACSC``) is an acceptance; a difference, or no
+  booking by :attr:`~FileBankRail.booking_deadline`, is ``unreconciled`` with the reason;
 - :meth:`~FileBankRail.incoming_credits`: booked credits from camt.054 notifications (and the
   statements of :attr:`~FileBankRail.statement_family`, where the scheme has them), with a
   ``msg:<id>`` cursor;
-- :meth:`~FileBankRail.reconcile`: a statement's entries matched to submissions by end-to-end id.
+- :meth:`~FileBankRail.reconcile`: statement entries matched to submissions
+  (:func:`rails.reconcile.match`), for one statement or for a period.
 
 A scheme supplies what differs: checking its account, building and checking its file
 (:meth:`~FileBankRail._new_meta`), which bank id a record carries, the lookup after a duplicate
-answer, the status fold over its own report families, and the statement reconcile reads by
-default. This module sits beside the transport (not in ``rails/``) so that importing it never
-runs ``rails.iso20022``'s ``__init__`` half-way through.
+answer, the status fold over its own report families, and the statement entries it reads. This
+module imports nothing from ``rails.iso20022`` at run time, so importing it never runs that
+package's ``__init__`` half-way through.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from rails import reconcile as recon
 from rails.errors import BankProtocolError, Finding, InvalidInstruction, UnknownPayment
-from rails.iso20022.reports import AccountReport, Entry
-from rails.iso20022.transport import BankFileClient, BankMessage, PostAnswer
+from rails.transport import BankMessage, FileTransport, PostAnswer
+
+if TYPE_CHECKING:
+    from rails.iso20022.reports import AccountReport, Entry
 from rails.port import (
     Account,
     CreditPage,
@@ -50,9 +62,10 @@ from rails.port import (
 from rails.store import IdempotencyStore, SqliteIdempotencyStore, StoredSubmission
 
 # Status ranks: a refresh never moves a payment backwards (a late acceptance after a booking).
+# Unreconciled sits below booked: a late booking still settles a payment raised as missing.
 RANK = {
-    PaymentStatus.PENDING: 0, PaymentStatus.ACCEPTED: 1, PaymentStatus.BOOKED: 2,
-    PaymentStatus.REJECTED: 3, PaymentStatus.RETURNED: 4,
+    PaymentStatus.PENDING: 0, PaymentStatus.ACCEPTED: 1, PaymentStatus.UNRECONCILED: 2,
+    PaymentStatus.BOOKED: 3, PaymentStatus.REJECTED: 4, PaymentStatus.RETURNED: 5,
 }
 
 
@@ -107,29 +120,46 @@ class FileBankRail(ABC):
     reconcile_saves: ClassVar[bool] = True
     """Whether :meth:`reconcile` saves the booked/returned status it matches."""
 
+    file_suffix: ClassVar[str] = "xml"
+    """How the file's name ends (a folder channel's bank reads the name)."""
+    booking_deadline: timedelta = recon.DEFAULT_BOOKING_DEADLINE
+    """No booked statement entry this long after submission: ``unreconciled``."""
+
     def __init__(
         self,
         *,
-        base_url: str,
         account: Account,
         store: IdempotencyStore | None,
         store_path: str | Path | None,
-        auth: tuple[str, str] | None,
-        timeout_s: float,
-        attempts: int,
-        backoff_s: float,
         clock: Callable[[], datetime],
+        transport: FileTransport | None = None,
+        base_url: str | None = None,
+        auth: tuple[str, str] | None = None,
+        timeout_s: float = 10.0,
+        attempts: int = 4,
+        backoff_s: float = 0.2,
+        booking_deadline: timedelta | None = None,
     ) -> None:
+        """Give `transport`, or (tests) `base_url`: mock-bank's HTTP door, reached with `auth`,
+        `timeout_s`, `attempts` and `backoff_s`."""
         if (store is None) == (store_path is None):
             raise ValueError("give exactly one of store and store_path")
+        if (transport is None) == (base_url is None):
+            raise ValueError("give exactly one of transport and base_url")
         self._check_account(account)
         self.account = account
         self._owns_store = store is None
         self._store: IdempotencyStore = (
             store if store is not None else SqliteIdempotencyStore(str(store_path)))
-        self._bank = BankFileClient(base_url, auth=auth, timeout_s=timeout_s,
-                                    attempts=attempts, backoff_s=backoff_s)
+        if transport is None:
+            from rails.testing.mockbank import MockBankHttpTransport
+
+            transport = MockBankHttpTransport(str(base_url), auth=auth, timeout_s=timeout_s,
+                                              attempts=attempts, backoff_s=backoff_s)
+        self._bank: FileTransport = transport
         self._clock = clock
+        if booking_deadline is not None:
+            self.booking_deadline = booking_deadline
         self._reserve_lock = asyncio.Lock()
         self._parsed: dict[int, Any] = {}
 
@@ -166,15 +196,31 @@ class FileBankRail(ABC):
                        ) -> PaymentRecord:
         """Fold every report about the payment into one status (from `current` up)."""
 
-    @abstractmethod
-    async def _default_statement(self) -> Statement:
-        """The statement :meth:`reconcile` reads when it is given none."""
+    async def _statement_entries(self) -> list[StatementEntry]:
+        """Every entry our account's statements show: camt.054 notifications (intraday) and,
+        where the scheme has them, the :attr:`statement_family` statements. One entry may be
+        in both (the same entry id); :func:`rails.reconcile.match` counts it once."""
+        entries: list[StatementEntry] = []
+        families = ["camt.054"] + ([self.statement_family] if self.statement_family else [])
+        for family in families:
+            for _, reports in await self._fetch(family):
+                for rep in reports:
+                    if self._ours(rep):
+                        entries.extend(e.to_port() for e in rep.entries)
+        return entries
 
     # -- submit ------------------------------------------------------------------------------
 
     def _meta(self, data: bytes, **ids: str) -> dict[str, Any]:
-        """What is reserved with a key: the rail, the derived ids, the file's exact bytes."""
-        return {"rail": self.name, **ids, "file_b64": base64.b64encode(data).decode("ascii")}
+        """What is reserved with a key: the rail, the derived ids, the file's exact bytes, and
+        when it was made (the booking deadline counts from there)."""
+        return {"rail": self.name, **ids, "file_b64": base64.b64encode(data).decode("ascii"),
+                "submitted_at": self._clock().isoformat()}
+
+    def file_name(self, stored: StoredSubmission) -> str:
+        """The file's name, the same on every retry: the rail and a digest of the key."""
+        digest = hashlib.sha256(stored.idempotency_key.encode()).hexdigest()[:20]
+        return f"{self.name}-{digest}.{self.file_suffix}"
 
     async def submit(self, instruction: PaymentInstruction) -> PaymentRecord:
         async with self._reserve_lock:
@@ -185,9 +231,13 @@ class FileBankRail(ABC):
             stored = self._store.reserve(instruction, meta)
         if stored.record is not None:
             return stored.record
-        answer = await self._bank.post_file(base64.b64decode(stored.meta["file_b64"]),
-                                            self.content_type)
-        record = await self._from_answer(stored, answer)
+        answer = await self._bank.send(self.file_name(stored),
+                                       base64.b64decode(stored.meta["file_b64"]),
+                                       self.content_type)
+        if answer is None:  # a folder channel: the bank answers later, in its reports
+            record = self._record(stored, PaymentStatus.PENDING)
+        else:
+            record = await self._from_answer(stored, answer)
         self._store.save(record)
         return record
 
@@ -234,8 +284,11 @@ class FileBankRail(ABC):
             return await self._rejected(stored, p)
         if p.get("outcome") != "accepted":
             raise BankProtocolError(f"unknown outcome {p.get('outcome')!r} for {e2e}")
-        return self._record(stored, PaymentStatus.BOOKED if p.get("booked") is True
-                            else PaymentStatus.ACCEPTED)
+        accepted = self._record(stored, PaymentStatus.ACCEPTED)
+        if p.get("booked") is True:
+            # The bank's word; booked only once its statement entries show it.
+            return await self._refresh(stored, accepted)
+        return accepted
 
     # -- reading what the bank sent ----------------------------------------------------------
 
@@ -295,45 +348,51 @@ class FileBankRail(ABC):
                 last = max(last, msg.id)
         return CreditPage(tuple(credits), f"msg:{last}")
 
-    # -- reconciliation ----------------------------------------------------------------------
+    # -- settlement and reconciliation ------------------------------------------------------
 
-    async def reconcile(self, statement: Statement | None = None) -> Reconciliation:
-        """Match a statement's entries to our submissions by end-to-end id.
+    def _settle(self, stored: StoredSubmission, fold: HighestStatus,
+                entries: Iterable[StatementEntry]) -> None:
+        """Fold in what our account's statement entries say of one payment: booked (settled),
+        returned, or unreconciled with the reason (:func:`rails.reconcile.verdict`)."""
+        matching = recon.match(entries, [recon.expected_of(stored)], now=self._clock(),
+                               deadline=self.booking_deadline)
+        said = recon.verdict(matching, stored.idempotency_key)
+        if said.status is not None:
+            fold.consider(self._record(stored, said.status, code=said.reason_code,
+                                       reason=said.reason))
 
-        `outstanding` lists submissions that are neither on this statement nor already known
-        to be booked, returned or rejected: the ones still to look for.
+    async def reconcile(self, statement: Statement | None = None, *,
+                        since: date | None = None, until: date | None = None
+                        ) -> Reconciliation:
+        """Match statement entries to our submissions (:func:`rails.reconcile.match`).
+
+        Without a `statement`, every entry the bank has reported for our account is read. With
+        `since`/`until` (inclusive), only entries booked and payments submitted in that period
+        count. `outstanding` lists submissions neither on the statement nor already known to be
+        rejected or returned and still within the booking deadline; `differences` what the
+        operator must look at (never settled silently).
         """
-        if statement is None:
-            statement = await self._default_statement()
-        by_e2e = {s.meta.get("end_to_end_id"): s for s in self._store.all()
-                  if s.meta.get("rail") == self.name}
-        booked: dict[str, StatementEntry] = {}
-        returned: dict[str, StatementEntry] = {}
-        unmatched: list[StatementEntry] = []
-        for entry in statement.entries:
-            sub = by_e2e.get(entry.end_to_end_id) if entry.end_to_end_id else None
-            if sub is None or not entry.booked:
-                unmatched.append(entry)
-                continue
-            if entry.direction is EntryDirection.DEBIT and entry.return_reason is None:
-                booked[sub.idempotency_key] = entry
-                self._promote(sub, PaymentStatus.BOOKED, None)
-            elif entry.direction is EntryDirection.CREDIT and entry.return_reason is not None:
-                returned[sub.idempotency_key] = entry
-                self._promote(sub, PaymentStatus.RETURNED, entry.return_reason)
-            else:
-                unmatched.append(entry)
+        entries = (await self._statement_entries() if statement is None
+                   else list(statement.entries))
+        subs = {s.idempotency_key: s for s in self._store.all() if s.meta.get("rail") == self.name}
+        matching, result = recon.reconcile_period(
+            entries, subs.values(), now=self._clock(), deadline=self.booking_deadline,
+            since=since, until=until)
+        for key in {m.key for m in matching.matches} | {d.key for d in matching.differences
+                                                         if d.key is not None}:
+            said = recon.verdict(matching, key)
+            if said.status is not None:
+                self._promote(subs[key], said.status, said.reason_code, said.reason)
         outstanding = []
-        for sub in by_e2e.values():
-            fresh = self._store.get(sub.idempotency_key)
+        for key in result.outstanding:
+            fresh = self._store.get(key)
             status = fresh.record.status if fresh and fresh.record else PaymentStatus.PENDING
-            if (sub.idempotency_key not in booked and sub.idempotency_key not in returned
-                    and status in (PaymentStatus.PENDING, PaymentStatus.ACCEPTED)):
-                outstanding.append(sub.idempotency_key)
-        return Reconciliation(booked=booked, returned=returned, outstanding=tuple(outstanding),
-                              unmatched=tuple(unmatched))
+            if status in (PaymentStatus.PENDING, PaymentStatus.ACCEPTED):
+                outstanding.append(key)
+        return replace(result, outstanding=tuple(outstanding))
 
-    def _promote(self, sub: StoredSubmission, status: PaymentStatus, code: str | None) -> None:
+    def _promote(self, sub: StoredSubmission, status: PaymentStatus, code: str | None,
+                 reason: str | None = None) -> None:
         """Save `status` from a statement unless the store already knows as much or more."""
         if not self.reconcile_saves:
             return
@@ -341,4 +400,4 @@ class FileBankRail(ABC):
         record = current.record if current else None
         if record is not None and RANK[record.status] >= RANK[status]:
             return
-        self._store.save(self._record(sub, status, code=code))
+        self._store.save(self._record(sub, status, code=code, reason=reason))
