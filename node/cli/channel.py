@@ -8,13 +8,14 @@ from typing import Any
 import click
 
 from node.cli.client import Admin, data_dir_option, emit, json_option
+from node.cli.group import Group
 from node.cli.render import amount, short, table, wait_until
 
 precise_option = click.option("--precise", is_flag=True,
                               help="Show amounts at the channel's full scale.")
 
 
-@click.group()
+@click.group(cls=Group)
 def channel() -> None:
     """Open, inspect and close payment channels. A channel id may be any unique prefix.
 
