@@ -19,6 +19,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from node.api import admin_ops
 from node.api.validate import CLOSE, NO_BODY, OPEN_CHANNEL, PAY, channel_ref, read_json
 from node.context import now_ms
 from node.errors import NodeError, NotFound
@@ -341,6 +342,7 @@ def routes(role: str) -> list[web.RouteDef]:
         web.post("/api/peers", add_peer),
         web.get("/api/outbox", list_outbox),
     ]
+    common += admin_ops.routes(role)
     if role == "arbiter":
         return [*common, web.get("/api/escrows", list_escrows)]
     return [

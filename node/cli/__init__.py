@@ -25,6 +25,8 @@ _COMMANDS: list[tuple[str, str]] = [
     ("node.cli.channel", "channel"),
     ("node.cli.pay", "pay"),
     ("node.cli.statement", "statement"),
+    ("node.cli.payments", "payments"),
+    ("node.cli.config_cmd", "config"),
     ("node.cli.outbox", "outbox"),
     ("node.cli.demo", "demo"),
     ("node.cli.bank", "bank"),
