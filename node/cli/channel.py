@@ -220,6 +220,33 @@ def show(channel_id: str, data_dir: Path | None, as_json: bool, precise: bool) -
     emit(data, as_json, describe(data, precise))
 
 
+@channel.command("wait")
+@click.argument("channel_id")
+@click.option("--phase", default="open", show_default=True,
+              type=click.Choice(PHASES[:-1]), help="The phase to wait for.")
+@click.option("--timeout", "timeout_s", default=300, show_default=True,
+              type=click.IntRange(1, 86_400), help="Give up after this many seconds (exit 5).")
+@data_dir_option
+@json_option
+def wait(channel_id: str, phase: str, timeout_s: int, data_dir: Path | None,
+         as_json: bool) -> None:
+    """Wait until the channel is in PHASE (e.g. open: the arbiter saw the deposits).
+
+    \b
+    Example:
+      meterline channel wait 3f9a --phase open
+    """
+    admin = Admin(data_dir)
+    data: dict[str, Any] = {}
+
+    def reached() -> tuple[bool, str]:
+        nonlocal data
+        data = admin.call("GET", f"/api/channels/{channel_id}")
+        return data["phase"] == phase, f"it is {data['phase']}"
+    wait_until(f"waiting for {phase}:", reached, timeout_s=timeout_s)
+    emit(data, as_json, f"channel {data['id']} is {data['phase']}")
+
+
 @channel.command("accept")
 @click.argument("channel_id")
 @data_dir_option
