@@ -133,3 +133,22 @@ def test_demo_keep_prints_commands_that_work(tmp_path: Path) -> None:
         stop_all(*dirs)
     assert "one invoice + one transfer a month" in out
     assert "the deposit's capital: 5,000.00 EUR locked, at an assumed 4 % a year" in out
+
+
+def test_updates_the_peer_has_not_acknowledged_exit_5_not_4(companies: Companies) -> None:
+    """A peer that went away: the node is running, the update is signed and stored and will be
+    resent — "timed out waiting" (5), never "not running" (4)."""
+    man = home(companies.manufacturer)
+    cid = json.loads(meterline(
+        "channel", "open", "carrier", "--arbiter", "arbiter", "--deposit", "50.00 EUR",
+        "--tariff", "km=0.0123", "--wait", "--json", "--data-dir", man, timeout=300).stdout)["id"]
+    companies.carrier.stop()
+    try:
+        error = json_error("pay", cid[:12], "--units", "km=1", "--data-dir", man, status=5,
+                           timeout=120)
+        assert error["code"] == "NOT_ACKNOWLEDGED"
+        assert "will be resent when it is back" in error["message"]
+    finally:
+        companies.carrier.start()
+    shown = json.loads(meterline("channel", "show", cid[:12], "--json", "--data-dir", man).stdout)
+    assert shown["nonce_sent"] == 1  # signed and kept
