@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from node.cli.client import Admin, data_dir_option, emit, json_option
-from node.cli.exits import NOT_RUNNING, TIMED_OUT, CliError
+from node.cli.exits import NOT_RUNNING, TIMED_OUT, USAGE, CliError
 from node.cli.render import amount
 
 CHUNK = 1_000
@@ -40,11 +40,12 @@ def pay(channel_id: str, units: tuple[str, ...], amount_text: str | None, refere
     for item in units:
         unit, sep, quantity = item.partition("=")
         if not sep or not unit or not quantity:
-            raise click.BadParameter(f"{item!r} is not UNIT=QUANTITY (e.g. km=12.5)",
-                                     param_hint="--units")
+            raise CliError(f"--units {item!r} is not UNIT=QUANTITY (e.g. km=12.5)",
+                           code="USAGE", exit_code=USAGE)
         parsed[unit.strip()] = quantity.strip()
     if not parsed and not amount_text:
-        raise click.UsageError("say what to pay: --units km=12.5 or --amount \"3.20 EUR\"")
+        raise CliError("say what to pay: --units km=12.5 or --amount \"3.20 EUR\"",
+                       code="USAGE", exit_code=USAGE)
     admin = Admin(data_dir)
     done = 0
     data: dict[str, Any] = {}
