@@ -9,8 +9,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+<<<<<<< HEAD
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+=======
+from collections.abc import AsyncIterator
+>>>>>>> main
 
 import structlog
 from aiohttp import web
@@ -46,47 +50,24 @@ from node.storage.models import Outbox as OutboxRow
 from node.transfers import Transfers
 from node.watch import ArbiterWatch
 from protocol.messages import CooperativeClose
+from rails import registry
 from rails.httpserver import BoundedAppRunner, ServerTimeouts
 from rails.port import Rail
+from rails.settings import RailConfigError
 
 log = structlog.get_logger()
 
 
 def build_rail(config: Config) -> Rail | None:
-    """The rail named in [bank]; None when the node has no bank account configured."""
+    """The rail named in [bank] with its [rails.RAIL] settings; None without a bank account."""
     bank = config.bank
-    if not bank.identification:
+    if bank.settings is None:
         return None
-    if bank.rail == "openbanking":
-        from rails.openbanking import OpenBankingConfig, OpenBankingRail
-
-        token_file = Path(bank.token_file) if bank.token_file else None
-        if not (bank.client_id and token_file and bank.key_file and bank.account_id):
-            raise ConfigError("[bank] rail openbanking needs client_id, token_file, key_file "
-                              "and account_id")
-        return OpenBankingRail(OpenBankingConfig(
-            base_url=bank.url, client_id=bank.client_id,
-            access_token=token_file.read_text().strip(), key_file=Path(bank.key_file),
-            account_id=bank.account_id, store_path=config.data_dir / "rail-openbanking.sqlite",
-            poll_attempts=4, poll_interval_s=0.1))
-    if bank.rail in ("sepa", "nacha"):
-        from node.transfers import rail_account
-        from rails.port import AccountScheme
-
-        scheme = AccountScheme.IBAN if bank.rail == "sepa" else AccountScheme.US_ABA
-        account = rail_account({"scheme": scheme.value, "identification": bank.identification,
-                                "name": bank.name or config.name, "agent": bank.agent})
-        store_path = config.data_dir / f"rail-{bank.rail}.sqlite"
-        if bank.rail == "sepa":
-            from rails.iso20022 import SepaCreditTransferRail
-
-            return SepaCreditTransferRail(base_url=bank.url, account=account,
-                                          store_path=store_path)
-        from rails.nacha import AchCreditRail
-
-        return AchCreditRail(base_url=bank.url, account=account, store_path=store_path,
-                             report_account=bank.report_account or None)
-    raise ConfigError(f"[bank] rail must be openbanking, sepa or nacha, not {bank.rail!r}")
+    try:
+        return registry.build_rail(bank.rail, bank.settings,
+                                   registry.RailContext(config.data_dir, config.name))
+    except (RailConfigError, ValueError) as exc:
+        raise ConfigError(f"[rails.{bank.rail}]: {exc}") from None
 
 
 class Node:

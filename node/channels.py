@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import heapq
 import itertools
-import json
 import os
 from collections import defaultdict, deque
 from collections.abc import Sequence
@@ -50,6 +49,8 @@ from protocol.records import Message
 from protocol.references import Purpose, bank_reference, idempotency_key
 from protocol.tariff import TariffLine
 from protocol.types import Amount, ChannelId, MinorUnits, Quantity
+from rails.port import TransferInstruction, payee_account
+from rails.registry import check_payee_account
 
 log = structlog.get_logger()
 BUCKET_MS = 3_600_000
@@ -238,6 +239,8 @@ class ChannelService:
             signed_account(arbiter, "the arbiter"),
             os.urandom(16),
         )
+        if (objection := self.account_objection(terms)) is not None:
+            raise NodeError(objection, code="INVALID_TERMS")
         t = ch.propose(terms, ctx.signer, now_ms=now_ms(), bounds=self.bounds)
         cid = t.state.channel_id.hex()
         await self._commit(t.state, new=True)
@@ -272,6 +275,8 @@ class ChannelService:
         ch.verify_proposal(proposal, self.bounds)  # our [policy]: refused before it is stored
         if terms.peer_account != self.own_account():
             raise RemoteProtocolError(ErrorCode.INVALID_TERMS, "the terms name another account")
+        if (objection := self.account_objection(terms)) is not None:
+            raise RemoteProtocolError(ErrorCode.INVALID_TERMS, objection)
         try:
             arbiter = await ctx.peer(terms.arbiter.hex())
         except NotFound:
@@ -294,6 +299,25 @@ class ChannelService:
             return await self._accept(proposal, reply_inline=True)
         await self._hold(proposal)
         log.info("channel.held", channel=cid, opener=terms.opener.hex()[:16], reason=reason)
+        return None
+
+    def account_objection(self, terms: ChannelTerms) -> str | None:
+        """Why our rail could never pay an account the terms name (a non-SEPA IBAN on SEPA, a
+        bad routing number on ACH: rails.registry.check_payee_account), or None. Checked at
+        propose and accept, so such a channel is never opened rather than failing at payout.
+        The escrow account is the one we pay (our deposit): what that needs of our own account
+        (a SEPA postal address for a non-EEA escrow) is checked too."""
+        bank = self.ctx.config.bank
+        for who, acct, payer in (("the opener's", terms.opener_account, None),
+                                 ("the peer's", terms.peer_account, None),
+                                 ("the escrow", terms.escrow_account, bank.settings)):
+            try:
+                account = payee_account(acct.scheme, acct.identification, acct.name)
+            except ValueError:
+                return f"{who} account has the unknown scheme {acct.scheme!r}"
+            finding = check_payee_account(bank.rail, account, payer)
+            if finding is not None:
+                return f"{who} account {acct.identification}: {finding.message}"
         return None
 
     def policy_objection(self, terms: ChannelTerms) -> str | None:
@@ -434,26 +458,19 @@ class ChannelService:
         ]
         deposit = state.terms.deposits()[state.us]
         if deposit:
-            out.append(Delivery("deposit", "", json.dumps(self.deposit_instruction(state)).encode(),
+            out.append(Delivery("deposit", "", self.deposit_instruction(state).encode(),
                                 recipient="", purpose="deposit"))
         return out
 
-    def deposit_instruction(self, state: ch.ChannelState) -> dict[str, Any]:
+    def deposit_instruction(self, state: ch.ChannelState) -> TransferInstruction:
         cid = state.channel_id
         escrow = state.terms.escrow_account
-        return {
-            "idempotency_key": idempotency_key(cid, Purpose.DEPOSIT, state.us),
-            "purpose": Purpose.DEPOSIT.value,
-            "party": state.us,
-            "amount_minor": state.terms.deposits()[state.us],
-            "currency": state.terms.currency,
-            "reference": bank_reference(cid, Purpose.DEPOSIT, state.us),
-            "creditor": {
-                "scheme": escrow.scheme,
-                "identification": escrow.identification,
-                "name": escrow.name,
-            },
-        }
+        return TransferInstruction(
+            idempotency_key=idempotency_key(cid, Purpose.DEPOSIT, state.us),
+            purpose=Purpose.DEPOSIT.value, party=state.us,
+            amount_minor=state.terms.deposits()[state.us], currency=state.terms.currency,
+            reference=bank_reference(cid, Purpose.DEPOSIT, state.us),
+            creditor=payee_account(escrow.scheme, escrow.identification, escrow.name))
 
     async def on_acceptance(self, acceptance: ChannelAcceptance) -> None:
         cid = acceptance.channel_id.hex()

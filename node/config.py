@@ -39,12 +39,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from node.bank import BankConfig, bank_sections, read_bank
 from protocol.channel import TermsBounds
 from protocol.crypto import Signer
 from protocol.errors import ProtocolError
 from protocol.messages import BankAccount
 from protocol.money import currency_exponent, format_decimal, parse_money
 from protocol.types import MAX_AMOUNT, MAX_DISPUTE_WINDOW_MS
+from rails.settings import RailConfigError
 
 KEY_FILE = "node.key"
 TOKEN_FILE = "admin.token"
@@ -65,27 +67,6 @@ def parse_hostport(text: str, setting: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ConfigError(f"{setting}: {text!r} is not HOST:PORT")
     return host, int(port)
-
-
-@dataclass(frozen=True, slots=True)
-class BankConfig:
-    """The node's own bank account and the rail that reaches it."""
-
-    rail: str = "openbanking"
-    """``openbanking`` (the sandbox bank by default), ``sepa`` or ``nacha`` (through mock-bank)."""
-    url: str = "http://127.0.0.1:8700"
-    account_id: str = ""
-    scheme: str = "UK.OBIE.SortCodeAccountNumber"
-    identification: str = ""
-    name: str = ""
-    agent: str = ""
-    report_account: str = ""
-    """(nacha) the IBAN the bank's camt.054 reports name this account by, if it is not one
-    that ends in the account number."""
-    client_id: str = ""
-    token_file: str = ""
-    key_file: str = ""
-    poll_interval_ms: int = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,6 +284,10 @@ def init_data_dir(
     if key_path.exists():
         raise ConfigError(f"{key_path} already exists: refusing to overwrite a node key")
     tls_section = _tls_section(tls or {})
+    try:
+        bank_tables = bank_sections(bank or {})
+    except RailConfigError as exc:
+        raise ConfigError(f"bank settings: {exc}") from None
     scheme = "https" if "cert_file" in tls_section else "http"
     sections: dict[str, Mapping[str, Any] | Sequence[Mapping[str, Any]]] = {
         "node": {
@@ -313,7 +298,7 @@ def init_data_dir(
             "public_url": f"{scheme}://{host}:{port}",
             "db": db or f"sqlite+aiosqlite:///{(data_dir / DB_FILE).resolve()}",
         },
-        "bank": {k: v for k, v in (bank or {}).items() if v is not None},
+        **bank_tables,
         "peers": {"allow": list(allow or [])},
     }
     if allowed:
@@ -377,7 +362,7 @@ def _tls_section(tls: dict[str, Path]) -> dict[str, str]:
 
 
 NODE_KEYS = frozenset({"name", "role", "listen", "admin", "public_url", "db", "dispute_window_ms"})
-SECTIONS = frozenset({"node", "bank", "peers", "limits", "policy", "tls"})
+SECTIONS = frozenset({"node", "bank", "rails", "peers", "limits", "policy", "tls"})
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
@@ -423,7 +408,10 @@ def load_config(data_dir: Path) -> Config:
     _check_keys(path, "node", node, NODE_KEYS)
     peers = raw.get("peers", {})
     _check_keys(path, "peers", peers, {"allow", "allowed"})
-    bank = _typed(path, "bank", raw.get("bank", {}), BankConfig)
+    try:
+        bank = read_bank(raw)
+    except RailConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     limits = _typed(path, "limits", raw.get("limits", {}), Limits)
     role = _str(path, node, "role", "node")
     if role not in ("node", "arbiter"):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -33,6 +32,7 @@ from protocol.messages import (
 from protocol.references import Purpose, bank_reference
 from protocol.refunds import HoldCredit
 from protocol.types import MAX_AMOUNT, MAX_TIME_MS, MinorUnits
+from rails.port import TransferInstruction, payee_account
 
 log = structlog.get_logger()
 CREDITS_CURSOR = "escrow-credits"
@@ -113,15 +113,12 @@ class EscrowService:
                              purpose="dispute", urgent=state.held() > 0)
                     for u, party in parties]
         if isinstance(effect, arb.SubmitPayout):
-            spec = {
-                "idempotency_key": effect.idempotency_key, "purpose": Purpose.PAYOUT.value,
-                "party": effect.party, "amount_minor": effect.amount,
-                "currency": effect.currency, "reference": effect.reference,
-                "creditor": {"scheme": effect.account.scheme,
-                             "identification": effect.account.identification,
-                             "name": effect.account.name},
-            }
-            return [Delivery("payout", "", json.dumps(spec).encode(), recipient="",
+            instruction = TransferInstruction(
+                idempotency_key=effect.idempotency_key, purpose=Purpose.PAYOUT.value,
+                party=effect.party, amount_minor=effect.amount, currency=effect.currency,
+                reference=effect.reference, creditor=payee_account(
+                    effect.account.scheme, effect.account.identification, effect.account.name))
+            return [Delivery("payout", "", instruction.encode(), recipient="",
                              purpose=f"payout:{effect.party}")]
         if isinstance(effect, HoldCredit):
             return []  # _credit keeps it as an unapplied credit, in its own transaction
@@ -243,7 +240,9 @@ class EscrowService:
             cursor = row.value if row else None
         page = await rail.incoming_credits(cursor)
         for credit in page.credits:
-            booked = datetime.combine(credit.booking_date, datetime.min.time(), tzinfo=UTC)
+            # the bank's booking time; a bank that gives only a date: that day at 00:00 UTC
+            booked = credit.booked_at or datetime.combine(credit.booking_date,
+                                                          datetime.min.time(), tzinfo=UTC)
             await self._credit(credit.entry_id, (credit.reference or "").strip().upper(),
                                credit.amount_minor, credit.currency, credit.debtor_name or "",
                                int(booked.timestamp() * 1000))
@@ -340,7 +339,7 @@ class EscrowService:
                         self.ctx.signer, transfer.party, transfer.updated_ms))).state
 
     async def _payout(self, row: OutboxRow) -> None:
-        await self.transfers.submit(row.channel_id, json.loads(row.payload))
+        await self.transfers.submit_row(row)
         await self._apply_booked_payouts()
 
     def find(self, prefix: str) -> arb.ArbiterState:

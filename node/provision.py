@@ -1,8 +1,10 @@
-"""Open an account for a company at the sandbox bank and write the node's [bank] settings.
+"""Open an account for a company at the sandbox bank and write the node's bank settings.
 
 Used by ``meterline demo``, the quickstart and the end-to-end tests: it creates the account,
 generates the company's TPP signing key (mode 0600, in its data directory), registers it as the
-bank's client for that account, and returns the settings ``meterline init --bank-config`` takes.
+bank's client for that account, and returns the settings ``meterline init --bank-config`` takes:
+``rail`` and ``poll_interval_ms`` go to ``[bank]``, the rest to ``[rails.openbanking]``
+(:func:`node.config.bank_sections`, typed by :class:`rails.settings.OpenBankingSettings`).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ async def open_sandbox_account(
     currency: str = "EUR",
     opening_balance_minor: int = 0,
 ) -> dict[str, Any]:
-    """Create the account and a TPP client; return the node's ``[bank]`` settings."""
+    """Create the account and a TPP client; return the node's bank settings (flat)."""
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)  # noqa: ASYNC240 - once, tiny
     key = generate_key_pair(directory / "tpp-key.pem")
     base = bank_url.rstrip("/")

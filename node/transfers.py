@@ -1,9 +1,12 @@
-"""Bank transfers through the node's rail: submit with an idempotency key, track the status."""
+"""Bank transfers through the node's rail: submit with an idempotency key, track the status.
+
+What to pay crosses to the rail as a :class:`rails.port.TransferInstruction` (typed, stored in
+the outbox by its own encoding), never as a loose dict.
+"""
 
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import structlog
 from sqlalchemy import select, update
@@ -12,18 +15,9 @@ from node.context import Context, now_ms
 from node.storage.models import Outbox as OutboxRow
 from node.storage.models import Transfer
 from rails.errors import RailError
-from rails.port import Account, AccountScheme, PaymentInstruction, PaymentRecord
+from rails.port import Account, PaymentRecord, TransferInstruction
 
 log = structlog.get_logger()
-
-
-def rail_account(data: dict[str, Any]) -> Account:
-    scheme = AccountScheme(data["scheme"])
-    ident = data["identification"]
-    agent = data.get("agent") or None
-    if scheme is AccountScheme.US_ABA and ":" in ident:
-        agent, ident = ident.split(":", 1)
-    return Account(data["name"], scheme, ident, agent)
 
 
 class Transfers:
@@ -31,40 +25,33 @@ class Transfers:
         self.ctx = ctx
 
     def own_account(self) -> Account:
-        bank = self.ctx.config.bank
-        return rail_account(
-            {"scheme": bank.scheme, "identification": bank.identification,
-             "name": bank.name or self.ctx.config.name, "agent": bank.agent}
-        )
+        settings = self.ctx.config.bank.settings
+        if settings is None:
+            raise RuntimeError("this node has no bank account ([bank] and [rails.*] in "
+                               "config.toml)")
+        return settings.account(self.ctx.config.name)
 
     async def submit_row(self, row: OutboxRow) -> None:
         """Outbox handler: pay what the row describes (idempotent by its key)."""
-        await self.submit(row.channel_id, json.loads(row.payload))
+        await self.submit(row.channel_id, TransferInstruction.decode(row.payload))
 
-    async def submit(self, channel_id: str, spec: dict[str, Any]) -> PaymentRecord:
+    async def submit(self, channel_id: str, instruction: TransferInstruction) -> PaymentRecord:
         rail = self.ctx.rail
         if rail is None:
             raise RuntimeError("this node has no rail configured ([bank] rail in config.toml)")
-        key = spec["idempotency_key"]
+        key = instruction.idempotency_key
         async with self.ctx.db() as session, session.begin():
             if await session.get(Transfer, key) is None:
                 session.add(Transfer(
-                    idempotency_key=key, channel_id=channel_id, purpose=spec["purpose"],
-                    party=spec["party"], amount_minor=spec["amount_minor"],
-                    currency=spec["currency"], reference=spec["reference"],
-                    creditor=json.dumps(spec["creditor"]), status="pending", reason="",
-                    end_to_end_id="", created_ms=now_ms(), updated_ms=now_ms()))
-        record = await rail.submit(PaymentInstruction(
-            idempotency_key=key,
-            debtor=self.own_account(),
-            creditor=rail_account(spec["creditor"]),
-            amount_minor=int(spec["amount_minor"]),
-            currency=spec["currency"],
-            reference=spec["reference"],
-        ))
+                    idempotency_key=key, channel_id=channel_id, purpose=instruction.purpose,
+                    party=instruction.party, amount_minor=instruction.amount_minor,
+                    currency=instruction.currency, reference=instruction.reference,
+                    creditor=json.dumps(instruction.creditor_json()), status="pending",
+                    reason="", end_to_end_id="", created_ms=now_ms(), updated_ms=now_ms()))
+        record = await rail.submit(instruction.payment(self.own_account()))
         await self._save(record)
-        log.info("transfer.submitted", channel=channel_id[:16], purpose=spec["purpose"],
-                 amount_minor=spec["amount_minor"], status=record.status.value)
+        log.info("transfer.submitted", channel=channel_id[:16], purpose=instruction.purpose,
+                 amount_minor=instruction.amount_minor, status=record.status.value)
         return record
 
     async def _save(self, record: PaymentRecord) -> None:

@@ -12,9 +12,10 @@ Amounts are integers in the currency's ISO 4217 minor units (EUR cents, JPY yen,
 from __future__ import annotations
 
 import enum
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from typing import Protocol, runtime_checkable
 
 
@@ -35,6 +36,19 @@ class Account:
     scheme: AccountScheme
     identification: str
     agent: str | None = None
+
+
+def payee_account(scheme: str, identification: str, name: str, *, agent: str | None = None
+                  ) -> Account:
+    """An account as channel terms and the config name it, as the port takes it.
+
+    A ``US.ABA`` identification may carry its routing number (``ROUTING:ACCOUNT``, as terms
+    write it); it becomes the agent. An unknown scheme is a ValueError.
+    """
+    kind = AccountScheme(scheme)
+    if kind is AccountScheme.US_ABA and ":" in identification:
+        agent, identification = identification.split(":", 1)
+    return Account(name, kind, identification, agent or None)
 
 
 class PaymentStatus(enum.StrEnum):
@@ -72,6 +86,59 @@ class PaymentInstruction:
 
 
 @dataclass(frozen=True, slots=True)
+class TransferInstruction:
+    """What the node asks its rail to pay: the typed value that crosses from node to rail.
+
+    The node builds it from a machine's effect (a deposit into escrow, a payout), stores it in
+    its outbox with :meth:`encode` and hands it to :meth:`payment` with its own account as the
+    debtor. `purpose` and `party` say what the payment is for in the channel (the transfer row
+    keeps them); `idempotency_key` names it for ever.
+    """
+
+    idempotency_key: str
+    purpose: str
+    party: int
+    amount_minor: int
+    currency: str
+    reference: str
+    creditor: Account
+
+    def payment(self, debtor: Account) -> PaymentInstruction:
+        return PaymentInstruction(
+            idempotency_key=self.idempotency_key, debtor=debtor, creditor=self.creditor,
+            amount_minor=self.amount_minor, currency=self.currency, reference=self.reference)
+
+    def creditor_json(self) -> dict[str, str]:
+        c = self.creditor
+        return {"scheme": c.scheme.value, "identification": c.identification, "name": c.name,
+                **({"agent": c.agent} if c.agent else {})}
+
+    def encode(self) -> bytes:
+        """JSON, the shape outbox rows have always held (so rows written before still read)."""
+        return json.dumps({
+            "idempotency_key": self.idempotency_key, "purpose": self.purpose,
+            "party": self.party, "amount_minor": self.amount_minor, "currency": self.currency,
+            "reference": self.reference, "creditor": self.creditor_json(),
+        }).encode()
+
+    @classmethod
+    def decode(cls, data: bytes | str) -> TransferInstruction:
+        """Read :meth:`encode`'s JSON; anything else is a ValueError."""
+        try:
+            raw = json.loads(data)
+            creditor = raw["creditor"]
+            instruction = cls(
+                idempotency_key=str(raw["idempotency_key"]), purpose=str(raw["purpose"]),
+                party=int(raw["party"]), amount_minor=int(raw["amount_minor"]),
+                currency=str(raw["currency"]), reference=str(raw["reference"]),
+                creditor=payee_account(str(creditor["scheme"]), str(creditor["identification"]),
+                                       str(creditor["name"]), agent=creditor.get("agent")))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"not a transfer instruction: {exc}") from None
+        return instruction
+
+
+@dataclass(frozen=True, slots=True)
 class PaymentRecord:
     """What the rail knows about one submitted payment."""
 
@@ -99,6 +166,10 @@ class IncomingCredit:
     """The remittance reference the payer gave (structured or unstructured)."""
     booking_date: date
     end_to_end_id: str | None = None
+    booked_at: datetime | None = None
+    """The booking time (timezone-aware) when the bank reports one (Open Banking
+    ``BookingDateTime``); None when it reports only a date. A deposit's confirmation carries
+    this time, or the booking date at 00:00 UTC without it (specs/0004 §2)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -116,11 +116,13 @@ class SepaCreditTransferRail(FileBankRail):
         backoff_s: float = 0.2,
         clock: Callable[[], datetime] = utcnow,
         initiating_party: str | None = None,
+        debtor_address: sepa.PostalAddress | None = None,
     ) -> None:
         super().__init__(base_url=base_url, account=account, store=store, store_path=store_path,
                          auth=auth, timeout_s=timeout_s, attempts=attempts, backoff_s=backoff_s,
                          clock=clock)
         self._initiating_party = initiating_party
+        self._debtor_address = debtor_address
 
     def _check_account(self, account: Account) -> None:
         if account.scheme is not AccountScheme.IBAN:
@@ -144,7 +146,7 @@ class SepaCreditTransferRail(FileBankRail):
                 end_to_end_id=sepa.derive_id(key, "E"), amount_minor=instruction.amount_minor,
                 currency=instruction.currency, creditor=instruction.creditor,
                 reference=instruction.reference),),
-            initiating_party=self._initiating_party)
+            initiating_party=self._initiating_party, debtor_address=self._debtor_address)
         return build_pain001(doc)
 
     def prepare(self, instruction: PaymentInstruction) -> bytes:

@@ -61,6 +61,8 @@ class CreditTransferFile:
     debtor: Account
     transfers: tuple[CreditTransfer, ...]
     initiating_party: str | None = None
+    debtor_address: sepa.PostalAddress | None = None
+    """Written as Dbtr/PstlAdr when given; required when a non-EEA SEPA country is involved."""
 
 
 def is_creditor_reference(reference: str) -> bool:
@@ -101,6 +103,16 @@ def _agent(parent: ET.Element, tag: str, account: Account, *, required: bool) ->
         _sub(_sub(fin, "Othr"), "Id", "NOTPROVIDED")
 
 
+def _address(parent: ET.Element, address: sepa.PostalAddress) -> None:
+    adr = _sub(parent, "PstlAdr")
+    tags = {"street_name": "StrtNm", "building_number": "BldgNb", "post_code": "PstCd",
+            "town_name": "TwnNm"}
+    for key, limit in sepa.MAX_ADDRESS_PART.items():
+        if value := getattr(address, key):
+            _sub(adr, tags[key], sepa.transliterate(value, limit))
+    _sub(adr, "Ctry", address.country)
+
+
 def _iso_datetime(value: datetime) -> str:
     return value.replace(microsecond=0).isoformat()
 
@@ -134,7 +146,10 @@ def build_pain001(doc: CreditTransferFile) -> bytes:
     _sub(pmt, "CtrlSum", ctrl_sum)
     _sub(_sub(_sub(pmt, "PmtTpInf"), "SvcLvl"), "Cd", "SEPA")
     _sub(_sub(pmt, "ReqdExctnDt"), "Dt", doc.execution_date.isoformat())
-    _sub(_sub(pmt, "Dbtr"), "Nm", sepa.transliterate(doc.debtor.name))
+    dbtr = _sub(pmt, "Dbtr")
+    _sub(dbtr, "Nm", sepa.transliterate(doc.debtor.name))
+    if doc.debtor_address is not None:
+        _address(dbtr, doc.debtor_address)
     _account(pmt, "DbtrAcct", doc.debtor)
     _agent(pmt, "DbtrAgt", doc.debtor, required=True)
     _sub(pmt, "ChrgBr", "SLEV")
@@ -299,6 +314,34 @@ class _Profile:
         if (problem := sepa.iban_problem(iban.text or "")) is not None:
             self.add(iban, "AC01", problem)
 
+    def reach(self, pmt: ET.Element) -> None:
+        """Where the money goes: every creditor in SEPA; a non-EEA SEPA country involved
+        (debtor or creditor) needs the debtor's postal address (town and country) and, for a
+        creditor there, its agent's BIC (EPC SCT rulebook; EU 2023/1113)."""
+        debtor = _text(_find(pmt, "DbtrAcct", "Id", "IBAN")) or ""
+        countries = [sepa.country_class(debtor)] if debtor else []
+        for tx in _children(pmt, "CdtTrfTxInf"):
+            iban = _find(tx, "CdtrAcct", "Id", "IBAN")
+            if iban is None or not iban.text:
+                continue
+            kind = sepa.country_class(iban.text)
+            countries.append(kind)
+            if kind is sepa.CountryClass.NOT_SEPA:
+                self.add(iban, "AC01", f"{iban.text[:2]} is not a SEPA country: a SEPA credit "
+                                       "transfer cannot reach this account")
+            elif (kind is sepa.CountryClass.NON_EEA_SEPA
+                  and _find(tx, "CdtrAgt", "FinInstnId", "BICFI") is None):
+                self.add(None, "RC01", "the creditor agent's BIC is required for a payee in a "
+                                       "non-EEA SEPA country", parent=tx,
+                         missing="CdtrAgt/FinInstnId/BICFI")
+        if sepa.CountryClass.NON_EEA_SEPA in countries:
+            adr = _find(pmt, "Dbtr", "PstlAdr")
+            for tag in ("TwnNm", "Ctry"):
+                if adr is None or not (_text(_find(adr, tag)) or "").strip():
+                    self.add(None, "FF01", f"the debtor's postal address ({tag}) is required "
+                                           "when a non-EEA SEPA country is involved",
+                             parent=pmt, missing=f"Dbtr/PstlAdr/{tag}")
+
     def agent(self, holder: ET.Element | None) -> None:
         bic = _find(holder, "FinInstnId", "BICFI") if holder is not None else None
         if bic is not None and (problem := sepa.bic_problem(bic.text or "")) is not None:
@@ -385,6 +428,7 @@ class _Profile:
                 self.add(chrg, "FF01", "ChrgBr must be SLEV in SEPA")
             self.name(_find(pmt, "Dbtr", "Nm"), "Dbtr/Nm", pmt, "Dbtr/Nm")
             self.iban(_find(pmt, "DbtrAcct"), "DbtrAcct", pmt, "DbtrAcct/Id/IBAN")
+            self.reach(pmt)
             self.agent(_find(pmt, "DbtrAgt"))
             txs = _children(pmt, "CdtTrfTxInf")
             tx_total += len(txs)

@@ -9,12 +9,15 @@ can never drift apart.
 from __future__ import annotations
 
 import base64
+import enum
 import hashlib
 import re
-import unicodedata
+from dataclasses import dataclass
 
 import schwifty
 from schwifty.exceptions import SchwiftyException
+
+from rails.transliterate import to_latin
 
 SEPA_CHARSET = re.compile(r"[A-Za-z0-9/\-?:().,'+ ]*")
 """EPC's basic Latin set: what every SEPA bank must take unchanged."""
@@ -27,12 +30,88 @@ MAX_STRD_REF = 35
 
 _ID_DOMAIN = b"meterline/rails/iso20022/v1\x00"
 
-# Letters NFKD does not split into a base letter and a mark.
-_TRANSLIT = str.maketrans({
-    "ß": "ss", "Æ": "AE", "æ": "ae", "Ø": "O", "ø": "o", "Œ": "OE", "œ": "oe",
-    "Ł": "L", "ł": "l", "Đ": "D", "đ": "d", "Þ": "Th", "þ": "th", "&": "+",
-    "_": "-", "\"": "'", "’": "'", "‘": "'", "–": "-", "—": "-",
+# -- where SEPA reaches (EPC409-09 "EPC list of SEPA scheme countries", v6.0, 2025) ----------
+
+EEA_EURO = frozenset({
+    "AT", "BE", "BG", "CY", "DE", "EE", "ES", "FI", "FR", "GR", "HR", "IE", "IT", "LT", "LU",
+    "LV", "MT", "NL", "PT", "SI", "SK",
 })
+"""EEA countries whose currency is the euro (Bulgaria since 1 January 2026). French overseas
+departments and Åland bank under FR and FI IBANs."""
+EEA_NON_EURO = frozenset({"CZ", "DK", "HU", "PL", "RO", "SE", "IS", "LI", "NO"})
+NON_EEA_SEPA = frozenset({
+    "AD", "AL", "CH", "GB", "GG", "GI", "IM", "JE", "MC", "MD", "ME", "MK", "RS", "SM", "VA",
+})
+"""SEPA countries and territories outside the EEA: a transfer involving one needs the
+payer's postal address (EPC SCT rulebook 2023 §4.2; EU 2023/1113 art. 4) and the payee's BIC.
+Albania, Moldova, Montenegro, North Macedonia and Serbia joined the schemes in 2025-2026."""
+
+
+class CountryClass(enum.StrEnum):
+    EEA_EURO = "EEA euro"
+    EEA_NON_EURO = "EEA non-euro"
+    NON_EEA_SEPA = "non-EEA SEPA"
+    NOT_SEPA = "not SEPA"
+
+
+def country_class(iban: str) -> CountryClass:
+    """Which part of SEPA an IBAN's country is in (by its first two letters)."""
+    country = iban[:2].upper()
+    if country in EEA_EURO:
+        return CountryClass.EEA_EURO
+    if country in EEA_NON_EURO:
+        return CountryClass.EEA_NON_EURO
+    if country in NON_EEA_SEPA:
+        return CountryClass.NON_EEA_SEPA
+    return CountryClass.NOT_SEPA
+
+
+def payee_problem(iban: str, bic: str | None = None) -> str | None:
+    """Why a SEPA credit transfer can never reach this account, or None: an invalid IBAN, a
+    country outside SEPA (TR, BR…), or a non-EEA SEPA account whose BIC is neither given nor
+    in schwifty's registry (the scheme requires it there)."""
+    if (problem := iban_problem(iban)) is not None:
+        return problem
+    kind = country_class(iban)
+    if kind is CountryClass.NOT_SEPA:
+        return (f"{iban[:2]} is not a SEPA country: a SEPA credit transfer cannot reach "
+                f"{iban}")
+    if kind is CountryClass.NON_EEA_SEPA and not (bic or bic_for_iban(iban)):
+        return (f"{iban} is in a non-EEA SEPA country, where the payee's BIC is required, and "
+                "no BIC is known for it")
+    return None
+
+
+MAX_ADDRESS_PART = {"street_name": 70, "building_number": 16, "post_code": 16,
+                    "town_name": 35}
+"""pain.001.001.09 PostalAddress24: StrtNm 70, BldgNb 16, PstCd 16, TwnNm 35."""
+
+
+@dataclass(frozen=True, slots=True)
+class PostalAddress:
+    """A structured postal address, town and country at least (the EPC rulebooks are phasing
+    out unstructured address lines; structured ones are always accepted)."""
+
+    street_name: str
+    building_number: str
+    post_code: str
+    town_name: str
+    country: str
+
+    def problems(self) -> list[tuple[str, str]]:
+        found = []
+        for key, limit in MAX_ADDRESS_PART.items():
+            written = transliterate(getattr(self, key), 10**6)
+            if len(written) > limit:
+                found.append((key, f"is {len(written)} characters; pain.001 allows {limit}"))
+        if not transliterate(self.town_name):
+            found.append(("town_name", "is required"))
+        if not re.fullmatch(r"[A-Z]{2}", self.country):
+            found.append(("country", f"{self.country!r} is not an ISO 3166 alpha-2 code"))
+        return found
+
+# ASCII that is outside the SEPA set, mapped to its nearest member.
+_SEPA_ASCII = str.maketrans({"&": "+", "_": "-", "\"": "'", "`": "'"})
 
 
 def derive_id(idempotency_key: str, kind: str) -> str:
@@ -48,20 +127,16 @@ def derive_id(idempotency_key: str, kind: str) -> str:
 
 
 def transliterate(text: str, limit: int = MAX_NAME) -> str:
-    """Reduce a free-text name to the SEPA set (``Müller`` → ``Muller``), cut to `limit`.
+    """Reduce a free-text name to the SEPA set (``Müller`` → ``Muller``, ``Παπαδόπουλος`` →
+    ``Papadopoulos``), cut to `limit`, by :func:`rails.transliterate.to_latin` (specs/adr/0120).
 
     Only names pass through here: a bank would substitute or reject other characters anyway,
     and a name is for people. References are never rewritten (see :func:`charset_problem`),
     because a reference that changes on the way stops matching.
     """
-    text = unicodedata.normalize("NFKD", text.translate(_TRANSLIT))
-    out = []
-    for ch in text:
-        if unicodedata.combining(ch):
-            continue
-        out.append(ch if SEPA_CHARSET.fullmatch(ch) else " ")
-    collapsed = " ".join("".join(out).split())
-    return collapsed[:limit].rstrip()
+    latin = to_latin(text).translate(_SEPA_ASCII)
+    out = "".join(ch if SEPA_CHARSET.fullmatch(ch) else " " for ch in latin)
+    return " ".join(out.split())[:limit].rstrip()
 
 
 def charset_problem(text: str) -> str | None:

@@ -89,9 +89,15 @@ def test_settlement_over_nacha_through_mock_bank(tmp_path: Path, bank: BankClien
     assert before == OPENING
 
     def bank_config(gateway_url: str, who: str) -> dict[str, Any]:
+        # mock-bank knows an originator by its company identification and looks it up as an
+        # account number, so here the ODFI "assigned" each company its 10-digit account number
+        # (a real ODFI assigns 1 + EIN: tests/rails/nacha).
         return {"rail": "nacha", "url": gateway_url, "scheme": "US.ABA",
                 "identification": f"{ROUTING}:{ACCOUNT_NUMBER[who]}", "agent": ROUTING,
-                "name": HOLDER[who], "poll_interval_ms": 200}
+                "name": HOLDER[who], "poll_interval_ms": 200,
+                "immediate_destination": f" {ROUTING}", "immediate_destination_name": "MOCK BANK",
+                "immediate_origin": ACCOUNT_NUMBER[who], "immediate_origin_name": HOLDER[who],
+                "company_id": ACCOUNT_NUMBER[who], "company_name": HOLDER[who]}
 
     with run_two_company_channel(tmp_path, bank, bank_config, currency="USD",
                                  forward=MILES, back=HOURS) as run:

@@ -33,6 +33,7 @@ from protocol.crypto import Signer
 from protocol.errors import ErrorCode
 from protocol.messages import (
     EMPTY_SIGNATURE,
+    BankAccount,
     ChannelAcceptance,
     ChannelProposal,
     ChannelTerms,
@@ -382,3 +383,40 @@ def test_one_id_twice_is_a_config_error(tmp_path: Path) -> None:
     data_dir = _config_with(tmp_path, EXTRA, allow=[ALLOWED.node_id.hex()])
     with pytest.raises(ConfigError, match="more than once"):
         load_config(data_dir)
+
+
+@pytest.mark.parametrize(
+    ("account", "text"),
+    [(BankAccount("IBAN", "TR330006100519786457841326", "Istanbul AS"), "TR is not a SEPA"),
+     (BankAccount("IBAN", "BR1800360305000010009795493C1", "Sao Paulo SA"), "BR is not a SEPA"),
+     (BankAccount("US.ABA", "021000021:12345", "Acme Inc"), "pays IBANs")],
+)
+async def test_an_account_our_rail_can_never_pay_is_refused_when_the_channel_opens(
+    peer: Target, account: BankAccount, text: str
+) -> None:
+    """A non-SEPA IBAN on a SEPA node is refused at the proposal (rails.registry
+    check_payee_account), not discovered when the payout is due; nothing is stored."""
+    bad = replace(terms(BARE, opener_deposit=10_000), opener_account=account)
+    refused(await peer.propose(bad, BARE), ErrorCode.INVALID_TERMS, text)
+    assert await peer.count(Channel) == 0
+    assert await peer.count(HeldProposal) == 0
+    assert await peer.count(OutboxRow) == 0
+
+
+async def test_our_own_proposal_to_an_account_our_rail_cannot_pay_is_a_400(peer: Target) -> None:
+    """The opener side of the same check: KNOWN announces a Turkish IBAN; proposing to it on a
+    SEPA node is refused before anything is signed or stored."""
+    turkish = BankAccount("IBAN", "TR330006100519786457841326", "Istanbul AS")
+    async with peer.node.node.ctx.db() as session, session.begin():
+        known = await session.get(Peer, KNOWN.node_id.hex())
+        assert known is not None
+        record = NodeInfo(KNOWN.node_id, "known", "node", known.url, turkish, 1, b"",
+                          EMPTY_SIGNATURE).signed_by(KNOWN)
+        known.info, known.issued_ms = info_json(record), 1
+    status, body = await peer.node.admin("POST", "/api/channels", {
+        "peer": KNOWN.node_id.hex(), "arbiter": ARBITER.node_id.hex()[:12],
+        "deposit": "10.00 EUR", "tariff": ["km=0.01"]})
+    assert (status, body["error"]["code"]) == (400, "INVALID_TERMS"), body
+    assert "TR is not a SEPA country" in body["error"]["message"]
+    assert peer.node.node.channels.states == {}
+    assert await peer.count(Channel) == 0

@@ -20,7 +20,7 @@ import pytest
 from aiohttp import web
 
 from node.app import running
-from node.config import Config, load_config
+from node.config import Config, load_config, write_private
 from node.peers import ANNOUNCED_FILE
 from node.storage.models import Peer
 from protocol.crypto import Signer
@@ -28,6 +28,7 @@ from protocol.errors import ErrorCode
 from protocol.messages import EMPTY_SIGNATURE, BankAccount, NodeInfo
 from protocol.records import decode_message
 from protocol.simulation import default_accounts
+from rails.openbanking import generate_key_pair
 
 from .conftest import RunningNode, free_port, make_config, open_sim, seed
 
@@ -37,13 +38,21 @@ StartNode = Callable[[Config], Awaitable[RunningNode]]
 
 
 def with_bank(config: Config, account: BankAccount) -> Config:
-    """The config with a [bank] account (a SEPA rail nobody calls in these tests)."""
+    """The config with a bank account (an Open Banking rail nobody calls in these tests)."""
     path = config.data_dir / "config.toml"
     text = path.read_text()
     head, _, rest = text.partition("[bank]\n")
     _old, sep, tail = rest.partition("\n[")
-    bank = (f'rail = "sepa"\nurl = "http://127.0.0.1:9"\nscheme = "{account.scheme}"\n'
-            f'identification = "{account.identification}"\nname = "{account.name}"\n')
+    token = config.data_dir / "bank-token"
+    token.unlink(missing_ok=True)
+    write_private(token, b"unused")
+    key = config.data_dir / "tpp-key.pem"
+    if not key.exists():
+        generate_key_pair(key)
+    bank = (f'rail = "openbanking"\n\n[rails.openbanking]\nurl = "http://127.0.0.1:9"\n'
+            f'scheme = "{account.scheme}"\nidentification = "{account.identification}"\n'
+            f'name = "{account.name}"\naccount_id = "unused"\nclient_id = "unused"\n'
+            f'token_file = "{token}"\nkey_file = "{key}"\n')
     path.write_text(head + "[bank]\n" + bank + sep + tail)
     return load_config(config.data_dir)
 

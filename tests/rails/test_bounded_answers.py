@@ -136,7 +136,8 @@ RAILS = [
              lambda r: r.submit(sepa_data.pay("k-1")), lambda r: r.incoming_credits()),
     RailCase("nacha",
              lambda url, tmp: AchCreditRail(
-                 base_url=url, account=ach_data.ACME, store_path=tmp / "ach.sqlite",
+                 base_url=url, account=ach_data.ACME, originator=ach_data.ACME_ORIGIN,
+                 store_path=tmp / "ach.sqlite",
                  attempts=2, backoff_s=0.01, timeout_s=20, clock=ach_data.bank_now),
              lambda r: r.submit(ach_data.pay("k-1")), lambda r: r.incoming_credits()),
 ]

@@ -14,6 +14,7 @@ from rails.iso20022 import sepa
 from rails.iso20022.pain001 import CreditTransfer, CreditTransferFile, build_pain001
 from rails.nacha import AchCredit, AchFileSpec, build_ccd_plus
 from rails.port import Account, AccountScheme
+from tests.rails.nacha.ach_data import ACME_ORIGIN
 
 T0 = datetime(2026, 10, 1, 9, 0, tzinfo=UTC)
 ACME = Account("ACME Corporation", AccountScheme.IBAN, "NL41MOCK0000000001")
@@ -28,7 +29,7 @@ def pain001() -> bytes:
 
 def nacha() -> bytes:
     return build_ccd_plus(AchFileSpec(
-        "999999992", "0000000001", "ACME", T0, "A", date(2026, 10, 1),
+        "999999992", ACME_ORIGIN, T0, "A", date(2026, 10, 1),
         (AchCredit("MLAAAAAAAAAAAAA", 100, "021000021", "123", "Peer", "ML CHANNEL 1"),)))
 
 

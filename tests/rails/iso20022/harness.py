@@ -99,6 +99,9 @@ class FlakyBank:
     plan: list[str] = field(default_factory=list)
     posted: list[bytes] = field(default_factory=list)
     xml_garbage: str | None = None
+    extra_messages: list[dict[str, Any]] = field(default_factory=list)
+    """Messages appended to every GET /_mock/messages listing whose type they match (what
+    another bank sends that mock-bank never writes, such as an RDFI's notification of change)."""
     url: str = ""
     _runner: web.AppRunner | None = None
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
@@ -131,6 +134,11 @@ class FlakyBank:
             listing = json.loads(payload)
             for item in listing:
                 item["body"] = self.xml_garbage
+            payload = json.dumps(listing).encode()
+        if self.extra_messages and request.path == "/_mock/messages":
+            wanted = request.query.get("type", "")
+            listing = json.loads(payload) + [m for m in self.extra_messages
+                                             if m["type"].startswith(wanted)]
             payload = json.dumps(listing).encode()
         return web.Response(status=status, body=payload, content_type=ctype.split(";")[0]
                             or "application/octet-stream")

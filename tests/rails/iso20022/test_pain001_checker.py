@@ -126,3 +126,32 @@ def test_unreadable_or_hostile_files_are_findings_not_exceptions(data: bytes) ->
     findings = check_pain001(data)
     assert findings
     assert all(f.code == "FF01" for f in findings)
+
+
+def _one(debtor: Account, creditor: Account, address: sepa.PostalAddress | None) -> bytes:
+    return build_pain001(CreditTransferFile(
+        msg_id=sepa.derive_id("reach", "M"), pmt_inf_id=sepa.derive_id("reach", "P"),
+        created_at=datetime(2026, 10, 1, 9, 0, tzinfo=UTC), execution_date=date(2026, 10, 1),
+        debtor=debtor, debtor_address=address,
+        transfers=(CreditTransfer(sepa.derive_id("reach", "E"), 100, "EUR", creditor,
+                                  "ML channel r"),)))
+
+
+def test_a_non_eea_debtor_needs_its_address_even_paying_inside_the_eea() -> None:
+    """The reach rules look at both sides: a Swiss debtor paying a German creditor must write
+    its postal address; the same file with it is clean, and the address is transliterated."""
+    zurich = Account("Carrier AG", AccountScheme.IBAN, "CH9300762011623852957", "UBSWCHZH80A")
+    bare = check_pain001(_one(zurich, GLOBEX, None))
+    assert {(f.path, f.code) for f in bare} == {
+        (f"{PMT}/Dbtr/PstlAdr/TwnNm", "FF01"), (f"{PMT}/Dbtr/PstlAdr/Ctry", "FF01")}
+    address = sepa.PostalAddress("Bahnhofstraße", "1", "8001", "Zürich", "CH")
+    data = _one(zurich, GLOBEX, address)
+    assert check_pain001(data) == []
+    assert PAIN001.is_valid(data.decode())
+    assert "<StrtNm>Bahnhofstrasse</StrtNm>" in data.decode()
+    assert "<TwnNm>Zurich</TwnNm>" in data.decode()
+
+
+def test_an_eea_payment_needs_neither_address_nor_creditor_bic() -> None:
+    assert check_pain001(_one(ACME, GLOBEX, None)) == []
+    assert "PstlAdr" not in _one(ACME, GLOBEX, None).decode()

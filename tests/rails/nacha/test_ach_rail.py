@@ -11,19 +11,22 @@ from pathlib import Path
 import achkit
 import pytest
 
-from rails.errors import InvalidInstruction
+from rails.errors import BankProtocolError, InvalidInstruction
 from rails.nacha import (
+    CHANGE_REASONS,
+    RETURN_REASONS,
     AchCreditRail,
     aba_check_digit,
     aba_valid,
     check_nacha,
     derive_individual_id,
+    parse_answer_file,
     parse_return_file,
 )
 from rails.port import Account, AccountScheme, PaymentStatus
 from rails.store import SqliteIdempotencyStore
-from tests.rails.iso20022.harness import MockBank
-from tests.rails.nacha.ach_data import EURODIS, GLOBEX, INITECH, pay
+from tests.rails.iso20022.harness import FlakyBank, MockBank
+from tests.rails.nacha.ach_data import EURODIS, GLOBEX, GLOBEX_ORIGIN, INITECH, pay
 
 Rails = Callable[..., AchCreditRail]
 T0 = datetime(2026, 10, 1, 9, 0, tzinfo=UTC)
@@ -133,7 +136,7 @@ async def test_rejection_carries_the_return_code_and_the_return_file_confirms_it
 
 
 async def test_insufficient_funds_is_r01(make_rail: Rails, nacha_bank: MockBank) -> None:
-    rail = make_rail(account=GLOBEX)  # 12.50 on the account
+    rail = make_rail(account=GLOBEX, originator=GLOBEX_ORIGIN)  # 12.50 on the account
     record = await rail.submit(pay("rej-R01", amount=50_00, debtor=GLOBEX))
     assert (record.status, record.reason_code) == (PaymentStatus.REJECTED, "R01")
     await nacha_bank.advance(2)
@@ -189,3 +192,77 @@ async def test_incoming_credit_to_a_nacha_account_via_camt054(
         (7_700, "USD", "ML-REF-ACH1")]
     assert (await rail.incoming_credits(page.cursor)).credits == ()
 
+
+
+def noc_file(individual_id: str, code: str, corrected: str, trace: str) -> bytes:
+    """A return file as an ODFI relays an RDFI's notification of change: a COR batch, one
+    entry (21: NOC for a checking credit, zero amount) and its 98 addenda."""
+    def rec(*parts: str) -> str:
+        line = "".join(parts)
+        assert len(line) == 94, (len(line), line)
+        return line
+
+    lines = [
+        rec("101", " 999999992", "1470000001", "261002", "0900", "A094101",
+            "ACME CORPORATION".ljust(23), "MOCK BANK".ljust(23), " " * 8),
+        rec("5220", "ACME CORPORATION".ljust(16), " " * 20, "1470000001", "COR",
+            "SETTLEMENT", " " * 6, "261002", "   ", "1", "09999999", "0000001"),
+        rec("621", "02100002", "1", "12345678901".ljust(17), "0" * 10, individual_id,
+            "PEER POWER INC".ljust(22), "  ", "1", "099999990000001"),
+        rec("798", code, trace, " " * 6, "02100002", corrected.ljust(29), " " * 15,
+            "099999990000001"),
+        rec("8220", "000002", "0002100002", "0" * 12, "0" * 12, "1470000001", " " * 25,
+            "09999999", "0000001"),
+        rec("9", "000001", "000001", "00000002", "0002100002", "0" * 12, "0" * 12, " " * 39),
+    ]
+    lines += ["9" * 94] * 4
+    return ("\n".join(lines) + "\n").encode()
+
+
+async def test_a_return_carries_its_reason_text(rail: AchCreditRail, nacha_bank: MockBank
+                                                ) -> None:
+    await nacha_bank.patch_account("ACME", behaviour="return-later",
+                                   parameters={"days": 2, "reason": "R01"})
+    await rail.submit(pay("late-return-text"))
+    await nacha_bank.advance(5)
+    returned = await rail.status("late-return-text")
+    assert (returned.status, returned.reason_code, returned.reason) == (
+        PaymentStatus.RETURNED, "R01", "returned by the RDFI: insufficient funds")
+    assigned = [*range(1, 48), *range(50, 54), 61, 62, *range(67, 78), *range(80, 86)]
+    assert set(RETURN_REASONS) == {f"R{n:02}" for n in assigned}
+    assert set(CHANGE_REASONS) == {f"C{n:02}" for n in range(1, 14)}
+
+
+async def test_a_notification_of_change_is_applied_to_the_booked_payment(
+    make_rail: Rails, nacha_bank: MockBank, tmp_path: Path
+) -> None:
+    relay = await FlakyBank(nacha_bank.url).start()
+    try:
+        rail = make_rail(url=relay.url)
+        record = await rail.submit(pay("noc-1"))
+        assert record.status is PaymentStatus.BOOKED
+        data = rail._store.get("noc-1").meta["file_b64"]  # the file we sent: its trace
+        trace = base64.b64decode(data).decode().splitlines()[2][79:94]
+        noc = noc_file(record.end_to_end_id, "C01", "98765432101", trace)
+        answers = parse_answer_file(noc)
+        assert answers.returns == ()
+        assert [(c.individual_id, c.change_code, c.corrected_data, c.original_trace)
+                for c in answers.corrections] == [
+            (record.end_to_end_id, "C01", "98765432101", trace)]
+        relay.extra_messages.append({"id": 10**9, "type": "nacha.return", "account": "ACME",
+                                     "body": noc.decode()})
+        corrected = await rail.status("noc-1")
+        assert (corrected.status, corrected.reason_code) == (PaymentStatus.BOOKED, "C01")
+        assert corrected.reason == ("notification of change: incorrect DFI account number; "
+                                    "corrected data '98765432101'")
+        assert (await make_rail(url=relay.url).status("noc-1")) == corrected  # saved
+    finally:
+        await relay.stop()
+
+
+def test_an_unreadable_answer_file_is_a_bank_protocol_error() -> None:
+    good = noc_file("MLAAAAAAAAAAAAA", "C02", "021000021", "099999990000001")
+    with pytest.raises(BankProtocolError):
+        parse_answer_file(good.replace(b"\n798", b"\n798xx", 1))
+    with pytest.raises(BankProtocolError):
+        parse_answer_file(b"\n".join(good.split(b"\n")[3:]))  # addenda without its entry

@@ -8,18 +8,28 @@ from datetime import UTC, date, datetime
 import achkit
 import pytest
 
-from rails.nacha import AchCredit, AchFileSpec, build_ccd_plus, check_nacha
+from rails.nacha import (
+    SAME_DAY_LIMIT_CENTS,
+    AchCredit,
+    AchFileSpec,
+    Originator,
+    build_ccd_plus,
+    check_nacha,
+    originator_findings,
+)
 from tests.rails.iso20022.harness import MockBank
+from tests.rails.nacha.ach_data import ACME_ORIGIN, COMPANY_IDS
 
 T0 = datetime(2026, 10, 1, 9, 0, tzinfo=UTC)
 
 
-def two_entries() -> bytes:
+def two_entries(amount: int = 12_345, effective: date = date(2026, 10, 1),
+                originator: Originator = ACME_ORIGIN) -> bytes:
     return build_ccd_plus(AchFileSpec(
-        odfi_routing="999999992", company_id="0000000001", company_name="ACME Corporation",
-        created_at=T0, file_id_modifier="A", effective_date=date(2026, 10, 1),
+        odfi_routing="999999992", originator=originator,
+        created_at=T0, file_id_modifier="A", effective_date=effective,
         entries=(
-            AchCredit("MLAAAAAAAAAAAAA", 12_345, "021000021", "12345678901", "Peer Power Inc",
+            AchCredit("MLAAAAAAAAAAAAA", amount, "021000021", "12345678901", "Peer Power Inc",
                       "ML CHANNEL A"),
             AchCredit("MLBBBBBBBBBBBBB", 5, "011000015", "42", "Müller Söhne", "ML CHANNEL B"),
         )))
@@ -36,7 +46,8 @@ async def test_clean_two_entry_file(bank: MockBank) -> None:
     data = two_entries()
     assert check_nacha(data) == []
     assert achkit.validate(data.decode())["ok"]
-    await bank.patch_account("ACME", format="nacha", currency="USD")
+    await bank.patch_account("ACME", format="nacha", currency="USD",
+                             account_number=COMPANY_IDS["ACME"])
     status, prose = await bank.validate(data)
     assert status == 200, prose
     assert "2 payments, 0 findings" in prose, prose
@@ -45,6 +56,12 @@ async def test_clean_two_entry_file(bank: MockBank) -> None:
     control = data.decode().splitlines()[6]
     assert control[10:20] == "0003200003"
     assert control[32:44] == "000000012350"
+    header, batch = data.decode().splitlines()[:2]
+    assert header[3:13] == " 999999992"  # immediate destination: the ODFI
+    assert header[13:23] == "1470000001"  # immediate origin as the ODFI assigned it
+    assert header[40:63] == "MOCK BANK".ljust(23)
+    assert header[63:86] == "ACME CORPORATION".ljust(23)
+    assert batch[40:50] == "1470000001"  # company identification: 1 + EIN
 
 
 @pytest.mark.parametrize(
@@ -88,3 +105,60 @@ def test_short_line_bad_byte_and_missing_padding() -> None:
 def test_garbage_is_findings_not_exceptions() -> None:
     for data in (b"", b"hello", b"5" * 94 + b"\n", b"1" + b"0" * 93 + b"\n"):
         assert check_nacha(data)
+
+
+@pytest.mark.parametrize(
+    ("line", "col", "text", "where", "problem"),
+    [
+        (1, 14, "12345     ", "line 1 col 14", "immediate origin"),  # account, left-justified
+        (1, 4, "0999999992", "line 1 col 4", "routing number"),  # no leading space
+        (1, 41, " " * 23, "line 1 col 41", "immediate destination name is blank"),
+        (1, 64, " R  CAFE CREME &       ", "line 1 col 64", "left-justified"),
+        (2, 41, "12345     ", "line 2 col 41", "company identification"),
+        (2, 41, "1ABCDEFGHI", "line 2 col 41", "1 + a 9-digit EIN"),
+        (2, 5, "  ACME          ", "line 2 col 5", "left-justified"),
+        (3, 55, " PEER POWER INC       ", "line 3 col 55", "left-justified"),
+    ],
+)
+def test_what_an_odfi_refuses_beyond_the_format(
+    line: int, col: int, text: str, where: str, problem: str
+) -> None:
+    broken = _replace(two_entries(), line, col, text)
+    found = {(f.path, f.code): f.message for f in check_nacha(broken)}
+    messages = [m for (path, _), m in found.items() if path == where]
+    assert any(problem in m for m in messages), found
+
+
+def test_over_the_same_day_limit_needs_a_later_effective_date() -> None:
+    over = SAME_DAY_LIMIT_CENTS + 1
+    same_day = check_nacha(two_entries(amount=over))
+    assert [(f.path, f.code) for f in same_day] == [("line 3 col 30", "AM02")]
+    assert check_nacha(two_entries(amount=SAME_DAY_LIMIT_CENTS)) == []
+    assert check_nacha(two_entries(amount=over, effective=date(2026, 10, 2))) == []
+
+
+def test_originator_settings_are_held_to_the_same_rules() -> None:
+    assert originator_findings(ACME_ORIGIN) == []
+    bad = Originator(immediate_destination="999999992", immediate_destination_name="",
+                     immediate_origin="12345", immediate_origin_name="ACME",
+                     company_id="1ABCDEFGHI", company_name="ÆØÅ")
+    assert {f.path for f in originator_findings(bad)} == {
+        "immediate_destination", "immediate_destination_name", "immediate_origin",
+        "company_id"}
+
+
+def test_names_are_transliterated_not_blanked() -> None:
+    text = build_ccd_plus(AchFileSpec(
+        odfi_routing="999999992", originator=Originator(
+            " 999999992", "Bänk Ørsted", "1470000001", "Ærø Café Crème & Co",
+            "1470000001", "Müller & Söhne Straße"),
+        created_at=T0, file_id_modifier="A", effective_date=date(2026, 10, 1),
+        entries=(AchCredit("MLAAAAAAAAAAAAA", 1, "021000021", "1", "Παπαδόπουλος Γεώργιος",
+                           "ML CHANNEL A"),))).decode()
+    header, batch, entry = text.splitlines()[:3]
+    assert header[40:63].rstrip() == "BANK ORSTED"
+    assert header[63:86].rstrip() == "AERO CAFE CREME & CO"
+    assert batch[4:20] == "MULLER & SOHNE S"
+    assert entry[54:76] == "PAPADOPOULOS GEORGIOS "
+    assert check_nacha(text.encode()) == []
+    assert achkit.validate(text)["ok"]
