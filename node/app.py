@@ -9,12 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-<<<<<<< HEAD
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
-=======
-from collections.abc import AsyncIterator
->>>>>>> main
 
 import structlog
 from aiohttp import web
