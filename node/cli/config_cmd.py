@@ -44,7 +44,13 @@ def effective(config: Config) -> dict[str, Any]:
     for f in fields(config):
         value = getattr(config, f.name)
         if is_dataclass(value) and not isinstance(value, type):
-            sections[f.name] = masked(f.name, asdict(value))
+            table = masked(f.name, asdict(value))
+            for key, inner in list(table.items()):  # a nested table is a section of its own
+                if isinstance(inner, dict):
+                    del table[key]
+                    rail = table.get("rail") if key == "settings" else None
+                    sections[f"rails.{rail}" if rail else f"{f.name}.{key}"] = inner
+            sections[f.name] = table
         elif isinstance(value, tuple) and value and is_dataclass(value[0]):
             sections[f.name] = [masked(f.name, asdict(v)) for v in value]
         elif f.name in ("listen", "admin"):

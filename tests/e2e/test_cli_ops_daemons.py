@@ -151,7 +151,7 @@ def test_bank_detach_and_open_account_again(tmp_path: Path) -> None:
     ("{not json", "BAD_BANK_CONFIG", "is not JSON"),
     ('["a list"]', "BAD_BANK_CONFIG", "must hold a JSON object"),
     ('{"rail": "openbanking", "bogus": 1}', "BAD_CONFIG",
-     "nothing was written: unknown [bank] settings ['bogus']"),
+     "unknown [rails.openbanking] settings ['bogus']"),
     ('{"poll_interval_ms": "fast"}', "BAD_CONFIG", "poll_interval_ms must be a positive integer"),
     ('{"url": {"nested": 1}}', "BAD_BANK_CONFIG", "'url' must be a string"),
 ])
