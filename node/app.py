@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import structlog
 from aiohttp import web
@@ -228,10 +228,13 @@ async def running(config: Config) -> AsyncIterator[Node]:
         log.info("node.stopped", name=config.name)
 
 
-async def serve(config: Config) -> None:
+async def serve(config: Config, ready: Callable[[], None] | None = None) -> None:
+    """Run until SIGINT/SIGTERM; `ready` is called once both APIs listen."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with running(config):
+        if ready is not None:
+            ready()
         await stop.wait()

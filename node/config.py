@@ -29,8 +29,10 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import ssl
 import stat
+import tempfile
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -275,11 +277,10 @@ def init_data_dir(
     """
     if Role.parse(role) is None:
         raise ConfigError(f"role must be node or arbiter, not {role!r}")
-    parse_hostport(listen, "--listen")
+    host, port = parse_hostport(listen, "--listen")
     admin_host, _ = parse_hostport(admin, "--admin")
     if admin_host not in LOOPBACK:
         raise ConfigError("--admin must be a loopback address: the admin API is local only")
-    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     key_path = data_dir / KEY_FILE
     if key_path.exists():
         raise ConfigError(f"{key_path} already exists: refusing to overwrite a node key")
@@ -288,12 +289,6 @@ def init_data_dir(
         bank_tables = bank_sections(bank or {})
     except RailConfigError as exc:
         raise ConfigError(f"bank settings: {exc}") from None
-    signer = Signer(seed if seed is not None else secrets.token_bytes(32))
-    write_private(key_path, signer.seed().hex().encode() + b"\n")
-    token_path = data_dir / TOKEN_FILE
-    token_path.unlink(missing_ok=True)
-    write_private(token_path, secrets.token_urlsafe(32).encode() + b"\n")
-    host, port = parse_hostport(listen, "--listen")
     scheme = "https" if "cert_file" in tls_section else "http"
     sections: dict[str, Mapping[str, Any] | Sequence[Mapping[str, Any]]] = {
         "node": {
@@ -311,8 +306,41 @@ def init_data_dir(
         sections["peers.allowed"] = list(allowed)
     if tls_section:
         sections["tls"] = tls_section
-    (data_dir / CONFIG_FILE).write_text(render_config(sections))
+    text = render_config(sections)
+    _check_rendered(text)
+    created = not data_dir.exists()
+    written: list[Path] = []
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        signer = Signer(seed if seed is not None else secrets.token_bytes(32))
+        write_private(key_path, signer.seed().hex().encode() + b"\n")
+        written.append(key_path)
+        token_path = data_dir / TOKEN_FILE
+        token_path.unlink(missing_ok=True)
+        write_private(token_path, secrets.token_urlsafe(32).encode() + b"\n")
+        written.append(token_path)
+        written.append(data_dir / CONFIG_FILE)
+        (data_dir / CONFIG_FILE).write_text(text)
+    except BaseException:
+        for path in written:  # no half-initialised directory: all three files or none
+            path.unlink(missing_ok=True)
+        if created:
+            shutil.rmtree(data_dir, ignore_errors=True)
+        raise
     return signer
+
+
+def _check_rendered(text: str) -> None:
+    """Read `text` back as `load_config` will before anything is written: a setting it would
+    refuse at start (an unknown [bank] key, a wrong type) is refused by `init` instead."""
+    with tempfile.TemporaryDirectory(prefix="meterline-init-") as tmp:
+        (Path(tmp) / CONFIG_FILE).write_text(text)
+        try:
+            load_config(Path(tmp))
+        except ConfigError as exc:
+            where = str(Path(tmp) / CONFIG_FILE) + ": "
+            raise ConfigError("nothing was written: "
+                              + str(exc).replace(where, "")) from None
 
 
 def _tls_section(tls: dict[str, Path]) -> dict[str, str]:

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import structlog
 
 
-def configure_logging(*, json: bool | None = None, level: str = "info") -> None:
+def log_level() -> str:
+    """`meterline --log-level` (passed on to a detached daemon), else info."""
+    level = os.environ.get("METERLINE_LOG_LEVEL", "info").lower()
+    return level if level in ("debug", "info", "warning", "error") else "info"
+
+
+def configure_logging(*, json: bool | None = None, level: str | None = None) -> None:
+    level = level or log_level()
     as_json = (not sys.stderr.isatty()) if json is None else json
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,

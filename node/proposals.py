@@ -164,6 +164,14 @@ class Proposals:
                            code="AMBIGUOUS_CHANNEL")
         return matches[0]
 
+    async def find_held(self, prefix: str) -> HeldProposal:
+        """The held proposal a unique id prefix names (for `channel show` before accept)."""
+        cid = await self._held_id(prefix)
+        row = await self.ctx.repo.held_proposal(cid)
+        if row is None:  # accepted or rejected since the look-up
+            raise NotFound(f"no proposal waiting with id {prefix}", code="UNKNOWN_CHANNEL")
+        return row
+
     async def accept_held(self, prefix: str) -> ch.ChannelState:
         async with self.holding:
             cid = await self._held_id(prefix)

@@ -10,6 +10,7 @@ from typing import Any
 from node.context import Context
 from node.storage.models import Transfer
 from protocol import channel as ch
+from protocol.messages import ChannelTerms
 from protocol.money import currency_exponent, format_decimal, to_minor_units
 from protocol.payout import exact_share, payouts
 from protocol.references import Purpose, bank_reference
@@ -67,6 +68,7 @@ def channel_summary(state: ch.ChannelState) -> dict[str, Any]:
         "id": state.channel_id.hex(),
         "peer": terms.parties()[state.them].hex(),
         "role": "opener" if state.us == 0 else "peer",
+        "arbiter": terms.arbiter.hex(),
         "phase": state.phase.value,
         "currency": terms.currency,
         "balance": balance(state),
@@ -135,6 +137,16 @@ def settlement_transfers(state: ch.ChannelState, ours: list[Transfer]) -> list[d
     return out
 
 
+def tariff_json(terms: ChannelTerms) -> list[dict[str, Any]]:
+    return [
+        {"unit": line.unit, "quantity_scale": line.quantity_scale,
+         "tiers": [{"up_to": None if t.up_to is None else
+                    format_decimal(t.up_to, line.quantity_scale),
+                    "price": format_decimal(t.price, terms.scale)} for t in line.tiers]}
+        for line in terms.tariff
+    ]
+
+
 def channel_detail(state: ch.ChannelState, transfers: list[Transfer]) -> dict[str, Any]:
     terms = state.terms
     units = {
@@ -149,20 +161,13 @@ def channel_detail(state: ch.ChannelState, transfers: list[Transfer]) -> dict[st
             state.dispute_deadline_ms / 1000, tz=UTC).isoformat(timespec="seconds")
     return {
         **channel_summary(state),
-        "arbiter": terms.arbiter.hex(),
         "opener": terms.opener.hex(),
         "scale": terms.scale,
         "deposit": {"ours": minor(terms.deposits()[state.us], terms.currency),
                     "peer": minor(terms.deposits()[state.them], terms.currency)},
         "funded": {"ours": minor(state.funded[state.us], terms.currency),
                    "peer": minor(state.funded[state.them], terms.currency)},
-        "tariff": [
-            {"unit": line.unit, "quantity_scale": line.quantity_scale,
-             "tiers": [{"up_to": None if t.up_to is None else
-                        format_decimal(t.up_to, line.quantity_scale),
-                        "price": format_decimal(t.price, terms.scale)} for t in line.tiers]}
-            for line in terms.tariff
-        ],
+        "tariff": tariff_json(terms),
         "nonce_sent": state.sent.nonce,
         "nonce_received": state.received.nonce,
         "acked_nonce_sent": state.sent.acked_nonce,

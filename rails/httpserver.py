@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -183,13 +184,17 @@ class BoundedAppRunner(web.AppRunner):
 
 async def serve(app: web.Application, host: str, port: int, *,
                 timeouts: ServerTimeouts | None = None, shutdown_timeout: float = 2.0,
-                stop: asyncio.Event | None = None) -> None:
-    """Serve `app` on ``host:port`` until `stop` is set (by default: until SIGINT or SIGTERM)."""
+                stop: asyncio.Event | None = None,
+                ready: Callable[[], None] | None = None) -> None:
+    """Serve `app` on ``host:port`` until `stop` is set (by default: until SIGINT or SIGTERM);
+    `ready` is called once it listens."""
     runner = BoundedAppRunner(app, timeouts or ServerTimeouts(), access_log=None,
                               shutdown_timeout=shutdown_timeout)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()
+        if ready is not None:
+            ready()
         if stop is None:
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()

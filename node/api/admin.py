@@ -19,6 +19,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from node.api import admin_ops
 from node.api.reconcile import routes as reconcile_routes
 from node.api.validate import CLOSE, NO_BODY, OPEN_CHANNEL, PAY, channel_ref, read_json
 from node.context import now_ms
@@ -344,6 +345,7 @@ def routes(role: Role) -> list[web.RouteDef]:
         web.get("/api/outbox", list_outbox),
         *reconcile_routes(),
     ]
+    common += admin_ops.routes(role)
     if role == Role.ARBITER:
         return [*common, web.get("/api/escrows", list_escrows)]
     return [

@@ -9,8 +9,13 @@ a command starts quickly.
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 
 import click
+
+from node.cli.exits import TABLE, report
+from node.cli.group import Group
 
 # (module, attribute) for each top-level command, in help order.
 _COMMANDS: list[tuple[str, str]] = [
@@ -20,6 +25,8 @@ _COMMANDS: list[tuple[str, str]] = [
     ("node.cli.channel", "channel"),
     ("node.cli.pay", "pay"),
     ("node.cli.statement", "statement"),
+    ("node.cli.payments", "payments"),
+    ("node.cli.config_cmd", "config"),
     ("node.cli.outbox", "outbox"),
     ("node.cli.demo", "demo"),
     ("node.cli.bank", "bank"),
@@ -28,7 +35,7 @@ _COMMANDS: list[tuple[str, str]] = [
 ]
 
 
-class LazyGroup(click.Group):
+class LazyGroup(Group):
     """A group whose subcommands are imported on first use."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -43,16 +50,42 @@ class LazyGroup(click.Group):
         return None
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]},
+             epilog=TABLE)
 @click.version_option(package_name="meterline")
-def cli() -> None:
+@click.option("--log-level", type=click.Choice(LOG_LEVELS), default=None,
+              help="Log level of the daemons this command runs [default: "
+                   "$METERLINE_LOG_LEVEL or info].")
+def cli(log_level: str | None) -> None:
     """meterline: pay per unit over signed payment channels, settle net at the bank.
+
+    Shell completion: eval "$(_METERLINE_COMPLETE=bash_source meterline)" in ~/.bashrc
+    (zsh_source in ~/.zshrc, fish_source for fish).
 
     \b
     Example:
       meterline demo
+      meterline --log-level debug node start --detach
     """
+    if log_level is not None:
+        os.environ["METERLINE_LOG_LEVEL"] = log_level  # a detached daemon inherits it
 
 
-def main() -> None:
-    cli()
+def main(args: list[str] | None = None) -> None:
+    """Run the CLI; an error is a sentence (or JSON with --json) on stderr and an exit status
+    from node.cli.exits."""
+    argv = sys.argv[1:] if args is None else args
+    try:
+        cli.main(args=argv, prog_name="meterline", standalone_mode=False)
+    except click.ClickException as exc:
+        sys.exit(report(exc, "--json" in argv or "--format=json" in argv))
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(1)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except BrokenPipeError:
+        sys.exit(1)

@@ -8,13 +8,15 @@ from typing import Any
 import click
 
 from node.cli.client import Admin, data_dir_option, emit, json_option
+from node.cli.exits import USAGE, CliError
+from node.cli.group import Group
 from node.cli.render import amount, short, table, wait_until
 
 precise_option = click.option("--precise", is_flag=True,
                               help="Show amounts at the channel's full scale.")
 
 
-@click.group()
+@click.group(cls=Group)
 def channel() -> None:
     """Open, inspect and close payment channels. A channel id may be any unique prefix.
 
@@ -22,6 +24,14 @@ def channel() -> None:
     Example:
       meterline channel open carrier --arbiter escrow --deposit "5000.00 EUR" --tariff km=0.0123
     """
+
+
+def balance_note(phase: str) -> str:
+    if phase == "settled":
+        return "paid out at close: the payout under transfers"
+    if phase in ("closed", "disputed"):
+        return "what the arbiter pays us"
+    return "what we would be paid at close"
 
 
 def describe(c: dict[str, Any], precise: bool) -> str:
@@ -34,11 +44,8 @@ def describe(c: dict[str, Any], precise: bool) -> str:
         f"sent      {amount(c['sent'], precise=precise)} (nonce {c['nonce_sent']}, "
         f"acknowledged {c['acked_nonce_sent']})",
         f"received  {amount(c['received'], precise=precise)} (nonce {c['nonce_received']})",
-        f"balance   {amount(c['balance'], precise=precise)} (what we would be paid at close)",
-        "tariff    " + ", ".join(
-            f"{t['unit']}=" + ",".join(
-                t2["price"] + (f":{t2['up_to']}" if t2["up_to"] else "") for t2 in t["tiers"])
-            for t in c["tariff"]),
+        f"balance   {amount(c['balance'], precise=precise)} ({balance_note(c['phase'])})",
+        "tariff    " + tariff_text(c["tariff"], c["currency"]),
         "units     sent " + ", ".join(f"{u} {q}" for u, q in c["units"]["sent"].items())
         + "; received " + ", ".join(f"{u} {q}" for u, q in c["units"]["received"].items()),
     ]
@@ -92,30 +99,97 @@ def open_(peer: str, arbiter: str, deposit: str, peer_deposit: str | None,
     emit(data, as_json, f"channel {cid} is {data['phase']}")
 
 
+PHASES = ("proposed", "accepted", "open", "closing", "closed", "disputed", "settled",
+          "awaiting-acceptance")
+
+
+def names(admin: Admin) -> dict[str, str]:
+    """Node id → the name the peer gave itself (for peers and arbiters this node knows)."""
+    return {p["node_id"]: p["name"] or short(p["node_id"])
+            for p in admin.call("GET", "/api/peers")["peers"]}
+
+
+def who(node_id: str, known: dict[str, str]) -> str:
+    return known.get(node_id, short(node_id))
+
+
 @channel.command("list")
+@click.option("--phase", "phases", multiple=True, type=click.Choice(PHASES),
+              help="Only channels in this phase (repeat for several); "
+                   "awaiting-acceptance: proposals waiting for you.")
+@click.option("--peer", "peer_ref", default=None,
+              help="Only channels with this peer (node id, id prefix or name).")
 @data_dir_option
 @json_option
 @precise_option
-def list_(data_dir: Path | None, as_json: bool, precise: bool) -> None:
-    """List channels and proposals waiting for acceptance.
+def list_(phases: tuple[str, ...], peer_ref: str | None, data_dir: Path | None, as_json: bool,
+          precise: bool) -> None:
+    """List channels (closed and settled ones too) and proposals waiting for acceptance; peer
+    and arbiter by name.
 
     \b
     Example:
       meterline channel list
+      meterline channel list --phase open --peer carrier
     """
-    data = Admin(data_dir).call("GET", "/api/channels")
-    rows = [(short(c["id"]), c["phase"], short(c["peer"]), c["role"],
-             amount(c["sent"], precise=precise), amount(c["received"], precise=precise),
-             amount(c["balance"], precise=precise)) for c in data["channels"]]
-    rows += [(short(p["id"]), p["phase"], short(p["peer"]), "peer", "", "", "")
+    admin = Admin(data_dir)
+    data = admin.call("GET", "/api/channels")
+    known = names(admin)
+    if peer_ref is not None:
+        ref = peer_ref.lower()
+        ids = {i for i, n in known.items() if i.startswith(ref) or n == peer_ref}
+        if not ids and not (len(ref) == 64 and all(c in "0123456789abcdef" for c in ref)):
+            raise CliError(f"no peer {peer_ref!r}: `meterline peer list` shows the known ones",
+                           code="UNKNOWN_PEER", exit_code=USAGE)
+        ids = ids or {ref}
+        data["channels"] = [c for c in data["channels"] if c["peer"] in ids]
+        data["proposals"] = [p for p in data["proposals"] if p["peer"] in ids]
+    if phases:
+        data["channels"] = [c for c in data["channels"] if c["phase"] in phases]
+        data["proposals"] = [p for p in data["proposals"] if p["phase"] in phases]
+    rows = [(short(c["id"]), c["phase"], who(c["peer"], known), who(c["arbiter"], known),
+             c["role"], amount(c["sent"], precise=precise),
+             amount(c["received"], precise=precise), amount(c["balance"], precise=precise))
+            for c in data["channels"]]
+    rows += [(short(p["id"]), p["phase"], who(p["peer"], known), "", "peer", "", "", "")
              for p in data["proposals"]]
-    human = table(["CHANNEL", "PHASE", "PEER", "ROLE", "SENT", "RECEIVED", "BALANCE"],
-                  rows) if rows else "no channels yet: open one with `meterline channel open`"
+    filtered = bool(phases or peer_ref)
+    human = table(["CHANNEL", "PHASE", "PEER", "ARBITER", "ROLE", "SENT", "RECEIVED",
+                   "BALANCE"], rows) if rows else (
+        "no channels match" if filtered
+        else "no channels yet: open one with `meterline channel open`")
     if data["proposals"]:
-        human += "\n\nwaiting for you (`meterline channel accept ID` or `reject ID`):\n" + (
-            "\n".join(f"  {short(p['id'])}  asks us to deposit {amount(p['deposit']['ours'])}: "
-                      f"{p['reason']}" for p in data["proposals"]))
+        human += ("\n\nwaiting for you (`meterline channel show ID` for the full terms, then "
+                  "`accept ID` or `reject ID`):\n") + "\n".join(
+            f"  {short(p['id'])}  from {who(p['peer'], known)}, asks us to deposit "
+            f"{amount(p['deposit']['ours'])}: {p['reason']}" for p in data["proposals"])
     emit(data, as_json, human)
+
+
+def describe_proposal(p: dict[str, Any], known: dict[str, str]) -> str:
+    """A held proposal's full terms: what `channel accept` would sign."""
+    window_h = p["dispute_window_ms"] / 3_600_000
+    accounts = p["accounts"]
+    return "\n".join([
+        f"proposal  {p['id']}",
+        "phase     awaiting-acceptance: nothing is signed until `meterline channel accept`",
+        f"why       {p['reason']}",
+        f"peer      {who(p['peer'], known)} ({p['peer']})",
+        f"arbiter   {who(p['arbiter'], known)} ({p['arbiter']})",
+        f"deposit   ours {amount(p['deposit']['ours'])}, peer {amount(p['deposit']['peer'])}",
+        "tariff    " + tariff_text(p["tariff"], p["currency"]),
+        f"dispute   window {window_h:g} h (a unilateral close stays open this long)",
+        f"accounts  ours {accounts['ours']['identification']} ({accounts['ours']['name']}), "
+        f"peer {accounts['peer']['identification']} ({accounts['peer']['name']}), "
+        f"escrow {accounts['escrow']['identification']} ({accounts['escrow']['name']})",
+    ])
+
+
+def tariff_text(tariff: list[dict[str, Any]], currency: str) -> str:
+    return ", ".join(
+        f"{t['unit']}=" + ",".join(
+            t2["price"] + (f":{t2['up_to']}" if t2["up_to"] else "") for t2 in t["tiers"])
+        for t in tariff) + f" {currency} per unit"
 
 
 @channel.command("show")
@@ -124,14 +198,53 @@ def list_(data_dir: Path | None, as_json: bool, precise: bool) -> None:
 @json_option
 @precise_option
 def show(channel_id: str, data_dir: Path | None, as_json: bool, precise: bool) -> None:
-    """Everything about one channel: balances, nonces, units, transfers.
+    """Everything about one channel: balances, nonces, units, transfers — or, for a proposal
+    waiting for you, its full terms (deposits, tariff, dispute window) before you accept.
 
     \b
     Example:
       meterline channel show 3f9a --precise
     """
-    data = Admin(data_dir).call("GET", f"/api/channels/{channel_id}")
+    admin = Admin(data_dir)
+    try:
+        data = admin.call("GET", f"/api/channels/{channel_id}")
+    except CliError as exc:
+        if exc.code != "UNKNOWN_CHANNEL":
+            raise
+        try:
+            proposal = admin.call("GET", f"/api/proposals/{channel_id}")
+        except CliError:
+            raise exc from None
+        emit(proposal, as_json, describe_proposal(proposal, names(admin)))
+        return
     emit(data, as_json, describe(data, precise))
+
+
+@channel.command("wait")
+@click.argument("channel_id")
+@click.option("--phase", default="open", show_default=True,
+              type=click.Choice(PHASES[:-1]), help="The phase to wait for.")
+@click.option("--timeout", "timeout_s", default=300, show_default=True,
+              type=click.IntRange(1, 86_400), help="Give up after this many seconds (exit 5).")
+@data_dir_option
+@json_option
+def wait(channel_id: str, phase: str, timeout_s: int, data_dir: Path | None,
+         as_json: bool) -> None:
+    """Wait until the channel is in PHASE (e.g. open: the arbiter saw the deposits).
+
+    \b
+    Example:
+      meterline channel wait 3f9a --phase open
+    """
+    admin = Admin(data_dir)
+    data: dict[str, Any] = {}
+
+    def reached() -> tuple[bool, str]:
+        nonlocal data
+        data = admin.call("GET", f"/api/channels/{channel_id}")
+        return data["phase"] == phase, f"it is {data['phase']}"
+    wait_until(f"waiting for {phase}:", reached, timeout_s=timeout_s)
+    emit(data, as_json, f"channel {data['id']} is {data['phase']}")
 
 
 @channel.command("accept")

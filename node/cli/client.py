@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from node.cli.exits import CliError, not_running, refused, timed_out
 from node.config import Config, ConfigError, default_home, load_config, load_token
 
 data_dir_option = click.option(
@@ -29,7 +30,7 @@ def load(data_dir: Path | None) -> Config:
     try:
         return load_config(resolve_dir(data_dir))
     except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise CliError(str(exc), code="BAD_CONFIG") from None
 
 
 class Admin:
@@ -40,7 +41,7 @@ class Admin:
         try:
             self.token = load_token(self.config)
         except ConfigError as exc:
-            raise click.ClickException(str(exc)) from None
+            raise CliError(str(exc), code="BAD_CONFIG") from None
         self.timeout_s = timeout_s
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
@@ -57,15 +58,29 @@ class Admin:
         except urllib.error.HTTPError as exc:
             try:
                 err = json.loads(exc.read())["error"]
-                message = err["message"]
+                message, code = str(err["message"]), str(err["code"])
             except (ValueError, KeyError, TypeError):
-                message = f"the node answered HTTP {exc.code}"
-            raise click.ClickException(message) from None
-        except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
-            raise click.ClickException(
-                f"the node at {self.config.admin_url} is not running ({_reason(exc)}); "
-                f"start it with `meterline node start --data-dir {self.config.data_dir}`"
-            ) from None
+                message, code = f"the node answered HTTP {exc.code}", f"HTTP_{exc.code}"
+            raise refused(message, code) from None
+        except TimeoutError as exc:
+            raise self._timed_out(method, path) from exc
+        except urllib.error.URLError as exc:
+            if isinstance(exc.reason, TimeoutError):
+                raise self._timed_out(method, path) from None
+            raise self._not_running(exc) from None
+        except ConnectionError as exc:
+            raise self._not_running(exc) from None
+
+    def _timed_out(self, method: str, path: str) -> CliError:
+        what = "; the updates may still land" if method == "POST" else ""
+        return timed_out(f"timed out after {self.timeout_s:.0f} s waiting for the node's "
+                         f"answer to {method} {path}{what}: it is running and carries on — "
+                         "look again with `meterline channel show` or `meterline node info`")
+
+    def _not_running(self, exc: Exception) -> CliError:
+        return not_running(
+            f"the node at {self.config.admin_url} is not running ({_reason(exc)}); "
+            f"start it with `meterline node start --detach --data-dir {self.config.data_dir}`")
 
 
 def _reason(exc: Exception) -> str:

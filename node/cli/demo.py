@@ -16,14 +16,11 @@ from typing import Any
 import aiohttp
 import click
 
+from node.cli.fees import compare
 from node.cli.render import amount, table
 from node.cli.statement import as_table
 
-# The fee levels the comparison assumes; the output states them.
-CARD_RATE = Decimal("0.015")  # 1.5 % per card payment: Stripe's published standard EEA rate
-CARD_FIXED = Decimal("0.25")  # + €0.25 per card payment (same price list)
-WIRE_FEE = Decimal("15.00")  # € per bank wire: an assumed typical business outgoing wire fee
-TRANSFER_FEE = Decimal("0.20")  # € per bank transfer that meterline itself causes (assumed)
+DEPOSIT = Decimal("5000.00")  # EUR, the manufacturer's deposit
 CHUNK = 1_000  # updates per admin call; each update is still signed, verified and receipted
 
 
@@ -117,6 +114,23 @@ def meter_day(c: Any, cid: str) -> tuple[int, Decimal, Decimal, float]:
     return updates, total_km, total_hours, elapsed
 
 
+def keep_commands(c: Any, cid: str, root: Path) -> list[str]:
+    """Commands that work on the kept daemons (the e2e test runs each of them)."""
+    bank_dir = root.resolve() / "bank"
+    arbiter, man, car = (h.directory.resolve() for h in (c.arbiter, c.manufacturer, c.carrier))
+    return [
+        f"meterline channel list --data-dir {car}",
+        f"meterline channel show {cid[:12]} --data-dir {man}",
+        f"meterline payments {cid[:12]} --data-dir {car}",
+        f"meterline statement {cid[:12]} --data-dir {car}",
+        f"meterline node info --data-dir {arbiter}",
+        f"curl -s {c.cluster.bank_url}/_sandbox/accounts",
+        "and stop them with:",
+        *(f"meterline node stop --data-dir {d}" for d in (car, man, arbiter)),
+        f"meterline bank stop --data-dir {bank_dir}",
+    ]
+
+
 @click.command()
 @click.option("--keep", is_flag=True, help="Leave the daemons running and say how to reach them.")
 @click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
@@ -190,15 +204,10 @@ def demo(keep: bool, directory: Path | None, as_json: bool) -> None:
         say(f"{updates:,} metered updates ({km} km, {hours} container-hours, "
             f"{amount(owed)}) became 1 deposit and 2 payouts")
 
-        step("the same usage paid per update the old way (assumptions stated)")
-        total = Decimal(owed["amount"])
-        card = total * CARD_RATE + CARD_FIXED * updates
-        wire = WIRE_FEE * updates
-        ours = TRANSFER_FEE * 3
-        say(f"card, 1.5 % + 0.25 EUR per payment (Stripe's published EEA rate): "
-            f"{card:,.2f} EUR in fees")
-        say(f"bank wire at an assumed 15.00 EUR each:                  {wire:,.2f} EUR in fees")
-        say(f"meterline: 3 bank transfers at an assumed 0.20 EUR each:  {ours:,.2f} EUR")
+        step("what paying this usage costs, by each way of paying (assumptions stated)")
+        fees = compare(Decimal(owed["amount"]), updates, DEPOSIT)
+        for line in fees.lines(updates, DEPOSIT):
+            say(line)
         if as_json:
             click.echo(json.dumps({
                 "channel": cid,
@@ -212,19 +221,13 @@ def demo(keep: bool, directory: Path | None, as_json: bool) -> None:
                 "bank_transactions": [
                     {"account": a, "amount": amt, "reference": ref, "counterparty": cp}
                     for a, amt, ref, cp in rows],
-                "fees_if_paid_per_update": {
-                    "card": f"{card:.2f}", "wire": f"{wire:.2f}", "meterline": f"{ours:.2f}",
-                    "assumptions": "card 1.5 % + 0.25 EUR (Stripe's published EEA rate); "
-                                   "wire 15.00 EUR each (assumed); bank transfer 0.20 EUR "
-                                   "each (assumed)"},
+                "fees_if_paid_per_update": fees.as_json(),
                 "data_dir": str(root) if keep else None,
             }, indent=2, sort_keys=True))
         if keep:
-            step("the daemons keep running")
-            for h in (c.arbiter, c.manufacturer, c.carrier):
-                say(f"meterline channel list --data-dir {h.directory}   # {h.name}")
-            say(f"bank: {c.cluster.bank_url}/_sandbox/accounts")
-            say(f"stop them with: pkill -f {root}")
+            step("the daemons keep running; try")
+            for line in keep_commands(c, cid, root):
+                say(line)
         else:
             c.cluster.stop()
             stopped = True

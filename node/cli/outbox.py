@@ -9,10 +9,11 @@ from typing import Any
 import click
 
 from node.cli.client import Admin, data_dir_option, emit, json_option
+from node.cli.group import Group
 from node.cli.render import short, table
 
 
-@click.group()
+@click.group(cls=Group)
 def outbox() -> None:
     """Deliveries still owed to peers, the arbiter and the bank (and refused ones).
 

@@ -8,7 +8,11 @@ from typing import Any
 import click
 
 from node.cli.client import Admin, data_dir_option, emit, json_option
+from node.cli.exits import NOT_RUNNING, TIMED_OUT, USAGE, CliError
 from node.cli.render import amount
+
+CHUNK = 1_000
+"""Updates per admin call of `pay --repeat`; every update is still signed and receipted."""
 
 
 @click.command()
@@ -36,14 +40,29 @@ def pay(channel_id: str, units: tuple[str, ...], amount_text: str | None, refere
     for item in units:
         unit, sep, quantity = item.partition("=")
         if not sep or not unit or not quantity:
-            raise click.ClickException(f"{item!r} is not UNIT=QUANTITY (e.g. km=12.5)")
+            raise CliError(f"--units {item!r} is not UNIT=QUANTITY (e.g. km=12.5)",
+                           code="USAGE", exit_code=USAGE)
         parsed[unit.strip()] = quantity.strip()
     if not parsed and not amount_text:
-        raise click.ClickException("say what to pay: --units km=12.5 or --amount \"3.20 EUR\"")
-    body: dict[str, Any] = {"units": parsed, "reference": reference, "repeat": repeat}
-    if amount_text:
-        body["amount"] = amount_text
-    data = Admin(data_dir).call("POST", f"/api/channels/{channel_id}/pay", body)
+        raise CliError("say what to pay: --units km=12.5 or --amount \"3.20 EUR\"",
+                       code="USAGE", exit_code=USAGE)
+    admin = Admin(data_dir)
+    done = 0
+    data: dict[str, Any] = {}
+    while done < repeat:  # in chunks: each answer is quick, so a long run never looks dead
+        n = min(CHUNK, repeat - done)
+        body: dict[str, Any] = {"units": parsed, "reference": reference, "repeat": n}
+        if amount_text:
+            body["amount"] = amount_text
+        try:
+            data = admin.call("POST", f"/api/channels/{channel_id}/pay", body)
+        except CliError as exc:
+            if done and exc.exit_code in (NOT_RUNNING, TIMED_OUT):
+                raise CliError(f"{done:,} of {repeat:,} updates were acknowledged by the peer; "
+                               f"then: {exc.message}", code=exc.code,
+                               exit_code=exc.exit_code) from None
+            raise
+        done += n
     emit(data, as_json,
          f"paid: sent {amount(data['sent'])} in total, update {data['nonce_sent']} "
          f"acknowledged by the peer; balance {amount(data['balance'])}")

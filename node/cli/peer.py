@@ -7,10 +7,11 @@ from pathlib import Path
 import click
 
 from node.cli.client import Admin, data_dir_option, emit, json_option
+from node.cli.group import Group
 from node.cli.render import table
 
 
-@click.group()
+@click.group(cls=Group)
 def peer() -> None:
     """Nodes and arbiters this node knows.
 

@@ -10,6 +10,8 @@ from typing import Any
 
 import click
 
+from node.cli.exits import timed_out
+
 SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 
 
@@ -49,7 +51,8 @@ def wait_until(step: str, check: Callable[[], tuple[bool, str]], *, timeout_s: f
                     click.echo(f"\r\x1b[2K✓ {step} {detail}".rstrip(), err=True)
                 return
             if time.monotonic() > deadline:
-                raise click.ClickException(f"gave up after {timeout_s:.0f} s {step} ({detail})")
+                raise timed_out(f"gave up after {timeout_s:.0f} s {step} ({detail}); the node "
+                                "carries on — look again with `meterline channel show`")
             if tty:
                 click.echo(f"\r\x1b[2K{next(frames)} {step} {detail}".rstrip(), nl=False,
                            err=True)

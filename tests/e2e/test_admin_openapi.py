@@ -43,6 +43,7 @@ from openapi_core.testing import MockRequest, MockResponse
 from openapi_core.validation.request.exceptions import SecurityValidationError
 from openapi_core.validation.response.exceptions import InvalidData
 from openapi_spec_validator import OpenAPIV31SpecValidator, validate
+from werkzeug.datastructures import ImmutableMultiDict
 
 from node.cluster import Cluster, NodeHandle
 from node.provision import open_sandbox_account
@@ -96,9 +97,8 @@ class SpecCheck:
     def check(self, ex: Exchange, *, request_valid: bool = True) -> None:
         path, _, query = ex.path.partition("?")
         req = MockRequest("http://127.0.0.1:" + ex.request_headers["Host"].rsplit(":", 1)[1],
-                          ex.method, path, args=dict(parse_qsl(query)),
-                          headers=ex.request_headers,
-                          data=ex.request_body,
+                          ex.method, path, headers=ex.request_headers,
+                          data=ex.request_body, args=ImmutableMultiDict(parse_qsl(query)),
                           content_type=ex.request_headers.get("Content-Type", ""))
         resp = MockResponse(ex.response_body, status_code=ex.status,
                             headers=ex.response_headers,
@@ -110,7 +110,7 @@ class SpecCheck:
                 with pytest.raises(OpenAPIError):
                     api.validate_request(req)
             api.validate_response(req, resp)
-        self.exercised.add(self.operation(ex.method, ex.path))
+        self.exercised.add(self.operation(ex.method, path))
         self.validated += 1
 
 
@@ -261,6 +261,12 @@ def lifecycle(peered: Companies) -> Lifecycle:
     got["carrier_pays"] = car.call("POST", f"/api/channels/{cid}/pay", {
         "units": {"container-hour": "1"}, "reference": "DEMURRAGE-7", "repeat": 4})
     got["statement"] = man.call("GET", f"/api/channels/{cid}/statement")
+    got["payments"] = man.call("GET", f"/api/channels/{cid}/payments?limit=2")
+    got["payments_rest"] = man.call("GET", f"/api/channels/{cid}/payments?offset=2&limit=500")
+    got["payments_ref"] = car.call("GET", f"/api/channels/{cid}/payments?reference=DEMURRAGE-7")
+    got["payments_bad"] = man.call("GET", f"/api/channels/{cid}/payments?limit=0", status=400,
+                                   request_valid=False)
+    got["info"] = man.call("GET", "/api/info")
     got["close"] = man.call("POST", f"/api/channels/{cid}/close", {})
     got["settled"] = man.wait_phase(cid, "settled")
     got["carrier_statement"] = car.call("GET", f"/api/channels/{cid}/statement")
@@ -365,6 +371,34 @@ def test_statement(lifecycle: Lifecycle) -> None:
     assert carrier["net"]["precise"] == "-3.64625"
 
 
+def test_payments_history_pages_the_usage(lifecycle: Lifecycle) -> None:
+    got = lifecycle.answers
+    first, rest = got["payments"], got["payments_rest"]
+    assert first["total"] == 3  # km for SHIPMENT-4711, the plain amount, the carrier's hours
+    assert (len(first["items"]), first["next_offset"]) == (2, 2)
+    assert (len(rest["items"]), rest["next_offset"]) == (1, None)
+    rows = {(i["direction"], i["unit"], i["reference"]): i for i in first["items"] + rest["items"]}
+    km = rows[("sent", "km", "SHIPMENT-4711")]
+    assert (km["quantity"], km["amount"]["precise"], km["updates"]) == ("12.5", "0.15375", 1)
+    assert rows[("sent", "amount", "")]["quantity"] is None
+    assert rows[("received", "container-hour", "DEMURRAGE-7")]["updates"] == 4
+    (ours,) = got["payments_ref"]["items"]
+    assert (ours["direction"], ours["quantity"], ours["amount"]["amount"]) == (
+        "sent", "4", "7.00")
+    assert error_of(got["payments_bad"]) == "BAD_QUERY"
+
+
+def test_info_counts_channels_and_totals(lifecycle: Lifecycle, peered: Companies) -> None:
+    info = lifecycle.answers["info"]
+    assert (info["node_id"], info["role"]) == (peered.manufacturer.node_id, "node")
+    assert {p["name"] for p in info["peers"]} == {"arbiter", "carrier"}
+    assert info["channels"].get("open", 0) >= 1
+    (eur,) = info["totals"]
+    sent = Decimal(lifecycle.answers["pay_amount"]["sent"]["precise"])
+    assert Decimal(eur["sent_precise"]) >= sent
+    assert eur["sent"].endswith(" EUR")
+
+
 def test_close_and_settle(lifecycle: Lifecycle) -> None:
     got = lifecycle.answers
     assert got["close"]["phase"] in ("closing", "closed", "settled")
@@ -415,7 +449,9 @@ def held(peered: Companies) -> dict[str, Any]:
         "peer": "manufacturer", "arbiter": "arbiter", "deposit": "10.00 EUR",
         "tariff": "pallet=2.50"}, status=201)
     got["list"] = man.call("GET", "/api/channels")
+    got["terms"] = man.call("GET", f"/api/proposals/{got['proposed']['id'][:16]}")
     got["accepted"] = man.call("POST", f"/api/channels/{got['proposed']['id'][:16]}/accept")
+    got["terms_after"] = man.call("GET", f"/api/proposals/{got['proposed']['id']}", status=409)
     return got
 
 
@@ -429,6 +465,14 @@ def test_held_proposal_is_accepted_by_the_operator(peered: Companies,
     assert listed["reason"] == "the opener is not on the allow-list"
     assert listed["deposit"] == {"ours": {"amount": "0.00", "currency": "EUR"},
                                  "peer": {"amount": "10.00", "currency": "EUR"}}
+    terms = held["terms"]  # the full terms, before anything is signed
+    assert (terms["id"], terms["peer"], terms["arbiter"]) == (
+        proposed["id"], car.node_id, peered.arbiter.node_id)
+    assert terms["deposit"] == listed["deposit"]
+    assert [(t["unit"], t["tiers"][0]["price"]) for t in terms["tariff"]] == [("pallet", "2.5")]
+    assert terms["dispute_window_ms"] == listed["dispute_window_ms"]
+    assert terms["accounts"]["ours"]["identification"] == "40000100000002"
+    assert error_of(held["terms_after"]) == "ALREADY_ACCEPTED"
     assert accepted["phase"] == "accepted"
     assert accepted["role"] == "peer"
     assert accepted["deposit"]["peer"] == {"amount": "10.00", "currency": "EUR"}
@@ -599,6 +643,7 @@ def test_every_documented_operation_was_exercised(
     # itself are asked here so that this test holds when it runs on its own (-k)
     for admin in (peered.manufacturer, peered.arbiter):
         admin.call("GET", "/api/status")
+        admin.call("GET", "/api/info")
         admin.call("GET", "/api/peers")
         admin.call("GET", "/api/outbox")
         admin.call("GET", "/api/rails/reconcile")

@@ -153,7 +153,7 @@ async def _sweep(node: RunningNode, role: str, cid: str, held: str, peer_url: st
 async def test_every_node_route_needs_the_token(node: tuple[RunningNode, str, str]) -> None:
     running_node, cid, held = node
     checked = await _sweep(running_node, "node", cid, held, running_node.peer_url)
-    assert checked == len(WRONG) * 13  # every route of a node but /openapi.yaml
+    assert checked == len(WRONG) * 16  # every route of a node but /openapi.yaml
 
 
 async def test_the_right_token_gets_through(node: tuple[RunningNode, str, str]) -> None:
@@ -178,7 +178,7 @@ async def test_every_arbiter_route_needs_the_token(
     config = make_config(tmp_path / "arbiter", sim.arbiter, role="arbiter")
     arbiter = await start_node(config)
     checked = await _sweep(arbiter, "arbiter", "", "", "http://127.0.0.1:9")
-    assert checked == len(WRONG) * 6
+    assert checked == len(WRONG) * 7
     status, _, body = await call(arbiter, "GET", "/api/escrows", None, f"Bearer {arbiter.token}")
     assert (status, body) == (200, {"escrows": [], "unapplied_credits": []})
 
