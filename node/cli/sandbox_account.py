@@ -80,7 +80,7 @@ def open_or_reuse(*, bank_url: str, account_id: str, name: str, identification: 
                            f"({previous.get('account_id')!r} at {previous.get('url')!r}; "
                            f"{', '.join(differs)} differ): choose another --out",
                            code="OUT_EXISTS")
-        files = [Path(str(previous.get(k, ""))) for k in ("token_file", "key_file")]
+        files = [Path(str(previous[k])) for k in ("token_file", "key_file") if k in previous]
         missing = [str(f) for f in files if not f.is_file()]
         if missing:
             raise CliError(f"{out} names files that are gone ({', '.join(missing)}): remove "

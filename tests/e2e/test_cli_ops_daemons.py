@@ -133,7 +133,6 @@ def test_bank_detach_and_open_account_again(tmp_path: Path) -> None:
         assert (tmp_path / "carrier-bank.json").read_text() == first
         settings = json.loads(first)
         # stored absolute: a node started from elsewhere finds its files
-        assert Path(settings["token_file"]).is_absolute()
         assert Path(settings["key_file"]) == (tmp_path / "carrier-keys" / "tpp-key.pem")
         other = json_error("bank", "open-account", "--bank", url, "--account-id", "other",
                            "--name", "Other", "--identification", "40000100000009",
@@ -169,22 +168,19 @@ def test_init_validates_the_bank_config_before_writing(tmp_path: Path, content: 
 def test_relative_bank_paths_are_stored_absolute_and_work_from_elsewhere(
         tmp_path: Path) -> None:
     (tmp_path / "keys").mkdir()
-    token = tmp_path / "keys" / "bank-token"
-    token.write_text("t0k3n\n")
-    token.chmod(0o600)
+    key = tmp_path / "keys" / "tpp-key.pem"
     (tmp_path / "bank.json").write_text(json.dumps({
         "rail": "openbanking", "url": "http://127.0.0.1:9", "account_id": "acc",
         "identification": "40000100000007", "name": "Rel Ltd", "client_id": "tpp-1",
-        "token_file": "keys/bank-token", "key_file": "keys/tpp-key.pem"}))
+        "org_id": "org-1", "software_statement_id": "ssa-1", "key_file": "keys/tpp-key.pem"}))
     home = tmp_path / "rel"
     meterline("init", "--data-dir", "rel", "--listen", f"127.0.0.1:{free_port()}",
               "--admin", f"127.0.0.1:{free_port()}", "--bank-config", "bank.json",
               cwd=tmp_path)
     config = (home / "config.toml").read_text()
-    assert f'token_file = "{token}"' in config
-    assert f'key_file = "{tmp_path / "keys" / "tpp-key.pem"}"' in config
+    assert f'key_file = "{key}"' in config
     shown = meterline("config", "show", "--data-dir", str(home), cwd=Path("/")).stdout
-    assert f'token_file = "{token}"' in shown
+    assert f'key_file = "{key}"' in shown
 
 
 def test_config_show_masks_secrets(tmp_path: Path) -> None:
