@@ -51,6 +51,7 @@ from protocol.money import (
     format_money,
     parse_decimal,
     parse_money,
+    parse_rail_money,
     to_minor_units,
 )
 from protocol.records import Bin, Kind, ListOf, Message, Nested, Opt, Record, Text, UInt
@@ -90,6 +91,11 @@ def record_json(record: Record) -> dict[str, Any]:
 
 def error_json(exc: ProtocolError) -> dict[str, Any]:
     return {"error": exc.code.name, "code": int(exc.code)}
+
+
+def refusal_json(exc: ProtocolError) -> dict[str, Any]:
+    """A refusal of text a person typed: the code and the sentence they are shown."""
+    return {**error_json(exc), "message": exc.message}
 
 
 def attempt(fn: Callable[[], Any]) -> tuple[Any, ProtocolError | None]:
@@ -522,6 +528,8 @@ def tariff_vectors() -> dict[str, Any]:
         ("km=0.01:1000.0001,0.005", 6, 3),
         ("km=-1", 6, 3),
         ("km=1e3", 6, 3),
+        ("km=0,0123", 6, 3),
+        ("km=0.015:1,000,0.0123", 6, 3),
     ]
     invalid_texts = []
     for text, scale, qscale in bad_texts:
@@ -600,13 +608,23 @@ def money_vectors() -> dict[str, Any]:
         ("", 2),
         ("1 000", 2),
         ("+1", 2),
+        ("1,000.00", 2),
+        ("1E3", 0),
+        ("012.50", 1),
+        ("9223372036854775807", 0),
+        ("9223372036854775808", 0),
+        ("18446744073709551616", 0),
+        ("9223372.036854775807", 12),
+        ("9223372.036854775808", 12),
+        ("١٢", 2),
+        ("  7.10  ", 2),
     ):
         value, exc = attempt(lambda t=text, s=scale: parse_decimal(t, s))  # type: ignore[misc]
         decimals.append(
             {
                 "text": text,
                 "scale": scale,
-                **({"value": str(value)} if exc is None else error_json(exc)),
+                **({"value": str(value)} if exc is None else refusal_json(exc)),
             }
         )
     monies = []
@@ -621,6 +639,12 @@ def money_vectors() -> dict[str, Any]:
         ("1.00 EUR", 13),
         ("1.00 XAU", 6),
         ("EUR 1.00", 6),
+        ("0.001 EUR", 6),
+        ("3.205 EUR", 6),
+        ("3.205 EUR", 2),
+        ("1,5 EUR", 6),
+        ("5000.00", 6),
+        ("1.5 bhd", 6),
     ):
         value, exc = attempt(lambda t=text, s=scale: parse_money(t, s))  # type: ignore[misc]
         monies.append(
@@ -630,7 +654,21 @@ def money_vectors() -> dict[str, Any]:
                 **(
                     {"amount": str(value.amount), "currency": value.currency}
                     if exc is None
-                    else error_json(exc)
+                    else refusal_json(exc)
+                ),
+            }
+        )
+    rail_monies = []
+    for text in ("5000.00 EUR", "5000 eur", "0.001 EUR", "3.205 EUR", "3.200 EUR", "1500 JPY",
+                 "0.5 JPY", "12.345 KWD", "12.3456 BHD", "1e3 EUR"):
+        value, exc = attempt(lambda t=text: parse_rail_money(t))  # type: ignore[misc]
+        rail_monies.append(
+            {
+                "text": text,
+                **(
+                    {"minor_units": str(value.amount), "currency": value.currency}
+                    if exc is None
+                    else refusal_json(exc)
                 ),
             }
         )
@@ -714,6 +752,7 @@ def money_vectors() -> dict[str, Any]:
         "exponents": exponents,
         "parse_decimal": decimals,
         "parse_money": monies,
+        "parse_rail_money": rail_monies,
         "to_minor_units": minor,
         "format_money": formats,
         "payouts": payouts,
