@@ -37,8 +37,11 @@ def minor(amount_minor: int, currency: str) -> dict[str, str]:
 
 
 def balance(state: ch.ChannelState) -> dict[str, str]:
-    """What we would be paid if the channel closed now: at the rail unit by the payout rule
-    (the net payee rounded down, the payer gets the rest, so the two add up), and exactly."""
+    """Our balance (ADR 0151): `precise` is exactly what `pay` still accepts (deposit − sent +
+    received); `amount` is that rounded towards zero at the currency exponent, so paying the
+    amount shown always succeeds; `payout` is what the arbiter would pay us if the channel
+    closed now, by the payout rule (0004 §4: the net payee is rounded down and the payer gets
+    the remainder, so a payer's payout can be one minor unit above `amount`)."""
     terms = state.terms
     exponent = currency_exponent(terms.currency)
     payouts = compute_payouts(
@@ -46,11 +49,8 @@ def balance(state: ch.ChannelState) -> dict[str, str]:
         opener_sent=state.flows[0].amount, peer_sent=state.flows[1].amount,
         scale=terms.scale, exponent=exponent)
     ours = (payouts.opener, payouts.peer)[state.us]
-    return {
-        "amount": format_decimal(ours, exponent, min_places=exponent),
-        "precise": format_decimal(state.balance(), terms.scale, min_places=exponent),
-        "currency": terms.currency,
-    }
+    return {**money(state.balance(), state),
+            "payout": format_decimal(ours, exponent, min_places=exponent)}
 
 
 def channel_summary(state: ch.ChannelState) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from node.cli.client import Admin, data_dir_option, emit, json_option
-from node.cli.render import amount, short, table, wait_until
+from node.cli.render import amount, balance, short, table, wait_until
 
 precise_option = click.option("--precise", is_flag=True,
                               help="Show amounts at the channel's full scale.")
@@ -34,7 +34,7 @@ def describe(c: dict[str, Any], precise: bool) -> str:
         f"sent      {amount(c['sent'], precise=precise)} (nonce {c['nonce_sent']}, "
         f"acknowledged {c['acked_nonce_sent']})",
         f"received  {amount(c['received'], precise=precise)} (nonce {c['nonce_received']})",
-        f"balance   {amount(c['balance'], precise=precise)} (what we would be paid at close)",
+        f"balance   {balance(c['balance'], precise=precise)}",
         "tariff    " + ", ".join(
             f"{t['unit']}=" + ",".join(
                 t2["price"] + (f":{t2['up_to']}" if t2["up_to"] else "") for t2 in t["tiers"])

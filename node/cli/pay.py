@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from node.cli.client import Admin, data_dir_option, emit, json_option
-from node.cli.render import amount
+from node.cli.render import amount, balance
 
 
 @click.command()
@@ -37,7 +37,12 @@ def pay(channel_id: str, units: tuple[str, ...], amount_text: str | None, refere
         unit, sep, quantity = item.partition("=")
         if not sep or not unit or not quantity:
             raise click.ClickException(f"{item!r} is not UNIT=QUANTITY (e.g. km=12.5)")
-        parsed[unit.strip()] = quantity.strip()
+        unit = unit.strip()
+        if unit in parsed:
+            raise click.UsageError(
+                f"--units {unit} is given twice ({unit}={parsed[unit]} and {item.strip()}): "
+                f"give each unit once, with the total quantity")
+        parsed[unit] = quantity.strip()
     if not parsed and not amount_text:
         raise click.ClickException("say what to pay: --units km=12.5 or --amount \"3.20 EUR\"")
     body: dict[str, Any] = {"units": parsed, "reference": reference, "repeat": repeat}
@@ -45,5 +50,5 @@ def pay(channel_id: str, units: tuple[str, ...], amount_text: str | None, refere
         body["amount"] = amount_text
     data = Admin(data_dir).call("POST", f"/api/channels/{channel_id}/pay", body)
     emit(data, as_json,
-         f"paid: sent {amount(data['sent'])} in total, update {data['nonce_sent']} "
-         f"acknowledged by the peer; balance {amount(data['balance'])}")
+         f"paid: sent {amount(data['sent'], precise=True)} in total, update "
+         f"{data['nonce_sent']} acknowledged by the peer; balance {balance(data['balance'])}")

@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from node.cli.client import Admin, data_dir_option
-from node.cli.render import amount, table
+from node.cli.render import amount, balance, table
 
 CSV_FIELDS = ["direction", "unit", "reference", "quantity", "unit_price", "updates", "amount",
               "currency"]
@@ -37,7 +37,7 @@ def as_table(data: dict[str, Any]) -> str:
     parts += [f"subtotal {s['direction']:<8} {s['unit']:<16} {amount(s['amount']):>16}"
               for s in data["subtotals"]]
     parts += ["", f"sent {amount(data['sent'])}; received {amount(data['received'])}; "
-              f"net {amount(data['net'])}; balance at close {amount(data['balance'])}"]
+              f"net {amount(data['net'])}; balance {balance(data['balance'])}"]
     if data["transfers"]:
         parts += ["", table(["TRANSFER", "PARTY", "AMOUNT", "BANK REFERENCE", "STATUS"],
                             [(t["purpose"], t["party"], amount(t.get("amount")),
