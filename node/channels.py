@@ -213,6 +213,12 @@ class ChannelService:
         theirs = parse_money(peer_deposit, scale) if peer_deposit else None
         if theirs is not None and theirs.currency != ours.currency:
             raise NodeError("both deposits must be in the same currency", code="INVALID_AMOUNT")
+        held = ctx.config.bank.account_currency()
+        if held and ours.currency != held:
+            raise NodeError(
+                f"the deposit is in {ours.currency}, but this node's bank account is held in "
+                f"{held}, so the bank would refuse it: give the deposit in {held}",
+                code="WRONG_CURRENCY")
         exponent = currency_exponent(ours.currency)
         unit = 10 ** (scale - exponent)
         for money in (ours, theirs):

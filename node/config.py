@@ -84,6 +84,13 @@ class BankConfig:
     token_file: str = ""
     key_file: str = ""
     poll_interval_ms: int = 500
+    currency: str = ""
+    """The currency the account is held in ("" when not said: a SEPA account is in EUR, an
+    ACH account in USD); `channel open` refuses a deposit the bank would refuse for it."""
+
+    def account_currency(self) -> str:
+        """The account's currency, "" when neither the config nor the rail says."""
+        return self.currency or {"sepa": "EUR", "nacha": "USD"}.get(self.rail, "")
 
 
 @dataclass(frozen=True, slots=True)

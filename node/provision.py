@@ -65,6 +65,7 @@ async def open_sandbox_account(
         "token_file": str(token_file),
         "key_file": str(key.path),
         "poll_interval_ms": 200,
+        "currency": currency,
     }
 
 

@@ -48,7 +48,8 @@ def describe(c: dict[str, Any], precise: bool) -> str:
         lines.append("transfers")
         for t in c["settlement"]:
             lines.append(f"  {t['purpose']:<8} {t['party']:<7} {amount(t.get('amount')):>16}  "
-                         f"{t['reference']}  {t['status']}")
+                         f"{t['reference']}  {t['status']}"
+                         + (f": {t['reason']}" if t.get("reason") else ""))
     return "\n".join(lines)
 
 
