@@ -9,10 +9,18 @@ from typing import Any
 
 from sqlalchemy import select
 
+from node.channels import BUCKET_MS
 from node.context import Context
+from node.errors import NotFound
 from node.storage.models import Transfer, Usage
 from protocol import channel as ch
-from protocol.money import compute_payouts, currency_exponent, format_decimal, to_minor_units
+from protocol.money import (
+    allocate,
+    compute_payouts,
+    currency_exponent,
+    format_decimal,
+    to_minor_units,
+)
 from protocol.references import Purpose, bank_reference
 from protocol.types import Amount
 
@@ -171,13 +179,28 @@ def channel_detail(state: ch.ChannelState, transfers: list[Transfer]) -> dict[st
     }
 
 
+def signed(minor_units: int, exponent: int) -> str:
+    """A signed amount at the currency exponent, all its decimals: ``-183.27``, ``5.000``."""
+    return format_decimal(minor_units, exponent, min_places=exponent)
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="seconds")
+
+
 async def statement(ctx: Context, state: ch.ChannelState,
                     transfers: list[Transfer]) -> dict[str, Any]:
-    """Line items per (direction, unit, reference); subtotals per unit; the net; transfers."""
+    """Line items per (direction, unit, reference); subtotals per unit; the net; transfers.
+
+    Each line and subtotal carries `allocated`: its signed share (received +, sent −) of the
+    net at the currency exponent by the largest-remainder rule (ADR 0152), so the allocated
+    lines add up to their subtotals and to the net exactly, and the net is the exact net
+    rounded towards zero — what the payout rule moves between the two banks."""
     cid = state.channel_id.hex()
     async with ctx.db() as session:
         rows = (await session.scalars(select(Usage).where(Usage.channel_id == cid))).all()
     terms = state.terms
+    exponent = currency_exponent(terms.currency)
     lines_by_unit = {line.unit: line for line in terms.tariff}
     grouped: dict[tuple[int, str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
     for row in rows:
@@ -185,9 +208,13 @@ async def statement(ctx: Context, state: ch.ChannelState,
         g[0] += row.quantity
         g[1] += row.amount
         g[2] += row.updates
+    keys = sorted(grouped)
+    exact = [grouped[k][1] * (-1 if k[0] == state.us else 1) for k in keys]
+    shares = allocate(exact, 10 ** (terms.scale - exponent))
     items = []
-    subtotals: dict[tuple[str, str], int] = defaultdict(int)
-    for (sender, unit, reference), (quantity, amount, updates) in sorted(grouped.items()):
+    subtotals: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+    for (sender, unit, reference), share in zip(keys, shares, strict=True):
+        quantity, amount, updates = grouped[(sender, unit, reference)]
         direction = "sent" if sender == state.us else "received"
         line = lines_by_unit.get(unit)
         items.append({
@@ -199,19 +226,38 @@ async def statement(ctx: Context, state: ch.ChannelState,
             "graduated": bool(line and len(line.tiers) > 1),
             "updates": updates,
             "amount": money(amount, state),
+            "allocated": signed(share, exponent),
         })
-        subtotals[(direction, unit)] += amount
+        subtotals[(direction, unit)][0] += amount
+        subtotals[(direction, unit)][1] += share
+    by_direction = {d: sum(sh for (dd, _), (_, sh) in subtotals.items() if dd == d)
+                    for d in ("sent", "received")}
     net = state.received.amount - state.sent.amount
+    buckets = [row.bucket_ms for row in rows]
+    peer_id = terms.parties()[state.them].hex()
+    try:
+        peer_name = (await ctx.peer(peer_id)).name or None
+    except NotFound:
+        peer_name = None
     return {
         "channel": cid,
+        "counterparty": {"id": peer_id, "name": peer_name},
+        "period": {"from": _iso(min(buckets)), "to": _iso(max(buckets) + BUCKET_MS)}
+        if buckets else None,
         "currency": terms.currency,
+        "exponent": exponent,
+        "scale": terms.scale,
         "phase": state.phase.value,
         "items": items,
-        "subtotals": [{"direction": d, "unit": u, "amount": money(a, state)}
-                      for (d, u), a in sorted(subtotals.items())],
+        "subtotals": [{"direction": d, "unit": u, "amount": money(a, state),
+                       "allocated": signed(sh, exponent)}
+                      for (d, u), (a, sh) in sorted(subtotals.items())],
         "sent": money(state.sent.amount, state),
         "received": money(state.received.amount, state),
         "net": money(net, state),
+        "allocated": {"sent": signed(by_direction["sent"], exponent),
+                      "received": signed(by_direction["received"], exponent),
+                      "net": signed(sum(shares), exponent)},
         "balance": balance(state),
         "transfers": settlement_transfers(state, transfers),
     }

@@ -9,6 +9,7 @@ never below the exponent, so a rail amount is always exactly representable at th
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import iso4217
@@ -224,6 +225,27 @@ def to_minor_units(amount: Amount, scale: int, exponent: int) -> MinorUnits:
 
 def from_minor_units(minor: int, scale: int, exponent: int) -> Amount:
     return Amount(minor * 10 ** (scale - exponent))
+
+
+def allocate(values: Sequence[int], unit: int) -> list[int]:
+    """Round each signed value (channel scale) to whole `unit`s so that the shares add up to
+    the sum of `values` rounded towards zero, exactly: the largest-remainder rule (ADR 0152).
+
+    Each value starts at its floor; the units the floors fall short of the total are given,
+    one each, to the values with the largest remainders (ties to the earlier value). So every
+    share is within one unit of its value, and a statement's rounded lines add up to the net
+    the payout rule moves (0004 §4: the net payee is rounded down, towards zero).
+    """
+    if unit <= 0:
+        raise ValueError("the unit is a positive number of channel units")
+    total = sum(values)
+    target = abs(total) // unit * (1 if total >= 0 else -1)
+    shares = [v // unit for v in values]
+    remainders = [v - s * unit for v, s in zip(values, shares, strict=True)]
+    short = target - sum(shares)  # 0 ≤ short ≤ how many values have a remainder
+    for i in sorted(range(len(values)), key=lambda i: (-remainders[i], i))[:short]:
+        shares[i] += 1
+    return shares
 
 
 @dataclass(frozen=True, slots=True)
