@@ -84,15 +84,13 @@ def open_account(bank_url: str, account_id: str, name: str, identification: str,
     """
     from node.provision import ProvisionError, open_sandbox_account
     from protocol.errors import ProtocolError
-    from protocol.money import parse_money
+    from protocol.money import parse_rail_money
 
     try:
-        money = parse_money(balance, 6)
+        money = parse_rail_money(balance)  # a bank balance is whole minor units
     except ProtocolError as exc:
         raise click.ClickException(exc.message) from None
-    from protocol.money import currency_exponent
-
-    minor = money.amount // 10 ** (6 - currency_exponent(money.currency))
+    minor = money.amount
     try:
         settings = asyncio.run(open_sandbox_account(
             bank_url=bank_url, directory=keys_dir, account_id=account_id, name=name,

@@ -471,3 +471,62 @@ def test_pay_refuses_bad_quantities(sim: Simulation) -> None:
             ch.step(before, ch.ActionPay(sim.opener, quantities, direct), now_ms=sim.tick())
         assert info.value.code is code
         assert sim.states[0] is before
+
+
+# -- the statement's allocation (ADR 0152) ---------------------------------------------------
+
+
+def _toward_zero(total: int, unit: int) -> int:
+    return abs(total) // unit * (1 if total >= 0 else -1)
+
+
+@pytest.mark.parametrize(
+    ("values", "unit", "expected"),
+    [
+        ([], 10_000, []),
+        ([153_750, 1_800_000_000, 3_200_000], 10_000, [15, 180_000, 320]),
+        # three thirds of a cent each: floors 0, the one cent the net has goes to the first
+        ([3_333, 3_333, 3_334], 10_000, [0, 0, 1]),
+        ([5_000, 5_000], 10_000, [1, 0]),  # ties go to the earlier line
+        ([-5, -5], 10, [0, -1]),  # the net -1 unit, rounded towards zero from -10/10
+        ([-15, 4], 10, [-1, 0]),  # net -11 → -1
+        ([1_999_999], 1_000_000, [1]),  # JPY at scale 6: rounded towards zero
+        ([123_456, -23_455], 1_000, [123, -23]),  # BHD at scale 6: net 100.001 → 100
+    ],
+)
+def test_allocate(values: list[int], unit: int, expected: list[int]) -> None:
+    from protocol.money import allocate
+
+    assert allocate(values, unit) == expected
+    assert sum(expected) == _toward_zero(sum(values), unit)
+
+
+@PROPERTY
+@given(st.lists(st.integers(-(10**15), 10**15), max_size=40),
+       st.sampled_from([1, 10, 100, 1_000, 10_000, 1_000_000]))
+def test_allocation_adds_up_to_the_net_and_stays_within_a_unit(values: list[int],
+                                                               unit: int) -> None:
+    from protocol.money import allocate
+
+    shares = allocate(values, unit)
+    assert sum(shares) == _toward_zero(sum(values), unit)
+    for value, share in zip(values, shares, strict=True):
+        assert abs(value - share * unit) < unit
+
+
+@PROPERTY
+@given(st.integers(0, 10**9), st.integers(0, 10**9), st.sampled_from([(6, 0), (6, 2), (6, 3)]))
+def test_allocated_net_is_what_the_payout_rule_moves(sent: int, received: int,
+                                                     scales: tuple[int, int]) -> None:
+    """The rounded net of a statement equals the payee's payout less its deposit: the money
+    that moves between the two banks (0004 §4)."""
+    from protocol.money import allocate
+
+    scale, exponent = scales
+    unit = 10 ** (scale - exponent)
+    deposit = 10**6  # each side, minor units
+    payouts = compute_payouts(opener_deposit=MinorUnits(deposit), peer_deposit=MinorUnits(deposit),
+                              opener_sent=Amount(sent), peer_sent=Amount(received),
+                              scale=scale, exponent=exponent)
+    net = sum(allocate([-sent, received], unit))  # as the opener sees it
+    assert net == payouts.opener - deposit
