@@ -26,6 +26,7 @@ from aiohttp import web
 
 from node.errors import NodeError
 from protocol.errors import ProtocolError
+from protocol.messages import USAGE_TEXT
 from protocol.money import parse_decimal, parse_money
 from rails import jsonsafe
 
@@ -302,8 +303,9 @@ CLOSE = Body("CloseRequest", {"force": Bool("BAD_FORCE")})
 PAY = Body("PayRequest", {
     "units": MapOf("BAD_UNITS", UNIT, QUANTITY, MAX_TARIFF_LINES),
     "amount": MONEY,
-    "reference": Text("BAD_REFERENCE", 64, r"^[\x20-\x7e]*$",
-                      "at most 64 printable ASCII characters"),
+    "reference": Text("BAD_REFERENCE", 64,
+                      f"^{USAGE_TEXT}$",
+                      "at most 64 characters of text, without control or invisible characters"),
     "repeat": Int("BAD_REPEAT", 1, 1_000_000),
     "wait": Bool("BAD_WAIT"),
 })

@@ -953,6 +953,11 @@ def decode_error_inputs() -> list[tuple[str, str, bytes]]:
             "any",
             pack([*raw_wire(proof)[:9], "A\nB", *raw_wire(proof)[10:]]),
         ),
+        (
+            "reference with a bidirectional override",
+            "any",
+            pack([*raw_wire(proof)[:9], "INV-\u202e71", *raw_wire(proof)[10:]]),
+        ),
         ("boolean field", "any", b"\x93\x0b\x01\xc3"),
         ("negative integer", "any", b"\x93\x05\x01\xff"),
         ("float", "any", b"\x92\x05\xca\x3f\x80\x00\x00"),

@@ -253,7 +253,8 @@ def test_statement_lines_sum_to_the_net(trio_factory: Any, currency: str, expone
     t = trio_factory(currency, balance)
     cid = t.open(deposit, *tariff)
     t.wait_open(cid)
-    refs = ["SHIPMENT-1", "SHIPMENT-2", "=HYPERLINK(\"http://x\")", "@SUM(A1)", "-1+2", "+1"]
+    refs = ["SHIPMENT-1", "Lieferschein-Nr. Ä-17", "=HYPERLINK(\"http://x\")", "@SUM(A1)",
+            "-1+2", "+1"]
     for i, unit in enumerate(units * 2):
         js("pay", cid[:8], "--units", unit, "--ref", refs[i % len(refs)], home=t.man)
     # and the carrier pays some back, so the net has lines of both signs
@@ -304,6 +305,8 @@ def test_statement_lines_sum_to_the_net(trio_factory: Any, currency: str, expone
         assert [r for r in rows if r["row"] == "transfer" and r["party"] == "opener"]
         # formula cells are neutralised, plain signed numbers stay numbers
         references = {r["reference"] for r in items}
+        assert "Lieferschein-Nr. Ä-17" in references  # UTF-8, signed as typed
+        assert "Lieferschein-Nr. Ä-17" in {i["reference"] for i in st["items"]}
         assert {"'=HYPERLINK(\"http://x\")", "'@SUM(A1)", "'-1+2", "'+1"} <= references
         assert all(not c.startswith(("=", "+", "@", "\t", "\r")) for r in rows
                    for c in r.values())
