@@ -160,20 +160,17 @@ def parse_rail_money(text: str) -> Money:
     """
     number, currency = _split_money(text)
     exponent = currency_exponent(currency)
-    try:
-        return Money(Amount(parse_decimal(number, exponent)), currency, exponent)
-    except LocalProtocolError as exc:
-        if "decimal place" not in exc.message:
-            raise
-        precise = parse_decimal(number, MAX_SCALE)
-        step = 10 ** (MAX_SCALE - exponent)
-        down = format_decimal(precise // step, exponent, min_places=exponent)
-        up = format_decimal(precise // step + 1, exponent, min_places=exponent)
+    match = _DECIMAL.fullmatch(number) if len(number) <= MAX_TEXT else None
+    frac = (match.group(2) or "") if match else ""
+    if match and frac[exponent:].strip("0"):
+        kept = int(match.group(1) + frac[:exponent])
+        down, up = (format_decimal(v, exponent, min_places=exponent) for v in (kept, kept + 1))
         raise LocalProtocolError(
             ErrorCode.INVALID_AMOUNT,
             f"{number} {currency} is not a whole number of {currency} minor units (a bank "
             f"moves {exponent} decimal places): write {down} {currency} or {up} {currency}",
-        ) from None
+        )
+    return Money(Amount(parse_decimal(number, exponent)), currency, exponent)
 
 
 def _split_money(text: str) -> tuple[str, str]:

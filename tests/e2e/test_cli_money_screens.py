@@ -115,7 +115,7 @@ def start_trio(bank_url: str, root: Path, currency: str, manufacturer_balance: s
                               ("carrier", "0")):
             account_currency = escrow_currency if name == "escrow" and escrow_currency \
                 else currency
-            account = f"{root.name}-{name}"
+            account = f"{name}-{next(_IDENT)}"  # one bank for the module: ids never repeat
             ok("bank", "open-account", "--bank", bank_url, "--account-id", account,
                "--name", name.title(), "--identification", f"{40_000_200_000_000 + next(_IDENT)}",
                "--balance", f"{balance} {account_currency}",
