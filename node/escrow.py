@@ -31,6 +31,7 @@ from protocol.messages import (
     UnilateralClose,
 )
 from protocol.references import Purpose, bank_reference
+from protocol.refunds import HoldCredit
 from protocol.types import MAX_AMOUNT, MAX_TIME_MS, MinorUnits
 
 log = structlog.get_logger()
@@ -122,6 +123,8 @@ class EscrowService:
             }
             return [Delivery("payout", "", json.dumps(spec).encode(), recipient="",
                              purpose=f"payout:{effect.party}")]
+        if isinstance(effect, HoldCredit):
+            return []  # _credit keeps it as an unapplied credit, in its own transaction
         raise AssertionError(f"unhandled arbiter effect {effect!r}")
 
     # -- messages from nodes ------------------------------------------------------------------
@@ -282,11 +285,15 @@ class EscrowService:
                 reason = f"currency {currency}, the channel is in {self.states[cid].terms.currency}"
             else:
                 try:
-                    await self._apply(cid, arb.ObserveDeposit(
+                    t = await self._apply(cid, arb.ObserveDeposit(
                         self.ctx.signer, party, MinorUnits(amount), entry_id, reference,
                         booked_ms))
-                    log.info("escrow.deposit", channel=cid[:16], party=party,
-                             amount_minor=amount)
+                    held = [e.credit for e in t.effects if isinstance(e, HoldCredit)]
+                    if held:  # the machine took nothing: kept below for a refund
+                        reason = f"held for refund: a {held[0].reason.value} deposit"
+                    else:
+                        log.info("escrow.deposit", channel=cid[:16], party=party,
+                                 amount_minor=amount)
                 except ProtocolError as exc:
                     reason = f"refused by the channel: {exc.message}"
         async with self.ctx.db() as session, session.begin():

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TypeAlias
 
+from protocol import checkpoint as cp
+from protocol import transfers as tr
 from protocol.channel import ANY_WINDOW, TermsBounds, check_terms
 from protocol.crypto import Signer
 from protocol.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
@@ -27,21 +29,27 @@ from protocol.messages import (
     ChannelAcceptance,
     ChannelProposal,
     ChannelTerms,
+    Checkpoint,
     CooperativeClose,
     DisputeEvidence,
     DisputeNotice,
     EscrowStatus,
     FundingConfirmation,
+    PayoutAccount,
     PayoutNotice,
+    TopUpConfirmation,
     UnilateralClose,
 )
-from protocol.money import Payouts, compute_payouts, currency_exponent
-from protocol.references import Purpose, bank_reference, idempotency_key
+from protocol.money import Payouts, currency_exponent
+from protocol.references import Purpose, bank_reference
+from protocol.refunds import CreditReason, HoldCredit, UnappliedCredit
 from protocol.tariff import tariff_amount
 from protocol.types import MAX_AMOUNT, MAX_TIME_MS, Amount, ChannelId, MinorUnits
 
 MAX_DEPOSIT_ENTRIES = 32
 """Bank entries remembered per channel to make deposit observation idempotent."""
+MAX_TOPUP_ENTRIES = 400
+"""Top-up entries remembered per channel: a year of daily top-ups, and then some."""
 
 
 class ArbiterPhase(enum.StrEnum):
@@ -77,6 +85,17 @@ class ArbiterState:
     booked: tuple[bool, bool] = (False, False)
     notice: PayoutNotice | None = None
     updated_ms: int = 0
+    checkpoint: Checkpoint | None = None
+    """The latest checkpoint taken (specs/0004 §7); closes and evidence never decide below it."""
+    withdrawn: tuple[MinorUnits, MinorUnits] = (MinorUnits(0), MinorUnits(0))
+    """What each party has been paid at checkpoints so far (running maximum, rail units)."""
+    topped_up: tuple[MinorUnits, MinorUnits] = (MinorUnits(0), MinorUnits(0))
+    """Top-ups confirmed per party (specs/0004 §8)."""
+    topup_entries: tuple[str, ...] = ()
+    transfers: tuple[tr.Transfer, ...] = ()
+    """Every payout attempt, at checkpoints and at the close (specs/0004 §9)."""
+    accounts: tuple[PayoutAccount | None, PayoutAccount | None] = (None, None)
+    """Each party's latest signed payout account, if it named one."""
 
     def held(self) -> MinorUnits:
         return MinorUnits(self.deposited[0] + self.deposited[1])
@@ -124,6 +143,49 @@ class ObservePayoutBooked:
     booked_ms: int
 
 
+@dataclass(frozen=True, slots=True)
+class ReceiveCheckpoint:
+    """A checkpoint signed by both parties (either may hand it in; both usually do)."""
+
+    checkpoint: Checkpoint
+
+
+@dataclass(frozen=True, slots=True)
+class ObserveTopUp:
+    """The escrow account's bank shows a credit with `depositor`'s top-up reference."""
+
+    signer: Signer
+    depositor: int
+    amount: MinorUnits
+    entry_id: str
+    bank_reference: str
+    booked_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class ObserveTransferBooked:
+    """The bank shows the payout with this end-to-end reference booked."""
+
+    signer: Signer
+    reference: str
+    booked_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class ObservePayoutReturned:
+    """The bank rejected (pain.002 RJCT, a rejected Open Banking payment) or returned (pacs.004,
+    an ACH R-code return) the payout with this reference, for `reason` (AC04, AM04, R03…)."""
+
+    reference: str
+    reason: str
+    returned_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivePayoutAccount:
+    account: PayoutAccount
+
+
 Input: TypeAlias = (
     ObserveDeposit
     | ReceiveCooperativeClose
@@ -131,6 +193,11 @@ Input: TypeAlias = (
     | ReceiveEvidence
     | Tick
     | ObservePayoutBooked
+    | ReceiveCheckpoint
+    | ObserveTopUp
+    | ObserveTransferBooked
+    | ObservePayoutReturned
+    | ReceivePayoutAccount
 )
 
 # Effects
@@ -160,6 +227,10 @@ class SubmitPayout:
     account: BankAccount
     reference: str
     idempotency_key: str
+    checkpoint: int = 0
+    """The checkpoint it pays (0: the final close)."""
+    attempt: int = 0
+    """0, or the how-manieth payment after rejections and returns."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +238,21 @@ class SendPayoutNotice:
     notice: PayoutNotice
 
 
-Effect: TypeAlias = SendFundingConfirmation | ForwardDispute | SubmitPayout | SendPayoutNotice
+@dataclass(frozen=True, slots=True)
+class SendTopUpConfirmation:
+    """Send to both parties: the depositor's capacity grows on this."""
+
+    confirmation: TopUpConfirmation
+
+
+Effect: TypeAlias = (
+    SendFundingConfirmation
+    | ForwardDispute
+    | SubmitPayout
+    | SendPayoutNotice
+    | SendTopUpConfirmation
+    | HoldCredit
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +262,14 @@ class Transition:
 
 
 A = ArbiterPhase
+
+
+def _stays(event: type, *phases: ArbiterPhase) -> dict[tuple[ArbiterPhase, type],
+                                                        frozenset[ArbiterPhase]]:
+    """Table entries for an input that leaves each of `phases` as it is."""
+    return {(phase, event): frozenset({phase}) for phase in phases}
+
+
 TRANSITIONS: dict[tuple[ArbiterPhase, type], frozenset[ArbiterPhase]] = {
     (A.FUNDING, ObserveDeposit): frozenset({A.FUNDING, A.OPEN}),
     (A.OPEN, ObserveDeposit): frozenset({A.OPEN}),
@@ -195,6 +288,14 @@ TRANSITIONS: dict[tuple[ArbiterPhase, type], frozenset[ArbiterPhase]] = {
     (A.SETTLED, Tick): frozenset({A.SETTLED}),
     (A.PAYING, ObservePayoutBooked): frozenset({A.PAYING, A.SETTLED}),
     (A.SETTLED, ObservePayoutBooked): frozenset({A.SETTLED}),
+    # specs/0004 §7-10: checkpoints, top-ups, returned payouts, late credits (held, §10)
+    **_stays(ReceiveCheckpoint, A.OPEN, A.DISPUTE),
+    **_stays(ObserveTopUp, *ArbiterPhase),
+    **_stays(ObserveDeposit, A.DISPUTE, A.PAYING, A.SETTLED),
+    **_stays(ObserveTransferBooked, A.OPEN, A.DISPUTE, A.SETTLED),
+    (A.PAYING, ObserveTransferBooked): frozenset({A.PAYING, A.SETTLED}),
+    **_stays(ObservePayoutReturned, A.OPEN, A.DISPUTE, A.PAYING, A.SETTLED),
+    **_stays(ReceivePayoutAccount, *ArbiterPhase),
 }
 
 
@@ -222,7 +323,7 @@ def register(
 
 def step(state: ArbiterState, event: Input, *, now_ms: int) -> Transition:
     allowed = allowed_phases(TRANSITIONS, state.phase, event,  # type: ignore[arg-type]
-                             local=isinstance(event, ObserveDeposit | ObservePayoutBooked),
+                             local=type(event).__name__.startswith("Observe"),
                              noun="escrow")
     result = _HANDLERS[type(event)](state, event, now_ms)
     check_landed(allowed, state.phase, result.state.phase, event)
@@ -238,6 +339,9 @@ def _on_deposit(state: ArbiterState, event: ObserveDeposit, now_ms: int) -> Tran
         raise LocalProtocolError(ErrorCode.INVALID_AMOUNT, "deposits above 2^63-1")
     if event.entry_id in state.deposit_entries:
         return Transition(state)  # the same bank entry seen again
+    if state.phase in (ArbiterPhase.DISPUTE, ArbiterPhase.PAYING, ArbiterPhase.SETTLED):
+        return _hold(state, event.depositor, event.amount, event.entry_id, event.bank_reference,
+                     event.booked_ms, CreditReason.LATE)
     if len(state.deposit_entries) >= MAX_DEPOSIT_ENTRIES:
         raise LocalProtocolError(ErrorCode.INVALID_STATE, "too many deposit entries")
     deposited = list(state.deposited)
@@ -265,36 +369,21 @@ def _payout_effects(
     state: ArbiterState, payouts: Payouts
 ) -> tuple[ArbiterState, tuple[Effect, ...]]:
     amounts = (payouts.opener, payouts.peer)
-    effects: list[Effect] = []
-    for party in (0, 1):
-        if amounts[party] > 0:
-            effects.append(
-                SubmitPayout(
-                    party,
-                    amounts[party],
-                    state.terms.currency,
-                    state.terms.accounts()[party],
-                    bank_reference(state.channel_id, Purpose.PAYOUT, party),
-                    idempotency_key(state.channel_id, Purpose.PAYOUT, party),
-                )
-            )
+    state, effects = _submit(state, 0, amounts, now_ms=state.updated_ms)
     booked = (amounts[0] == 0, amounts[1] == 0)
-    return replace(state, phase=ArbiterPhase.PAYING, payouts=payouts, booked=booked), tuple(effects)
+    return replace(state, phase=ArbiterPhase.PAYING, payouts=payouts, booked=booked), effects
 
 
 def decide_payouts(state: ArbiterState, opener_sent: int, peer_sent: int) -> Payouts:
-    """DESIGN §3 on what escrow holds: a channel that never opened refunds each deposit."""
+    """DESIGN §3 on what escrow holds: a channel that never opened refunds each deposit.
+
+    A channel that opened pays the rule on what escrow still holds after its checkpoints and
+    top-ups, on totals never below the last checkpoint (specs/0004 §7.3)."""
     if not state.opened:
         return Payouts(state.deposited[0], state.deposited[1], Amount(0))
     terms = state.terms
-    base = compute_payouts(
-        opener_deposit=terms.opener_deposit,
-        peer_deposit=terms.peer_deposit,
-        opener_sent=Amount(opener_sent),
-        peer_sent=Amount(peer_sent),
-        scale=terms.scale,
-        exponent=currency_exponent(terms.currency),
-    )
+    opener_sent, peer_sent = cp.floor_sent(state.checkpoint, opener_sent, peer_sent)
+    base = cp.remaining_payouts(terms, state.topped_up, state.withdrawn, opener_sent, peer_sent)
     # Anything deposited beyond the terms goes back to whoever paid it in.
     extra = [state.deposited[i] - terms.deposits()[i] for i in (0, 1)]
     return Payouts(
@@ -391,6 +480,19 @@ def _on_tick(state: ArbiterState, event: Tick, now_ms: int) -> Transition:
 def _on_booked(state: ArbiterState, event: ObservePayoutBooked, now_ms: int) -> Transition:
     if event.party not in (0, 1):
         raise LocalProtocolError(ErrorCode.INVALID_FIELD, "party is 0 or 1")
+    attempt = tr.live(state.transfers, (0, event.party))
+    if attempt is not None:
+        if attempt.attempt > 0:
+            return Transition(state)  # names the first attempt, which was returned: see §9
+        return _on_transfer_booked(
+            state, ObserveTransferBooked(event.signer, attempt.reference, event.booked_ms), now_ms
+        )
+    return _final_booked(state, event.party, event.signer, event.booked_ms)
+
+
+def _final_booked(state: ArbiterState, party: int, signer: Signer, booked_ms: int) -> Transition:
+    """The final payout to `party` is booked: once both are, sign the payout notice."""
+    event = ObservePayoutBooked(signer, party, booked_ms)
     if state.phase is ArbiterPhase.SETTLED or state.booked[event.party]:
         return Transition(state)
     booked = (True, state.booked[1]) if event.party == 0 else (state.booked[0], True)
@@ -444,6 +546,165 @@ def status(state: ArbiterState, signer: Signer, challenge: bytes, *, now_ms: int
     ).signed_by(signer)
 
 
+# Checkpoints, top-ups, returned payouts, late credits (specs/0004 §7-10) --------------------
+
+
+def _payout_account(state: ArbiterState, party: int) -> tuple[BankAccount, int]:
+    """Where `party` is paid: its latest signed PayoutAccount, else the account in the terms."""
+    named = state.accounts[party]
+    if named is None:
+        return state.terms.accounts()[party], 0
+    return named.account, named.issued_ms
+
+
+def _submit_transfer(transfer: tr.Transfer, currency: str) -> SubmitPayout:
+    return SubmitPayout(transfer.party, transfer.amount, currency, transfer.account,
+                        transfer.reference, transfer.idempotency_key, transfer.checkpoint,
+                        transfer.attempt)
+
+
+def _submit(
+    state: ArbiterState, checkpoint: int, amounts: tuple[int, int], *, now_ms: int
+) -> tuple[ArbiterState, tuple[Effect, ...]]:
+    """The first attempt of each non-zero payout of `checkpoint` (0: the close)."""
+    effects: list[Effect] = []
+    transfers = state.transfers
+    for party in (0, 1):
+        if amounts[party] > 0:
+            account, issued = _payout_account(state, party)
+            transfer = tr.new_transfer(state.channel_id, checkpoint, party,
+                                       MinorUnits(amounts[party]), account,
+                                       account_issued_ms=issued, now_ms=now_ms)
+            transfers = (*transfers, transfer)
+            effects.append(_submit_transfer(transfer, state.terms.currency))
+    return replace(state, transfers=tr.bounded(transfers)), tuple(effects)
+
+
+def _on_checkpoint(state: ArbiterState, event: ReceiveCheckpoint, now_ms: int) -> Transition:
+    checkpoint = event.checkpoint
+    if checkpoint.channel_id != state.channel_id:
+        raise RemoteProtocolError(ErrorCode.WRONG_CHANNEL, "the checkpoint is for another channel")
+    if not checkpoint.fully_signed():
+        raise RemoteProtocolError(ErrorCode.BAD_SIGNATURE, "a checkpoint needs both signatures")
+    checkpoint.verify_signature(state.terms.opener, "opener_signature")
+    checkpoint.verify_signature(state.terms.peer, "peer_signature")
+    if state.checkpoint is not None and state.checkpoint.same_state(checkpoint):
+        return Transition(state)  # handed in by both parties: idempotent
+    cp.check_progress(state.checkpoint, checkpoint)
+    if state.phase is ArbiterPhase.DISPUTE:
+        # Both signed it: the window decides on nothing below it, and pays nothing out early.
+        return Transition(replace(state, checkpoint=checkpoint))
+    withdrawn = cp.withdrawn_after(state.terms, state.withdrawn, checkpoint)
+    cp.check_within_capacity(state.terms, state.topped_up, withdrawn, checkpoint.sent())
+    amounts = cp.payouts_at(state.terms, state.withdrawn, checkpoint)
+    new = replace(state, checkpoint=checkpoint, withdrawn=withdrawn)
+    new, effects = _submit(new, checkpoint.seq, amounts, now_ms=now_ms)
+    return Transition(new, effects)
+
+
+def _hold(state: ArbiterState, party: int, amount: MinorUnits, entry_id: str, reference: str,
+          booked_ms: int, reason: CreditReason) -> Transition:
+    """A credit for this channel that it cannot take: held for refund to the party (§10)."""
+    account, _ = _payout_account(state, party)
+    credit = UnappliedCredit(entry_id, amount, state.terms.currency, reason, reference,
+                             booked_ms, account, bytes(state.channel_id))
+    return Transition(state, (HoldCredit(credit),))
+
+
+def _on_topup(state: ArbiterState, event: ObserveTopUp, now_ms: int) -> Transition:
+    if event.depositor not in (0, 1) or not 0 < event.amount <= MAX_AMOUNT:
+        raise LocalProtocolError(ErrorCode.INVALID_AMOUNT, "a top-up is a positive credit")
+    if not 0 <= event.booked_ms <= MAX_TIME_MS:
+        raise LocalProtocolError(ErrorCode.INVALID_FIELD, "a booking time out of range")
+    reference = bank_reference(state.channel_id, Purpose.TOPUP, event.depositor)
+    if event.bank_reference != reference:
+        raise LocalProtocolError(ErrorCode.INVALID_FIELD, "not this party's top-up reference")
+    if event.entry_id in state.topup_entries:
+        return Transition(state)  # the same bank entry seen again
+    if state.phase is not ArbiterPhase.OPEN:
+        reason = CreditReason.EARLY if state.phase is ArbiterPhase.FUNDING else CreditReason.LATE
+        return _hold(state, event.depositor, event.amount, event.entry_id, reference,
+                     event.booked_ms, reason)
+    if len(state.topup_entries) >= MAX_TOPUP_ENTRIES:
+        raise LocalProtocolError(ErrorCode.INVALID_STATE, "too many top-up entries")
+    total = state.topped_up[event.depositor] + event.amount
+    deposits = state.terms.deposits()
+    exponent = currency_exponent(state.terms.currency)
+    everything = sum(deposits) + sum(state.topped_up) + event.amount
+    if everything * 10 ** (state.terms.scale - exponent) > MAX_AMOUNT:
+        raise LocalProtocolError(ErrorCode.INVALID_AMOUNT, "escrow above 2^63-1 at this scale")
+    topped = list(state.topped_up)
+    topped[event.depositor] = MinorUnits(total)
+    new = replace(state, topped_up=(topped[0], topped[1]),
+                  topup_entries=(*state.topup_entries, event.entry_id))
+    confirmation = TopUpConfirmation(
+        state.channel_id, state.terms.parties()[event.depositor], MinorUnits(total), reference,
+        event.booked_ms, EMPTY_SIGNATURE,
+    ).signed_by(event.signer)
+    return Transition(new, (SendTopUpConfirmation(confirmation),))
+
+
+def _on_transfer_booked(
+    state: ArbiterState, event: ObserveTransferBooked, now_ms: int
+) -> Transition:
+    if not 0 <= event.booked_ms <= MAX_TIME_MS:
+        raise LocalProtocolError(ErrorCode.INVALID_FIELD, "a booking time out of range")
+    transfer = tr.find(state.transfers, event.reference)
+    if transfer.status is not tr.TransferStatus.SUBMITTED:
+        return Transition(state)  # booked already, or returned: a late booking counts nothing
+    new = replace(state, transfers=tr.mark_booked(state.transfers, transfer, now_ms))
+    if transfer.checkpoint != 0 or state.phase is not ArbiterPhase.PAYING:
+        return Transition(new)
+    return _final_booked(new, transfer.party, event.signer, event.booked_ms)
+
+
+def _repay(state: ArbiterState, party: int, *, now_ms: int
+           ) -> tuple[ArbiterState, tuple[Effect, ...]]:
+    """Pay again every returned payout of `party` whose account it has since corrected."""
+    account, issued = _payout_account(state, party)
+    transfers, effects = state.transfers, []
+    for old in tr.awaiting_account(transfers, party):
+        if old.account_issued_ms >= issued or old.attempt + 1 >= tr.MAX_ATTEMPTS:
+            continue  # no newer account named yet (or left to the operator)
+        again = tr.new_transfer(state.channel_id, old.checkpoint, party, old.amount, account,
+                                attempt=old.attempt + 1, account_issued_ms=issued, now_ms=now_ms)
+        transfers = (*transfers, again)
+        effects.append(_submit_transfer(again, state.terms.currency))
+    return replace(state, transfers=tr.bounded(transfers)), tuple(effects)
+
+
+def _on_returned(state: ArbiterState, event: ObservePayoutReturned, now_ms: int) -> Transition:
+    if not 0 <= event.returned_ms <= MAX_TIME_MS:
+        raise LocalProtocolError(ErrorCode.INVALID_FIELD, "a return time out of range")
+    transfer = tr.find(state.transfers, event.reference)
+    if transfer.status is tr.TransferStatus.RETURNED:
+        return Transition(state)  # the same return reported again
+    new = replace(state, transfers=tr.mark_returned(state.transfers, transfer, event.reason,
+                                                    now_ms))
+    if transfer.checkpoint == 0 and new.phase is ArbiterPhase.PAYING:
+        booked = list(new.booked)
+        booked[transfer.party] = False  # settled only once the payment that stays is booked
+        new = replace(new, booked=(booked[0], booked[1]))
+    new, effects = _repay(new, transfer.party, now_ms=now_ms)
+    return Transition(new, effects)
+
+
+def _on_payout_account(
+    state: ArbiterState, event: ReceivePayoutAccount, now_ms: int
+) -> Transition:
+    named = event.account
+    if named.channel_id != state.channel_id:
+        raise RemoteProtocolError(ErrorCode.WRONG_CHANNEL, "an account for another channel")
+    party = state.terms.party_index(named.party)
+    named.verify_signature(named.party)
+    held = state.accounts[party]
+    if held is not None and held.issued_ms >= named.issued_ms:
+        return Transition(state)  # an older (or the same) account: a replay changes nothing
+    accounts = (named, state.accounts[1]) if party == 0 else (state.accounts[0], named)
+    new, effects = _repay(replace(state, accounts=accounts), party, now_ms=now_ms)
+    return Transition(new, effects)
+
+
 _HANDLERS: dict[type, Callable[[ArbiterState, Input, int], Transition]] = {
     ObserveDeposit: _on_deposit,  # type: ignore[dict-item]
     ReceiveCooperativeClose: _on_cooperative_close,  # type: ignore[dict-item]
@@ -451,4 +712,9 @@ _HANDLERS: dict[type, Callable[[ArbiterState, Input, int], Transition]] = {
     ReceiveEvidence: _on_evidence,  # type: ignore[dict-item]
     Tick: _on_tick,  # type: ignore[dict-item]
     ObservePayoutBooked: _on_booked,  # type: ignore[dict-item]
+    ReceiveCheckpoint: _on_checkpoint,  # type: ignore[dict-item]
+    ObserveTopUp: _on_topup,  # type: ignore[dict-item]
+    ObserveTransferBooked: _on_transfer_booked,  # type: ignore[dict-item]
+    ObservePayoutReturned: _on_returned,  # type: ignore[dict-item]
+    ReceivePayoutAccount: _on_payout_account,  # type: ignore[dict-item]
 }

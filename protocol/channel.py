@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TypeAlias
 
+from protocol import checkpoint as cp
 from protocol.crypto import Signer
 from protocol.errors import ErrorCode, LocalProtocolError, ProtocolError, RemoteProtocolError
 from protocol.machine import allowed_phases, check_landed
@@ -25,12 +26,14 @@ from protocol.messages import (
     ChannelAcceptance,
     ChannelProposal,
     ChannelTerms,
+    Checkpoint,
     CooperativeClose,
     DisputeEvidence,
     DisputeNotice,
     FundingConfirmation,
     PayoutNotice,
     Receipt,
+    TopUpConfirmation,
     UnilateralClose,
     next_usage_digest,
 )
@@ -137,6 +140,20 @@ class ChannelState:
     updated_ms: int = 0
     dispute_deadline_ms: int | None = None
     """When the arbiter's dispute window ends (from its signed DisputeNotice)."""
+    checkpoint: Checkpoint | None = None
+    """The latest checkpoint both parties signed (specs/0003 §9)."""
+    checkpoint_signed: Checkpoint | None = None
+    """The latest checkpoint body *we* signed (our proposal, or the peer's we co-signed)."""
+    peer_checkpoint: Checkpoint | None = None
+    """The peer's proposal, signed by it only, waiting for ActionCheckpoint."""
+    withdrawn: tuple[MinorUnits, MinorUnits] = (MinorUnits(0), MinorUnits(0))
+    """What each party may have been paid out of escrow at the checkpoints we signed (rail
+    units, running maximum): counted from the moment we sign, so capacity never trusts
+    money the arbiter may already have paid out."""
+    topped_up: tuple[MinorUnits, MinorUnits] = (MinorUnits(0), MinorUnits(0))
+    """Top-ups per party, as the arbiter confirmed them (specs/0003 §9.4)."""
+    settle_base_ms: int = 0
+    """When the channel opened or we last signed a checkpoint: a schedule counts from here."""
 
     @property
     def them(self) -> int:
@@ -151,16 +168,17 @@ class ChannelState:
         return self.flows[self.them]
 
     def balance(self) -> Amount:
-        """What we would be owed at close now: deposit − sent + received (channel scale)."""
-        exponent = currency_exponent(self.terms.currency)
-        deposit = from_minor_units(self.terms.deposits()[self.us], self.terms.scale, exponent)
-        return Amount(deposit - self.sent.amount + self.received.amount)
+        """What we would be owed at close now: deposit + top-ups − withdrawn − sent + received
+        (channel scale; without checkpoints and top-ups, deposit − sent + received)."""
+        room = cp.capacity(self.terms, self.topped_up, self.withdrawn, self.us,
+                           self.received.amount)
+        return Amount(room - self.sent.amount)
 
     def capacity(self, sender: int) -> Amount:
-        """The most `sender` may have sent in total: its deposit plus what it has received."""
-        exponent = currency_exponent(self.terms.currency)
-        deposit = from_minor_units(self.terms.deposits()[sender], self.terms.scale, exponent)
-        return Amount(deposit + self.flows[1 - sender].amount)
+        """The most `sender` may have sent in total: its deposit plus confirmed top-ups plus
+        what it has received, minus what it took out at checkpoints."""
+        return cp.capacity(self.terms, self.topped_up, self.withdrawn, sender,
+                           self.flows[1 - sender].amount)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -247,6 +265,23 @@ class ReceivePayout:
     notice: PayoutNotice
 
 
+@dataclass(frozen=True, slots=True)
+class ActionCheckpoint:
+    """Propose a checkpoint of what both sides have receipted, or co-sign the peer's."""
+
+    signer: Signer
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiveCheckpoint:
+    checkpoint: Checkpoint
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiveTopUp:
+    confirmation: TopUpConfirmation
+
+
 Input: TypeAlias = (
     ReceiveAcceptance
     | ReceiveFunding
@@ -261,6 +296,9 @@ Input: TypeAlias = (
     | ReceiveDisputeNotice
     | ActionSubmitEvidence
     | ReceivePayout
+    | ActionCheckpoint
+    | ReceiveCheckpoint
+    | ReceiveTopUp
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -339,6 +377,23 @@ class NotifySettled:
     notice: PayoutNotice
 
 
+@dataclass(frozen=True, slots=True)
+class SendCheckpoint:
+    checkpoint: Checkpoint
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyCheckpointRequested:
+    """The peer proposed a checkpoint; answer with ActionCheckpoint (policy: the node's)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitCheckpoint:
+    """Hand the fully signed checkpoint to the arbiter, which pays out what it owes."""
+
+    checkpoint: Checkpoint
+
+
 Effect: TypeAlias = (
     SendProposal
     | SendAcceptance
@@ -353,6 +408,9 @@ Effect: TypeAlias = (
     | NotifyDispute
     | SubmitEvidence
     | NotifySettled
+    | SendCheckpoint
+    | NotifyCheckpointRequested
+    | SubmitCheckpoint
 )
 
 
@@ -404,6 +462,11 @@ TRANSITIONS: dict[tuple[Phase, type], frozenset[Phase]] = {
     (P.CLOSED, ReceivePayout): frozenset({P.SETTLED}),
     (P.DISPUTED, ReceivePayout): frozenset({P.SETTLED}),
     (P.SETTLED, ReceivePayout): frozenset({P.SETTLED}),
+    (P.OPEN, ActionCheckpoint): frozenset({P.OPEN}),
+    (P.OPEN, ReceiveCheckpoint): frozenset({P.OPEN}),
+    (P.ACCEPTED, ReceiveTopUp): frozenset({P.ACCEPTED}),
+    (P.OPEN, ReceiveTopUp): frozenset({P.OPEN}),
+    (P.CLOSING, ReceiveTopUp): frozenset({P.CLOSING}),
 }
 
 
@@ -539,7 +602,7 @@ def _on_funding(state: ChannelState, event: ReceiveFunding, now_ms: int) -> Tran
     if state.phase is Phase.ACCEPTED:
         new = _funded_phase(new)
         if new.phase is Phase.OPEN:
-            return Transition(new, (NotifyOpened(),))
+            return Transition(replace(new, settle_base_ms=now_ms), (NotifyOpened(),))
     return Transition(new)
 
 
@@ -587,7 +650,7 @@ def _apply_proof(state: ChannelState, proof: BalanceProof, *, verify_signature: 
         raise RemoteProtocolError(
             ErrorCode.CAPACITY_EXCEEDED,
             f"paying {more} exceeds the {room} the payer can still pay in this channel "
-            f"(its deposit plus what it received, less what it sent)",
+            f"(what it put in escrow plus what it received, less what it sent or took out)",
         )
     digest = next_usage_digest(
         flow.usage_digest,
@@ -897,11 +960,175 @@ def _on_payout(state: ChannelState, event: ReceivePayout, now_ms: int) -> Transi
     notice.verify_signature(state.terms.arbiter)
     # What escrow holds as the arbiter confirmed it: the terms' deposits once the channel opened
     # (plus any over-deposit); only what was paid in when it never opened and is refunded.
-    if notice.opener_payout + notice.peer_payout != sum(state.funded):
+    # With top-ups and checkpoints: plus the top-ups, less at most what the checkpoints we
+    # signed paid out (the arbiter may not have taken every one of them, specs/0003 §9.3).
+    held = sum(state.funded) + sum(state.topped_up)
+    paid = notice.opener_payout + notice.peer_payout
+    if not held - sum(state.withdrawn) <= paid <= held:
         raise RemoteProtocolError(ErrorCode.DEPOSIT_MISMATCH, "payouts do not sum to the deposits")
     if state.phase is Phase.SETTLED:
         return Transition(state)
     return Transition(replace(state, phase=Phase.SETTLED, payout=notice), (NotifySettled(notice),))
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints and top-ups (specs/0003 §9)
+
+
+def _last_seq(state: ChannelState) -> int:
+    """The highest checkpoint number we signed or hold fully signed."""
+    return max((c.seq for c in (state.checkpoint, state.checkpoint_signed) if c is not None),
+               default=0)
+
+
+def _known_point(flow: Flow, nonce: int) -> int | None:
+    """The amount of `flow` at `nonce`, when we still know it (latest proof or receipt)."""
+    if nonce == 0:
+        return 0
+    if nonce == flow.nonce:
+        return flow.amount
+    if flow.receipt is not None and nonce == flow.receipt.nonce:
+        return flow.receipt.amount
+    return None
+
+
+def check_checkpoint(state: ChannelState, checkpoint: Checkpoint) -> tuple[MinorUnits, MinorUnits]:
+    """The rules of specs/0003 §9.2 for a checkpoint body, whoever proposed it (the same code
+    checks ours and the peer's); returns what each party has withdrawn once it is signed.
+
+    Per direction the point must be one its receiver has receipted (for the peer's direction:
+    by our receipts; for ours: the proposer's signature acknowledges it), at most what its
+    sender signed, and equal to the amount we know at that nonce; no total may fall below the
+    last checkpoint; and every payment either side has signed so far must still fit the
+    capacity left once the checkpoint's payouts leave escrow.
+    """
+    if checkpoint.channel_id != state.channel_id:
+        raise RemoteProtocolError(ErrorCode.WRONG_CHANNEL, "the checkpoint is for another channel")
+    cp.check_progress(state.checkpoint, checkpoint)
+    for sender in (0, 1):
+        nonce, amount = checkpoint.point(sender)
+        flow = state.flows[sender]
+        limit = flow.nonce if sender == state.us else flow.acked_nonce
+        known = _known_point(flow, nonce)
+        if nonce > limit or amount > flow.amount or (known is not None and known != amount):
+            raise RemoteProtocolError(
+                ErrorCode.CLOSE_MISMATCH,
+                f"checkpoint point ({nonce}, {amount}) of party {sender} is not one both hold",
+            )
+    withdrawn = cp.withdrawn_after(state.terms, state.withdrawn, checkpoint)
+    cp.check_within_capacity(state.terms, state.topped_up, withdrawn,
+                             (state.flows[0].amount, state.flows[1].amount))
+    return withdrawn
+
+
+def checkpoint_body(state: ChannelState) -> Checkpoint:
+    """The next checkpoint as we would propose it (unsigned): per direction the latest point
+    its receiver has receipted — or the last checkpoint's, when that is later (its signature
+    acknowledged the point before the receipt for it reached us)."""
+    points = []
+    for sender, flow in enumerate(state.flows):
+        receipt = flow.receipt
+        point = (Nonce(0), Amount(0)) if receipt is None else (receipt.nonce, receipt.amount)
+        if state.checkpoint is not None and state.checkpoint.point(sender)[0] > point[0]:
+            nonce, amount = state.checkpoint.point(sender)
+            point = (Nonce(nonce), Amount(amount))
+        points.append(point)
+    return Checkpoint(state.channel_id, _last_seq(state) + 1, points[0][0], points[0][1],
+                      points[1][0], points[1][1], EMPTY_SIGNATURE, EMPTY_SIGNATURE)
+
+
+def _same_totals(a: Checkpoint, b: Checkpoint | None) -> bool:
+    return b is not None and (a.point(0), a.point(1)) == (b.point(0), b.point(1))
+
+
+def _signed(state: ChannelState, body: Checkpoint, withdrawn: tuple[MinorUnits, MinorUnits],
+            now_ms: int) -> ChannelState:
+    """`body` carries our signature now (and perhaps the peer's)."""
+    new = replace(state, checkpoint_signed=body, withdrawn=withdrawn, settle_base_ms=now_ms,
+                  peer_checkpoint=None)
+    if body.fully_signed():
+        new = replace(new, checkpoint=body)
+    return new
+
+
+def _on_checkpoint_action(state: ChannelState, event: ActionCheckpoint, now_ms: int
+                          ) -> Transition:
+    _check_signer(state, event.signer)
+    field = Checkpoint.SIGNATURE_FIELDS[state.us]
+    theirs = state.peer_checkpoint
+    if theirs is not None:  # its number was checked on receipt; signing anything clears it
+        try:
+            withdrawn = check_checkpoint(state, theirs)
+        except RemoteProtocolError:
+            pass  # no longer acceptable (our view moved): propose our own instead
+        else:
+            full = theirs.signed_by(event.signer, field)
+            return Transition(_signed(state, full, withdrawn, now_ms),
+                              (SendCheckpoint(full), SubmitCheckpoint(full)))
+    pending = state.checkpoint_signed
+    body = checkpoint_body(state)
+    if pending is not None and not pending.fully_signed() and _same_totals(body, pending):
+        return Transition(state, (SendCheckpoint(pending),))  # nothing new: the same again
+    if _same_totals(body, state.checkpoint):
+        raise LocalProtocolError(ErrorCode.INVALID_STATE, "nothing new to checkpoint")
+    try:
+        withdrawn = check_checkpoint(state, body)
+    except RemoteProtocolError as exc:
+        raise LocalProtocolError(exc.code, exc.message) from None
+    ours = body.signed_by(event.signer, field)
+    return Transition(_signed(state, ours, withdrawn, now_ms), (SendCheckpoint(ours),))
+
+
+def _on_checkpoint(state: ChannelState, event: ReceiveCheckpoint, now_ms: int) -> Transition:
+    checkpoint = event.checkpoint
+    if checkpoint.channel_id != state.channel_id:
+        raise RemoteProtocolError(ErrorCode.WRONG_CHANNEL, "the checkpoint is for another channel")
+    checkpoint.verify_signature(state.terms.parties()[state.them],
+                                checkpoint.signature_field(state.them))
+    if state.checkpoint is not None and state.checkpoint.same_state(checkpoint):
+        return Transition(state)  # the one we hold, again
+    ours = getattr(checkpoint, checkpoint.signature_field(state.us))
+    if ours:
+        # The peer co-signed a body we signed: nothing to decide, we counted it when we signed.
+        checkpoint.verify_signature(state.terms.parties()[state.us],
+                                    checkpoint.signature_field(state.us))
+        cp.check_progress(state.checkpoint, checkpoint)
+        return Transition(replace(state, checkpoint=checkpoint), (SubmitCheckpoint(checkpoint),))
+    pending = state.checkpoint_signed
+    if pending is not None and not pending.fully_signed() and pending.seq == checkpoint.seq:
+        if pending.same_state(checkpoint):  # both proposed the same body: it is signed
+            full = replace(pending, **{checkpoint.signature_field(state.them):
+                                       getattr(checkpoint, checkpoint.signature_field(state.them))})
+            return Transition(replace(state, checkpoint=full, checkpoint_signed=full),
+                              (SendCheckpoint(full), SubmitCheckpoint(full)))
+        if state.us == 0:
+            # Both proposed at once: the opener's body stands (the peer will co-sign ours).
+            raise RemoteProtocolError(ErrorCode.NONCE_REPLAY,
+                                      f"checkpoint {checkpoint.seq} crosses the opener's")
+    elif checkpoint.seq <= _last_seq(state):
+        raise RemoteProtocolError(
+            ErrorCode.NONCE_REPLAY,
+            f"checkpoint {checkpoint.seq} is not above checkpoint {_last_seq(state)}",
+        )
+    check_checkpoint(state, checkpoint)
+    return Transition(replace(state, peer_checkpoint=checkpoint), (NotifyCheckpointRequested(),))
+
+
+def _on_topup(state: ChannelState, event: ReceiveTopUp, now_ms: int) -> Transition:
+    conf = event.confirmation
+    if conf.channel_id != state.channel_id:
+        raise RemoteProtocolError(ErrorCode.WRONG_CHANNEL, "a top-up for another channel")
+    conf.verify_signature(state.terms.arbiter)
+    side = state.terms.party_index(conf.depositor)
+    if conf.amount <= state.topped_up[side]:
+        return Transition(state)  # a repeat or an older confirmation: nothing new
+    everything = sum(state.terms.deposits()) + sum(state.topped_up) - state.topped_up[side]
+    if from_minor_units(everything + conf.amount, state.terms.scale,
+                        currency_exponent(state.terms.currency)) > MAX_AMOUNT:
+        raise RemoteProtocolError(ErrorCode.INVALID_AMOUNT, "escrow above 2^63-1 at this scale")
+    topped = list(state.topped_up)
+    topped[side] = conf.amount
+    return Transition(replace(state, topped_up=(topped[0], topped[1])))
 
 
 _Handler = Callable[[ChannelState, Input, int], Transition]
@@ -919,6 +1146,9 @@ _HANDLERS: dict[type, _Handler] = {
     ReceiveDisputeNotice: _on_dispute_notice,  # type: ignore[dict-item]
     ActionSubmitEvidence: _on_evidence,  # type: ignore[dict-item]
     ReceivePayout: _on_payout,  # type: ignore[dict-item]
+    ActionCheckpoint: _on_checkpoint_action,  # type: ignore[dict-item]
+    ReceiveCheckpoint: _on_checkpoint,  # type: ignore[dict-item]
+    ReceiveTopUp: _on_topup,  # type: ignore[dict-item]
 }
 
 __all__ = ["ChannelState", "Phase", "ProtocolError", "TermsBounds", "Transition", "accept",

@@ -338,11 +338,19 @@ class Receipt(Signed):
     )
 
 
+CHECKPOINT_SEQ = UInt(32, max_value=2**32 - 1)
+"""A checkpoint's number: 1, 2, … (0 on the wire is refused by the machines: it names the
+final close in payout references, specs/0004 §7)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Checkpoint(Signed):
-    """Both sides agree the state so far; the arbiter may pay the net out and the channel goes on.
+    """Both sides agree the cumulative totals up to a point; the arbiter pays the net owed since
+    the previous checkpoint out of escrow and the channel goes on (specs/0003 §9, 0004 §7).
 
-    Defined on the wire now; the state machines do not act on it yet (specs/0003 §9).
+    Each direction's ``(nonce, amount)`` is a point its receiver has receipted. Numbers rise
+    strictly; a checkpoint at or below one already held changes nothing (a stale one never
+    wins). Like a close, one body with two signatures over it.
     """
 
     channel_id: ChannelId
@@ -359,7 +367,7 @@ class Checkpoint(Signed):
     SIGNATURE_FIELDS = ("opener_signature", "peer_signature")
     FIELDS = (
         ("channel_id", ID),
-        ("seq", AMOUNT),
+        ("seq", CHECKPOINT_SEQ),
         ("opener_nonce", AMOUNT),
         ("opener_amount", AMOUNT),
         ("peer_nonce", AMOUNT),
@@ -367,6 +375,24 @@ class Checkpoint(Signed):
         ("opener_signature", SIG_OR_EMPTY),
         ("peer_signature", SIG_OR_EMPTY),
     )
+
+    def signature_field(self, index: int) -> str:
+        return self.SIGNATURE_FIELDS[index]
+
+    def fully_signed(self) -> bool:
+        return bool(self.opener_signature) and bool(self.peer_signature)
+
+    def same_state(self, other: Checkpoint) -> bool:
+        return self.body() == other.body()
+
+    def point(self, sender: int) -> tuple[int, int]:
+        """``(nonce, amount)`` of the direction sent by `sender` (0 opener, 1 peer)."""
+        if sender == 0:
+            return self.opener_nonce, self.opener_amount
+        return self.peer_nonce, self.peer_amount
+
+    def sent(self) -> tuple[Amount, Amount]:
+        return self.opener_amount, self.peer_amount
 
 
 @dataclass(frozen=True, slots=True)
@@ -518,6 +544,54 @@ class EscrowStatus(Signed):
         ("dispute", Opt(Nested(DisputeNotice))),
         ("payout", Opt(Nested(PayoutNotice))),
         ("time_ms", TIME),
+        ("signature", SIG_OR_EMPTY),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class TopUpConfirmation(Signed):
+    """The arbiter saw a top-up by `depositor` booked on its escrow account (specs/0004 §8).
+
+    `amount` is the depositor's cumulative top-ups so far (like a funding confirmation, the
+    latest one is the whole truth); a node raises the depositor's capacity by it only on this
+    signed word, never on the depositor's say-so.
+    """
+
+    channel_id: ChannelId
+    depositor: NodeId
+    amount: MinorUnits
+    """Total top-ups confirmed for this depositor so far, in rail minor units."""
+    bank_reference: str
+    booked_ms: int
+    signature: Signature
+
+    TAG = 19
+    DOMAIN = "topup"
+    FIELDS = FundingConfirmation.FIELDS  # the same layout; the tag and domain tell them apart
+
+
+@dataclass(frozen=True, slots=True)
+class PayoutAccount(Signed):
+    """`party` names the account its payouts on this channel go to from now on (specs/0004 §9),
+    signed by that party: after a payout was rejected or returned, the arbiter pays again there.
+
+    The arbiter keeps, per party, the one with the highest `issued_ms`: an older one (a replay)
+    changes nothing, so nobody but the party can redirect its money.
+    """
+
+    channel_id: ChannelId
+    party: NodeId
+    account: BankAccount
+    issued_ms: int
+    signature: Signature
+
+    TAG = 20
+    DOMAIN = "payout-account"
+    FIELDS = (
+        ("channel_id", ID),
+        ("party", ID),
+        ("account", Nested(BankAccount)),
+        ("issued_ms", TIME),
         ("signature", SIG_OR_EMPTY),
     )
 

@@ -17,6 +17,7 @@ class Purpose(enum.StrEnum):
     DEPOSIT = "deposit"
     PAYOUT = "payout"
     TOPUP = "topup"
+    REFUND = "refund"
 
 
 def _digest(channel_id: bytes, purpose: Purpose, party: int, seq: int) -> bytes:
@@ -34,3 +35,37 @@ def bank_reference(channel_id: bytes, purpose: Purpose, party: int, seq: int = 0
 def idempotency_key(channel_id: bytes, purpose: Purpose, party: int, seq: int = 0) -> str:
     """The rail idempotency key for that same transfer (``ml-`` + 32 hex digits)."""
     return "ml-" + _digest(channel_id, purpose, party, seq)[8:24].hex()
+
+
+MAX_CHECKPOINT = 2**32 - 1
+"""Checkpoint numbers are 1 … 2³²−1; 0 names the final close (specs/0004 §7)."""
+MAX_ATTEMPT = 2**31 - 1
+
+
+def payout_seq(checkpoint: int, attempt: int = 0) -> int:
+    """The `seq` of a payout's reference and key: ``attempt · 2³² + checkpoint``.
+
+    Checkpoint 0 is the final close, so the first attempt of the final payout keeps seq 0 (the
+    reference and key of a channel without checkpoints are unchanged). A payout the bank
+    rejected or returned is paid again as attempt 1, 2, …: a new key the bank has never seen,
+    and a new reference that tells the two transfers apart on the statement.
+    """
+    if not 0 <= checkpoint <= MAX_CHECKPOINT or not 0 <= attempt <= MAX_ATTEMPT:
+        raise ValueError("checkpoint 0..2^32-1, attempt 0..2^31-1")
+    return attempt << 32 | checkpoint
+
+
+def _credit_digest(credit_id: str) -> bytes:
+    if not 1 <= len(credit_id.encode()) <= 128:
+        raise ValueError("a credit id is 1..128 bytes")
+    return hashlib.sha256(b"meterline/refund\x00" + credit_id.encode()).digest()
+
+
+def refund_reference(credit_id: str) -> str:
+    """The reference of the refund of an unapplied credit, from the bank entry id it came in
+    under (unmatched credits name no channel, so the entry is what the refund derives from)."""
+    return "ML" + _credit_digest(credit_id)[:8].hex().upper()
+
+
+def refund_idempotency_key(credit_id: str) -> str:
+    return "ml-" + _credit_digest(credit_id)[8:24].hex()

@@ -251,3 +251,61 @@ class Simulation:
                     self.states[i], ch.ReceivePayout(notice), now_ms=self.now_ms
                 ).state
         self.say(f"settled: opener {self.states[0].phase}, peer {self.states[1].phase}")
+
+    # checkpoints and top-ups (specs/0003 §9) -----------------------------------------------------
+
+    def checkpoint(self, initiator: int = 0) -> arb.Transition:
+        """`initiator` proposes a checkpoint, the other co-signs it, both hold it, the arbiter
+        takes it; returns the arbiter's transition (its checkpoint payouts, not yet booked)."""
+        other = 1 - initiator
+        first = ch.step(self.states[initiator], ch.ActionCheckpoint(self.signer(initiator)),
+                        now_ms=self.tick())
+        self.states[initiator] = first.state
+        (proposal,) = [e.checkpoint for e in first.effects if isinstance(e, ch.SendCheckpoint)]
+        self.states[other] = ch.step(self.states[other], ch.ReceiveCheckpoint(proposal),
+                                     now_ms=self.now_ms).state
+        cosigned = ch.step(self.states[other], ch.ActionCheckpoint(self.signer(other)),
+                           now_ms=self.now_ms)
+        self.states[other] = cosigned.state
+        full = next(e.checkpoint for e in cosigned.effects if isinstance(e, ch.SubmitCheckpoint))
+        self.states[initiator] = ch.step(self.states[initiator], ch.ReceiveCheckpoint(full),
+                                         now_ms=self.now_ms).state
+        self.say(f"checkpoint {full.seq} signed by both")
+        assert self.escrow is not None
+        result = arb.step(self.escrow, arb.ReceiveCheckpoint(full), now_ms=self.tick())
+        self.escrow = result.state
+        return result
+
+    def book(self, decided: arb.Transition) -> None:
+        """Book every payout `decided` submitted at the bank and tell the arbiter, by reference."""
+        for effect in decided.effects:
+            if isinstance(effect, arb.SubmitPayout):
+                self.ledger.move(self.terms.escrow_account.identification,
+                                 effect.account.identification, effect.amount, effect.reference)
+                assert self.escrow is not None
+                self.escrow = arb.step(
+                    self.escrow,
+                    arb.ObserveTransferBooked(self.arbiter, effect.reference, self.now_ms),
+                    now_ms=self.tick(),
+                ).state
+
+    def topup(self, party: int, amount: int) -> arb.Transition:
+        """`party` pays a top-up into escrow; the arbiter's confirmation reaches both sides."""
+        reference = bank_reference(self.terms.channel_id, Purpose.TOPUP, party)
+        self.ledger.move(self.terms.accounts()[party].identification,
+                         self.terms.escrow_account.identification, amount, reference)
+        assert self.escrow is not None
+        result = arb.step(
+            self.escrow,
+            arb.ObserveTopUp(self.arbiter, party, MinorUnits(amount),
+                             f"entry-{next(self.entry_ids)}", reference, self.now_ms),
+            now_ms=self.tick(),
+        )
+        self.escrow = result.state
+        for effect in result.effects:
+            if isinstance(effect, arb.SendTopUpConfirmation):
+                for i in (0, 1):
+                    self.states[i] = ch.step(self.states[i],
+                                             ch.ReceiveTopUp(effect.confirmation),
+                                             now_ms=self.now_ms).state
+        return result

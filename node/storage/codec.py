@@ -11,15 +11,19 @@ from typing import Any, TypeVar
 
 import msgpack
 
+from protocol import transfers as tr
 from protocol.arbiter import ArbiterPhase, ArbiterState
 from protocol.channel import ChannelState, Flow, Phase
 from protocol.messages import (
     BalanceProof,
+    BankAccount,
     ChannelAcceptance,
     ChannelProposal,
     ChannelTerms,
+    Checkpoint,
     CooperativeClose,
     FundingConfirmation,
+    PayoutAccount,
     PayoutNotice,
     Receipt,
     Signed,
@@ -71,6 +75,44 @@ def _flow_in(raw: list[Any]) -> Flow:
     )
 
 
+def _pair(raw: list[int]) -> tuple[MinorUnits, MinorUnits]:
+    return MinorUnits(raw[0]), MinorUnits(raw[1])
+
+
+def _channel_settlement(raw: list[Any]) -> dict[str, Any]:
+    return {
+        "checkpoint": _load(Checkpoint, raw[0]),
+        "checkpoint_signed": _load(Checkpoint, raw[1]),
+        "peer_checkpoint": _load(Checkpoint, raw[2]),
+        "withdrawn": _pair(raw[3]),
+        "topped_up": _pair(raw[4]),
+        "settle_base_ms": raw[5],
+    }
+
+
+def _transfer_out(t: tr.Transfer) -> list[Any]:
+    return [t.checkpoint, t.party, t.attempt, t.amount, t.account.to_wire(), t.reference,
+            t.idempotency_key, t.status.value, t.reason, t.changed_ms, t.account_issued_ms]
+
+
+def _transfer_in(raw: list[Any]) -> tr.Transfer:
+    return tr.Transfer(raw[0], raw[1], raw[2], MinorUnits(raw[3]),
+                       BankAccount.from_wire(raw[4]), raw[5], raw[6], tr.TransferStatus(raw[7]),
+                       raw[8], raw[9], raw[10])
+
+
+def _escrow_settlement(raw: list[Any]) -> dict[str, Any]:
+    accounts = [_load(PayoutAccount, a) for a in raw[5]]
+    return {
+        "checkpoint": _load(Checkpoint, raw[0]),
+        "withdrawn": _pair(raw[1]),
+        "topped_up": _pair(raw[2]),
+        "topup_entries": tuple(raw[3]),
+        "transfers": tuple(_transfer_in(t) for t in raw[4]),
+        "accounts": (accounts[0], accounts[1]),
+    }
+
+
 def encode_channel(state: ChannelState) -> bytes:
     out: bytes = msgpack.packb(
         [
@@ -89,6 +131,13 @@ def encode_channel(state: ChannelState) -> bytes:
             _msg(state.payout),
             state.updated_ms,
             state.dispute_deadline_ms,
+            # issue 9 (rows written before carry none of these: the defaults apply)
+            _msg(state.checkpoint),
+            _msg(state.checkpoint_signed),
+            _msg(state.peer_checkpoint),
+            list(state.withdrawn),
+            list(state.topped_up),
+            state.settle_base_ms,
         ],
         use_bin_type=True,
     )
@@ -119,6 +168,7 @@ def decode_channel(data: bytes) -> ChannelState:
             payout=_load(PayoutNotice, raw[12]),
             updated_ms=raw[13],
             dispute_deadline_ms=raw[14] if len(raw) > 14 else None,
+            **(_channel_settlement(raw[15:]) if len(raw) > 15 else {}),
         )
     except CorruptState:
         raise
@@ -145,6 +195,13 @@ def encode_escrow(state: ArbiterState) -> bytes:
             list(state.booked),
             _msg(state.notice),
             state.updated_ms,
+            # issue 9 (rows written before carry none of these: the defaults apply)
+            _msg(state.checkpoint),
+            list(state.withdrawn),
+            list(state.topped_up),
+            list(state.topup_entries),
+            [_transfer_out(t) for t in state.transfers],
+            [_msg(a) for a in state.accounts],
         ],
         use_bin_type=True,
     )
@@ -178,6 +235,7 @@ def decode_escrow(data: bytes) -> ArbiterState:
             booked=(bool(raw[12][0]), bool(raw[12][1])),
             notice=_load(PayoutNotice, raw[13]),
             updated_ms=raw[14],
+            **(_escrow_settlement(raw[15:]) if len(raw) > 15 else {}),
         )
     except CorruptState:
         raise

@@ -31,10 +31,12 @@ from protocol.messages import (
     EscrowStatus,
     FundingConfirmation,
     NodeInfo,
+    PayoutAccount,
     PayoutNotice,
     Receipt,
     Refusal,
     Signed,
+    TopUpConfirmation,
     UnilateralClose,
 )
 from protocol.records import Kind, ListOf, Message, Nested, Opt, Record, Text, message_types
@@ -62,6 +64,8 @@ SIGNERS: dict[type[Signed], str] = {
     EscrowStatus: "`terms.arbiter`",
     NodeInfo: "`node_id`",
     Refusal: "`refuser` (the node the refused request was addressed to)",
+    TopUpConfirmation: "`terms.arbiter`",
+    PayoutAccount: "`party`",
 }
 """Whose key verifies each signature (the code passes it to ``verify_signature``)."""
 

@@ -40,9 +40,11 @@ from protocol.messages import (
     Error,
     EscrowStatus,
     NodeInfo,
+    PayoutAccount,
     Receipt,
     Refusal,
     Signed,
+    TopUpConfirmation,
     next_usage_digest,
 )
 from protocol.money import (
@@ -55,7 +57,15 @@ from protocol.money import (
     to_minor_units,
 )
 from protocol.records import Bin, Kind, ListOf, Message, Nested, Opt, Record, Text, UInt
-from protocol.references import Purpose, bank_reference, idempotency_key
+from protocol.references import (
+    Purpose,
+    bank_reference,
+    idempotency_key,
+    payout_seq,
+    refund_idempotency_key,
+    refund_reference,
+)
+from protocol.simulation import Simulation
 from protocol.tariff import TariffLine, TariffTier, check_tariff, parse_tariff_line
 from protocol.types import MAX_AMOUNT, U64_MAX, Amount, MinorUnits, Quantity
 from specs.tools.blocks import SPECS
@@ -297,6 +307,14 @@ def example_messages() -> list[tuple[str, Message]]:
     )
     checkpoint = checkpoint.signed_by(opener, "opener_signature").signed_by(peer, "peer_signature")
     out.append(("checkpoint", checkpoint))
+    topup = TopUpConfirmation(cid, peer.node_id, MinorUnits(20_000),
+                              bank_reference(cid, Purpose.TOPUP, 1), T0 + 450,
+                              EMPTY_SIGNATURE).signed_by(arbiter)
+    out.append(("topup-confirmation", topup))
+    account = PayoutAccount(cid, peer.node_id,
+                            BankAccount("IBAN", "FR7630006000011234567890189", "Carrier SA"),
+                            T0 + 460, EMPTY_SIGNATURE).signed_by(peer)
+    out.append(("payout-account", account))
 
     # Cooperative close, started by the opener.
     first = ch.step(states[0], ch.ActionClose(opener), now_ms=T0 + 500)
@@ -376,6 +394,7 @@ def _signatures(message: Message) -> list[dict[str, Any]]:
         "NodeInfo": {"signature": terms.peer},
         "Refusal": {"signature": terms.peer},
         "Checkpoint": {"opener_signature": terms.opener, "peer_signature": terms.peer},
+        "TopUpConfirmation": {"signature": terms.arbiter},
         "CooperativeClose": {"opener_signature": terms.opener, "peer_signature": terms.peer},
     }
     by_field = signers.get(type(message).__name__)
@@ -865,6 +884,11 @@ def references_vectors() -> dict[str, Any]:
         (Purpose.PAYOUT, 1, 0),
         (Purpose.TOPUP, 0, 1),
         (Purpose.TOPUP, 1, 2**64 - 1),
+        (Purpose.TOPUP, 0, 0),
+        (Purpose.PAYOUT, 1, payout_seq(1)),
+        (Purpose.PAYOUT, 1, payout_seq(365)),
+        (Purpose.PAYOUT, 1, payout_seq(3, 1)),
+        (Purpose.PAYOUT, 0, payout_seq(0, 2)),
     ):
         material = (
             b"meterline/ref\x00"
@@ -890,7 +914,74 @@ def references_vectors() -> dict[str, Any]:
                 "idempotency_key": key,
             }
         )
-    return {"references": out}
+    refunds = []
+    for credit_id in ("2026-12-01-000042", "NTRY/4711"):
+        material = b"meterline/refund\x00" + credit_id.encode()
+        digest = hashlib.sha256(material).digest()
+        assert refund_reference(credit_id) == "ML" + digest[:8].hex().upper()
+        assert refund_idempotency_key(credit_id) == "ml-" + digest[8:24].hex()
+        refunds.append({"credit_id": credit_id, "material": material.hex(),
+                        "digest": digest.hex(), "bank_reference": refund_reference(credit_id),
+                        "idempotency_key": refund_idempotency_key(credit_id)})
+    return {"references": out, "refunds": refunds}
+
+
+# ---------------------------------------------------------------------------------------------
+# checkpoints.json
+
+
+def checkpoint_vectors() -> dict[str, Any]:
+    """Scenarios run through the machines: per checkpoint the co-signed totals, what each party
+    may have withdrawn in total, and what the arbiter pays; then the final close."""
+    km = TariffLine("km", 3, (TariffTier(None, Amount(12_300)),))
+    scenarios = []
+    for name, deposits, days in (
+        ("three days, the opener pays 7 trips of 1.337 km a day", (10_000, 0),
+         [[(0, 1_337, 0)] * 7] * 3),
+        ("flow reverses: the peer is paid, then pays most of it back", (10_000, 5_000),
+         [[(0, 0, 12_345_678)], [(1, 0, 10_000_000)], [(0, 0, 1)]]),
+    ):
+        sim = Simulation.create(tariff=(km,), opener_deposit=deposits[0],
+                                peer_deposit=deposits[1])
+        sim.open()
+        steps = []
+        for day in days:
+            for sender, metres, direct in day:
+                sim.pay(sender, (metres,), direct=direct)
+            decided = sim.checkpoint(0)
+            assert sim.escrow is not None
+            taken = sim.escrow.checkpoint
+            assert taken is not None
+            paid = {e.party: e for e in decided.effects if isinstance(e, arb.SubmitPayout)}
+            steps.append({
+                "seq": taken.seq,
+                "opener_sent": str(taken.opener_amount),
+                "peer_sent": str(taken.peer_amount),
+                "opener_withdrawn": str(sim.escrow.withdrawn[0]),
+                "peer_withdrawn": str(sim.escrow.withdrawn[1]),
+                "opener_payout": str(paid[0].amount if 0 in paid else 0),
+                "peer_payout": str(paid[1].amount if 1 in paid else 0),
+                "payout_references": {str(p): e.reference for p, e in sorted(paid.items())},
+            })
+            sim.book(decided)
+        final = sim.close(0)
+        payouts = final.state.payouts
+        assert payouts is not None
+        scenarios.append({
+            "name": name,
+            "currency": "EUR",
+            "scale": 6,
+            "opener_deposit": str(deposits[0]),
+            "peer_deposit": str(deposits[1]),
+            "checkpoints": steps,
+            "final": {
+                "opener_sent": str(sim.states[0].flows[0].amount),
+                "peer_sent": str(sim.states[0].flows[1].amount),
+                "opener_payout": str(payouts.opener),
+                "peer_payout": str(payouts.peer),
+            },
+        })
+    return {"scenarios": scenarios}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1020,6 +1111,7 @@ FILES: dict[str, Callable[[], dict[str, Any]]] = {
     "tariff.json": tariff_vectors,
     "money.json": money_vectors,
     "references.json": references_vectors,
+    "checkpoints.json": checkpoint_vectors,
     "decode-errors.json": decode_error_vectors,
 }
 

@@ -97,8 +97,9 @@ async def test_early_and_late_deposits_are_kept_and_never_stop_the_others(
     await svc.escrow._credit("e-2", ref1, terms.peer_deposit, terms.currency, "Peer", 2)
     assert svc.escrow.states[cid].phase is arb.ArbiterPhase.OPEN
 
-    # the channel is closed: a late credit with its reference is refused by the machine,
-    # kept for a refund, and the next credit in the same poll still gets through
+    # the channel is closed: a late credit with its reference changes nothing in the channel,
+    # is kept for a refund (the machine says so: HoldCredit), and the next credit still gets
+    # through
     claim = UnilateralClose(terms.channel_id, sim.opener.node_id, None,
                             EMPTY_SIGNATURE).signed_by(sim.opener)
     decided = arb.step(svc.escrow.states[cid], arb.ReceiveUnilateralClose(claim), now_ms=10)
@@ -106,7 +107,8 @@ async def test_early_and_late_deposits_are_kept_and_never_stop_the_others(
     await svc.escrow._credit("e-3", ref1, 1, terms.currency, "Griefer", 3)
     late = {c.entry_id: c for c in await unapplied(svc)}["e-3"]
     assert not late.applied
-    assert "refused by the channel" in late.reason
+    assert late.reason == "held for refund: a late deposit"
+    assert svc.escrow.states[cid].deposited == decided.state.deposited
     await svc.escrow._credit("e-4", "MLNOSUCHREFERENCE", 5, terms.currency, "Stranger", 4)
     assert {c.entry_id for c in await unapplied(svc) if not c.applied} == {"e-3", "e-4"}
     # what the operator sees (GET /api/escrows lists these as unapplied_credits)

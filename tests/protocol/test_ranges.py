@@ -42,7 +42,9 @@ from protocol.messages import (
     Error,
     EscrowStatus,
     NodeInfo,
+    PayoutAccount,
     Refusal,
+    TopUpConfirmation,
     UnilateralClose,
 )
 from protocol.records import (
@@ -94,7 +96,10 @@ UINT_MAX: dict[str, int] = {
     "BalanceProof.time_ms": T,
     "Receipt.nonce": A,
     "Receipt.amount": A,
-    "Checkpoint.seq": A,
+    "Checkpoint.seq": 2**32 - 1,
+    "TopUpConfirmation.amount": A,
+    "TopUpConfirmation.booked_ms": T,
+    "PayoutAccount.issued_ms": T,
     "Checkpoint.opener_nonce": A,
     "Checkpoint.opener_amount": A,
     "Checkpoint.peer_nonce": A,
@@ -128,14 +133,16 @@ _IDS = ("ChannelAcceptance.channel_id", "CallbackAddress.channel_id", "CallbackA
         "DisputeEvidence.channel_id", "DisputeEvidence.submitter", "DisputeNotice.channel_id",
         "PayoutNotice.channel_id", "EscrowStatus.channel_id", "NodeInfo.node_id",
         "Refusal.refuser", "Refusal.request_digest", "ChannelTerms.opener", "ChannelTerms.peer",
-        "ChannelTerms.arbiter")
+        "ChannelTerms.arbiter", "TopUpConfirmation.channel_id", "TopUpConfirmation.depositor",
+        "PayoutAccount.channel_id", "PayoutAccount.party")
 _SIGNATURES = ("ChannelProposal.signature", "ChannelAcceptance.signature",
                "CallbackAddress.signature", "FundingConfirmation.signature",
                "BalanceProof.signature", "Receipt.signature", "Checkpoint.opener_signature",
                "Checkpoint.peer_signature", "CooperativeClose.opener_signature",
                "CooperativeClose.peer_signature", "UnilateralClose.signature",
                "DisputeEvidence.signature", "DisputeNotice.signature", "PayoutNotice.signature",
-               "EscrowStatus.signature", "NodeInfo.signature", "Refusal.signature")
+               "EscrowStatus.signature", "NodeInfo.signature", "Refusal.signature",
+               "TopUpConfirmation.signature", "PayoutAccount.signature")
 BIN_SIZES: dict[str, tuple[int, ...]] = {
     **_sized((32,), *_IDS),
     **_sized((0, 64), *_SIGNATURES),
@@ -191,6 +198,7 @@ TEXT: dict[str, TextCase] = {
     "TariffLine.unit": TextCase.filled("k", 32, 1, off_pattern="Km"),
     "CallbackAddress.url": _url(),
     "FundingConfirmation.bank_reference": _reference(),
+    "TopUpConfirmation.bank_reference": _reference(),
     "BalanceProof.reference": _reference(),
     "PayoutNotice.opener_reference": _reference(),
     "PayoutNotice.peer_reference": _reference(),
@@ -325,9 +333,14 @@ def samples() -> dict[str, Message]:
                     EMPTY_SIGNATURE).signed_by(s.peer)
     refusal = Refusal.make(s.peer, RemoteProtocolError(ErrorCode.CLOSE_MISMATCH, "no"), b"\x01")
     error = Error.make(int(ErrorCode.NONCE_GAP), "nonce 3 skips past 2", cid)
+    topup = TopUpConfirmation(cid, s.opener.node_id, MinorUnits(700), "ML0123456789ABCDEF",
+                              2_500, EMPTY_SIGNATURE).signed_by(s.arbiter)
+    account = PayoutAccount(cid, s.peer.node_id, s.terms.peer_account, 2_600,
+                            EMPTY_SIGNATURE).signed_by(s.peer)
     messages: list[Message] = [
         s.terms, proposal.proposal, acceptance.acceptance, callback, funding, proof, receipt,
         checkpoint, close, claim, evidence, dispute, notice, status, info, refusal, error,
+        topup, account,
     ]
     return {type(m).__name__: m for m in messages}
 

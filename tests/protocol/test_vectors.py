@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import pytest
 
 from protocol import PROTOCOL_VERSION
 from protocol import arbiter as arb
+from protocol import checkpoint as checkpoint_rules
 from protocol.crypto import (
     DOMAIN_PREFIX,
     Signer,
@@ -27,7 +29,14 @@ from protocol.crypto import (
 )
 from protocol.encoding import pack
 from protocol.errors import DecodeError, ErrorCode, ProtocolError
-from protocol.messages import BalanceProof, ChannelAcceptance, ChannelTerms, Signed
+from protocol.messages import (
+    EMPTY_SIGNATURE,
+    BalanceProof,
+    ChannelAcceptance,
+    ChannelTerms,
+    Checkpoint,
+    Signed,
+)
 from protocol.money import (
     compute_payouts,
     currency_exponent,
@@ -50,9 +59,19 @@ from protocol.records import (
     decode_message,
     message_types,
 )
-from protocol.references import Purpose, bank_reference, idempotency_key
+from protocol.references import (
+    Purpose,
+    bank_reference,
+    idempotency_key,
+    payout_seq,
+    refund_idempotency_key,
+    refund_reference,
+)
+from protocol.simulation import Simulation
 from protocol.tariff import TariffLine, check_tariff, parse_tariff_line, tariff_amount
-from protocol.types import Amount, MinorUnits
+from protocol.types import Amount, MinorUnits, Nonce
+
+from .conftest import KM
 
 ROOT = Path(__file__).resolve().parents[2]
 VECTORS = ROOT / "specs" / "vectors"
@@ -536,3 +555,57 @@ def test_references(case: dict[str, Any]) -> None:
     assert case["idempotency_key"] == "ml-" + digest[8:24].hex()
     assert len(case["bank_reference"]) == 18
     assert len(case["idempotency_key"]) == 35
+
+
+REFUNDS = load("references.json")["refunds"]
+
+
+@pytest.mark.parametrize("case", REFUNDS, ids=[c["credit_id"] for c in REFUNDS])
+def test_refund_references(case: dict[str, Any]) -> None:
+    material = b"meterline/refund\x00" + case["credit_id"].encode()
+    assert material.hex() == case["material"]
+    digest = hashlib.sha256(material).digest()
+    assert digest.hex() == case["digest"]
+    assert refund_reference(case["credit_id"]) == case["bank_reference"]
+    assert refund_idempotency_key(case["credit_id"]) == case["idempotency_key"]
+
+
+# ---------------------------------------------------------------------------------------------
+# checkpoints.json
+
+CHECKPOINTS = load("checkpoints.json")["scenarios"]
+
+
+@pytest.mark.parametrize("case", CHECKPOINTS, ids=[c["name"][:40] for c in CHECKPOINTS])
+def test_checkpoint_scenario(case: dict[str, Any]) -> None:
+    """The vector's numbers follow from the rules of specs/0004 §7 alone, and every checkpoint's
+    payouts plus the close's add up to the deposits: nothing rounded away, nothing paid twice."""
+    terms = replace(Simulation.create(tariff=(KM,), opener_deposit=1).terms,
+                    currency=case["currency"], scale=case["scale"],
+                    opener_deposit=MinorUnits(int(case["opener_deposit"])),
+                    peer_deposit=MinorUnits(int(case["peer_deposit"])))
+    withdrawn = (MinorUnits(0), MinorUnits(0))
+    paid = [0, 0]
+    for step in case["checkpoints"]:
+        sent = (int(step["opener_sent"]), int(step["peer_sent"]))
+        body = Checkpoint(terms.channel_id, step["seq"], Nonce(1), Amount(sent[0]), Nonce(1),
+                          Amount(sent[1]), EMPTY_SIGNATURE, EMPTY_SIGNATURE)
+        pay = checkpoint_rules.payouts_at(terms, withdrawn, body)
+        withdrawn = checkpoint_rules.withdrawn_after(terms, withdrawn, body)
+        assert (str(pay[0]), str(pay[1])) == (step["opener_payout"], step["peer_payout"])
+        assert (str(withdrawn[0]), str(withdrawn[1])) == (step["opener_withdrawn"],
+                                                          step["peer_withdrawn"])
+        for party, reference in step["payout_references"].items():
+            assert reference == bank_reference(terms.channel_id, Purpose.PAYOUT, int(party),
+                                               payout_seq(step["seq"]))
+        paid = [paid[0] + pay[0], paid[1] + pay[1]]
+    final = case["final"]
+    rest = checkpoint_rules.remaining_payouts(terms, (MinorUnits(0), MinorUnits(0)), withdrawn,
+                                              int(final["opener_sent"]), int(final["peer_sent"]))
+    assert (str(rest.opener), str(rest.peer)) == (final["opener_payout"], final["peer_payout"])
+    assert sum(paid) + rest.opener + rest.peer == sum(terms.deposits())
+    whole = compute_payouts(opener_deposit=terms.opener_deposit, peer_deposit=terms.peer_deposit,
+                            opener_sent=Amount(int(final["opener_sent"])),
+                            peer_sent=Amount(int(final["peer_sent"])), scale=terms.scale,
+                            exponent=2)
+    assert (paid[0] + rest.opener, paid[1] + rest.peer) == (whole.opener, whole.peer)
