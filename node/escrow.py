@@ -243,7 +243,9 @@ class EscrowService:
             cursor = row.value if row else None
         page = await rail.incoming_credits(cursor)
         for credit in page.credits:
-            booked = datetime.combine(credit.booking_date, datetime.min.time(), tzinfo=UTC)
+            # the bank's booking time; a bank that gives only a date: that day at 00:00 UTC
+            booked = credit.booked_at or datetime.combine(credit.booking_date,
+                                                          datetime.min.time(), tzinfo=UTC)
             await self._credit(credit.entry_id, (credit.reference or "").strip().upper(),
                                credit.amount_minor, credit.currency, credit.debtor_name or "",
                                int(booked.timestamp() * 1000))

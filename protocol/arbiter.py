@@ -308,9 +308,9 @@ def register(
     terms = proposal.terms
     if terms.arbiter != arbiter_id:
         raise RemoteProtocolError(ErrorCode.NOT_A_PARTY, "the terms name another arbiter")
-    check_terms(terms, bounds)
     proposal.verify_signature(terms.opener)
     acceptance.verify_for(terms)
+    check_terms(terms, bounds)  # the signatures before the rules (specs/0002 §6.3)
     return ArbiterState(
         terms=terms,
         channel_id=terms.channel_id,

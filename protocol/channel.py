@@ -317,7 +317,8 @@ class SendAcceptance:
 
 @dataclass(frozen=True, slots=True)
 class RegisterWithArbiter:
-    """Hand the arbiter both signatures over the terms (either party may; it is idempotent)."""
+    """Hand the arbiter both signatures over the terms, with our own signed callback: each
+    party registers for itself, before it pays its deposit (specs/0004 §1.1; idempotent)."""
 
     proposal: ChannelProposal
     acceptance: ChannelAcceptance
@@ -528,9 +529,10 @@ def propose(terms: ChannelTerms, signer: Signer, *, now_ms: int,
 
 
 def verify_proposal(proposal: ChannelProposal, bounds: TermsBounds = ANY_WINDOW) -> None:
-    """What a peer checks before it even shows a proposal to its operator."""
-    check_terms(proposal.terms, bounds)
+    """What a peer checks before it even shows a proposal to its operator: the opener's
+    signature, then the terms (specs/0002 §6.3: the signature before the rules)."""
     proposal.verify_signature(proposal.terms.opener)
+    check_terms(proposal.terms, bounds)
 
 
 def accept(proposal: ChannelProposal, signer: Signer, *, now_ms: int,
@@ -746,6 +748,8 @@ def _on_pay(state: ChannelState, event: ActionPay, now_ms: int) -> Transition:
 
 def _on_proof(state: ChannelState, event: ReceiveProof, now_ms: int) -> Transition:
     proof = event.proof
+    if proof.channel_id != state.channel_id:  # addressing first (specs/0002 §6.3)
+        raise RemoteProtocolError(ErrorCode.WRONG_CHANNEL, "the proof is for another channel")
     if proof.sender != state.terms.parties()[state.them]:
         raise RemoteProtocolError(ErrorCode.NOT_A_PARTY, "the proof is not signed by our peer")
     held = state.received.proof
@@ -908,8 +912,8 @@ def _on_unilateral(state: ChannelState, event: ReceiveUnilateralClose, now_ms: i
     claim = event.claim
     if claim.channel_id != state.channel_id:
         raise RemoteProtocolError(ErrorCode.WRONG_CHANNEL, "the claim is for another channel")
-    claim.verify_signature(claim.claimant)
     state.terms.party_index(claim.claimant)
+    claim.verify_signature(claim.claimant)
     if state.phase is Phase.DISPUTED:
         return Transition(state)
     return Transition(replace(state, phase=Phase.DISPUTED, dispute=claim), (NotifyDispute(claim),))

@@ -337,6 +337,7 @@ class OpenBankingRail:
                     booking_date=booked_at.date(),
                     end_to_end_id=(t.get("SupplementaryData") or {}).get(
                         "EndToEndIdentification"),
+                    booked_at=booked_at,
                 ))
         except (KeyError, TypeError, ValueError) as exc:
             raise BankProtocolError(f"transactions did not parse: {exc!r}") from exc

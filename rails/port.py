@@ -14,7 +14,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from typing import Protocol, runtime_checkable
 
 
@@ -99,6 +99,10 @@ class IncomingCredit:
     """The remittance reference the payer gave (structured or unstructured)."""
     booking_date: date
     end_to_end_id: str | None = None
+    booked_at: datetime | None = None
+    """The booking time (timezone-aware) when the bank reports one (Open Banking
+    ``BookingDateTime``); None when it reports only a date. A deposit's confirmation carries
+    this time, or the booking date at 00:00 UTC without it (specs/0004 §2)."""
 
 
 @dataclass(frozen=True, slots=True)

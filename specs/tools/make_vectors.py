@@ -1010,7 +1010,9 @@ def decode_error_inputs() -> list[tuple[str, str, bytes]]:
         ("empty array", "any", b"\x90"),
         ("tag only", "any", b"\x91\x05"),
         ("invalid UTF-8 in a string", "any", b"\x93\x0b\x01\xa1\xff"),
-        ("nesting deeper than 8", "any", pack([[[[[[[[[[1]]]]]]]]]])),
+        ("a value at depth 9 in a registration otherwise valid", "any", _deep_registration(2)),
+        ("a value at depth 8 where an integer belongs (not too deep)", "any",
+         _deep_registration(1)),
         ("unknown tag 99", "any", pack([99, 1])),
         ("tag 0 is not a message", "any", pack([0, 1])),
         ("tag is a string", "any", pack(["receipt", 1, b"", 0])),
@@ -1068,6 +1070,18 @@ def decode_error_inputs() -> list[tuple[str, str, bytes]]:
     ]
 
 
+def _deep_registration(levels: int) -> bytes:
+    """The example ChannelRegistration, the deepest message there is (its first tariff tier's
+    `up_to` sits at depth 7), with that `up_to` wrapped in `levels` arrays: at 2 the integer is
+    at depth 9, refused by the depth rule alone (MALFORMED); at 1 it is at depth 8, which the
+    depth rule allows and the field's kind refuses (INVALID_FIELD)."""
+    wire = raw_wire(next(m for n, m in example_messages() if n == "channel-registration"))
+    tier = wire[2][2][9][0][2][0]
+    for _ in range(levels):
+        tier[0] = [tier[0]]
+    return pack(wire)
+
+
 def raw_wire(message: Message) -> list[Any]:
     out: list[Any] = msgpack.unpackb(message.encode(), raw=False)
     return out
@@ -1113,7 +1127,21 @@ FILES: dict[str, Callable[[], dict[str, Any]]] = {
     "references.json": references_vectors,
     "checkpoints.json": checkpoint_vectors,
     "decode-errors.json": decode_error_vectors,
+    "lifecycles.json": lambda: _lifecycles(),
+    "conformance.json": lambda: _conformance(),
 }
+
+
+def _conformance() -> dict[str, Any]:
+    from specs.tools.make_conformance import conformance_vectors  # it builds on this module
+
+    return conformance_vectors()
+
+
+def _lifecycles() -> dict[str, Any]:
+    from specs.tools.make_lifecycles import lifecycles_vectors  # it builds on this module
+
+    return lifecycles_vectors()
 
 
 def render(data: dict[str, Any]) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 from rails.errors import UnknownPayment
@@ -67,6 +68,9 @@ async def test_auto_approved_payment_books_both_sides_and_creditor_sees_it(
     assert seen.debtor_account == "40000012345678"
     assert seen.end_to_end_id == record.end_to_end_id
     assert seen.entry_id == credit["transaction_id"]
+    # the booking time itself, not the day at midnight (a deposit's confirmation carries it)
+    assert seen.booked_at == datetime.fromisoformat(credit["booked_at"])
+    assert seen.booking_date == seen.booked_at.date()
     # the cursor hands out nothing twice, and later credits still arrive
     assert (await recv.incoming_credits(page.cursor)).credits == ()
     bank.admin("POST", "/_sandbox/accounts/acc-bob/credit",
