@@ -44,6 +44,11 @@ class BankConfig:
     poll_interval_ms: int = 500
     settings: RailSettings | None = None
 
+    def account_currency(self) -> str:
+        """The account's currency, "" when neither the config nor the rail says."""
+        said = self.settings.currency if self.settings else ""
+        return said or {"sepa": "EUR", "nacha": "USD"}.get(self.rail, "")
+
     @property
     def identification(self) -> str:
         return self.settings.identification if self.settings else ""

@@ -48,7 +48,11 @@ from protocol.messages import (
     PayoutNotice,
     Receipt,
 )
-from protocol.money import currency_exponent, format_money, parse_money
+from protocol.money import (
+    check_scale,
+    currency_exponent,
+    parse_rail_money,
+)
 from protocol.tariff import TariffLine
 from protocol.types import MinorUnits
 
@@ -181,28 +185,25 @@ class ChannelService:
         peer, arbiter = await ctx.peer(peer_id), await ctx.peer(arbiter_id)
         if arbiter.role != "arbiter":
             raise NodeError(f"{arbiter_id[:16]}… is not an arbiter", code="NOT_AN_ARBITER")
-        ours = parse_money(deposit, scale)
-        theirs = parse_money(peer_deposit, scale) if peer_deposit else None
+        ours = parse_rail_money(deposit)  # a deposit moves over the bank: whole minor units
+        theirs = parse_rail_money(peer_deposit) if peer_deposit else None
         if theirs is not None and theirs.currency != ours.currency:
             raise NodeError("both deposits must be in the same currency", code="INVALID_AMOUNT")
-        exponent = currency_exponent(ours.currency)
-        unit = 10 ** (scale - exponent)
-        for money in (ours, theirs):
-            if money is not None and money.amount % unit:
-                raise NodeError(
-                    f"a deposit is a whole number of {ours.currency} minor units "
-                    f"({exponent} decimal places), not "
-                    f"{format_money(money.amount, money.currency, scale, precise=True)}",
-                    code="INVALID_AMOUNT",
-                )
+        held = ctx.config.bank.account_currency()
+        if held and ours.currency != held:
+            raise NodeError(
+                f"the deposit is in {ours.currency}, but this node's bank account is held in "
+                f"{held}, so the bank would refuse it: give the deposit in {held}",
+                code="WRONG_CURRENCY")
+        check_scale(scale, currency_exponent(ours.currency))
         terms = ChannelTerms(
             ctx.signer.node_id,
             bytes.fromhex(peer_id),  # type: ignore[arg-type]
             bytes.fromhex(arbiter_id),  # type: ignore[arg-type]
             ours.currency,
             scale,
-            MinorUnits(ours.amount // unit),
-            MinorUnits(theirs.amount // unit if theirs else 0),
+            MinorUnits(ours.amount),
+            MinorUnits(theirs.amount if theirs else 0),
             tuple(tariff),
             dispute_window_ms,
             self.own_account(),

@@ -45,7 +45,7 @@ from protocol.channel import TermsBounds
 from protocol.crypto import Signer
 from protocol.errors import ProtocolError
 from protocol.messages import BankAccount
-from protocol.money import currency_exponent, format_decimal, parse_money
+from protocol.money import currency_exponent, format_decimal, parse_rail_money
 from protocol.types import MAX_AMOUNT, MAX_DISPUTE_WINDOW_MS
 from rails.settings import RailConfigError
 
@@ -496,14 +496,13 @@ def _allowance(path: Path, n: int, entry: Any, policy: Policy) -> Allowance:
     max_minor, deposit_currency = 0, ""
     if "max_peer_deposit" in entry:
         text = entry["max_peer_deposit"]
+        if not isinstance(text, str):
+            raise ConfigError(f"{path}: {where} max_peer_deposit must be an amount in whole "
+                              f"minor units like \"1000.00 EUR\", not {text!r}")
         try:
-            if not isinstance(text, str):
-                raise ValueError("not a string")
-            currency = text.split()[-1].upper() if text.split() else ""
-            money = parse_money(text, currency_exponent(currency))
-        except (ProtocolError, ValueError):
-            raise ConfigError(f"{path}: {where} max_peer_deposit must be an amount in whole minor "
-                              f"units like \"1000.00 EUR\", not {text!r}") from None
+            money = parse_rail_money(text)  # the money grammar, specs/0001 §2.1
+        except ProtocolError as exc:
+            raise ConfigError(f"{path}: {where} max_peer_deposit: {exc.message}") from None
         if money.amount > MAX_AMOUNT:
             raise ConfigError(f"{path}: {where} max_peer_deposit is above {MAX_AMOUNT}")
         max_minor, deposit_currency = money.amount, money.currency if money.amount else ""

@@ -64,6 +64,7 @@ async def open_sandbox_account(
         "software_statement_id": client["software_statement_id"],
         "key_file": str(key.path),
         "poll_interval_ms": 200,
+        "currency": currency,
     }
 
 

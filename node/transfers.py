@@ -14,15 +14,42 @@ from sqlalchemy import select, update
 from node.context import Context, now_ms
 from node.storage.models import Outbox as OutboxRow
 from node.storage.models import Transfer
-from rails.errors import RailError
+from rails.errors import BankProtocolError, BankRejected, RailError, UnknownPayment
 from rails.port import Account, PaymentRecord, PaymentStatus, TransferInstruction
 
 log = structlog.get_logger()
 
 
+RETRY_FIRST_MS = 1_000
+RETRY_CAP_MS = 60_000
+"""How often a transfer whose status the rail could not give is asked again: from 1 s,
+doubling, at most once a minute (not at every poll)."""
+
+
+def final(exc: RailError) -> bool:
+    """Whether the rail's error is the bank's final word on this payment: a refusal of the
+    payment itself (insufficient funds, a currency the account is not held in, an instruction
+    the rail cannot carry) ends the transfer as ``rejected``; a bank that is away, an answer
+    that did not parse and a refusal of our credentials (the operator can fix those, and the
+    same key then still pays once) are transient."""
+    if exc.retryable or isinstance(exc, BankProtocolError | UnknownPayment):
+        return False
+    return not (isinstance(exc, BankRejected) and exc.reason_code == "HTTP401")
+
+
+def rejected(key: str, amount_minor: int, currency: str, exc: RailError) -> PaymentRecord:
+    """The record of a payment the bank refused, with its reason as the bank gave it."""
+    code = getattr(exc, "reason_code", None) or exc.code
+    reason = str(exc).removesuffix(f" ({code})")
+    return PaymentRecord(key, "", PaymentStatus.REJECTED, int(amount_minor), currency,
+                         reason_code=code, reason=reason)
+
+
 class Transfers:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
+        self._backoff: dict[str, tuple[int, int]] = {}
+        """Per idempotency key: failed status look-ups in a row, and when to ask next."""
 
     def own_account(self) -> Account:
         settings = self.ctx.config.bank.settings
@@ -48,7 +75,12 @@ class Transfers:
                     currency=instruction.currency, reference=instruction.reference,
                     creditor=json.dumps(instruction.creditor_json()), status="pending",
                     reason="", end_to_end_id="", created_ms=now_ms(), updated_ms=now_ms()))
-        record = await rail.submit(instruction.payment(self.own_account()))
+        try:
+            record = await rail.submit(instruction.payment(self.own_account()))
+        except RailError as exc:
+            if not final(exc):
+                raise  # the outbox retries it with backoff, under the same key
+            record = rejected(key, instruction.amount_minor, instruction.currency, exc)
         await self._save(record)
         log.info("transfer.submitted", channel=channel_id[:16], purpose=instruction.purpose,
                  amount_minor=instruction.amount_minor, status=record.status.value)
@@ -71,12 +103,22 @@ class Transfers:
             rows = (await session.scalars(select(Transfer).where(
                 Transfer.status.in_(("pending", "accepted", "unreconciled"))))).all()
         changed = []
+        now = now_ms()
         for row in rows:
+            failures, not_before = self._backoff.get(row.idempotency_key, (0, 0))
+            if now < not_before:
+                continue
             try:
                 record = await rail.status(row.idempotency_key)
             except RailError as exc:
-                log.warning("transfer.status_failed", key=row.idempotency_key, error=str(exc))
-                continue
+                if not final(exc):
+                    wait = min(RETRY_CAP_MS, RETRY_FIRST_MS * 2 ** min(failures, 16))
+                    self._backoff[row.idempotency_key] = (failures + 1, now + wait)
+                    log.warning("transfer.status_failed", key=row.idempotency_key,
+                                error=str(exc), retry_in_ms=wait)
+                    continue
+                record = rejected(row.idempotency_key, row.amount_minor, row.currency, exc)
+            self._backoff.pop(row.idempotency_key, None)
             if record.status.value != row.status:
                 await self._save(record)
                 changed.append(record)

@@ -8,11 +8,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from node.context import Context
+from node.errors import NotFound
 from node.storage.models import Transfer
+from node.storage.repository import BUCKET_MS
 from protocol import channel as ch
 from protocol.messages import ChannelTerms
-from protocol.money import currency_exponent, format_decimal, to_minor_units
-from protocol.payout import exact_share, payouts
+from protocol.money import allocate, currency_exponent, format_decimal, to_minor_units
+from protocol.payout import payouts
 from protocol.references import Purpose, bank_reference
 from protocol.types import Amount
 
@@ -46,20 +48,16 @@ def shares(state: ch.ChannelState, opener_sent: int, peer_sent: int) -> tuple[in
 
 
 def balance(state: ch.ChannelState) -> dict[str, str]:
-    """What we would be paid if the channel closed now: at the rail unit by the payout rule
-    (the net payee rounded down, the payer gets the rest, so the two add up; a channel that
-    never opened refunds what was paid in), and exactly."""
+    """Our balance (ADR 0151): `precise` is exactly what `pay` still accepts (deposit − sent +
+    received); `amount` is that rounded towards zero at the currency exponent, so paying the
+    amount shown always succeeds; `payout` is what the arbiter would pay us if the channel
+    closed now, by the payout rule (0004 §4: the net payee is rounded down and the payer gets
+    the remainder, so a payer's payout can be one minor unit above `amount`)."""
     terms = state.terms
     exponent = currency_exponent(terms.currency)
-    sent = state.flows[0].amount, state.flows[1].amount
-    ours = shares(state, *sent)[state.us]
-    exact = exact_share(terms, state.funded, state.us, *sent, checkpoint=state.checkpoint,
-                        topped_up=state.topped_up, withdrawn=state.withdrawn)
-    return {
-        "amount": format_decimal(ours, exponent, min_places=exponent),
-        "precise": format_decimal(exact, terms.scale, min_places=exponent),
-        "currency": terms.currency,
-    }
+    ours = shares(state, state.flows[0].amount, state.flows[1].amount)[state.us]
+    return {**money(state.balance(), state),
+            "payout": format_decimal(ours, exponent, min_places=exponent)}
 
 
 def channel_summary(state: ch.ChannelState) -> dict[str, Any]:
@@ -178,12 +176,27 @@ def channel_detail(state: ch.ChannelState, transfers: list[Transfer]) -> dict[st
     }
 
 
+def signed(minor_units: int, exponent: int) -> str:
+    """A signed amount at the currency exponent, all its decimals: ``-183.27``, ``5.000``."""
+    return format_decimal(minor_units, exponent, min_places=exponent)
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="seconds")
+
+
 async def statement(ctx: Context, state: ch.ChannelState,
                     transfers: list[Transfer]) -> dict[str, Any]:
-    """Line items per (direction, unit, reference); subtotals per unit; the net; transfers."""
+    """Line items per (direction, unit, reference); subtotals per unit; the net; transfers.
+
+    Each line and subtotal carries `allocated`: its signed share (received +, sent −) of the
+    net at the currency exponent by the largest-remainder rule (ADR 0152), so the allocated
+    lines add up to their subtotals and to the net exactly, and the net is the exact net
+    rounded towards zero — what the payout rule moves between the two banks."""
     cid = state.channel_id.hex()
     rows = await ctx.repo.usage(cid)
     terms = state.terms
+    exponent = currency_exponent(terms.currency)
     lines_by_unit = {line.unit: line for line in terms.tariff}
     grouped: dict[tuple[int, str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
     for row in rows:
@@ -191,9 +204,13 @@ async def statement(ctx: Context, state: ch.ChannelState,
         g[0] += row.quantity
         g[1] += row.amount
         g[2] += row.updates
+    keys = sorted(grouped)
+    exact = [grouped[k][1] * (-1 if k[0] == state.us else 1) for k in keys]
+    shares = allocate(exact, 10 ** (terms.scale - exponent))
     items = []
-    subtotals: dict[tuple[str, str], int] = defaultdict(int)
-    for (sender, unit, reference), (quantity, amount, updates) in sorted(grouped.items()):
+    subtotals: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+    for (sender, unit, reference), share in zip(keys, shares, strict=True):
+        quantity, amount, updates = grouped[(sender, unit, reference)]
         direction = "sent" if sender == state.us else "received"
         line = lines_by_unit.get(unit)
         items.append({
@@ -205,19 +222,38 @@ async def statement(ctx: Context, state: ch.ChannelState,
             "graduated": bool(line and len(line.tiers) > 1),
             "updates": updates,
             "amount": money(amount, state),
+            "allocated": signed(share, exponent),
         })
-        subtotals[(direction, unit)] += amount
+        subtotals[(direction, unit)][0] += amount
+        subtotals[(direction, unit)][1] += share
+    by_direction = {d: sum(sh for (dd, _), (_, sh) in subtotals.items() if dd == d)
+                    for d in ("sent", "received")}
     net = state.received.amount - state.sent.amount
+    buckets = [row.bucket_ms for row in rows]
+    peer_id = terms.parties()[state.them].hex()
+    try:
+        peer_name = (await ctx.peer(peer_id)).name or None
+    except NotFound:
+        peer_name = None
     return {
         "channel": cid,
+        "counterparty": {"id": peer_id, "name": peer_name},
+        "period": {"from": _iso(min(buckets)), "to": _iso(max(buckets) + BUCKET_MS)}
+        if buckets else None,
         "currency": terms.currency,
+        "exponent": exponent,
+        "scale": terms.scale,
         "phase": state.phase.value,
         "items": items,
-        "subtotals": [{"direction": d, "unit": u, "amount": money(a, state)}
-                      for (d, u), a in sorted(subtotals.items())],
+        "subtotals": [{"direction": d, "unit": u, "amount": money(a, state),
+                       "allocated": signed(sh, exponent)}
+                      for (d, u), (a, sh) in sorted(subtotals.items())],
         "sent": money(state.sent.amount, state),
         "received": money(state.received.amount, state),
         "net": money(net, state),
+        "allocated": {"sent": signed(by_direction["sent"], exponent),
+                      "received": signed(by_direction["received"], exponent),
+                      "net": signed(sum(shares), exponent)},
         "balance": balance(state),
         "transfers": settlement_transfers(state, transfers),
     }

@@ -37,7 +37,7 @@ from protocol.messages import (
     UnilateralClose,
     next_usage_digest,
 )
-from protocol.money import check_scale, currency_exponent, from_minor_units
+from protocol.money import check_scale, currency_exponent, format_money, from_minor_units
 from protocol.tariff import check_tariff, tariff_amount
 from protocol.types import (
     MAX_AMOUNT,
@@ -656,9 +656,15 @@ def _apply_proof(state: ChannelState, proof: BalanceProof, *, verify_signature: 
     if proof.amount > MAX_AMOUNT or any(q > MAX_AMOUNT for q in proof.quantities):
         raise RemoteProtocolError(ErrorCode.INVALID_AMOUNT, "a cumulative total above 2^63-1")
     if proof.amount > state.capacity(sender):
+        terms = state.terms
+        more = format_money(proof.amount - flow.amount, terms.currency, terms.scale, precise=True)
+        room = format_money(
+            state.capacity(sender) - flow.amount, terms.currency, terms.scale, precise=True
+        )
         raise RemoteProtocolError(
             ErrorCode.CAPACITY_EXCEEDED,
-            f"cumulative {proof.amount} exceeds the sender's capacity {state.capacity(sender)}",
+            f"paying {more} exceeds the {room} the payer can still pay in this channel "
+            f"(what it put in escrow plus what it received, less what it sent or took out)",
         )
     digest = next_usage_digest(
         flow.usage_digest,

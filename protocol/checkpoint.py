@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from protocol.errors import ErrorCode, RemoteProtocolError
 from protocol.messages import ChannelTerms, Checkpoint
-from protocol.money import currency_exponent, from_minor_units
+from protocol.money import currency_exponent, format_money, from_minor_units
 from protocol.payout import Payouts
 from protocol.types import MAX_AMOUNT, Amount, MinorUnits
 
@@ -85,8 +85,10 @@ def check_within_capacity(
         if sent[sender] > limit:
             raise RemoteProtocolError(
                 ErrorCode.CAPACITY_EXCEEDED,
-                f"party {sender} has sent {sent[sender]}, more than the {limit} escrow backs "
-                "after this checkpoint's payouts",
+                f"the {('opener', 'peer')[sender]} has sent "
+                f"{format_money(sent[sender], terms.currency, terms.scale, precise=True)}, more "
+                f"than the {format_money(limit, terms.currency, terms.scale, precise=True)} "
+                "escrow backs after this checkpoint's payouts",
             )
 
 

@@ -4,6 +4,7 @@ refuse what is not there with a typed error, and check the handler landed where 
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Mapping
 
 from protocol.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
@@ -22,11 +23,21 @@ def allowed_phases(
     allowed = table.get((phase, type(event)))
     if allowed is None:
         err = LocalProtocolError if local else RemoteProtocolError
-        raise err(
-            ErrorCode.INVALID_STATE,
-            f"{type(event).__name__} is not allowed when the {noun} is {phase.value}",
-        )
+        raise err(ErrorCode.INVALID_STATE, not_allowed(event, phase, noun=noun))
     return allowed
+
+
+def not_allowed(event: object, phase: enum.Enum, *, noun: str) -> str:
+    """The refusal in words an operator reads, never a class name: ``ActionForceClose`` in
+    phase settled is "cannot force close: the channel is settled"."""
+    name = type(event).__name__
+    for prefix, form in (("Action", "cannot {}"), ("Receive", "a {} is not expected"),
+                         ("Observe", "a {} is not expected")):
+        if name.startswith(prefix) and len(name) > len(prefix):
+            words = re.sub(r"(?<!^)(?=[A-Z])", " ", name[len(prefix):]).lower()
+            return f"{form.format(words)}: the {noun} is {phase.value}"
+    words = re.sub(r"(?<!^)(?=[A-Z])", " ", name).lower()
+    return f"a {words} is not expected: the {noun} is {phase.value}"
 
 
 def check_landed(

@@ -42,7 +42,17 @@ SIG = Bin(64)
 SIG_OR_EMPTY = Bin(0, 64)
 CURRENCY = Text(3, r"[A-Z]{3}", min_len=3)
 REFERENCE = Text(64, r"[\x20-\x7e]*")
-"""Usage references ("SHIPMENT-4711") and bank references: printable ASCII."""
+"""Bank references ("ML0123…"): printable ASCII, as every rail's character set allows."""
+USAGE_TEXT = (
+    r"[^\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ud800-\udfff"
+    r"\ufeff\ufff0-\uffff]*"
+)
+"""Text without C0/C1 controls, invisible, line-separator or bidirectional-control characters,
+lone surrogates or specials."""
+USAGE_REFERENCE = Text(64, USAGE_TEXT)
+"""Usage references ("SHIPMENT-4711", "Lieferschein-Nr. Ä-17"): up to 64 characters of UTF-8
+text without control, invisible or bidirectional-override characters (0002 §5.2). They are
+signed between the two parties and never reach a bank (ADR 0152)."""
 
 EMPTY_SIGNATURE = Signature(b"")
 
@@ -285,7 +295,7 @@ class BalanceProof(Signed):
         ("direct_amount", AMOUNT),
         ("quantities", ListOf(AMOUNT, 1, MAX_LINES)),
         ("usage_digest", Bin(32)),
-        ("reference", REFERENCE),
+        ("reference", USAGE_REFERENCE),
         ("time_ms", TIME),
         ("signature", SIG_OR_EMPTY),
     )

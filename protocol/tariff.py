@@ -130,8 +130,16 @@ def parse_tariff_line(
             ErrorCode.INVALID_TARIFF, f"{text!r} is not like 'km=0.0123' (unit=price)"
         )
     tiers: list[TariffTier] = []
-    for part in rest.split(","):
+    parts = rest.split(",")
+    for i, part in enumerate(parts):
         price_text, colon, bound_text = part.partition(":")
+        if not colon and i + 1 < len(parts) and re.fullmatch(r"\s*[0-9]+\s*", parts[i + 1]):
+            raise LocalProtocolError(
+                ErrorCode.INVALID_TARIFF,
+                f"{text!r}: a comma separates tiers (PRICE:UPTO,PRICE), so "
+                f"{part.strip()},{parts[i + 1].strip()} is read as two prices; a decimal "
+                f"takes a point: write {part.strip()}.{parts[i + 1].strip()}",
+            )
         try:
             price = Amount(parse_decimal(price_text, scale))
             bound = Quantity(parse_decimal(bound_text, quantity_scale)) if colon else None

@@ -43,6 +43,9 @@ class RailSettings:
     scheme: str = ""
     """The scheme of `identification` (:class:`rails.port.AccountScheme`); the rail's own
     when empty."""
+    currency: str = ""
+    """The currency the account is held in ("" when not said: a SEPA account is in EUR, an
+    ACH account in USD); `channel open` refuses a deposit the bank would refuse for it."""
 
     def __post_init__(self) -> None:
         if not self.scheme:

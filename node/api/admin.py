@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import re
 import secrets
+import unicodedata
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -283,7 +284,8 @@ async def pay(request: web.Request) -> web.Response:
     if not any(quantities) and not direct:
         raise NodeError("give units (km=12.5) or an amount (\"3.20 EUR\")", code="NOTHING_TO_PAY")
     await service.pay(cid, quantities=quantities, direct_amount=direct,
-                      reference=body.get("reference", ""), repeat=body.get("repeat", 1),
+                      reference=unicodedata.normalize("NFC", body.get("reference", "")),
+                      repeat=body.get("repeat", 1),
                       wait=body.get("wait", True))
     return web.json_response(await _detail(request, cid))
 

@@ -18,13 +18,16 @@ code and the document cannot drift apart.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
 from node.errors import NodeError
+from protocol.errors import ProtocolError
+from protocol.messages import USAGE_TEXT
+from protocol.money import parse_decimal, parse_money
 from rails import jsonsafe
 
 MAX_BODY_BYTES = 64 * 1024
@@ -142,6 +145,9 @@ class Text(Field):
     means what JSON Schema's ``pattern`` means."""
     like: str
     """An example for the message ("a duration like 24h")."""
+    explain: Callable[[str], str | None] | None = None
+    """What to write instead, for a value the pattern refuses (the money grammar's sentence,
+    specs/0001 §2.1); None: the `like` message."""
     _regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -156,6 +162,9 @@ class Text(Field):
             raise BadInput(f"{name} is longer than {self.max_length} characters",
                            code=self.code)
         if not self._regex.fullmatch(value):
+            sentence = self.explain(value) if self.explain is not None else None
+            if sentence:
+                raise BadInput(f"{name}: {sentence}", code=self.code)
             raise _refuse(self.code, name, self.like, value)
         return value
 
@@ -256,12 +265,24 @@ class Body:
 # -- the admin API's bodies ---------------------------------------------------------------------
 
 NAME = r"^[^\x00-\x1f\x7f]+$"
+def _grammar(parse: Callable[[str], object]) -> Callable[[str], str | None]:
+    """The money grammar's refusal of a text, or None when the grammar would take it."""
+    def explain(text: str) -> str | None:
+        try:
+            parse(text)
+        except ProtocolError as exc:
+            return exc.message
+        return None
+    return explain
+
+
 MONEY = Text("INVALID_AMOUNT", 45, r"^[0-9]{1,20}(\.[0-9]{1,20})? [A-Za-z]{3}$",
-             "an amount like \"5000.00 EUR\"")
+             "an amount like \"5000.00 EUR\"", _grammar(lambda t: parse_money(t, MAX_SCALE)))
 TARIFF_LINE = Text("INVALID_TARIFF", 1000, r"^[a-z][a-z0-9-]{0,31}=\S+$",
                    "a tariff line like \"km=0.0123\"")
 UNIT = Text("BAD_UNITS", 32, r"^[a-z][a-z0-9-]{0,31}$", "\"km\"")
-QUANTITY = Text("BAD_UNITS", 41, r"^[0-9]{1,20}(\.[0-9]{1,20})?$", "\"12.5\"")
+QUANTITY = Text("BAD_UNITS", 41, r"^[0-9]{1,20}(\.[0-9]{1,20})?$", "\"12.5\"",
+                _grammar(lambda t: parse_decimal(t, MAX_SCALE)))
 MAX_TARIFF_LINES = 16
 MAX_SCALE = 12
 """As protocol.money.MAX_SCALE (a test checks that they agree)."""
@@ -282,8 +303,9 @@ CLOSE = Body("CloseRequest", {"force": Bool("BAD_FORCE")})
 PAY = Body("PayRequest", {
     "units": MapOf("BAD_UNITS", UNIT, QUANTITY, MAX_TARIFF_LINES),
     "amount": MONEY,
-    "reference": Text("BAD_REFERENCE", 64, r"^[\x20-\x7e]*$",
-                      "at most 64 printable ASCII characters"),
+    "reference": Text("BAD_REFERENCE", 64,
+                      f"^{USAGE_TEXT}$",
+                      "at most 64 characters of text, without control or invisible characters"),
     "repeat": Int("BAD_REPEAT", 1, 1_000_000),
     "wait": Bool("BAD_WAIT"),
 })

@@ -10,7 +10,7 @@ import click
 from node.cli.client import Admin, data_dir_option, emit, json_option
 from node.cli.exits import USAGE, CliError
 from node.cli.group import Group
-from node.cli.render import amount, short, table, wait_until
+from node.cli.render import amount, balance, short, table, wait_until
 
 precise_option = click.option("--precise", is_flag=True,
                               help="Show amounts at the channel's full scale.")
@@ -44,7 +44,7 @@ def describe(c: dict[str, Any], precise: bool) -> str:
         f"sent      {amount(c['sent'], precise=precise)} (nonce {c['nonce_sent']}, "
         f"acknowledged {c['acked_nonce_sent']})",
         f"received  {amount(c['received'], precise=precise)} (nonce {c['nonce_received']})",
-        f"balance   {amount(c['balance'], precise=precise)} ({balance_note(c['phase'])})",
+        f"balance   {balance(c['balance'], precise=precise)} ({balance_note(c['phase'])})",
         "tariff    " + tariff_text(c["tariff"], c["currency"]),
         "units     sent " + ", ".join(f"{u} {q}" for u, q in c["units"]["sent"].items())
         + "; received " + ", ".join(f"{u} {q}" for u, q in c["units"]["received"].items()),
@@ -55,7 +55,8 @@ def describe(c: dict[str, Any], precise: bool) -> str:
         lines.append("transfers")
         for t in c["settlement"]:
             lines.append(f"  {t['purpose']:<8} {t['party']:<7} {amount(t.get('amount')):>16}  "
-                         f"{t['reference']}  {t['status']}")
+                         f"{t['reference']}  {t['status']}"
+                         + (f": {t['reason']}" if t.get("reason") else ""))
     return "\n".join(lines)
 
 

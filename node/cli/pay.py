@@ -9,7 +9,7 @@ import click
 
 from node.cli.client import Admin, data_dir_option, emit, json_option
 from node.cli.exits import NOT_RUNNING, TIMED_OUT, USAGE, CliError
-from node.cli.render import amount
+from node.cli.render import amount, balance
 
 CHUNK = 1_000
 """Updates per admin call of `pay --repeat`; every update is still signed and receipted."""
@@ -42,7 +42,12 @@ def pay(channel_id: str, units: tuple[str, ...], amount_text: str | None, refere
         if not sep or not unit or not quantity:
             raise CliError(f"--units {item!r} is not UNIT=QUANTITY (e.g. km=12.5)",
                            code="USAGE", exit_code=USAGE)
-        parsed[unit.strip()] = quantity.strip()
+        unit = unit.strip()
+        if unit in parsed:
+            raise CliError(
+                f"--units {unit} is given twice ({unit}={parsed[unit]} and {item.strip()}): "
+                f"give each unit once, with the total quantity", code="USAGE", exit_code=USAGE)
+        parsed[unit] = quantity.strip()
     if not parsed and not amount_text:
         raise CliError("say what to pay: --units km=12.5 or --amount \"3.20 EUR\"",
                        code="USAGE", exit_code=USAGE)
@@ -64,5 +69,5 @@ def pay(channel_id: str, units: tuple[str, ...], amount_text: str | None, refere
             raise
         done += n
     emit(data, as_json,
-         f"paid: sent {amount(data['sent'])} in total, update {data['nonce_sent']} "
-         f"acknowledged by the peer; balance {amount(data['balance'])}")
+         f"paid: sent {amount(data['sent'], precise=True)} in total, update "
+         f"{data['nonce_sent']} acknowledged by the peer; balance {balance(data['balance'])}")

@@ -22,6 +22,18 @@ def amount(value: dict[str, str] | None, *, precise: bool = False) -> str:
     return f"{number} {value['currency']}"
 
 
+def balance(value: dict[str, str], *, precise: bool = False) -> str:
+    """``82.93 EUR to spend (exactly 82.9325 EUR); 82.94 EUR paid out if closed now``: what
+    `pay` accepts, never rounded up, and what the payout rule pays (ADR 0151)."""
+    currency = value["currency"]
+    text = f"{amount(value, precise=precise)} to spend"
+    if value.get("precise") and value["precise"] != value["amount"] and not precise:
+        text += f" (exactly {value['precise']} {currency})"
+    if value.get("payout") is not None:
+        text += f"; {value['payout']} {currency} paid out if closed now"
+    return text
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     cells = [[str(c) for c in headers], *[[("-" if c is None else str(c)) for c in r]
                                           for r in rows]]

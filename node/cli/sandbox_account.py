@@ -20,7 +20,7 @@ from typing import Any
 
 from node.cli.exits import CliError, not_running, refused
 from protocol.errors import ProtocolError
-from protocol.money import currency_exponent, parse_money
+from protocol.money import parse_rail_money
 
 KEY_FILE = "tpp-key.pem"
 SAME = ("rail", "url", "account_id", "identification", "name")
@@ -66,7 +66,7 @@ def open_or_reuse(*, bank_url: str, account_id: str, name: str, identification: 
     from node.provision import ProvisionError, open_sandbox_account
 
     try:
-        money = parse_money(balance, 6)
+        money = parse_rail_money(balance)  # a bank balance is whole minor units
     except ProtocolError as exc:
         raise CliError(exc.message, code="BAD_AMOUNT", exit_code=2) from None
     wanted = {"rail": "openbanking", "url": bank_url, "account_id": account_id,
@@ -102,7 +102,7 @@ def open_or_reuse(*, bank_url: str, account_id: str, name: str, identification: 
     if (keys_dir / KEY_FILE).exists():
         raise CliError(f"{keys_dir / KEY_FILE} exists but {out} does not: that key belongs to "
                        f"another account; choose another --keys-dir", code="KEYS_EXIST")
-    minor = money.amount // 10 ** (6 - currency_exponent(money.currency))
+    minor = money.amount
     try:
         settings = asyncio.run(open_sandbox_account(
             bank_url=bank_url, directory=keys_dir, account_id=account_id, name=name,

@@ -52,6 +52,7 @@ from protocol.money import (
     format_money,
     parse_decimal,
     parse_money,
+    parse_rail_money,
     to_minor_units,
 )
 from protocol.payout import cumulative_shares
@@ -100,6 +101,11 @@ def record_json(record: Record) -> dict[str, Any]:
 
 def error_json(exc: ProtocolError) -> dict[str, Any]:
     return {"error": exc.code.name, "code": int(exc.code)}
+
+
+def refusal_json(exc: ProtocolError) -> dict[str, Any]:
+    """A refusal of text a person typed: the code and the sentence they are shown."""
+    return {**error_json(exc), "message": exc.message}
 
 
 def attempt(fn: Callable[[], Any]) -> tuple[Any, ProtocolError | None]:
@@ -541,6 +547,8 @@ def tariff_vectors() -> dict[str, Any]:
         ("km=0.01:1000.0001,0.005", 6, 3),
         ("km=-1", 6, 3),
         ("km=1e3", 6, 3),
+        ("km=0,0123", 6, 3),
+        ("km=0.015:1,000,0.0123", 6, 3),
     ]
     invalid_texts = []
     for text, scale, qscale in bad_texts:
@@ -619,13 +627,23 @@ def money_vectors() -> dict[str, Any]:
         ("", 2),
         ("1 000", 2),
         ("+1", 2),
+        ("1,000.00", 2),
+        ("1E3", 0),
+        ("012.50", 1),
+        ("9223372036854775807", 0),
+        ("9223372036854775808", 0),
+        ("18446744073709551616", 0),
+        ("9223372.036854775807", 12),
+        ("9223372.036854775808", 12),
+        ("١٢", 2),
+        ("  7.10  ", 2),
     ):
         value, exc = attempt(lambda t=text, s=scale: parse_decimal(t, s))  # type: ignore[misc]
         decimals.append(
             {
                 "text": text,
                 "scale": scale,
-                **({"value": str(value)} if exc is None else error_json(exc)),
+                **({"value": str(value)} if exc is None else refusal_json(exc)),
             }
         )
     monies = []
@@ -640,6 +658,12 @@ def money_vectors() -> dict[str, Any]:
         ("1.00 EUR", 13),
         ("1.00 XAU", 6),
         ("EUR 1.00", 6),
+        ("0.001 EUR", 6),
+        ("3.205 EUR", 6),
+        ("3.205 EUR", 2),
+        ("1,5 EUR", 6),
+        ("5000.00", 6),
+        ("1.5 bhd", 6),
     ):
         value, exc = attempt(lambda t=text, s=scale: parse_money(t, s))  # type: ignore[misc]
         monies.append(
@@ -649,7 +673,21 @@ def money_vectors() -> dict[str, Any]:
                 **(
                     {"amount": str(value.amount), "currency": value.currency}
                     if exc is None
-                    else error_json(exc)
+                    else refusal_json(exc)
+                ),
+            }
+        )
+    rail_monies = []
+    for text in ("5000.00 EUR", "5000 eur", "0.001 EUR", "3.205 EUR", "3.200 EUR", "1500 JPY",
+                 "0.5 JPY", "12.345 KWD", "12.3456 BHD", "1e3 EUR"):
+        value, exc = attempt(lambda t=text: parse_rail_money(t))  # type: ignore[misc]
+        rail_monies.append(
+            {
+                "text": text,
+                **(
+                    {"minor_units": str(value.amount), "currency": value.currency}
+                    if exc is None
+                    else refusal_json(exc)
                 ),
             }
         )
@@ -733,6 +771,7 @@ def money_vectors() -> dict[str, Any]:
         "exponents": exponents,
         "parse_decimal": decimals,
         "parse_money": monies,
+        "parse_rail_money": rail_monies,
         "to_minor_units": minor,
         "format_money": formats,
         "payouts": payouts,
@@ -1006,6 +1045,11 @@ def decode_error_inputs() -> list[tuple[str, str, bytes]]:
             "reference with a control character",
             "any",
             pack([*raw_wire(proof)[:9], "A\nB", *raw_wire(proof)[10:]]),
+        ),
+        (
+            "reference with a bidirectional override",
+            "any",
+            pack([*raw_wire(proof)[:9], "INV-\u202e71", *raw_wire(proof)[10:]]),
         ),
         ("boolean field", "any", b"\x93\x0b\x01\xc3"),
         ("negative integer", "any", b"\x93\x05\x01\xff"),

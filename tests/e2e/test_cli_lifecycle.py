@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 from collections import Counter
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -101,9 +102,9 @@ def test_lifecycle_through_the_cli(quickstart: Any, tmp_path: Path) -> None:
     assert sorted(p["name"] for p in peers) == ["carrier", "escrow"]
 
     # bad input never gets as far as the peer
-    assert "not 12.345 EUR" in fails("channel", "open", "carrier", "--arbiter", "escrow",
-                                     "--deposit", "12.345 EUR", "--tariff", "km=0.01",
-                                     home=man)
+    assert "write 12.34 EUR or 12.35 EUR" in fails(
+        "channel", "open", "carrier", "--arbiter", "escrow", "--deposit", "12.345 EUR",
+        "--tariff", "km=0.01", home=man)
     assert "km=abc" in fails("channel", "open", "carrier", "--arbiter", "escrow",
                              "--deposit", "50.00 EUR", "--tariff", "km=abc", home=man)
     assert "XYZ" in fails("channel", "open", "carrier", "--arbiter", "escrow",
@@ -146,14 +147,17 @@ def test_lifecycle_through_the_cli(quickstart: Any, tmp_path: Path) -> None:
     by_ref = Counter(i["reference"] for i in statement["items"])
     assert by_ref == {"SHIPMENT-4711": 1, "SHIPMENT-4712": 2, "TOLL": 1}
     assert statement["received"]["precise"] == "183.27375"
-    rows = list(csv.DictReader(io.StringIO(run("statement", cid[:8], "--format", "csv",
-                                               home=car).stdout)))
+    rows = [r for r in csv.DictReader(io.StringIO(run("statement", cid[:8], "--format", "csv",
+                                                      home=car).stdout)) if r["row"] == "item"]
     assert {r["reference"] for r in rows} == {"SHIPMENT-4711", "SHIPMENT-4712", "TOLL"}
-    assert sum(float(r["amount"]) for r in rows) == pytest.approx(183.27375)
+    assert sum(Decimal(r["precise_amount"]) for r in rows) == Decimal("183.27375")
+    assert sum(Decimal(r["amount"]) for r in rows) == Decimal("183.27")  # they add up
 
-    # what each side would be paid now: the payout rule, so the two add up to the deposit
-    assert js("channel", "show", cid[:8], home=man)["balance"]["amount"] == "4816.73"
-    assert js("channel", "show", cid[:8], home=car)["balance"]["amount"] == "183.27"
+    # what each side can spend (rounded towards zero) and would be paid now: the payout
+    # rule, so the two payouts add up to the deposit
+    assert js("channel", "show", cid[:8], home=man)["balance"]["amount"] == "4816.72"
+    assert js("channel", "show", cid[:8], home=man)["balance"]["payout"] == "4816.73"
+    assert js("channel", "show", cid[:8], home=car)["balance"]["payout"] == "183.27"
     closed = js("channel", "close", cid[:8], "--wait", home=man)
     assert closed["phase"] == "settled"
     payouts = {t["party"]: t["amount"]["amount"] for t in closed["settlement"]

@@ -84,7 +84,8 @@ def test_ten_thousand_updates_settle_to_the_cent(cos: Companies) -> None:
     assert km == [{"direction": "received", "unit": "km", "reference": "SHIPMENT-1",
                    "quantity": "10000", "unit_price": "0.0123", "graduated": False,
                    "updates": 10_000,
-                   "amount": {"amount": "123.00", "precise": "123.00", "currency": "EUR"}}]
+                   "amount": {"amount": "123.00", "precise": "123.00", "currency": "EUR"},
+                   "allocated": "123.00"}]
 
 
 def test_receiver_killed_mid_stream_loses_nothing(cos: Companies) -> None:

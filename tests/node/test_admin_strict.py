@@ -116,8 +116,9 @@ CASES: list[tuple[str, str, str, bytes | None, str]] = [
     ("units-bad-name", "pay", "", j({"units": {"KM": "1"}}), "BAD_UNITS"),
     ("units-exponent", "pay", "", j({"units": {"km": "1e3"}}), "BAD_UNITS"),
     ("reference-long", "pay", "", j({**PAY, "reference": "x" * 65}), "BAD_REFERENCE"),
-    ("reference-unicode", "pay", "", j({**PAY, "reference": "Lieferschein ü"}),
-     "BAD_REFERENCE"),
+    # UTF-8 text is a reference (Lieferschein ü); control and bidi-override characters are not
+    ("reference-bidi", "pay", "", j({**PAY, "reference": "INV-\u202e71"}), "BAD_REFERENCE"),
+    ("reference-control", "pay", "", j({**PAY, "reference": "A\nB"}), "BAD_REFERENCE"),
     ("reference-number", "pay", "", j({**PAY, "reference": 4711}), "BAD_REFERENCE"),
     ("amount-number", "pay", "", j({"amount": 3.2}), "INVALID_AMOUNT"),
     ("amount-no-space", "pay", "", j({"amount": "3.20EUR"}), "INVALID_AMOUNT"),

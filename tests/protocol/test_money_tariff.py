@@ -16,6 +16,7 @@ from protocol.money import (
     from_minor_units,
     parse_decimal,
     parse_money,
+    parse_rail_money,
     to_minor_units,
 )
 from protocol.payout import Payouts, cumulative_shares
@@ -48,7 +49,8 @@ PROPERTY = settings(max_examples=200, deadline=None)
         ("1.500 EUR", 2, Money(Amount(150), "EUR", 2)),  # trailing zeros are exact
         ("1000 JPY", 0, Money(Amount(1000), "JPY", 0)),
         ("1.234 KWD", 3, Money(Amount(1234), "KWD", 3)),
-        ("99999999999999999999.999999 EUR", 6, Money(Amount(10**26 - 1), "EUR", 6)),
+        ("9223372036854.775807 EUR", 6, Money(Amount(2**63 - 1), "EUR", 6)),
+        ("0.001 EUR", 6, Money(Amount(1000), "EUR", 6)),  # below the cent: a channel amount
     ],
 )
 def test_parse_money(text: str, scale: int, expected: Money) -> None:
@@ -77,6 +79,9 @@ def test_parse_money(text: str, scale: int, expected: Money) -> None:
         ("EUR 5000.00", ErrorCode.INVALID_AMOUNT),
         ("5000.00 EURO", ErrorCode.INVALID_AMOUNT),
         ("", ErrorCode.INVALID_AMOUNT),
+        ("99999999999999999999.999999 EUR", ErrorCode.INVALID_AMOUNT),  # above 2^63 - 1
+        ("9223372036854.775808 EUR", ErrorCode.INVALID_AMOUNT),
+        ("1" * 65 + " EUR", ErrorCode.INVALID_AMOUNT),
         ("5 ZZZ", ErrorCode.UNKNOWN_CURRENCY),
         ("5 XAU", ErrorCode.UNKNOWN_CURRENCY),
         ("5 XXX", ErrorCode.UNKNOWN_CURRENCY),
@@ -95,6 +100,87 @@ def test_parse_money_refuses_a_scale_below_the_exponent() -> None:
     with pytest.raises(LocalProtocolError) as info:
         parse_money("1 EUR", 13)
     assert info.value.code is ErrorCode.INVALID_TERMS
+
+
+# -- the one grammar (specs/0001 §2.1): every refusal says what to write instead --------------
+
+
+@pytest.mark.parametrize(
+    ("text", "scale", "says"),
+    [
+        ("1,5", 2, "write 1.5"),
+        ("0,0123", 6, "write 0.0123"),
+        ("1e3", 2, "1e3 is 1000"),
+        ("2.5E-1", 6, "write the number out in full"),
+        ("+1", 2, "write 1 without the +"),
+        ("-1", 2, "never below 0"),
+        (".5", 2, "write 0.5"),
+        ("5.", 2, "write 5"),
+        ("1 000", 2, "write 1000"),
+        ("1,000.00", 2, "write 1000.00"),
+        ("1_000", 2, "write 1000"),
+        ("18446744073709551616", 0, "above the largest amount"),
+        ("9223372036854775808", 0, "9223372036854775807"),
+        ("3.205", 2, "round it yourself (e.g. 3.20)"),
+        ("0.001", 2, "has 3 decimal places"),
+        ("0.5", 0, "has 1 decimal place,"),
+        ("", 2, "write a number such as 12.50"),
+        ("\u0661\u0662", 2, "ASCII digits"),
+    ],
+)
+def test_grammar_refusals_say_what_to_write(text: str, scale: int, says: str) -> None:
+    with pytest.raises(LocalProtocolError) as info:
+        parse_decimal(text, scale)
+    assert info.value.code is ErrorCode.INVALID_AMOUNT
+    assert says in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("text", "scale", "value"),
+    [("12.50", 1, 125), ("012.50", 1, 125), ("1.230000", 2, 123), ("  7  ", 0, 7),
+     ("9223372036854775807", 0, 2**63 - 1), ("0.000000000001", 12, 1)],
+)
+def test_grammar_accepts_insignificant_zeros(text: str, scale: int, value: int) -> None:
+    """Leading zeros and trailing zeros after the point carry no value, so they do not count
+    against the scale: 12.50 at scale 1 is exactly 12.5."""
+    assert parse_decimal(text, scale) == value
+
+
+def test_currency_codes_in_any_case_are_the_upper_case_code() -> None:
+    assert parse_money("12.5 eur", 6) == parse_money("12.5 EUR", 6) == parse_money("12.5 Eur", 6)
+    with pytest.raises(LocalProtocolError) as info:
+        parse_money("EUR 12.5", 6)
+    assert "write the number first: 12.5 EUR" in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("text", "minor", "currency"),
+    [("5000.00 EUR", 500_000, "EUR"), ("3.200 EUR", 320, "EUR"), ("1500 jpy", 1500, "JPY"),
+     ("12.345 KWD", 12_345, "KWD"), ("0.001 BHD", 1, "BHD")],
+)
+def test_rail_money_is_whole_minor_units(text: str, minor: int, currency: str) -> None:
+    money = parse_rail_money(text)
+    assert (money.amount, money.currency, money.scale) == (minor, currency,
+                                                            currency_exponent(currency))
+
+
+def test_rail_money_of_any_length_is_a_typed_refusal() -> None:
+    for text in ("1" * 5000 + " EUR", "0." + "1" * 5000 + " EUR"):
+        with pytest.raises(LocalProtocolError) as info:
+            parse_rail_money(text)
+        assert info.value.code is ErrorCode.INVALID_AMOUNT
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [("0.001 EUR", "write 0.00 EUR or 0.01 EUR"), ("3.205 EUR", "write 3.20 EUR or 3.21 EUR"),
+     ("0.5 JPY", "write 0 JPY or 1 JPY"), ("1.2345 KWD", "write 1.234 KWD or 1.235 KWD")],
+)
+def test_rail_money_below_the_minor_unit_is_refused(text: str, says: str) -> None:
+    with pytest.raises(LocalProtocolError) as info:
+        parse_rail_money(text)
+    assert info.value.code is ErrorCode.INVALID_AMOUNT
+    assert says in info.value.message
 
 
 def test_too_many_decimals() -> None:
@@ -147,9 +233,17 @@ def test_formatting() -> None:
 
 
 @PROPERTY
-@given(st.integers(0, 10**20 - 1), st.integers(0, 12))  # at most 20 whole digits
+@given(st.integers(0, 2**63 - 1), st.integers(0, 12))  # every amount a channel can carry
 def test_decimal_round_trip(value: int, scale: int) -> None:
     assert parse_decimal(format_decimal(value, scale), scale) == value
+
+
+@PROPERTY
+@given(st.integers(2**63, 2**70), st.integers(0, 12))
+def test_decimal_above_the_bound_is_refused(value: int, scale: int) -> None:
+    with pytest.raises(LocalProtocolError) as info:
+        parse_decimal(format_decimal(value, scale), scale)
+    assert "above the largest amount" in info.value.message
 
 
 # -- the payout rule --------------------------------------------------------------------------
@@ -383,3 +477,62 @@ def test_pay_refuses_bad_quantities(sim: Simulation) -> None:
             ch.step(before, ch.ActionPay(sim.opener, quantities, direct), now_ms=sim.tick())
         assert info.value.code is code
         assert sim.states[0] is before
+
+
+# -- the statement's allocation (ADR 0152) ---------------------------------------------------
+
+
+def _toward_zero(total: int, unit: int) -> int:
+    return abs(total) // unit * (1 if total >= 0 else -1)
+
+
+@pytest.mark.parametrize(
+    ("values", "unit", "expected"),
+    [
+        ([], 10_000, []),
+        ([153_750, 1_800_000_000, 3_200_000], 10_000, [15, 180_000, 320]),
+        # three thirds of a cent each: floors 0, the one cent the net has goes to the first
+        ([3_333, 3_333, 3_334], 10_000, [0, 0, 1]),
+        ([5_000, 5_000], 10_000, [1, 0]),  # ties go to the earlier line
+        ([-5, -5], 10, [0, -1]),  # the net -1 unit, rounded towards zero from -10/10
+        ([-15, 4], 10, [-1, 0]),  # net -11 → -1
+        ([1_999_999], 1_000_000, [1]),  # JPY at scale 6: rounded towards zero
+        ([123_456, -23_455], 1_000, [123, -23]),  # BHD at scale 6: net 100.001 → 100
+    ],
+)
+def test_allocate(values: list[int], unit: int, expected: list[int]) -> None:
+    from protocol.money import allocate
+
+    assert allocate(values, unit) == expected
+    assert sum(expected) == _toward_zero(sum(values), unit)
+
+
+@PROPERTY
+@given(st.lists(st.integers(-(10**15), 10**15), max_size=40),
+       st.sampled_from([1, 10, 100, 1_000, 10_000, 1_000_000]))
+def test_allocation_adds_up_to_the_net_and_stays_within_a_unit(values: list[int],
+                                                               unit: int) -> None:
+    from protocol.money import allocate
+
+    shares = allocate(values, unit)
+    assert sum(shares) == _toward_zero(sum(values), unit)
+    for value, share in zip(values, shares, strict=True):
+        assert abs(value - share * unit) < unit
+
+
+@PROPERTY
+@given(st.integers(0, 10**9), st.integers(0, 10**9), st.sampled_from([(6, 0), (6, 2), (6, 3)]))
+def test_allocated_net_is_what_the_payout_rule_moves(sent: int, received: int,
+                                                     scales: tuple[int, int]) -> None:
+    """The rounded net of a statement equals the payee's payout less its deposit: the money
+    that moves between the two banks (0004 §4)."""
+    from protocol.money import allocate
+
+    scale, exponent = scales
+    unit = 10 ** (scale - exponent)
+    deposit = 10**6  # each side, minor units
+    payouts = cumulative_shares(
+        opener_deposit=MinorUnits(deposit), peer_deposit=MinorUnits(deposit),
+        opener_sent=Amount(sent), peer_sent=Amount(received), scale=scale, exponent=exponent)
+    net = sum(allocate([-sent, received], unit))  # as the opener sees it
+    assert net == payouts.opener - deposit

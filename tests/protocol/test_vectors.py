@@ -42,6 +42,7 @@ from protocol.money import (
     format_money,
     parse_decimal,
     parse_money,
+    parse_rail_money,
     to_minor_units,
 )
 from protocol.payout import cumulative_shares
@@ -427,6 +428,33 @@ def test_parse_money(case: dict[str, Any]) -> None:
             case["currency"],
             case["scale"],
         )
+
+
+@pytest.mark.parametrize(
+    "case", MONEY["parse_rail_money"], ids=ids(MONEY["parse_rail_money"], "text")
+)
+def test_parse_rail_money(case: dict[str, Any]) -> None:
+    if "error" in case:
+        with pytest.raises(ProtocolError) as info:
+            parse_rail_money(case["text"])
+        assert_error(info.value, case)
+        assert info.value.message == case["message"]
+    else:
+        money = parse_rail_money(case["text"])
+        assert (money.amount, money.currency) == (int(case["minor_units"]), case["currency"])
+        assert money.scale == currency_exponent(money.currency)
+
+
+REFUSALS = [(fn, c) for fn, key in ((parse_decimal, "parse_decimal"), (parse_money, "parse_money"))
+            for c in MONEY[key] if "message" in c]
+
+
+@pytest.mark.parametrize(("fn", "case"), REFUSALS, ids=[repr(c["text"]) for _, c in REFUSALS])
+def test_refusal_sentences(fn: Any, case: dict[str, Any]) -> None:
+    """The sentence a person is shown for a refused text is part of the grammar (0001 §2.1)."""
+    with pytest.raises(ProtocolError) as info:
+        fn(case["text"], case["scale"])
+    assert info.value.message == case["message"]
 
 
 @pytest.mark.parametrize(
