@@ -1,5 +1,5 @@
-"""The node shows the money that moves: its balance and expected payouts are the arbiter's
-payouts for the same totals (one rule, protocol.payout)."""
+"""The node shows the money that moves: its balance's payout and the expected payouts are the
+arbiter's payouts for the same totals (one rule, protocol.payout)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def test_shown_balance_equals_the_arbiter_payout(over: int) -> None:
         sim.deposit(1, over)
     sim.pay(0, (80_001,))
     sim.pay(1, (2_000,))
-    shown = [views.balance(state)["amount"] for state in sim.states]
+    shown = [views.balance(state)["payout"] for state in sim.states]
     decided = sim.close()
     assert decided.state.payouts is not None
     paid = (decided.state.payouts.opener, decided.state.payouts.peer)
@@ -38,6 +38,5 @@ def test_never_opened_balance_is_the_refund() -> None:
     sim = Simulation.create(tariff=(KM,), opener_deposit=10_000, peer_deposit=300)
     sim.open()
     half = [replace(s, funded=(MinorUnits(10_000), MinorUnits(0))) for s in sim.states]
-    assert views.balance(half[0])["amount"] == "100.00"
-    assert views.balance(half[1])["amount"] == "0.00"
-    assert views.balance(half[1])["precise"] == "0.00"
+    assert views.balance(half[0])["payout"] == "100.00"
+    assert views.balance(half[1])["payout"] == "0.00"
