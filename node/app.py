@@ -138,6 +138,8 @@ class Node:
         finally:
             for task in tasks:
                 task.cancel()
+            # done before the rail and the database close under them
+            await asyncio.gather(*tasks, return_exceptions=True)
             await self.watch.stop()
             await self.escrow.stop()
             await self.outbox.stop()
