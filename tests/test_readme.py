@@ -9,6 +9,7 @@ import re
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -66,6 +67,18 @@ def _bash(block: str, cwd: Path, env: dict[str, str],
     return proc
 
 
+def _outside_the_repository(tmp_path: Path) -> Path:
+    """An empty folder outside the repository's parent: pytest's own when it is (a checkout
+    anywhere but /tmp), else a fresh one under /var/tmp or the home directory."""
+    parent = REPO.parent.resolve()
+    if not tmp_path.resolve().is_relative_to(parent):
+        return tmp_path
+    for base in (Path("/var/tmp"), Path.home()):
+        if base.is_dir() and not base.resolve().is_relative_to(parent):
+            return Path(tempfile.mkdtemp(prefix="meterline-fresh-", dir=base))
+    pytest.skip(f"no writable folder outside {parent} for a fresh clone")
+
+
 def test_a_fresh_clone_runs_the_first_two_blocks(tmp_path: Path) -> None:
     """`git clone` of this repository at HEAD into an empty folder outside the repository's
     parent, with nothing beside it; there the README's first block (set up and run the demo;
@@ -77,6 +90,7 @@ def test_a_fresh_clone_runs_the_first_two_blocks(tmp_path: Path) -> None:
     taken = [p for p in QUICKSTART_PORTS if _port_taken(p)]
     if taken:
         pytest.skip(f"the Quickstart's fixed ports {taken} are in use by another process here")
+    tmp_path = _outside_the_repository(tmp_path)
     assert not tmp_path.resolve().is_relative_to(REPO.parent.resolve())
     clone = tmp_path / "meterline"
     subprocess.run(["git", "clone", "--quiet", "--no-hardlinks", str(REPO), str(clone)],
