@@ -216,8 +216,8 @@ class EscrowService:
 
     async def _poll_deadlines(self) -> None:
         for cid, state in list(self.states.items()):
-            if state.phase is arb.ArbiterPhase.DISPUTE:
-                await self._apply(cid, arb.Tick())
+            if state.phase in (arb.ArbiterPhase.DISPUTE, arb.ArbiterPhase.PAYING):
+                await self._apply(cid, arb.Tick(self.ctx.signer))
 
     async def _credit(self, entry_id: str, reference: str, amount: int, currency: str,
                       debtor: str, booked_ms: int) -> None:

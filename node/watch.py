@@ -27,8 +27,8 @@ log = structlog.get_logger()
 WATCHED = frozenset({ch.Phase.ACCEPTED, ch.Phase.OPEN, ch.Phase.CLOSING, ch.Phase.CLOSED,
                      ch.Phase.DISPUTED})
 """Every phase in which the arbiter may know something the node must act on."""
-FUNDABLE = frozenset({ch.Phase.PROPOSED, ch.Phase.ACCEPTED, ch.Phase.OPEN})
-"""Where the machine takes funding confirmations (0003 §4)."""
+FUNDABLE = frozenset(phase for phase, event in ch.TRANSITIONS if event is ch.ReceiveFunding)
+"""Where the machine takes funding confirmations (0003 §4): read from its transition table."""
 CONCURRENCY = 16
 """Status requests in flight at once (one slow arbiter answer never holds up a sweep)."""
 

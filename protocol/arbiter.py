@@ -139,6 +139,12 @@ class ReceiveEvidence:
 class Tick:
     """Time passed; the dispute window may have ended."""
 
+    signer: Signer | None = None
+    """The arbiter's key: with it, a decision that leaves nothing to pay (a channel closed
+    before any deposit was booked) settles at once with a signed payout notice (specs/0004
+    §5); without it, such a channel waits in `paying` for the next tick that carries it (the
+    daemon always passes it)."""
+
 
 @dataclass(frozen=True, slots=True)
 class ObservePayoutBooked:
@@ -289,8 +295,8 @@ TRANSITIONS: dict[tuple[ArbiterPhase, type], frozenset[ArbiterPhase]] = {
     (A.DISPUTE, ReceiveEvidence): frozenset({A.DISPUTE}),
     (A.FUNDING, Tick): frozenset({A.FUNDING}),
     (A.OPEN, Tick): frozenset({A.OPEN}),
-    (A.DISPUTE, Tick): frozenset({A.DISPUTE, A.PAYING}),
-    (A.PAYING, Tick): frozenset({A.PAYING}),
+    (A.DISPUTE, Tick): frozenset({A.DISPUTE, A.PAYING, A.SETTLED}),
+    (A.PAYING, Tick): frozenset({A.PAYING, A.SETTLED}),
     (A.SETTLED, Tick): frozenset({A.SETTLED}),
     (A.PAYING, ObservePayoutBooked): frozenset({A.PAYING, A.SETTLED}),
     (A.SETTLED, ObservePayoutBooked): frozenset({A.SETTLED}),
@@ -470,6 +476,8 @@ def _on_evidence(state: ArbiterState, event: ReceiveEvidence, now_ms: int) -> Tr
 
 
 def _on_tick(state: ArbiterState, event: Tick, now_ms: int) -> Transition:
+    if state.phase is ArbiterPhase.PAYING:
+        return _settle_if_nothing_left(state, event.signer, now_ms, ())
     if state.phase is not ArbiterPhase.DISPUTE or state.deadline_ms is None:
         return Transition(state)
     if now_ms < state.deadline_ms:
@@ -477,7 +485,20 @@ def _on_tick(state: ArbiterState, event: Tick, now_ms: int) -> Transition:
     sent = [p.amount if p is not None else 0 for p in state.evidence]
     payouts = decide_payouts(state, sent[0], sent[1])
     new, effects = _payout_effects(state, payouts)
-    return Transition(new, effects)
+    return _settle_if_nothing_left(new, event.signer, now_ms, effects)
+
+
+def _settle_if_nothing_left(state: ArbiterState, signer: Signer | None, now_ms: int,
+                            effects: tuple[Effect, ...]) -> Transition:
+    """A decision with nothing left to book — payouts of 0 and 0, as for a channel closed
+    before any deposit was booked — submits nothing, so no booking will ever settle it: it
+    settles now, with the notice signed by `signer`. A payout still unbooked, or no key to
+    sign with, leaves the state as it is."""
+    if (state.phase is not ArbiterPhase.PAYING or state.payouts is None or signer is None
+            or not all(state.booked)):
+        return Transition(state, effects)
+    settled, notice = _settled(state, now_ms, signer)
+    return Transition(settled, (*effects, SendPayoutNotice(notice)))
 
 
 def _on_booked(state: ArbiterState, event: ObservePayoutBooked, now_ms: int) -> Transition:
@@ -502,6 +523,13 @@ def _final_booked(state: ArbiterState, party: int, signer: Signer, booked_ms: in
     new = replace(state, booked=booked)
     if not all(booked):
         return Transition(new)
+    settled, notice = _settled(new, event.booked_ms, event.signer)
+    return Transition(settled, (SendPayoutNotice(notice),))
+
+
+def _settled(state: ArbiterState, booked_ms: int, signer: Signer
+             ) -> tuple[ArbiterState, PayoutNotice]:
+    """Every payout is booked (or there was none to make): sign the payout notice."""
     assert state.payouts is not None
     notice = PayoutNotice(
         state.channel_id,
@@ -509,12 +537,10 @@ def _final_booked(state: ArbiterState, party: int, signer: Signer, booked_ms: in
         state.payouts.peer,
         bank_reference(state.channel_id, Purpose.PAYOUT, 0),
         bank_reference(state.channel_id, Purpose.PAYOUT, 1),
-        event.booked_ms,
+        booked_ms,
         EMPTY_SIGNATURE,
-    ).signed_by(event.signer)
-    return Transition(
-        replace(new, phase=ArbiterPhase.SETTLED, notice=notice), (SendPayoutNotice(notice),)
-    )
+    ).signed_by(signer)
+    return replace(state, phase=ArbiterPhase.SETTLED, notice=notice), notice
 
 
 def dispute_notice(state: ArbiterState, signer: Signer) -> DisputeNotice | None:

@@ -432,6 +432,11 @@ TRANSITIONS: dict[tuple[Phase, type], frozenset[Phase]] = {
     (P.PROPOSED, ReceiveFunding): frozenset({P.PROPOSED}),
     (P.ACCEPTED, ReceiveFunding): frozenset({P.ACCEPTED, P.OPEN}),
     (P.OPEN, ReceiveFunding): frozenset({P.OPEN}),
+    # A node may learn of a deposit only after the close began (its confirmation was lost and
+    # the watch brings it with the dispute): it is kept, so the payout notice adds up (0003 §4).
+    (P.CLOSING, ReceiveFunding): frozenset({P.CLOSING}),
+    (P.CLOSED, ReceiveFunding): frozenset({P.CLOSED}),
+    (P.DISPUTED, ReceiveFunding): frozenset({P.DISPUTED}),
     (P.OPEN, ActionPay): frozenset({P.OPEN}),
     (P.OPEN, ReceiveProof): frozenset({P.OPEN}),
     (P.CLOSING, ReceiveProof): frozenset({P.CLOSING}),

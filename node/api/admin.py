@@ -79,9 +79,11 @@ async def admin_errors(request: web.Request, handler: Handler) -> web.StreamResp
     except web.HTTPNotFound:
         return problem(404, "NO_SUCH_ROUTE", f"no admin route {request.method} {request.path}")
     except web.HTTPMethodNotAllowed as exc:
-        return problem(405, "METHOD_NOT_ALLOWED",
-                       f"{request.method} is not allowed on {request.path} "
-                       f"(allowed: {', '.join(sorted(exc.allowed_methods))})")
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        answer = problem(405, "METHOD_NOT_ALLOWED",
+                         f"{request.method} is not allowed on {request.path} (allowed: {allowed})")
+        answer.headers["Allow"] = allowed  # RFC 9110 §15.5.6: a 405 MUST carry Allow
+        return answer
 
 
 async def json_body(request: web.Request) -> dict[str, Any]:

@@ -115,8 +115,9 @@ class SimArbiter(SimParty):
 
     def _tick(self) -> None:
         self._timer(TICK_MS, "_tick")
-        if self.state is not None and self.state.phase is arb.ArbiterPhase.DISPUTE:
-            self.apply(arb.Tick())
+        if self.state is not None and self.state.phase in (arb.ArbiterPhase.DISPUTE,
+                                                           arb.ArbiterPhase.PAYING):
+            self.apply(arb.Tick(self.signer))
 
     def _retry(self) -> None:
         self._timer(RETRY_MS, "_retry")

@@ -264,3 +264,21 @@ def test_the_limits_are_the_protocols() -> None:
     assert validate.UNIT.pattern == f"^{UNIT_PATTERN}$"
     # 11 digits of ms hold the longest window; the handler refuses above it
     assert len(str(MAX_DISPUTE_WINDOW_MS)) == 11
+
+
+async def test_a_wrong_method_is_a_405_naming_the_allowed_ones(
+    node: tuple[RunningNode, str, str],
+) -> None:
+    """RFC 9110 §15.5.6: a 405 carries `Allow`; the body says the same, and nothing changes."""
+    running, cid, _ = node
+    before = await snapshot(running)
+    headers = {"Authorization": f"Bearer {running.token}"}
+    async with running.http.delete(f"{running.admin_url}/api/channels/{cid}/pay",
+                                   headers=headers) as resp:
+        body = await resp.json()
+        allow = resp.headers.get("Allow", "")
+        assert resp.status == 405
+    assert body["error"]["code"] == "METHOD_NOT_ALLOWED"
+    assert "POST" in {m.strip() for m in allow.split(",")}, allow
+    assert f"(allowed: {allow})" in body["error"]["message"]
+    assert await snapshot(running) == before

@@ -1,17 +1,15 @@
-"""Two gaps the simulation found in the machines, each shown on its own with the pure machines
-(strict xfails: when a fix lands they pass, and the xfail and its `KNOWN_GAPS` entry in
-tests/faults/simulator.py go). The fixes belong to protocol/arbiter.py and protocol/channel.py,
-outside this suite's files."""
+"""Two bugs the deterministic simulation found in the machines, each pinned on its own with the
+pure machines so that it cannot come back: a channel closed before any deposit never settled at
+the arbiter (fixed in protocol/arbiter.py: a decision with nothing to book settles on the next
+tick), and a node that learned of the close before a deposit refused its own payout (fixed in
+protocol/channel.py: funding confirmations are kept in `closing`, `closed` and `disputed`)."""
 
 from __future__ import annotations
 
 import contextlib
 
-import pytest
-
 from protocol import arbiter as arb
 from protocol import channel as ch
-from protocol.errors import RemoteProtocolError
 from protocol.simulation import Simulation
 from protocol.tariff import TariffLine, TariffTier
 from protocol.types import Amount
@@ -33,10 +31,6 @@ def _accepted(peer_deposit: int = 0) -> Simulation:
     return sim
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="KNOWN_GAPS['refund-of-nothing']: with nothing in escrow the "
-                   "arbiter decides 0 and 0, submits no payout, and no input ever moves it "
-                   "from paying to settled")
 def test_a_channel_closed_before_any_deposit_settles() -> None:
     sim = _accepted()
     claim = ch.step(sim.states[0], ch.ActionForceClose(sim.opener), now_ms=sim.tick())
@@ -44,17 +38,13 @@ def test_a_channel_closed_before_any_deposit_settles() -> None:
     assert sim.escrow is not None
     disputed = arb.step(sim.escrow, arb.ReceiveUnilateralClose(submit.claim),  # type: ignore[union-attr]
                         now_ms=sim.tick())
-    decided = arb.step(disputed.state, arb.Tick(), now_ms=sim.tick(2_000))
+    decided = arb.step(disputed.state, arb.Tick(sim.arbiter), now_ms=sim.tick(2_000))
     assert decided.state.payouts is not None
     assert (decided.state.payouts.opener, decided.state.payouts.peer) == (0, 0)
     assert not [e for e in decided.effects if isinstance(e, arb.SubmitPayout)]
     assert decided.state.phase is arb.ArbiterPhase.SETTLED
 
 
-@pytest.mark.xfail(strict=True, raises=RemoteProtocolError,
-                   reason="KNOWN_GAPS['payout-before-funding']: a node that "
-                   "learns of the dispute before the funding confirmation refuses the "
-                   "confirmation in disputed and then the payout notice (DEPOSIT_MISMATCH)")
 def test_a_node_that_missed_the_funding_still_settles() -> None:
     sim = _accepted()
     assert sim.escrow is not None
@@ -77,7 +67,7 @@ def test_a_node_that_missed_the_funding_still_settles() -> None:
     with contextlib.suppress(ch.ProtocolError):
         sim.states[1] = ch.step(sim.states[1], ch.ReceiveFunding(funding.confirmation),
                                 now_ms=sim.tick()).state
-    decided = arb.step(disputed.state, arb.Tick(), now_ms=sim.tick(2_000))
+    decided = arb.step(disputed.state, arb.Tick(sim.arbiter), now_ms=sim.tick(2_000))
     booked = arb.step(decided.state, arb.ObservePayoutBooked(sim.arbiter, 0, sim.now_ms),
                       now_ms=sim.tick())
     (payout,) = [e for e in booked.effects if isinstance(e, arb.SendPayoutNotice)]
