@@ -16,7 +16,8 @@ from collections.abc import AsyncIterator, Callable
 import structlog
 from aiohttp import web
 
-from node.api import admin, peer
+from node.api import admin, events_out, peer
+from node.api.events_in import EVENTS
 from node.channels import ChannelService
 from node.config import (
     Config,
@@ -28,6 +29,7 @@ from node.config import (
 )
 from node.context import Context
 from node.escrow import EscrowService
+from node.ingest.mqtt import INGEST, MqttIngest
 from node.keys import (
     CHANNELS,
     CONFIG,
@@ -37,8 +39,10 @@ from node.keys import (
     SIGNER,
     TOKEN,
     TRANSFERS,
+    WEBHOOKS,
     WEBSOCKETS,
 )
+from node.metrics import Metrics
 from node.outbox import Outbox
 from node.peerclient import PeerClient
 from node.peers import announce_if_moved
@@ -46,7 +50,9 @@ from node.roles import Role
 from node.storage.db import make_engine, migrate, sessionmaker
 from node.storage.models import Outbox as OutboxRow
 from node.transfers import Transfers
+from node.usage_events import UsageEvents
 from node.watch import ArbiterWatch
+from node.webhooks import Webhooks
 from protocol.messages import CooperativeClose
 from rails import registry
 from rails.httpserver import BoundedAppRunner, ServerTimeouts
@@ -78,17 +84,23 @@ class Node:
         self.signer = load_signer(config)
         self.token = load_token(config)
         engine = make_engine(config.db_url)
+        metrics = Metrics()
         self.ctx = Context(
             config=config, signer=self.signer, engine=engine, db=sessionmaker(engine),
             peers=PeerClient(node_id=self.signer.node_id.hex(),
                              ssl_context=client_ssl_context(config),
                              max_body_bytes=config.limits.max_body_bytes),
-            rail=build_rail(config))
+            rail=metrics.counted(build_rail(config)), metrics=metrics)
         self.outbox = Outbox(self.ctx)
         self.transfers = Transfers(self.ctx)
         self.channels = ChannelService(self.ctx, self.outbox)
+        self.usage_events = UsageEvents(self.channels)
         self.escrow = EscrowService(self.ctx, self.outbox, self.transfers)
         self.watch = ArbiterWatch(self.ctx, self.channels)
+        self.webhooks = Webhooks(self.ctx)
+        self.ingest = (MqttIngest(config.ingest.mqtt, self.usage_events, self.channels)
+                       if config.ingest.mqtt is not None and config.role is Role.NODE else None)
+        """[ingest.mqtt]'s subscriber; its status is in GET /api/info."""
         self.outbox.handlers["send"] = self._send
         self.outbox.handlers["deposit"] = self.transfers.submit_row
         self._stack: contextlib.AsyncExitStack | None = None
@@ -129,9 +141,15 @@ class Node:
         else:
             await self.channels.load()
             tasks.append(asyncio.create_task(self._watch_transfers(), name="transfers"))
+            tasks.append(asyncio.create_task(self.ctx.events.run_payments(
+                lambda: self.channels.states, self.channels.lock), name="payment events"))
             self.watch.start()
+            if self.ingest is not None:  # [ingest.mqtt]: meter a topic's messages
+                tasks.append(asyncio.create_task(self.ingest.run(), name="mqtt ingest"))
+            self.channels.checkpoints.start()
         self.outbox.start()
         self.outbox.kick()
+        self.webhooks.start()
         tasks.append(asyncio.create_task(announce_if_moved(self.ctx), name="announce"))
         try:
             yield
@@ -140,9 +158,11 @@ class Node:
                 task.cancel()
             # done before the rail and the database close under them
             await asyncio.gather(*tasks, return_exceptions=True)
+            await self.webhooks.stop()
             await self.watch.stop()
             await self.escrow.stop()
             await self.outbox.stop()
+            await self.usage_events.stop()
             await self.channels.stop()
 
     LIFECYCLE = ("database", "clients", "services")
@@ -177,11 +197,15 @@ class Node:
         app[SIGNER] = self.signer
         app[CONTEXT] = self.ctx
         app[CHANNELS] = self.channels
+        app[EVENTS] = self.usage_events
         app[ESCROW] = self.escrow
         app[TRANSFERS] = self.transfers
         app[OUTBOX] = self.outbox
+        app[WEBHOOKS] = self.webhooks
         app[TOKEN] = self.token
         app[WEBSOCKETS] = set()
+        if self.ingest is not None:
+            app[INGEST] = self.ingest
         app.add_routes(routes)
         return app
 
@@ -201,6 +225,7 @@ def create_app(config: Config) -> web.Application:
     peer_app[NODE] = node
     peer_app[ADMIN_APP] = node.app(admin.routes(config.role),
                                    [admin.admin_errors, admin.admin_auth], 1024 * 1024)
+    peer_app[ADMIN_APP].on_shutdown.append(events_out.close_streams)
     return peer_app
 
 

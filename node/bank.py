@@ -17,6 +17,10 @@ from typing import Any
 from rails import registry
 from rails.settings import RailConfigError, RailSettings, parse_settings
 
+RETURN_WINDOW_S = 60 * 86_400
+"""60 days: an ACH consumer's unauthorized-debit return (R10) may come 60 days after the
+settlement date; a SEPA SCT return (pacs.004) comes within days (ADR 0271)."""
+
 
 @dataclass(frozen=True, slots=True)
 class BankConfig:
@@ -28,6 +32,7 @@ class BankConfig:
         [bank]
         rail = "nacha"
         poll_interval_ms = 500
+        return_window_s = 5184000   # payouts asked about returns for 60 days after booking
 
         [rails.nacha]
         url = "https://files.odfi.example"
@@ -43,6 +48,8 @@ class BankConfig:
     rail: str = "openbanking"
     poll_interval_ms: int = 500
     settings: RailSettings | None = None
+    return_window_s: int = RETURN_WINDOW_S
+    """How long after booking a payout is still asked about returns (ADR 0271)."""
 
     def account_currency(self) -> str:
         """The account's currency, "" when neither the config nor the rail says."""
@@ -66,7 +73,7 @@ class BankConfig:
         return self.settings.url if self.settings else ""
 
 
-BANK_KEYS = frozenset({"rail", "poll_interval_ms"})
+BANK_KEYS = frozenset({"rail", "poll_interval_ms", "return_window_s"})
 LEGACY_KEYS = frozenset({"url", "account_id", "scheme", "identification", "name", "agent",
                          "report_account", "client_id", "token_file", "key_file"})
 """What [bank] held before the [rails.*] sections: still read, as the rail's section."""
@@ -86,6 +93,10 @@ def read_bank(raw: Mapping[str, Any]) -> BankConfig:
         raise RailConfigError("[bank] poll_interval_ms must be a positive integer")
     if not isinstance(rail, str):
         raise RailConfigError("[bank] rail must be a string")
+    window = bank.get("return_window_s", RETURN_WINDOW_S)
+    if not isinstance(window, int) or isinstance(window, bool) or not 0 <= window <= 10**9:
+        raise RailConfigError("[bank] return_window_s must be an integer from 0 to 10^9 "
+                              "(seconds)")
     registry.entry(rail)
     sections = {name: registry.entry(name) for name in rails_raw}
     legacy = {k: v for k, v in bank.items() if k not in BANK_KEYS}
@@ -95,8 +106,9 @@ def read_bank(raw: Mapping[str, Any]) -> BankConfig:
     old_shape = {f.name for f in dataclasses.fields(registry.entry(rail).settings)} | LEGACY_KEYS
     unknown = sorted(set(legacy) - old_shape)
     if unknown:
-        raise RailConfigError(f"unknown [bank] settings {unknown}: [bank] takes rail and "
-                              f"poll_interval_ms; the rail's settings go in [rails.{rail}]")
+        raise RailConfigError(f"unknown [bank] settings {unknown}: [bank] takes rail, "
+                              "poll_interval_ms and return_window_s; the rail's settings go "
+                              f"in [rails.{rail}]")
     settings: RailSettings | None = None
     for name, known in sections.items():
         if not isinstance(rails_raw[name], dict):
@@ -106,7 +118,8 @@ def read_bank(raw: Mapping[str, Any]) -> BankConfig:
             settings = parsed
     if legacy and legacy.get("identification"):
         settings = _legacy(rail, legacy)
-    return BankConfig(rail=rail, poll_interval_ms=poll, settings=settings)
+    return BankConfig(rail=rail, poll_interval_ms=poll, settings=settings,
+                      return_window_s=window)
 
 
 def _legacy(rail: str, table: dict[str, Any]) -> RailSettings:

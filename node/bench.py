@@ -1,4 +1,4 @@
-"""``meterline bench``: the figures of DESIGN §8, measured on this machine.
+"""``meterline bench``: the figures of DESIGN §8 and issue 13, measured on this machine.
 
 Everything runs for real: a sandbox bank, an arbiter and two ``meterline`` node processes on
 loopback (:func:`node.cluster.start_companies`) in a temporary directory, one channel opened
@@ -8,17 +8,23 @@ receiver before its signed receipt. Nothing is simulated except where a figure s
 
 The figures (see :func:`run`):
 
-1. the Ed25519 verify ceiling: ``BalanceProof.verify_signature`` per second, one process, one
-   core: the number the throughput is compared to;
+1. the Ed25519 verify ceiling of both libraries, one process, one core: the reference the
+   throughput is compared to; and the latency floor (:mod:`node.bench_floor`);
 2. signed updates/s, one update per unit (``POST /pay`` with ``repeat``);
 3. metered units/s when one proof carries 1,000 units;
-4. the latency of one update while paced at 1,000 updates/s, inside the node (the sender's
-   ``ChannelService.pay`` against the real receiver process) and through the admin API;
+4. the latency of one update while paced at 1,000 updates/s, through the admin API
+   (:mod:`node.bench_admin`) and inside the node (the sender's ``ChannelService.pay`` against
+   the real receiver process);
+4b. usage events/s through ``POST /events`` in batches of 100 (each deduplicated, priced,
+   signed into a shared proof, committed and receipted), beside one request per event;
 5. the ratio of (2) to published Lightning and Raiden figures;
-6. scale: N open channels, the receiver's RSS and its restart time.
+6. scale: N open channels, RSS, the restart time until the first update is served, and the
+   curve of aggregate updates/s over 1, 10 and 100 channels (:mod:`node.bench_scale`);
+7. with ``pg_url``: (2) and (4) again with every daemon on PostgreSQL (:mod:`node.bench_pg`).
 
-The result is a plain JSON-able dict with a stable layout (``SCHEMA``); speed is reported here,
-never asserted by tests.
+The result is a plain JSON-able dict with a stable layout (``SCHEMA``) whose ``targets`` table
+(:mod:`node.bench_targets`) says of each figure whether it met its target; speed is reported
+here, never asserted by tests.
 """
 
 from __future__ import annotations
@@ -28,12 +34,14 @@ import logging
 import shutil
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
+from node.bench_admin import AdminClient, pay_repeat, updates_and_latency
 from node.bench_figures import (
+    EVENT_BATCH,
+    EVENT_CLIENTS,
     PACED_RATE,
     TARIFF,
     UNIT,
@@ -42,31 +50,8 @@ from node.bench_figures import (
     Say,
     build_report,
 )
-from node.measure import paced, rss_mb, sequential, verify_ceiling
-
-# -- the admin API, asynchronously ------------------------------------------------------------
-
-
-class AdminClient:
-    def __init__(self, port: int, token: str) -> None:
-        self.base = f"http://127.0.0.1:{port}"
-        self.session = aiohttp.ClientSession(
-            headers={"Authorization": f"Bearer {token}"},
-            connector=aiohttp.TCPConnector(limit=0),
-            timeout=aiohttp.ClientTimeout(total=600))
-
-    async def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        async with self.session.request(method, self.base + path, json=body) as resp:
-            data = await resp.json(content_type=None)
-            if resp.status >= 400:
-                raise RuntimeError(f"{method} {path}: {resp.status} {data}")
-            return data
-
-    async def close(self) -> None:
-        await self.session.close()
-
-
-# -- the run ----------------------------------------------------------------------------------
+from node.bench_floor import latency_floor
+from node.measure import paced, sequential, verify_ceiling
 
 
 def _quiet_logs() -> None:
@@ -79,115 +64,53 @@ def _quiet_logs() -> None:
 async def _admin_phase(companies: Any, cid: str, plan: Plan, say: Say) -> dict[str, Any]:
     man = companies.manufacturer
     admin = AdminClient(man.admin_port, man.token)
-    path = f"/api/channels/{cid}/pay"
-    out: dict[str, Any] = {}
     try:
-        say("warming up the channel")
-        await admin.call("POST", path, {"units": {UNIT: "1"}, "repeat": 200})
-
-        say(f"signed updates: {plan.updates:,} updates of 1 {UNIT} each")
-        before = await admin.call("GET", f"/api/channels/{cid}")
-        started = time.perf_counter()
-        after = await admin.call("POST", path, {"units": {UNIT: "1"}, "repeat": plan.updates})
-        elapsed = time.perf_counter() - started
-        sent = int(after["nonce_sent"]) - int(before["nonce_sent"])
-        out["updates"] = {"count": sent, "seconds": elapsed}
-
+        out = await updates_and_latency(admin, cid, plan, say)
         n_agg = plan.aggregated_updates
         say(f"metered units: {n_agg:,} updates of {UNITS_PER_AGGREGATE:,} {UNIT}s each")
-        before = after
-        started = time.perf_counter()
-        after = await admin.call("POST", path, {"units": {UNIT: str(UNITS_PER_AGGREGATE)},
-                                                "repeat": n_agg})
-        elapsed = time.perf_counter() - started
-        sent = int(after["nonce_sent"]) - int(before["nonce_sent"])
-        out["aggregated"] = {"count": sent, "seconds": elapsed}
-
-        say(f"admin latency: {plan.unloaded_updates} single updates one after another")
-
-        async def single() -> None:
-            await admin.call("POST", path, {"units": {UNIT: "1"}})
-
-        unloaded = await sequential(single, plan.unloaded_updates)
-        say(f"admin latency: single updates paced at {PACED_RATE:,.0f}/s")
-        load = await paced(single, rate=PACED_RATE, count=plan.paced_updates)
-        out["admin_latency"] = (load, unloaded)
+        out["aggregated"] = await pay_repeat(admin, cid, n_agg, UNITS_PER_AGGREGATE)
+        out["events"] = await _events_phase(admin, cid, plan, say)
     finally:
         await admin.close()
     return out
 
 
-async def _scale_phase(companies: Any, plan: Plan, say: Say) -> dict[str, Any]:
-    """Open `plan.scale_channels` more channels (each funded through the bank and confirmed
-    by the arbiter), then measure the receiver's RSS and restart it."""
-    from node.cluster import wait_port
+async def _events_phase(admin: AdminClient, cid: str, plan: Plan, say: Say) -> dict[str, Any]:
+    """Usage events through POST /events: batches of EVENT_BATCH, EVENT_CLIENTS requests in
+    flight; then the same kind of events one request each. Every event is new (accepted)."""
+    path = f"/api/channels/{cid}/events"
+    stamp = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    run_id = f"{time.time_ns():x}"
 
-    man, car = companies.manufacturer, companies.carrier
-    assert car.process is not None
-    rss_before = rss_mb(car.process.pid)
-    admin = AdminClient(man.admin_port, man.token)
-    n = plan.scale_channels
-    opened: list[str] = []
-    sem = asyncio.Semaphore(8)
-    started = time.perf_counter()
-    try:
-        async def open_one() -> None:
-            async with sem:
-                body = {"peer": car.node_id, "arbiter": companies.arbiter.node_id,
-                        "deposit": "1.00 EUR", "tariff": [TARIFF]}
-                opened.append((await admin.call("POST", "/api/channels", body))["id"])
-                say(f"scale: {len(opened)}/{n} channels proposed")
+    def events(prefix: str, start: int, n: int) -> list[dict[str, Any]]:
+        return [{"id": f"{run_id}-{prefix}-{i}", "units": {UNIT: "1"}, "ref": "BENCH",
+                 "time": stamp} for i in range(start, start + n)]
 
-        await asyncio.gather(*(open_one() for _ in range(n)))
-        deadline = time.monotonic() + max(60.0, n * 0.5)
-        while True:
-            listing = await admin.call("GET", "/api/channels")
-            phases = {c["id"]: c["phase"] for c in listing["channels"]}
-            n_open = sum(1 for cid in opened if phases.get(cid) == "open")
-            say(f"scale: {n_open}/{n} channels open on the sender")
-            if n_open == n:
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"only {n_open} of {n} channels opened")
-            await asyncio.sleep(0.25)
-        car_admin = AdminClient(car.admin_port, car.token)
-        try:
-            while True:
-                status = await car_admin.call("GET", "/api/status")
-                car_open = int(status["channels"].get("open", 0))
-                if car_open >= n + 1 or time.monotonic() > deadline:
-                    break
-                await asyncio.sleep(0.25)
-        finally:
-            await car_admin.close()
-    finally:
-        await admin.close()
-    open_seconds = time.perf_counter() - started
-    rss_after = rss_mb(car.process.pid)
+    async def send(prefix: str, total: int, size: int) -> float:
+        batches = [events(prefix, i, min(size, total - i)) for i in range(0, total, size)]
+        pending = iter(batches)
+        accepted = 0
 
-    # the sender goes first, so the receiver restarts without a live inbound stream (what is
-    # timed is the receiver coming back with its channels; the sender's own node code then
-    # runs in this process for the stream-level latency)
-    say(f"scale: restarting the receiver with {car_open} open channels")
-    man.stop()
-    started = time.perf_counter()
-    car.stop()
-    stop_s = time.perf_counter() - started
-    started = time.perf_counter()
-    car.start(timeout_s=120)
-    wait_port(car.admin_port, 60)
-    car_admin = AdminClient(car.admin_port, car.token)
-    try:
-        status = await car_admin.call("GET", "/api/status")
-    finally:
-        await car_admin.close()
-    restart_s = time.perf_counter() - started
-    assert car.process is not None
-    rss_restarted = rss_mb(car.process.pid)
-    return {"channels_open": car_open, "opened_now": n, "open_seconds": open_seconds,
-            "rss_before_mb": rss_before, "rss_after_mb": rss_after,
-            "rss_restarted_mb": rss_restarted, "restart_s": restart_s, "stop_s": stop_s,
-            "restart_open": int(status["channels"].get("open", 0))}
+        async def client() -> None:
+            nonlocal accepted
+            for batch in pending:
+                answer = await admin.call("POST", path, {"events": batch})
+                accepted += int(answer["accepted"])
+
+        started = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(EVENT_CLIENTS)))
+        elapsed = time.perf_counter() - started
+        if accepted != total:
+            raise RuntimeError(f"{accepted} of {total} bench events accepted")
+        return elapsed
+
+    await send("warm", 500, EVENT_BATCH)
+    say(f"usage events: {plan.events:,} in batches of {EVENT_BATCH}, {EVENT_CLIENTS} in flight")
+    batched = await send("batch", plan.events, EVENT_BATCH)
+    say(f"usage events: {plan.single_events:,} one request each, {EVENT_CLIENTS} in flight")
+    single = await send("single", plan.single_events, 1)
+    return {"count": plan.events, "seconds": batched,
+            "single_count": plan.single_events, "single_seconds": single}
 
 
 async def _node_phase(companies: Any, cid: str, plan: Plan, say: Say) -> dict[str, Any]:
@@ -198,7 +121,6 @@ async def _node_phase(companies: Any, cid: str, plan: Plan, say: Say) -> dict[st
 
     man = companies.manufacturer
     man.stop()  # one writer per data directory: the bench process becomes the manufacturer
-    # (already stopped when the scale phase ran)
     node = Node(load_config(man.directory))
     await node.start()
     service = node.channels
@@ -218,10 +140,20 @@ async def _node_phase(companies: Any, cid: str, plan: Plan, say: Say) -> dict[st
     return {"latency": (load, unloaded)}
 
 
+def _optional(what: str, measure: Any) -> tuple[Any, str]:
+    """Run an optional phase: its result, or None and why it failed (reported, not raised)."""
+    try:
+        return measure(), ""
+    except Exception as exc:
+        return None, f"{what} failed: {type(exc).__name__}: {exc}"
+
+
 def run(*, quick: bool = False, updates: int | None = None, scale: bool = True,
-        scale_channels: int | None = None, say: Say | None = None,
+        scale_channels: int | None = None, pg_url: str | None = None, say: Say | None = None,
         root: Path | None = None) -> dict[str, Any]:
     """Run every measurement and return the report (see the module docstring)."""
+    from node.bench_pg import run_pg
+    from node.bench_scale import scale_phase
     from node.cluster import start_companies
 
     plan = Plan.make(quick=quick, updates=updates, scale_channels=scale_channels)
@@ -229,6 +161,8 @@ def run(*, quick: bool = False, updates: int | None = None, scale: bool = True,
     total_started = time.perf_counter()
     tell(f"Ed25519 verify ceiling ({plan.verify_seconds:.1f} s)")
     ceiling = verify_ceiling(plan.verify_seconds, TARIFF)
+    tell(f"latency floor ({plan.floor_samples} samples of each part)")
+    measured: dict[str, Any] = {"floor": latency_floor(plan.floor_samples, TARIFF)}
 
     own_root = root is None
     work = root or Path(tempfile.mkdtemp(prefix="meterline-bench-"))
@@ -238,21 +172,26 @@ def run(*, quick: bool = False, updates: int | None = None, scale: bool = True,
     try:
         tell("opening the bench channel through the bank and the arbiter")
         cid = companies.open_channel(tariff=[TARIFF])
-        measured = asyncio.run(_admin_phase(companies, cid, plan, tell))
-        scale_result: dict[str, Any] | None = None
+        measured |= asyncio.run(_admin_phase(companies, cid, plan, tell))
+        scaled: dict[str, Any] | None = None
         scale_error = ""
         if scale and plan.scale_channels > 0:
-            try:
-                scale_result = asyncio.run(_scale_phase(companies, plan, tell))
-            except Exception as exc:  # an optional figure: report the failure, do not fail
-                scale_error = f"{type(exc).__name__}: {exc}"
-        measured.update(asyncio.run(_node_phase(companies, cid, plan, tell)))
+            scaled, scale_error = _optional(
+                "scale", lambda: scale_phase(companies, cid, plan, tell))
+        measured |= asyncio.run(_node_phase(companies, cid, plan, tell))
     finally:
         tell("stopping the daemons")
         companies.cluster.stop()
         if own_root:
             shutil.rmtree(work, ignore_errors=True)
-    report = build_report(plan, ceiling, measured, scale_result, scale_error,
-                          quick=quick, scale_asked=scale)
+    pg: dict[str, Any] | None = None
+    pg_error = ""
+    if pg_url:
+        pg, pg_error = _optional("PostgreSQL", lambda: run_pg(pg_url, plan, tell))
+    report = build_report(plan, ceiling, measured,
+                          None if scaled is None else scaled["scale"], scale_error,
+                          quick=quick, scale_asked=scale,
+                          curve=None if scaled is None else scaled["curve"],
+                          pg=pg, pg_error=pg_error, pg_url=pg_url)
     report["run_seconds"] = round(time.perf_counter() - total_started, 1)
     return report

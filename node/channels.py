@@ -19,19 +19,25 @@ import asyncio
 import contextlib
 import os
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from node.channel_states import ChannelStates
+from node.checkpoints import Checkpoints, settlement_rows
 from node.context import Context, now_ms
 from node.deliveries import INLINE_EFFECTS, channel_deliveries
 from node.errors import Conflict, NodeError, NotFound
 from node.outbox import Delivery, Outbox
 from node.peers import signed_account
 from node.proposals import Proposals, account_objection
+from node.signing import SigningPool
+from node.storage.models import Base
 from node.storage.repository import UsageRows, usage_rows
 from node.streams import Streams
+from node.topups import TopUps
 from node.writer import Writer
 from protocol import channel as ch
 from protocol.crypto import Signer
@@ -60,29 +66,37 @@ log = structlog.get_logger()
 POLICY: dict[type, Callable[[Signer], ch.Input]] = {
     ch.NotifyCloseRequested: ch.ActionClose,
     ch.NotifyDispute: ch.ActionSubmitEvidence,
+    ch.NotifyCheckpointRequested: ch.ActionCheckpoint,
 }
 """The node's answer to what the machine tells it: co-sign the peer's close (the machine signs
-only a body that matches what we hold), hand in our latest proof when a dispute opens."""
+only a body that matches what we hold), hand in our latest proof when a dispute opens, co-sign
+a checkpoint the machine accepted (0003 §9.5: whatever our own schedule)."""
 
 
 class ChannelService:
     def __init__(self, ctx: Context, outbox: Outbox) -> None:
         self.ctx = ctx
         self.outbox = outbox
-        self.states: dict[str, ch.ChannelState] = {}
+        self.states = ChannelStates()
         self.locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self.changed = asyncio.Event()
+        self.signing = SigningPool()
         self.streams = Streams(ctx, self.get, self.on_receipt)
         self.writer = Writer(self)
         self.proposals = Proposals(self)
+        self.checkpoints = Checkpoints(self)
+        self.topups = TopUps(self)
 
     # -- the registry ---------------------------------------------------------------------------
 
     async def load(self) -> None:
-        for state in await self.ctx.repo.channels():
-            self.states[state.channel_id.hex()] = state
-        for cid, state in self.states.items():
-            if state.phase in (ch.Phase.OPEN, ch.Phase.CLOSING) and state.sent.nonce:
+        """The stored states, decoded when first used (node.channel_states); a stream is
+        opened at once only where the peer lacks proofs of ours — any other starts with the
+        next payment (10,000 channels are not 10,000 sockets at boot, ADR 0316)."""
+        self.states.load(await self.ctx.repo.channel_rows())
+        for cid in await self.ctx.repo.unacked_channels():
+            if cid in self.states and self.states.phase(cid) in (ch.Phase.OPEN,
+                                                                  ch.Phase.CLOSING):
                 await self.streams.open(cid)
 
     def get(self, cid: str) -> ch.ChannelState:
@@ -122,16 +136,27 @@ class ChannelService:
         outgoing: Sequence[BalanceProof] = (),
         prune_upto: int | None = None,
         outbox: Sequence[Delivery] = (),
+        rows: Sequence[Base] = (),
+        also: Callable[[AsyncSession], Awaitable[None]] | None = None,
     ) -> None:
-        """The state, the rows that go with it and its deliveries, in one transaction; the
-        in-memory copy is replaced after the commit, the deliveries start after it."""
+        """The state, the rows that go with it (and the settlements of a checkpoint it newly
+        holds) and its deliveries, in one transaction; the in-memory copy is replaced after
+        the commit, the deliveries start after it. `also` writes more rows in the same
+        transaction (node.usage_events: the deduplication rows)."""
         cid = state.channel_id.hex()
         async with self.ctx.repo.transaction() as session:
             await self.ctx.repo.save_channel(session, state, new=new, usage=usage,
                                              outgoing=outgoing, prune_upto=prune_upto)
+            if state.phase is ch.Phase.SETTLED:
+                await self.outbox.retire(session, cid)
+            session.add_all([*rows, *await settlement_rows(session, self.states.get(cid),
+                                                           state)])
             await self.outbox.add_all(session, cid, outbox)
-        self.states[cid] = state
-        self.writer.dirty.discard(cid)
+            if also is not None:
+                await also(session)
+            await self.ctx.events.channel(session, self.states.get(cid), state)
+        self.ctx.metrics.committed(cid, self.states.get(cid), state, (p.nonce for p in outgoing))
+        self.states[cid] = self.writer.with_receipts_since(state, self.states.get(cid))
         self.changed.set()
         if outbox:
             self.outbox.kick()
@@ -146,17 +171,18 @@ class ChannelService:
             return
         await self.commit(t.state, new=before is None, usage=usage, outbox=outbox)
 
-    async def apply(self, cid: str, event: ch.Input
+    async def apply(self, cid: str, event: ch.Input, *, at_ms: int | None = None
                     ) -> tuple[ch.ChannelState, ch.Transition]:
         """One input under the channel's lock, with the node's POLICY answers, committed;
-        returns the state before and the transition (`t.state is before`: nothing changed)."""
+        returns the state before and the transition (`t.state is before`: nothing changed).
+        The machine is given the node's clock, or `at_ms` (a schedule run at a given time)."""
         async with self.lock(cid):
             state = self.get(cid)
-            t = ch.step(state, event, now_ms=now_ms())
+            t = ch.step(state, event, now_ms=at_ms or now_ms())
             for effect in t.effects:
                 answer = POLICY.get(type(effect))
                 if answer is not None:
-                    more = ch.step(t.state, answer(self.ctx.signer), now_ms=now_ms())
+                    more = ch.step(t.state, answer(self.ctx.signer), now_ms=at_ms or now_ms())
                     t = ch.Transition(more.state, t.effects + more.effects)
             await self.commit_transition(state, t)
         return state, t
@@ -219,11 +245,20 @@ class ChannelService:
                                                                               t.effects))
         log.info("channel.proposed", channel=cid, peer=peer_id[:16])
         # SendProposal is carried out here: its answer may be the acceptance
-        proposal = ChannelProposal(terms, t.state.opener_signature)  # type: ignore[arg-type]
-        answer = await ctx.peers.send(peer.url, "/p2p/proposal", proposal)
+        await self.propose_again(cid)
+        return self.states[cid]
+
+    async def propose_again(self, cid: str) -> None:
+        """Send our stored proposal to the peer and take the acceptance its answer carries.
+        Also what the watch does for a channel still `proposed` that the arbiter knows (ADR
+        0240): a crash between our commit and the answer loses no channel; the peer answers
+        with the acceptance it already signed."""
+        state = self.get(cid)
+        peer = await self.ctx.peer(state.terms.peer.hex())
+        proposal = ChannelProposal(state.terms, state.opener_signature)  # type: ignore[arg-type]
+        answer = await self.ctx.peers.send(peer.url, "/p2p/proposal", proposal)
         if isinstance(answer, ChannelAcceptance):
             await self.on_acceptance(answer)
-        return self.states[cid]
 
     @property
     def bounds(self) -> ch.TermsBounds:
@@ -277,15 +312,19 @@ class ChannelService:
         return self.get(cid).received.receipt
 
     async def on_proofs(
-        self, cid: str, proofs: Sequence[BalanceProof]
+        self, cid: str, proofs: Sequence[BalanceProof],
+        checked: Sequence[ch.CheckedProof | None] = (),
     ) -> tuple[Receipt | None, list[ProtocolError]]:
-        """Validate, persist (one transaction), then sign one cumulative receipt."""
+        """Validate, persist (one transaction), then sign one cumulative receipt (on the
+        signing pool). `checked`: the proofs' signatures checked ahead (node.signing), one per
+        proof; the machine checks any other itself."""
         errors: list[ProtocolError] = []
+        ahead = list(checked) or [None] * len(proofs)
         async with self.lock(cid):
             state = start = self.get(cid)
             rows: UsageRows = defaultdict(lambda: [0, 0, 0])
             stamp = now_ms()
-            for proof in proofs:
+            for proof, check in zip(proofs, ahead, strict=True):
                 if proof.channel_id != state.channel_id:
                     errors.append(
                         RemoteProtocolError(ErrorCode.WRONG_CHANNEL, "proof for another channel")
@@ -293,7 +332,7 @@ class ChannelService:
                     continue
                 before = state.received
                 try:
-                    state = ch.step(state, ch.ReceiveProof(proof), now_ms=stamp).state
+                    state = ch.step(state, ch.ReceiveProof(proof, check), now_ms=stamp).state
                 except ProtocolError as exc:
                     errors.append(exc)
                     continue
@@ -302,7 +341,8 @@ class ChannelService:
                 return None, errors
             if state.phase not in (ch.Phase.OPEN, ch.Phase.CLOSING):
                 return state.received.receipt, errors
-            t = ch.step(state, ch.ActionAcknowledge(self.ctx.signer), now_ms=stamp)
+            t = await self.signing.run(ch.step, state, ch.ActionAcknowledge(self.ctx.signer),
+                                       now_ms=stamp)
             await self.commit_transition(start, t, usage=rows)
         return t.state.received.receipt, errors
 
@@ -318,11 +358,11 @@ class ChannelService:
         # The close goes to the peer through the outbox (it survives a crash); its answer, the
         # peer's signature, arrives through the same handler. Give it a moment to land.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._until(cid, lambda st: st.phase is not ch.Phase.CLOSING),
+            await asyncio.wait_for(self.until(cid, lambda st: st.phase is not ch.Phase.CLOSING),
                                    min(timeout_s, 10.0))
         return self.states[cid]
 
-    async def _until(self, cid: str, done: Callable[[ch.ChannelState], bool]) -> None:
+    async def until(self, cid: str, done: Callable[[ch.ChannelState], bool]) -> None:
         while not done(self.get(cid)):
             self.changed.clear()
             await self.changed.wait()
@@ -354,8 +394,10 @@ class ChannelService:
             log.info("channel.settled", channel=cid)
 
     async def stop(self) -> None:
+        await self.checkpoints.stop()
         await self.streams.close_all()
         await self.writer.stop()
+        self.signing.close()
 
 
 __all__ = ["ChannelService"]

@@ -21,11 +21,45 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# Ports are handed out from below the kernel's ephemeral range (32768+ on Linux): a port the
+# kernel picked with bind(0) can be taken again by any outgoing connection's source port before
+# the daemon that was meant to listen on it has started. Each process starts at a random point of
+# its own slice (the pytest-xdist worker number picks the slice), walks forward, never hands the
+# same port out twice, and skips any port something is already bound to.
+_PORT_LOW, _PORT_HIGH = 20000, 32000
+_PORT_SLICES = 8
+_handed_out: set[int] = set()
+_next_port: list[int] = []
+
+
+def _port_slice() -> tuple[int, int]:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    index = int(worker) % _PORT_SLICES if worker.isdigit() else 0
+    width = (_PORT_HIGH - _PORT_LOW) // _PORT_SLICES
+    return _PORT_LOW + index * width, _PORT_LOW + (index + 1) * width
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback TCP port nothing listens on, never handed out before by this process."""
+    low, high = _port_slice()
+    if not _next_port:
+        _next_port.append(low + (os.getpid() * 7919 + time.monotonic_ns()) % (high - low))
+    for _ in range(high - low):
+        port = _next_port[0]
+        _next_port[0] = low if port + 1 >= high else port + 1
+        if port not in _handed_out and _bindable(port):
+            _handed_out.add(port)
+            return port
+    raise ClusterError(f"no free loopback port in {low}..{high - 1}")
 
 
 def meterline_argv() -> list[str]:

@@ -9,6 +9,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from node.config import Config
 from node.errors import NotFound
+from node.events import EventLog
+from node.metrics import Metrics
 from node.peerclient import PeerClient
 from node.storage.models import Peer
 from node.storage.repository import Repository
@@ -28,10 +30,14 @@ class Context:
     db: async_sessionmaker[AsyncSession]
     peers: PeerClient
     rail: Rail | None
+    metrics: Metrics = field(default_factory=Metrics)
     repo: Repository = field(init=False)
+    events: EventLog = field(init=False)
 
     def __post_init__(self) -> None:
         self.repo = Repository(self.db)
+        self.events = EventLog(self.db, self.config.limits.payment_event_interval_ms,
+                               self.config.limits.event_retention_ms)
 
     @property
     def node_id(self) -> str:

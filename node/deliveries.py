@@ -60,6 +60,11 @@ async def channel_deliveries(ctx: Context, state: ch.ChannelState,
             peer = await ctx.peer(terms.parties()[state.them].hex())
             out.append(Delivery("send", f"{peer.url}/p2p/close", effect.close.encode(),
                                 recipient=peer.node_id, purpose="close", urgent=True))
+        elif isinstance(effect, ch.SendCheckpoint):
+            peer = await ctx.peer(terms.parties()[state.them].hex())
+            out.append(Delivery("send", f"{peer.url}/p2p/checkpoint",
+                                effect.checkpoint.encode(), recipient=peer.node_id,
+                                purpose="checkpoint"))  # the latest supersedes
         else:
             arbiter = await ctx.peer(terms.arbiter.hex())
             path, body, purpose = _to_arbiter(effect)
@@ -75,6 +80,8 @@ def _to_arbiter(effect: ch.Effect) -> tuple[str, bytes, str]:
         return "unilateral", effect.claim.encode(), "unilateral"
     if isinstance(effect, ch.SubmitEvidence):
         return "evidence", effect.evidence.encode(), "evidence"
+    if isinstance(effect, ch.SubmitCheckpoint):
+        return "checkpoint", effect.checkpoint.encode(), "checkpoint-submit"
     raise AssertionError(f"no delivery for the channel effect {effect!r}")
 
 
@@ -110,6 +117,11 @@ def escrow_deliveries(state: arb.ArbiterState, effects: Sequence[arb.Effect],
             out += [Delivery("send", f"{u}/p2p/funding", effect.confirmation.encode(),
                              recipient=party, purpose=f"funding:{depositor}")
                     for u, party in parties]
+        elif isinstance(effect, arb.SendTopUpConfirmation):
+            depositor = state.terms.party_index(effect.confirmation.depositor)
+            out += [Delivery("send", f"{u}/p2p/topup", effect.confirmation.encode(),
+                             recipient=party, purpose=f"topup:{depositor}")
+                    for u, party in parties]
         elif isinstance(effect, arb.SendPayoutNotice):
             out += [Delivery("send", f"{u}/p2p/payout", effect.notice.encode(), recipient=party,
                              purpose="payout-notice", urgent=True) for u, party in parties]
@@ -123,13 +135,30 @@ def escrow_deliveries(state: arb.ArbiterState, effects: Sequence[arb.Effect],
             out += [Delivery("send", f"{u}/p2p/dispute", notice.encode(), recipient=party,
                              purpose="dispute", urgent=state.held() > 0)
                     for u, party in parties]
+        elif isinstance(effect, arb.SendPayoutReturned):
+            out += [Delivery("send", f"{u}/p2p/payout-returned", effect.notice.encode(),
+                             recipient=party, purpose=f"payout-returned:{effect.notice.reference}",
+                             urgent=True) for u, party in parties]
+        elif isinstance(effect, arb.SendTransferNotice):
+            tn = effect.notice  # one row per outcome: a later one never replaces an earlier
+            out += [Delivery("send", f"{u}/p2p/transfer-notice", tn.encode(), recipient=party,
+                             purpose=f"transfer:{tn.reference}:{tn.status}")
+                    for u, party in parties]
         elif isinstance(effect, HoldCredit):
             continue  # EscrowService._credit keeps it as an unapplied credit, in its own commit
         elif isinstance(effect, arb.SubmitPayout):
             out.append(Delivery("payout", "", transfer_spec(
                 effect.idempotency_key, effect.reference, Purpose.PAYOUT, effect.party,
                 effect.amount, effect.currency, effect.account),
-                recipient="", purpose=f"payout:{effect.party}"))
+                recipient="", purpose=_payout_purpose(effect)))
         else:
             raise AssertionError(f"no delivery for the arbiter effect {effect!r}")
     return out
+
+
+def _payout_purpose(effect: arb.SubmitPayout) -> str:
+    """The outbox dedup key of a payout: one per payment (checkpoint and attempt), so paying a
+    returned payout again, or two checkpoints, never replace each other's pending row."""
+    if (effect.checkpoint, effect.attempt) == (0, 0):
+        return f"payout:{effect.party}"
+    return f"payout:{effect.party}:{effect.checkpoint}:{effect.attempt}"

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import structlog
 
+from node.background import stop_tasks
 from node.context import Context, now_ms
+from node.credits import Credits, account_json, sender_of
 from node.deliveries import escrow_deliveries
 from node.errors import NotFound
+from node.escrow_payouts import bank_answers
 from node.outbox import Outbox
 from node.storage.models import Outbox as OutboxRow
 from node.storage.models import UnappliedCredit
@@ -23,9 +25,13 @@ from protocol.messages import (
     CallbackAddress,
     ChannelRegistration,
     ChannelTerms,
+    Checkpoint,
     CooperativeClose,
     DisputeEvidence,
     EscrowStatus,
+    EscrowStatuses,
+    EscrowStatusQuery,
+    PayoutAccount,
     UnilateralClose,
 )
 from protocol.references import Purpose, bank_reference
@@ -47,7 +53,10 @@ class EscrowService:
         """Per channel, `issued_ms` of each party's callback held (a newer one replaces it)."""
         self.locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self.references: dict[str, tuple[str, int]] = {}
+        self.topup_references: set[str] = set()
         outbox.handlers["payout"] = self._payout
+        outbox.handlers["refund"] = transfers.submit_row
+        self.credits = Credits(ctx, outbox)
         self._tasks: list[asyncio.Task[None]] = []
 
     async def load(self) -> None:
@@ -61,6 +70,9 @@ class EscrowService:
         self.url_ms[cid] = stamps
         for party in (0, 1):
             self.references[bank_reference(state.channel_id, Purpose.DEPOSIT, party)] = (cid, party)
+            topup = bank_reference(state.channel_id, Purpose.TOPUP, party)
+            self.references[topup] = (cid, party)
+            self.topup_references.add(topup)
 
     def get(self, cid: str) -> arb.ArbiterState:
         state = self.states.get(cid)
@@ -76,7 +88,13 @@ class EscrowService:
         outbox = escrow_deliveries(state, effects, urls)
         async with self.ctx.repo.transaction() as session:
             await self.ctx.repo.save_escrow(session, state, urls, stamps, new=new)
+            if state.phase is arb.ArbiterPhase.SETTLED:
+                # only the payout notices still matter: the booking, and any return told later
+                # (a return after settlement must reach both parties, however many arrive)
+                await self.outbox.retire(session, cid, keep=("payout-notice", "payout-returned:",
+                                                          "transfer:"))
             await self.outbox.add_all(session, cid, outbox)
+            await self.ctx.events.escrow(session, self.states.get(cid), state, effects)
         self.states[cid] = state
         if outbox:
             self.outbox.kick()
@@ -107,8 +125,9 @@ class EscrowService:
                     stamps[party] = reg.callback.issued_ms
             previous = self.urls.get(cid), self.url_ms.get(cid)
             self.urls[cid], self.url_ms[cid] = urls, stamps
+            caught_up = arb.step(state, arb.CatchUp(self.ctx.signer), now_ms=now_ms())
             try:
-                await self.commit(state, self._catch_up(state), new=existing is None)
+                await self.commit(caught_up.state, caught_up.effects, new=existing is None)
             except Exception:
                 if previous[0] is None:
                     self.urls.pop(cid, None)
@@ -116,7 +135,7 @@ class EscrowService:
                 else:
                     self.urls[cid], self.url_ms[cid] = previous[0], previous[1] or [0, 0]
                 raise
-            self._remember(state, urls, stamps)
+            self._remember(caught_up.state, urls, stamps)
         log.info("escrow.registered", channel=cid)
         await self._rematch(cid)
 
@@ -129,15 +148,14 @@ class EscrowService:
         callback.verify_signature(callback.party)
         return party
 
-    def _catch_up(self, state: arb.ArbiterState) -> list[arb.Effect]:
-        """What a party that registers late has missed: confirmations of deposits already
-        seen (signed again; the amounts are totals, so a repeat changes nothing)."""
-        return [arb.SendFundingConfirmation(conf)
-                for conf in arb.funding_confirmations(state, self.ctx.signer)]
-
     def status(self, cid: str, challenge: bytes) -> EscrowStatus:
         """The signed status a node watching its channel asks for (specs/0005 §4)."""
         return arb.status(self.get(cid), self.ctx.signer, challenge, now_ms=now_ms())
+
+    def statuses(self, query: EscrowStatusQuery) -> EscrowStatuses:
+        """One signed answer for up to MAX_STATUS_BATCH channels (specs/0005 §4.1)."""
+        return arb.statuses(lambda cid: self.states.get(cid.hex()), query, self.ctx.signer,
+                            now_ms=now_ms())
 
     async def on_close(self, close: CooperativeClose) -> None:
         await self._apply(close.channel_id.hex(), arb.ReceiveCooperativeClose(close))
@@ -148,6 +166,14 @@ class EscrowService:
 
     async def on_evidence(self, evidence: DisputeEvidence) -> None:
         await self._apply(evidence.channel_id.hex(), arb.ReceiveEvidence(evidence))
+
+    async def on_payout_account(self, named: PayoutAccount) -> None:
+        """A party names (signed) where its payouts go from now on; its returned payouts are
+        paid again there (the machine decides, specs/0004 §9)."""
+        await self._apply(named.channel_id.hex(), arb.ReceivePayoutAccount(named))
+    async def on_checkpoint(self, checkpoint: Checkpoint) -> None:
+        """A checkpoint both parties signed: the machine pays what it owes (0004 §7)."""
+        await self._apply(checkpoint.channel_id.hex(), arb.ReceiveCheckpoint(checkpoint))
 
     async def _apply(self, cid: str, event: arb.Input) -> arb.Transition:
         """One input under the channel's lock, committed with its deliveries — exactly when
@@ -165,11 +191,7 @@ class EscrowService:
         self._tasks.append(asyncio.create_task(self._watch(), name="escrow-watch"))
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await stop_tasks(*self._tasks)
 
     async def _watch(self) -> None:
         interval = self.ctx.config.bank.poll_interval_ms / 1000
@@ -183,7 +205,8 @@ class EscrowService:
         Each part runs even when another fails: a bank that is down must not hold a dispute
         window open past its deadline.
         """
-        for part in (self._poll_credits, self._poll_payouts, self._poll_deadlines):
+        for part in (self._poll_credits, self._poll_payouts, self._poll_deadlines,
+                     self.credits.poll):
             try:
                 await part()
             except asyncio.CancelledError:
@@ -201,9 +224,11 @@ class EscrowService:
             # the bank's booking time; a bank that gives only a date: that day at 00:00 UTC
             booked = credit.booked_at or datetime.combine(credit.booking_date,
                                                           datetime.min.time(), tzinfo=UTC)
+            sender = sender_of(self.ctx.config.bank.scheme, credit.debtor_account,
+                               credit.debtor_name)  # a debtor on the escrow account's rail
             await self._credit(credit.entry_id, (credit.reference or "").strip().upper(),
                                credit.amount_minor, credit.currency, credit.debtor_name or "",
-                               int(booked.timestamp() * 1000))
+                               int(booked.timestamp() * 1000), account_json(sender))
         if page.cursor != cursor:
             await self.ctx.repo.set_cursor(CREDITS_CURSOR, page.cursor)
 
@@ -212,7 +237,7 @@ class EscrowService:
             if record.status.final and record.status.value != "booked":
                 log.error("escrow.payout_failed", key=record.idempotency_key,
                           status=record.status.value, reason=record.reason_code)
-        await self._apply_booked_payouts()
+        await self.apply_bank_answers()
 
     async def _poll_deadlines(self) -> None:
         for cid, state in list(self.states.items()):
@@ -220,11 +245,11 @@ class EscrowService:
                 await self._apply(cid, arb.Tick(self.ctx.signer))
 
     async def _credit(self, entry_id: str, reference: str, amount: int, currency: str,
-                      debtor: str, booked_ms: int) -> None:
+                      debtor: str, booked_ms: int, sender: str = "") -> None:
         """Apply one escrow credit to its channel, or keep it as unapplied — never drop it,
         and never let one credit stop the others (or the payouts and deadlines after them)."""
         match = self.references.get(reference)
-        reason = ""
+        reason, kind, channel = "", "unmatched", ""
         if not 0 < amount <= MAX_AMOUNT or not 0 <= booked_ms <= MAX_TIME_MS:
             # kept for the operator (never dropped), but no number out of range is stored
             reason = f"amount {amount} or booking time {booked_ms} out of range"
@@ -237,12 +262,16 @@ class EscrowService:
                 reason = f"currency {currency}, the channel is in {self.states[cid].terms.currency}"
             else:
                 try:
-                    t = await self._apply(cid, arb.ObserveDeposit(
+                    observe = (arb.ObserveTopUp if reference in self.topup_references
+                               else arb.ObserveDeposit)
+                    t = await self._apply(cid, observe(
                         self.ctx.signer, party, MinorUnits(amount), entry_id, reference,
                         booked_ms))
                     held = [e.credit for e in t.effects if isinstance(e, HoldCredit)]
                     if held:  # the machine took nothing: kept below for a refund
                         reason = f"held for refund: a {held[0].reason.value} deposit"
+                        kind, channel = held[0].reason.value, cid
+                        sender = account_json(held[0].sender)
                     else:
                         log.info("escrow.deposit", channel=cid[:16], party=party,
                                  amount_minor=amount)
@@ -250,10 +279,15 @@ class EscrowService:
                     reason = f"refused by the channel: {exc.message}"
         kept = await self.ctx.repo.note_credit(UnappliedCredit(
             entry_id=entry_id, reference=reference, amount_minor=amount, currency=currency,
-            debtor=debtor[:200], booked_ms=booked_ms, reason=reason, applied=False))
+            debtor=debtor[:200], booked_ms=booked_ms, reason=reason, applied=False,
+            kind=kind, channel_id=channel, sender=sender))
         if kept:
             log.warning("escrow.unapplied_credit", reference=reference, amount_minor=amount,
                         reason=reason)
+        if match is None and reference in self.references:
+            # registered while this credit was being written (its look-up came before the
+            # registration, the write after the registration's rematch): match it now
+            await self._rematch(self.references[reference][0])
 
     async def unapplied(self) -> list[UnappliedCredit]:
         """Credits on the escrow account that no channel took: money to refund by hand."""
@@ -264,24 +298,29 @@ class EscrowService:
         state = self.states[cid]
         refs = [bank_reference(state.channel_id, Purpose.DEPOSIT, p) for p in (0, 1)]
         for c in await self.ctx.repo.unapplied(refs):
+            if c.status != "held":
+                continue  # refunded (or being refunded): that money is no deposit any more
             await self._credit(c.entry_id, c.reference, c.amount_minor, c.currency, c.debtor,
-                               c.booked_ms)
+                               c.booked_ms, c.sender)
 
-    async def _apply_booked_payouts(self) -> None:
-        """Every payout the rail reports booked is applied, also after a crash between saving
-        the transfer's status and applying it (re-derived from the transfer rows each poll)."""
-        for cid, state in list(self.states.items()):
-            if state.phase is not arb.ArbiterPhase.PAYING:
+    async def apply_bank_answers(self) -> None:
+        """Every booking, rejection and return the rail reported for a payout is applied,
+        also after a crash between saving the answer and applying it (re-derived from the
+        transfer rows each poll, node.escrow_payouts)."""
+        for cid, rows in (await self.transfers.payouts_by_channel()).items():
+            state = self.states.get(cid)
+            if state is None or state.phase is arb.ArbiterPhase.FUNDING:
                 continue
-            for transfer in await self.transfers.for_channel(cid):
-                if (transfer.purpose == "payout" and transfer.status == "booked"
-                        and not state.booked[transfer.party]):
-                    state = (await self._apply(cid, arb.ObservePayoutBooked(
-                        self.ctx.signer, transfer.party, transfer.updated_ms))).state
+            for event in bank_answers(state, rows, self.ctx.signer):
+                try:
+                    await self._apply(cid, event)
+                except ProtocolError as exc:  # logged; one bad answer never stops the rest
+                    log.warning("escrow.bank_answer_refused", channel=cid[:16],
+                                error=exc.message)
 
     async def _payout(self, row: OutboxRow) -> None:
         await self.transfers.submit_row(row)
-        await self._apply_booked_payouts()
+        await self.apply_bank_answers()
 
     def find(self, prefix: str) -> arb.ArbiterState:
         matches = [cid for cid in self.states if cid.startswith(prefix)]

@@ -10,6 +10,7 @@ from node.context import Context
 from node.escrow import EscrowService
 from node.outbox import Outbox
 from node.transfers import Transfers
+from node.webhooks import Webhooks
 from protocol.crypto import Signer
 
 CONFIG = web.AppKey("config", Config)
@@ -19,6 +20,7 @@ CHANNELS = web.AppKey("channels", ChannelService)
 ESCROW = web.AppKey("escrow", EscrowService)
 TRANSFERS = web.AppKey("transfers", Transfers)
 OUTBOX = web.AppKey("outbox", Outbox)
+WEBHOOKS = web.AppKey("webhooks", Webhooks)
 TOKEN = web.AppKey("token", str)
 WEBSOCKETS = web.AppKey("websockets", set)
 """Inbound update streams, closed at shutdown so the daemon stops at once."""

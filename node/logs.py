@@ -8,6 +8,12 @@ import sys
 
 import structlog
 
+NO_LOCALS = structlog.processors.ExceptionRenderer(
+    structlog.tracebacks.ExceptionDictTransformer(show_locals=False))
+"""Tracebacks as JSON without each frame's local variables: those hold whatever the code had in
+hand (a request's credentials, a client's keys), and a log line must never carry them (the crash
+suite's log scan found a bank client's key material in an `unhandled` line's locals)."""
+
 
 def log_level() -> str:
     """`meterline --log-level` (passed on to a detached daemon), else info."""
@@ -24,7 +30,7 @@ def configure_logging(*, json: bool | None = None, level: str | None = None) -> 
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     renderer: list[structlog.types.Processor] = (
-        [structlog.processors.dict_tracebacks, structlog.processors.JSONRenderer()]
+        [NO_LOCALS, structlog.processors.JSONRenderer()]
         if as_json
         else [structlog.dev.ConsoleRenderer()]
     )

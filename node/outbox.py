@@ -11,7 +11,8 @@ The guarantees, and why:
   newer row for the same key replaces the pending (or delivered) one in the same transaction,
   and a refusal replaces the key's earlier refused row, so the table holds at most two rows per
   key, bounded by channels × recipients × purposes, whatever a peer makes us send.
-- *Lanes.* Rows for one recipient share a lane with at most `LANE_WIDTH` attempts in flight;
+- *Lanes.* Rows for one recipient share a lane with at most `LANE_WIDTH` attempts in flight
+  (`BANK_LANE_WIDTH` for the node's own bank);
   recipients never wait for each other (a target that never answers holds up only its own lane)
   — up to `MAX_IN_FLIGHT` non-urgent attempts in all, so that recipients anyone can create
   cannot make the node hold unbounded sockets.
@@ -35,6 +36,7 @@ import structlog
 from sqlalchemy import ColumnElement, and_, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from node.background import stop_tasks
 from node.context import Context, now_ms
 from node.peerclient import Refused
 from node.storage.models import Outbox as OutboxRow
@@ -47,6 +49,10 @@ and anything else for a failure to retry."""
 
 LANE_WIDTH = 4
 """Attempts in flight at once for one recipient (non-urgent rows)."""
+BANK_LANE_WIDTH = 16
+"""Attempts in flight at once to the node's own bank (recipient ""): deposits and payouts of
+thousands of channels go out together (issue 13), each idempotent by its key, and the bank is
+one the operator chose, not a recipient anyone can create."""
 MAX_IN_FLIGHT = 64
 """Non-urgent attempts in flight at once, all lanes together: recipients anyone can create
 (Sybil keys registering channels at an arbiter) cannot make the node hold unbounded sockets.
@@ -181,6 +187,23 @@ class Outbox:
             await self.add(session, channel_id, d.kind, d.target, d.payload,
                            recipient=d.recipient, purpose=d.purpose, urgent=d.urgent)
 
+    async def retire(self, session: AsyncSession, channel_id: str,
+                     keep: tuple[str, ...] = ()) -> None:
+        """In the caller's transaction: drop the channel's pending messages (not bank
+        submissions, not refused rows, not the purposes in `keep`: a purpose, or a prefix
+        ending in ":") once it is settled. The
+        arbiter has paid out, so no close, claim, evidence, funding confirmation or dispute
+        notice can change anything; a recipient settled too refuses them as INVALID_STATE,
+        which is "not yet" (NOT_YET), so they would be retried for ever (ADR 0240)."""
+        kept = [~OutboxRow.purpose.startswith(k) if k.endswith(":") else OutboxRow.purpose != k
+                for k in keep]  # "payout-returned:" keeps every purpose it begins
+        await session.execute(
+            delete(OutboxRow)
+            .where(OutboxRow.channel_id == channel_id, OutboxRow.recipient != "", _pending(),
+                   *kept)
+            .execution_options(synchronize_session=False)
+        )
+
     def kick(self) -> None:
         """Look for due rows now (call after committing rows)."""
         self._wake.set()
@@ -209,12 +232,7 @@ class Outbox:
         self._task = asyncio.create_task(self._run(), name="outbox")
 
     async def stop(self) -> None:
-        tasks = [t for t in (self._task, *self._running.values()) if t is not None]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await stop_tasks(self._task, *self._running.values())
         self._task = None
 
     async def _run(self) -> None:
@@ -233,6 +251,10 @@ class Outbox:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), wait_s)
 
+    def width(self, recipient: str) -> int:
+        """The lane's width: the node's own bank's is BANK_LANE_WIDTH, a peer's `lane_width`."""
+        return max(self.lane_width, BANK_LANE_WIDTH) if recipient == "" else self.lane_width
+
     async def _schedule(self) -> float | None:
         """Start what is due and has room; return seconds until the next row is due (None:
         nothing scheduled ahead)."""
@@ -243,16 +265,16 @@ class Outbox:
                 .where(_pending(), OutboxRow.next_attempt_ms <= now)
                 .order_by(OutboxRow.id)
             )).all()
-            room = Counter({r: self.lane_width - n for r, n in self._lanes.items()})
+            room = Counter({r: self.width(r) - n for r, n in self._lanes.items()})
             overall = self.max_in_flight - sum(self._lanes.values())
             chosen: list[int] = []
             for row_id, recipient, urgent in due:
                 if row_id in self._running:
                     continue
                 if not urgent:
-                    if room.get(recipient, self.lane_width) <= 0 or overall <= 0:
+                    if room.get(recipient, self.width(recipient)) <= 0 or overall <= 0:
                         continue
-                    room[recipient] = room.get(recipient, self.lane_width) - 1
+                    room[recipient] = room.get(recipient, self.width(recipient)) - 1
                     overall -= 1
                 chosen.append(row_id)
             rows: list[OutboxRow] = []
@@ -284,6 +306,7 @@ class Outbox:
             except Exception as exc:  # classified below: only a signed refusal is final
                 error = exc
             outcome = classify(row, error)
+            self.ctx.metrics.delivery(outcome.done, outcome.refused)
             await self._mark(row, outcome)
         except asyncio.CancelledError:
             raise

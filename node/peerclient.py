@@ -262,6 +262,8 @@ class OutboundStream:
                             await self._on_message(message)
                         elif frame.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSE):
                             break
+                    if ws.close_code == aiohttp.WSCloseCode.TRY_AGAIN_LATER:
+                        delay = 1.0  # the peer's storage is away (ADR 0250): not a hot loop
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # whatever it was, the stream must come back

@@ -60,6 +60,10 @@ class Proposals:
         self.ctx = service.ctx
         self.holding = asyncio.Lock()
         """Serialises the held-proposal quota checks with the writes they guard."""
+        self.accepting = asyncio.Lock()
+        """Serialises "do we have it?" with the acceptance it leads to: two copies of one
+        proposal at once (an opener asking again, ADR 0240) get one acceptance, twice, and
+        never a failed second insert (a 500)."""
 
     async def on_proposal(self, proposal: ChannelProposal) -> ChannelAcceptance | None:
         """A peer proposes: refused, accepted at once (the acceptance is the answer), or held."""
@@ -86,13 +90,15 @@ class Proposals:
                 "the terms name another escrow account than the arbiter's own",
             )
         cid = terms.channel_id.hex()
-        known = service.states.get(cid)
-        if known is not None:
-            return ChannelAcceptance(terms.channel_id, known.peer_signature  # type: ignore[arg-type]
-                                     ) if known.peer_signature else None
-        reason = self.hold_reason(terms)
-        if reason is None:
-            return await service.accept(proposal, reply_inline=True)
+        async with self.accepting:
+            known = service.states.get(cid)
+            if known is not None:
+                return ChannelAcceptance(
+                    terms.channel_id, known.peer_signature,  # type: ignore[arg-type]
+                ) if known.peer_signature else None
+            reason = self.hold_reason(terms)
+            if reason is None:
+                return await service.accept(proposal, reply_inline=True)
         await self._hold(proposal)
         log.info("channel.held", channel=cid, opener=terms.opener.hex()[:16], reason=reason)
         return None

@@ -38,6 +38,9 @@ class Streams:
         if stream is None:
             state = self.get(cid)
             peer = await self.ctx.peer(state.terms.parties()[state.them].hex())
+            stream = self.streams.get(cid)  # another caller's, started while we read the peer:
+            if stream is not None:  # one stream per channel (two would resend to each other's
+                return stream  # peer what it holds, refused as replays, reconnecting for ever)
             url = f"{peer.url.rstrip('/')}/p2p/channels/{cid}/stream"
             stream = OutboundStream(
                 url=url.replace("http://", "ws://", 1).replace("https://", "wss://", 1),

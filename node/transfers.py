@@ -15,11 +15,17 @@ from node.context import Context, now_ms
 from node.storage.models import Outbox as OutboxRow
 from node.storage.models import Transfer
 from rails.errors import BankProtocolError, BankRejected, RailError, UnknownPayment
-from rails.port import Account, PaymentRecord, PaymentStatus, TransferInstruction
+from rails.port import Account, PaymentRecord, PaymentStatus, Rail, TransferInstruction
 
 log = structlog.get_logger()
 
 
+RETURNABLE = ("payout", "refund")
+"""What the arbiter pays out: re-polled for returns for `[bank] return_window_s` after booking
+(ADR 0271)."""
+RETURN_POLL_FACTOR = 20
+"""A booked transfer in the return window is asked again every 20 polls (10 s at the default
+500 ms), not at every one."""
 RETRY_FIRST_MS = 1_000
 RETRY_CAP_MS = 60_000
 """How often a transfer whose status the rail could not give is asked again: from 1 s,
@@ -49,6 +55,8 @@ class Transfers:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self._backoff: dict[str, tuple[int, int]] = {}
+        self._return_checked: dict[str, int] = {}
+        """Per booked transfer in the return window: when to ask the rail about it again."""
         """Per idempotency key: failed status look-ups in a row, and when to ask next."""
 
     def own_account(self) -> Account:
@@ -88,6 +96,7 @@ class Transfers:
 
     async def _save(self, record: PaymentRecord) -> None:
         async with self.ctx.db() as session, session.begin():
+            await self.ctx.events.transfer(session, record)
             await session.execute(
                 update(Transfer).where(Transfer.idempotency_key == record.idempotency_key).values(
                     status=record.status.value,
@@ -95,15 +104,20 @@ class Transfers:
                     end_to_end_id=record.end_to_end_id, updated_ms=now_ms()))
 
     async def refresh(self) -> list[PaymentRecord]:
-        """Ask the rail about every transfer not final yet; return the ones that changed."""
+        """Ask the rail about every transfer not final yet, and about booked payouts and
+        refunds still inside the return window; return the ones that changed."""
         rail = self.ctx.rail
         if rail is None:
             return []
+        now = now_ms()
+        window_ms = self.ctx.config.bank.return_window_s * 1000
         async with self.ctx.db() as session:
             rows = (await session.scalars(select(Transfer).where(
                 Transfer.status.in_(("pending", "accepted", "unreconciled"))))).all()
-        changed = []
-        now = now_ms()
+            booked = (await session.scalars(select(Transfer).where(
+                Transfer.status == "booked", Transfer.purpose.in_(RETURNABLE),
+                Transfer.updated_ms >= now - window_ms))).all()
+        changed = [r for r in [await self._returned(rail, row, now) for row in booked] if r]
         for row in rows:
             failures, not_before = self._backoff.get(row.idempotency_key, (0, 0))
             if now < not_before:
@@ -128,6 +142,41 @@ class Transfers:
                               channel=row.channel_id[:16], reason_code=record.reason_code,
                               reason=record.reason)
         return changed
+
+    async def _returned(self, rail: Rail, row: Transfer, now: int) -> PaymentRecord | None:
+        """A booked transfer asked again (at most every RETURN_POLL_FACTOR polls): returned
+        since (pacs.004, an ACH return), or booked with a notification of change (an ACH
+        NOC, C01-C13) whose reason is kept. Nothing else changes a booked transfer — an
+        error or an odd answer from the bank never makes it less than booked."""
+        if now < self._return_checked.get(row.idempotency_key, 0):
+            return None
+        self._return_checked[row.idempotency_key] = (
+            now + self.ctx.config.bank.poll_interval_ms * RETURN_POLL_FACTOR)
+        try:
+            record = await rail.status(row.idempotency_key)
+        except RailError as exc:
+            log.warning("transfer.return_check_failed", key=row.idempotency_key, error=str(exc))
+            return None
+        reason = " ".join(filter(None, [record.reason_code, record.reason]))[:200]
+        if record.status is PaymentStatus.RETURNED:
+            await self._save(record)
+            log.error("transfer.returned", key=row.idempotency_key, channel=row.channel_id[:16],
+                      reason_code=record.reason_code, reason=record.reason)
+            return record
+        if record.status is PaymentStatus.BOOKED and reason and reason != row.reason:
+            await self._save(record)  # a notification of change: the corrected data it names
+            log.warning("transfer.changed", key=row.idempotency_key, reason=reason)
+        return None
+
+    async def payouts_by_channel(self) -> dict[str, list[Transfer]]:
+        """Every payout row, grouped by channel, oldest first — in one query (the arbiter's
+        poll reads them all at once, not one query per channel in escrow)."""
+        grouped: dict[str, list[Transfer]] = {}
+        async with self.ctx.db() as session:
+            for row in (await session.scalars(select(Transfer).where(
+                    Transfer.purpose == "payout").order_by(Transfer.created_ms))).all():
+                grouped.setdefault(row.channel_id, []).append(row)
+        return grouped
 
     async def for_channel(self, channel_id: str) -> list[Transfer]:
         async with self.ctx.db() as session:

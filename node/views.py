@@ -9,13 +9,14 @@ from typing import Any
 
 from node.context import Context
 from node.errors import NotFound
-from node.storage.models import Transfer
+from node.storage.models import Settlement, Transfer
 from node.storage.repository import BUCKET_MS
 from protocol import channel as ch
 from protocol.messages import ChannelTerms
 from protocol.money import allocate, currency_exponent, format_decimal, to_minor_units
 from protocol.payout import payouts
 from protocol.references import Purpose, bank_reference
+from protocol.schedule import SettleSchedule, next_checkpoint_ms, unpaid
 from protocol.types import Amount
 
 
@@ -257,3 +258,44 @@ async def statement(ctx: Context, state: ch.ChannelState,
         "balance": balance(state),
         "transfers": settlement_transfers(state, transfers),
     }
+
+
+def longlived_json(state: ch.ChannelState, schedule: SettleSchedule,
+                   settlements: list[Settlement]) -> dict[str, Any]:
+    """A long-lived channel's schedule, its next scheduled checkpoint, what it would pay now,
+    its top-ups and every settlement at a checkpoint so far (specs/0003 §9)."""
+    terms = state.terms
+    due = next_checkpoint_ms(state, schedule)
+    latest = state.checkpoint
+    return {
+        "schedule": {
+            "every_ms": schedule.every_ms,
+            "threshold": money(schedule.threshold, state) if schedule.threshold else None,
+            "next_checkpoint": None if due is None else _iso(due),
+            "next_checkpoint_ms": due,
+        },
+        "checkpoint": None if latest is None else {
+            "seq": latest.seq, "opener_amount": money(latest.opener_amount, state),
+            "peer_amount": money(latest.peer_amount, state)},
+        "unpaid": money(unpaid(state), state) if state.phase is ch.Phase.OPEN else None,
+        "topped_up": {"ours": minor(state.topped_up[state.us], terms.currency),
+                      "peer": minor(state.topped_up[state.them], terms.currency)},
+        "settlements": [settlement_json(row, terms.currency)
+                        for row in sorted(settlements, key=_settlement_order)],
+    }
+
+
+def _settlement_order(row: Settlement) -> tuple[bool, int, int]:
+    return row.seq == 0, row.seq, row.party  # the final close's payouts after the checkpoints
+
+
+def settlement_json(row: Settlement, currency: str) -> dict[str, Any]:
+    """One settlement with what the arbiter told of it (node.transfer_notices): `submitted`
+    until then; `booked`, `rejected` or `returned` (with the bank's `reason`) after; `attempt`
+    and `reference` are the live payment's (a returned payout is paid again under a new one).
+    Checkpoint 0 is the final close's payout."""
+    return {"checkpoint": row.seq, "party": ("opener", "peer")[row.party],
+            "amount": minor(row.amount_minor, currency), "reference": row.reference,
+            "status": row.status, "reason": row.reason or None, "attempt": row.attempt,
+            "signed": _iso(row.signed_ms),
+            "changed": _iso(row.changed_ms) if row.changed_ms else None}

@@ -1,10 +1,15 @@
 """The group-commit writer and the acknowledgement waiters of the channels we pay on.
 
-Concurrent payments on one channel are coalesced: one writer task signs everything queued,
-commits it in one transaction, then hands it to the stream (group commit on the sender side,
-DESIGN §5). Callers that wait are released when the peer's receipts cover their last update.
-Receipts are applied in memory at once and written with the next commit, or by the flusher
-within a moment: the peer holds them too, and a restarted sender reads it back (ADR 0002).
+Concurrent payments on one channel are coalesced: one writer task signs everything queued (on
+the signing pool, node.signing), commits it in one transaction, then hands it to the stream
+(group commit on the sender side, DESIGN §5). Callers that wait are released when the peer's
+receipts cover their last update.
+
+Receipts take no lock (ADR 0306): one is checked on the signing pool and applied in memory at
+once, even while the writer commits; a commit that lands after it re-applies it
+(:meth:`Writer.with_receipts_since`), so none is lost. It is written with the writer's next
+commit, or by the flusher within a moment when the channel is idle: the peer holds it too, and
+a restarted sender reads it back (ADR 0002).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import TYPE_CHECKING
 from node.config import Limits
 from node.context import now_ms
 from node.errors import Conflict, NodeError
+from node.storage.db import StorageUnavailable
 from node.storage.repository import UsageRows, usage_rows
 from protocol import channel as ch
 from protocol.errors import ProtocolError
@@ -29,12 +35,47 @@ from protocol.types import Amount, Quantity
 if TYPE_CHECKING:
     from node.channels import ChannelService
 
+STORAGE_RETRY_S = 1.0
+"""How soon receipts held in memory are written again after the storage failed."""
+
 Request = tuple[ch.ActionPay, int, "asyncio.Future[int]"]
 """One payment call: the action, how many updates of it, and its result (the last nonce)."""
 
 
 def _usage() -> UsageRows:
     return defaultdict(lambda: [0, 0, 0])
+
+
+Signed = tuple[ch.ChannelState, list[BalanceProof], UsageRows, list["int | ProtocolError"]]
+
+
+def sign_requests(state: ch.ChannelState, requests: Sequence[tuple[ch.ActionPay, int]],
+                  stamp: int) -> Signed:
+    """The machine's proofs for each request (`n` updates of one action), in order: the new
+    state, the proofs, their usage rows and per request its last nonce or the error that
+    refused it (that request only: the others go on). Pure; run on the signing pool."""
+    proofs: list[BalanceProof] = []
+    rows = _usage()
+    results: list[int | ProtocolError] = []
+    for action, n in requests:
+        before_request = (state, len(proofs), {k: list(v) for k, v in rows.items()})
+        try:
+            for _ in range(n):
+                before = state.sent
+                t = ch.step(state, action, now_ms=stamp)
+                state = t.state
+                proof = t.effects[0].proof  # type: ignore[union-attr]
+                usage_rows(state, before, proof, rows)
+                proofs.append(proof)
+        except ProtocolError as exc:
+            state, keep, saved = before_request
+            del proofs[keep:]
+            rows = _usage()
+            rows.update(saved)
+            results.append(exc)
+            continue
+        results.append(state.sent.nonce)
+    return state, proofs, rows, results
 
 
 class Writer:
@@ -47,6 +88,8 @@ class Writer:
         self._tiebreak = itertools.count()
         self.dirty: set[str] = set()
         self.flusher: asyncio.Task[None] | None = None
+        self.pruned: dict[str, int] = {}
+        """Per channel, the acknowledged nonce our stored proofs were last pruned up to."""
 
     @property
     def limits(self) -> Limits:
@@ -106,41 +149,47 @@ class Writer:
             async with service.lock(cid):
                 state = service.get(cid)
                 room = window - (state.sent.nonce - state.sent.acked_nonce)
-                taken: list[tuple[int, asyncio.Future[int]]] = []
-                proofs: list[BalanceProof] = []
-                rows = _usage()
-                stamp = now_ms()
+                taken: list[Request] = []
                 # the head fits (we waited for it); take more while the window has room
-                while queue and queue[0][1] <= room - len(proofs):
-                    action, n, done = queue.popleft()
-                    before_request = (state, len(proofs), {k: list(v) for k, v in rows.items()})
-                    try:
-                        for _ in range(n):
-                            before = state.sent
-                            t = ch.step(state, action, now_ms=stamp)
-                            state = t.state
-                            proof = t.effects[0].proof  # type: ignore[union-attr]
-                            usage_rows(state, before, proof, rows)
-                            proofs.append(proof)
-                    except ProtocolError as exc:  # this request only: the others go on
-                        state, keep, saved = before_request
-                        del proofs[keep:]
-                        rows = _usage()
-                        rows.update(saved)
-                        done.set_exception(exc)
-                        continue
-                    taken.append((state.sent.nonce, done))
+                while queue and queue[0][1] <= room:
+                    taken.append(queue.popleft())
+                    room -= taken[-1][1]
+                state, proofs, rows, results = await service.signing.run(
+                    sign_requests, state, [(a, n) for a, n, _ in taken], now_ms())
+                signed: list[tuple[int, asyncio.Future[int]]] = []
+                for (_, _, done), result in zip(taken, results, strict=True):
+                    if isinstance(result, ProtocolError):
+                        if not done.done():  # (a caller that gave up: nothing to tell)
+                            done.set_exception(result)
+                    else:
+                        signed.append((result, done))
                 if proofs:
                     try:
                         await service.commit(state, usage=rows, outgoing=proofs,
-                                             prune_upto=state.sent.acked_nonce)
+                                             prune_upto=self.prune_upto(state))
                     except Exception as exc:
-                        for _, done in taken:
-                            done.set_exception(exc)
+                        for _, done in signed:
+                            if not done.done():
+                                done.set_exception(exc)
                         continue
             await service.streams.send(cid, [(p.nonce, p.encode()) for p in proofs])
-            for nonce, done in taken:
-                done.set_result(nonce)
+            for nonce, done in signed:
+                if not done.done():
+                    done.set_result(nonce)
+
+    def prune_upto(self, state: ch.ChannelState) -> int | None:
+        """How far to prune our stored proofs with this commit: only when receipts moved
+        since the last prune (None: nothing new to delete)."""
+        cid, acked = state.channel_id.hex(), state.sent.acked_nonce
+        if acked <= self.pruned.get(cid, -1):
+            return None
+        self.pruned[cid] = acked  # a failed commit leaves rows the next prune (<=) removes
+        return acked
+
+    def busy(self, cid: str) -> bool:
+        """Whether the channel's writer will commit again soon (and write our receipts)."""
+        task = self.tasks.get(cid)
+        return bool(self.pending.get(cid)) or (task is not None and not task.done())
 
     async def _wait_room(self, cid: str, inflight: int, timeout_s: float) -> None:
         """Until at most `inflight` of our proofs are unacknowledged."""
@@ -177,33 +226,76 @@ class Writer:
                 waiter.set_result(None)
 
     async def on_receipt(self, receipt: Receipt) -> None:
-        """A receipt moves our acknowledged nonce: kept in memory at once, written with the
-        next commit or by the flusher."""
+        """A receipt moves our acknowledged nonce: checked on the signing pool, kept in memory
+        at once without the channel's lock, written with the next commit or by the flusher."""
         service = self.service
         cid = receipt.channel_id.hex()
-        async with service.lock(cid):
-            state = service.get(cid)
-            t = ch.step(state, ch.ReceiveReceipt(receipt), now_ms=now_ms())
+        state = service.get(cid)
+        stamp = now_ms()
+        t = await service.signing.run(ch.step, state, ch.ReceiveReceipt(receipt), now_ms=stamp)
+        if t.state is state:
+            return  # older or repeated: also for whatever is held now (acks only rise)
+        held = service.get(cid)
+        if held is not state:  # it moved while the receipt was checked: the machine again
+            state, t = held, ch.step(held, ch.ReceiveReceipt(receipt), now_ms=stamp)
             if t.state is state:
                 return
-            service.states[cid] = t.state
-            self.dirty.add(cid)
+        service.ctx.metrics.acknowledged(cid, state.sent.acked_nonce, t.state.sent.acked_nonce)
+        service.states[cid] = t.state
+        self.dirty.add(cid)
         self._release_waiters(cid)
-        if self.flusher is None or self.flusher.done():
-            self.flusher = asyncio.create_task(self._flush_soon(), name="receipt flusher")
+        self._flush_later()
 
-    async def _flush_soon(self, delay_s: float = 0.05) -> None:
+    def with_receipts_since(self, state: ch.ChannelState, held: ch.ChannelState | None
+                            ) -> ch.ChannelState:
+        """`state`, just committed, as it replaces `held` in memory: with the receipt that
+        landed in memory after `state` was computed, re-applied by the machine (that receipt
+        stays to be written: the channel stays dirty)."""
+        cid = state.channel_id.hex()
+        if held is None or held.sent.acked_nonce <= state.sent.acked_nonce \
+                or held.sent.receipt is None:
+            self.dirty.discard(cid)
+            return state
+        try:
+            t = ch.step(state, ch.ReceiveReceipt(held.sent.receipt), now_ms=now_ms())
+        except ProtocolError:  # not for this state (a phase without receipts): nothing to keep
+            self.dirty.discard(cid)
+            return state
+        self.dirty.add(cid)
+        self._flush_later()
+        return t.state
+
+    def _flush_later(self, delay_s: float = 0.05) -> None:
+        if self.flusher is None or self.flusher.done():
+            self.flusher = asyncio.create_task(self._flush_soon(delay_s), name="receipt flusher")
+
+    async def _flush_soon(self, delay_s: float) -> None:
         await asyncio.sleep(delay_s)
         await self.flush()
 
-    async def flush(self) -> None:
-        """Write receipts held only in memory (and prune what they acknowledge)."""
+    async def flush(self, *, everything: bool = False) -> None:
+        """Write receipts held only in memory (and prune what they acknowledge). A busy
+        channel is left to its writer's next commit; when the storage is away they stay dirty
+        and the flusher tries again (the peer holds them too)."""
         service = self.service
-        while self.dirty:
-            cid = self.dirty.pop()
+        left: set[str] = set()
+        while self.dirty - left:
+            cid = (self.dirty - left).pop()
+            if not everything and self.busy(cid):
+                left.add(cid)
+                continue
+            self.dirty.discard(cid)
             async with service.lock(cid):
                 state = service.get(cid)
-                await service.commit(state, prune_upto=state.sent.acked_nonce)
+                try:
+                    await service.commit(state, prune_upto=self.prune_upto(state))
+                except StorageUnavailable:
+                    self.dirty.add(cid)
+                    self.flusher = asyncio.create_task(self._flush_soon(STORAGE_RETRY_S),
+                                                       name="receipt flusher")
+                    return
+        if left:
+            self.flusher = asyncio.create_task(self._flush_soon(0.05), name="receipt flusher")
 
     async def stop(self) -> None:
         for task in list(self.tasks.values()):
@@ -211,4 +303,4 @@ class Writer:
                 await asyncio.wait_for(task, 5)
         if self.flusher is not None:
             self.flusher.cancel()
-        await self.flush()
+        await self.flush(everything=True)

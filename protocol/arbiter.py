@@ -20,10 +20,13 @@ from protocol import checkpoint as cp
 from protocol import transfers as tr
 from protocol.channel import ANY_WINDOW, TermsBounds, check_terms
 from protocol.crypto import Signer
+from protocol.encoding import MAX_MESSAGE_BYTES
 from protocol.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
 from protocol.machine import allowed_phases, check_landed
 from protocol.messages import (
     EMPTY_SIGNATURE,
+    MAX_STATUS_BATCH,
+    MAX_STATUS_TRANSFERS,
     BalanceProof,
     BankAccount,
     ChannelAcceptance,
@@ -34,10 +37,14 @@ from protocol.messages import (
     DisputeEvidence,
     DisputeNotice,
     EscrowStatus,
+    EscrowStatuses,
+    EscrowStatusQuery,
     FundingConfirmation,
     PayoutAccount,
     PayoutNotice,
+    PayoutReturned,
     TopUpConfirmation,
+    TransferNotice,
     UnilateralClose,
 )
 from protocol.money import currency_exponent
@@ -97,6 +104,11 @@ class ArbiterState:
     """Every payout attempt, at checkpoints and at the close (specs/0004 §9)."""
     accounts: tuple[PayoutAccount | None, PayoutAccount | None] = (None, None)
     """Each party's latest signed payout account, if it named one."""
+    corrections: tuple[tr.Correction | None, tr.Correction | None] = (None, None)
+    """Each party's account as its bank's latest notification of change corrected it."""
+    outcomes: tuple[TransferNotice, ...] = ()
+    """The latest payout outcomes told to the parties, signed (at most MAX_STATUS_TRANSFERS,
+    oldest first): what EscrowStatus carries for a node that missed a push (0004 §9.4)."""
 
     def held(self) -> MinorUnits:
         return MinorUnits(self.deposited[0] + self.deposited[1])
@@ -189,11 +201,37 @@ class ObservePayoutReturned:
     reference: str
     reason: str
     returned_ms: int
+    signer: Signer | None = None
+    """The arbiter's key: with it, both parties are sent the signed PayoutReturned and
+    TransferNotice (the daemon always passes it)."""
+    rejected: bool = False
+    """Refused before booking (pain.002 RJCT…), not returned after it: what the notice says."""
+
+
+@dataclass(frozen=True, slots=True)
+class ObservePayoutCorrected:
+    """The payee's bank booked the payout with this reference and sent a notification of
+    change (an ACH COR entry: C01-C13 and the corrected data): later payouts to that party go
+    to the corrected account (specs/0004 §9)."""
+
+    reference: str
+    code: str
+    corrected_data: str
+    observed_ms: int
 
 
 @dataclass(frozen=True, slots=True)
 class ReceivePayoutAccount:
     account: PayoutAccount
+
+
+@dataclass(frozen=True, slots=True)
+class CatchUp:
+    """A party registered (again): what it may have missed, signed by the arbiter's key —
+    a confirmation of each deposit seen so far (totals: a repeat changes nothing at the node)
+    and, during a dispute, the dispute notice."""
+
+    signer: Signer
 
 
 Input: TypeAlias = (
@@ -208,6 +246,8 @@ Input: TypeAlias = (
     | ObserveTransferBooked
     | ObservePayoutReturned
     | ReceivePayoutAccount
+    | CatchUp
+    | ObservePayoutCorrected
 )
 
 # Effects
@@ -257,8 +297,24 @@ class SendTopUpConfirmation:
     confirmation: TopUpConfirmation
 
 
+@dataclass(frozen=True, slots=True)
+class SendPayoutReturned:
+    """Send to both parties: a payout was rejected or returned, and why."""
+
+    notice: PayoutReturned
+
+
+@dataclass(frozen=True, slots=True)
+class SendTransferNotice:
+    """Send to both parties: one payout attempt's outcome at the bank (0004 §9.4)."""
+
+    notice: TransferNotice
+
+
 Effect: TypeAlias = (
-    SendFundingConfirmation
+    SendPayoutReturned
+    | SendTransferNotice
+    | SendFundingConfirmation
     | ForwardDispute
     | SubmitPayout
     | SendPayoutNotice
@@ -308,6 +364,8 @@ TRANSITIONS: dict[tuple[ArbiterPhase, type], frozenset[ArbiterPhase]] = {
     (A.PAYING, ObserveTransferBooked): frozenset({A.PAYING, A.SETTLED}),
     **_stays(ObservePayoutReturned, A.OPEN, A.DISPUTE, A.PAYING, A.SETTLED),
     **_stays(ReceivePayoutAccount, *ArbiterPhase),
+    **_stays(CatchUp, *ArbiterPhase),
+    **_stays(ObservePayoutCorrected, A.OPEN, A.DISPUTE, A.PAYING, A.SETTLED),
 }
 
 
@@ -569,18 +627,62 @@ def status(state: ArbiterState, signer: Signer, challenge: bytes, *, now_ms: int
            ) -> EscrowStatus:
     """The arbiter's signed answer to a node watching its channel (specs/0005 §4): what it
     needs to act on without any push reaching it — deposits, an open dispute, the payouts."""
+    return _unsigned_status(state, signer, challenge, now_ms).signed_by(signer)
+
+
+def _unsigned_status(state: ArbiterState, signer: Signer, challenge: bytes, now_ms: int
+                     ) -> EscrowStatus:
     return EscrowStatus(
         state.channel_id, state.phase.value, challenge, funding_confirmations(state, signer),
-        dispute_notice(state, signer), state.notice, now_ms, EMPTY_SIGNATURE,
-    ).signed_by(signer)
+        dispute_notice(state, signer), state.notice, now_ms, state.outcomes, EMPTY_SIGNATURE)
+
+
+def statuses(held: Callable[[ChannelId], ArbiterState | None], query: EscrowStatusQuery,
+             signer: Signer, *, now_ms: int) -> EscrowStatuses:
+    """The arbiter's one signed answer to a batched status query (specs/0005 §4.1): the
+    status of each channel `held` finds, in the order asked, and the ids it does not hold. The
+    statuses inside are unsigned: the answer's signature covers them with the challenge.
+    Statuses are taken in order while the answer stays within MAX_MESSAGE_BYTES; the held ids
+    left over are listed in `later` (never the first: one status always fits)."""
+    known: list[EscrowStatus] = []
+    unknown: list[ChannelId] = []
+    for cid in dict.fromkeys(query.channel_ids):  # an id asked twice is answered once
+        state = held(cid)
+        if state is None:
+            unknown.append(cid)
+        else:
+            known.append(_unsigned_status(state, signer, query.challenge, now_ms))
+    room, fits = MAX_MESSAGE_BYTES - SIGNATURE_BYTES - _BATCH_ENVELOPE, 0
+    for status in known:  # a first guess from each status' own size, checked below
+        room -= len(status.encode())
+        if room < 0:
+            break
+        fits += 1
+    while True:
+        fits = max(fits, 1)
+        answer = EscrowStatuses(query.challenge, tuple(known[:fits]), tuple(unknown),
+                                tuple(s.channel_id for s in known[fits:]), now_ms,
+                                EMPTY_SIGNATURE)
+        if fits == 1 or len(answer.encode()) + SIGNATURE_BYTES <= MAX_MESSAGE_BYTES:
+            return answer.signed_by(signer)
+        fits -= 1
+
+
+_BATCH_ENVELOPE = 2 * MAX_STATUS_BATCH * 35 + 64
+"""An upper bound of an EscrowStatuses' bytes besides its statuses and signature (its ids,
+challenge, time and headers)."""
+SIGNATURE_BYTES = 64
 
 
 # Checkpoints, top-ups, returned payouts, late credits (specs/0004 §7-10) --------------------
 
 
 def _payout_account(state: ArbiterState, party: int) -> tuple[BankAccount, int]:
-    """Where `party` is paid: its latest signed PayoutAccount, else the account in the terms."""
-    named = state.accounts[party]
+    """Where `party` is paid: the newer of its latest signed PayoutAccount and its bank's
+    latest notification of change, else the account in the terms."""
+    named, corrected = state.accounts[party], state.corrections[party]
+    if corrected is not None and (named is None or named.issued_ms < corrected.observed_ms):
+        return corrected.account, corrected.observed_ms
     if named is None:
         return state.terms.accounts()[party], 0
     return named.account, named.issued_ms
@@ -682,9 +784,26 @@ def _on_transfer_booked(
     if transfer.status is not tr.TransferStatus.SUBMITTED:
         return Transition(state)  # booked already, or returned: a late booking counts nothing
     new = replace(state, transfers=tr.mark_booked(state.transfers, transfer, now_ms))
+    new, told = _told(new, transfer, "booked", "", event.booked_ms, event.signer)
     if transfer.checkpoint != 0 or state.phase is not ArbiterPhase.PAYING:
-        return Transition(new)
-    return _final_booked(new, transfer.party, event.signer, event.booked_ms)
+        return Transition(new, told)
+    final = _final_booked(new, transfer.party, event.signer, event.booked_ms)
+    return Transition(final.state, (*told, *final.effects))
+
+
+def _told(state: ArbiterState, transfer: tr.Transfer, status: str, reason: str, at_ms: int,
+          signer: Signer | None) -> tuple[ArbiterState, tuple[Effect, ...]]:
+    """The signed TransferNotice of `transfer`'s outcome, kept among the latest outcomes
+    (EscrowStatus carries them) and sent to both parties; nothing without a key to sign."""
+    if signer is None:
+        return state, ()
+    notice = TransferNotice(
+        state.channel_id, transfer.checkpoint, state.terms.parties()[transfer.party],
+        transfer.amount, status, reason, transfer.attempt, transfer.reference, at_ms,
+        EMPTY_SIGNATURE,
+    ).signed_by(signer)
+    outcomes = (*state.outcomes, notice)[-MAX_STATUS_TRANSFERS:]
+    return replace(state, outcomes=outcomes), (SendTransferNotice(notice),)
 
 
 def _repay(state: ArbiterState, party: int, *, now_ms: int
@@ -714,7 +833,15 @@ def _on_returned(state: ArbiterState, event: ObservePayoutReturned, now_ms: int)
         booked = list(new.booked)
         booked[transfer.party] = False  # settled only once the payment that stays is booked
         new = replace(new, booked=(booked[0], booked[1]))
+    new, told = _told(new, transfer, "rejected" if event.rejected else "returned",
+                      event.reason, event.returned_ms, event.signer)
     new, effects = _repay(new, transfer.party, now_ms=now_ms)
+    effects = (*told, *effects)
+    if event.signer is not None:
+        notice = PayoutReturned(state.channel_id, state.terms.parties()[transfer.party],
+                                transfer.amount, transfer.reference, event.reason,
+                                event.returned_ms, EMPTY_SIGNATURE).signed_by(event.signer)
+        effects = (SendPayoutReturned(notice), *effects)
     return Transition(new, effects)
 
 
@@ -734,6 +861,33 @@ def _on_payout_account(
     return Transition(new, effects)
 
 
+def _on_catch_up(state: ArbiterState, event: CatchUp, now_ms: int) -> Transition:
+    effects: list[Effect] = [SendFundingConfirmation(conf)
+                             for conf in funding_confirmations(state, event.signer)]
+    notice = dispute_notice(state, event.signer)
+    if state.phase is ArbiterPhase.DISPUTE and state.claim is not None and notice is not None:
+        claimant = state.terms.party_index(state.claim.claimant)
+        effects.append(ForwardDispute(1 - claimant, state.claim, notice.deadline_ms, notice))
+    return Transition(state, tuple(effects))
+
+
+def _on_corrected(state: ArbiterState, event: ObservePayoutCorrected, now_ms: int
+                  ) -> Transition:
+    if not 0 <= event.observed_ms <= MAX_TIME_MS:
+        raise LocalProtocolError(ErrorCode.INVALID_FIELD, "a notification time out of range")
+    if not tr.CHANGE_CODE.fullmatch(event.code):
+        raise LocalProtocolError(ErrorCode.INVALID_FIELD, f"{event.code!r} is not C01-C13")
+    transfer = tr.find(state.transfers, event.reference)
+    fixed = tr.corrected_account(transfer.account, event.code, event.corrected_data)
+    held = state.corrections[transfer.party]
+    if fixed is None or (held is not None and held.account == fixed):
+        return Transition(state)  # nothing to correct, or corrected so already
+    correction = tr.Correction(fixed, event.code, event.observed_ms)
+    corrections = ((correction, state.corrections[1]) if transfer.party == 0
+                   else (state.corrections[0], correction))
+    return Transition(replace(state, corrections=corrections))
+
+
 _HANDLERS: dict[type, Callable[[ArbiterState, Input, int], Transition]] = {
     ObserveDeposit: _on_deposit,  # type: ignore[dict-item]
     ReceiveCooperativeClose: _on_cooperative_close,  # type: ignore[dict-item]
@@ -746,4 +900,6 @@ _HANDLERS: dict[type, Callable[[ArbiterState, Input, int], Transition]] = {
     ObserveTransferBooked: _on_transfer_booked,  # type: ignore[dict-item]
     ObservePayoutReturned: _on_returned,  # type: ignore[dict-item]
     ReceivePayoutAccount: _on_payout_account,  # type: ignore[dict-item]
+    CatchUp: _on_catch_up,  # type: ignore[dict-item]
+    ObservePayoutCorrected: _on_corrected,  # type: ignore[dict-item]
 }

@@ -205,9 +205,31 @@ class ActionPay:
     reference: str = ""
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class CheckedProof:
+    """A proof whose signature :func:`check_signature` verified, made only there.
+
+    Compared by identity (``eq=False``): it vouches for the one `proof` object it holds, never
+    for another that merely has equal fields."""
+
+    proof: BalanceProof
+
+
+def check_signature(proof: BalanceProof) -> CheckedProof:
+    """Verify `proof`'s signature by its named sender, ahead of the machine (a node may run it
+    on another thread while the previous batch commits); BAD_SIGNATURE when it does not."""
+    proof.verify_signature(proof.sender)
+    return CheckedProof(proof)
+
+
 @dataclass(frozen=True, slots=True)
 class ReceiveProof:
+    """A proof from the peer. With `checked` from :func:`check_signature` for this very
+    object (``checked.proof is proof``) the machine skips its own signature check; for any
+    other object, equal or not, it checks the signature itself."""
+
     proof: BalanceProof
+    checked: CheckedProof | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -772,7 +794,8 @@ def _on_proof(state: ChannelState, event: ReceiveProof, now_ms: int) -> Transiti
     held = state.received.proof
     if held is not None and proof.nonce == held.nonce and proof == held:
         return Transition(state)  # the same proof again: idempotent, nothing changes
-    flow = _apply_proof(state, proof, verify_signature=True)
+    checked = event.checked is not None and event.checked.proof is proof  # identity only
+    flow = _apply_proof(state, proof, verify_signature=not checked)
     return Transition(_with_flow(state, state.them, flow))
 
 
@@ -1114,7 +1137,10 @@ def _on_checkpoint(state: ChannelState, event: ReceiveCheckpoint, now_ms: int) -
         checkpoint.verify_signature(state.terms.parties()[state.us],
                                     checkpoint.signature_field(state.us))
         cp.check_progress(state.checkpoint, checkpoint)
-        return Transition(replace(state, checkpoint=checkpoint), (SubmitCheckpoint(checkpoint),))
+        new = replace(state, checkpoint=checkpoint)
+        if state.checkpoint_signed is not None and state.checkpoint_signed.same_state(checkpoint):
+            new = replace(new, checkpoint_signed=checkpoint)  # our proposal is signed: not pending
+        return Transition(new, (SubmitCheckpoint(checkpoint),))
     pending = state.checkpoint_signed
     if pending is not None and not pending.fully_signed() and pending.seq == checkpoint.seq:
         if pending.same_state(checkpoint):  # both proposed the same body: it is signed
@@ -1172,5 +1198,5 @@ _HANDLERS: dict[type, _Handler] = {
     ReceiveTopUp: _on_topup,  # type: ignore[dict-item]
 }
 
-__all__ = ["ChannelState", "Phase", "ProtocolError", "TermsBounds", "Transition", "accept",
-           "propose", "step"]
+__all__ = ["ChannelState", "CheckedProof", "Phase", "ProtocolError", "TermsBounds", "Transition",
+           "accept", "check_signature", "propose", "step"]

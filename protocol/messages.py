@@ -516,6 +516,47 @@ class PayoutNotice(Signed):
     )
 
 
+TRANSFER_STATUSES = ("booked", "rejected", "returned")
+MAX_STATUS_TRANSFERS = 32
+"""Payout outcomes an EscrowStatus carries: the channel's latest ones."""
+
+
+@dataclass(frozen=True, slots=True)
+class TransferNotice(Signed):
+    """The arbiter's word on one payout attempt's outcome at its bank (specs/0004 §9.4): the
+    payout of checkpoint `checkpoint` (0: the final close) to `party`, attempt `attempt`,
+    with end-to-end `reference`, was booked, rejected before booking (pain.002 RJCT, a
+    rejected Open Banking payment) or returned after it (pacs.004, an ACH R-code return), for
+    `reason` ("" when booked). Pushed to both parties and carried in EscrowStatus; a node
+    keeps, per payout, the notice of the highest attempt and the latest outcome (ADR 0320)."""
+
+    channel_id: ChannelId
+    checkpoint: int
+    party: NodeId
+    amount: MinorUnits
+    status: str
+    reason: str
+    attempt: int
+    reference: str
+    time_ms: int
+    signature: Signature
+
+    TAG = 22
+    DOMAIN = "transfer"
+    FIELDS = (
+        ("channel_id", ID),
+        ("checkpoint", CHECKPOINT_SEQ),
+        ("party", ID),
+        ("amount", AMOUNT),
+        ("status", Text(8, r"booked|rejected|returned", min_len=6)),
+        ("reason", Text(8, r"([A-Z0-9]{2,8})?")),
+        ("attempt", UInt(8)),
+        ("reference", REFERENCE),
+        ("time_ms", TIME),
+        ("signature", SIG_OR_EMPTY),
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class EscrowStatus(Signed):
     """The arbiter's signed answer to "what is this channel's state?" (specs/0005 §4).
@@ -532,6 +573,9 @@ class EscrowStatus(Signed):
     dispute: DisputeNotice | None
     payout: PayoutNotice | None
     time_ms: int
+    transfers: tuple[TransferNotice, ...]
+    """The channel's latest payout outcomes (at most MAX_STATUS_TRANSFERS), oldest first: a
+    node that missed a TransferNotice push learns it here (specs/0004 §9.4)."""
     signature: Signature
 
     TAG = 18
@@ -543,6 +587,54 @@ class EscrowStatus(Signed):
         ("funding", ListOf(Nested(FundingConfirmation), 0, 2)),
         ("dispute", Opt(Nested(DisputeNotice))),
         ("payout", Opt(Nested(PayoutNotice))),
+        ("time_ms", TIME),
+        ("transfers", ListOf(Nested(TransferNotice), 0, MAX_STATUS_TRANSFERS)),
+        ("signature", SIG_OR_EMPTY),
+    )
+
+
+MAX_STATUS_BATCH = 16
+"""Channels one `EscrowStatusQuery` may ask about (specs/0005 §4.1)."""
+
+
+@dataclass(frozen=True, slots=True)
+class EscrowStatusQuery(Message):
+    """A node asks the arbiter for the status of up to MAX_STATUS_BATCH channels at once,
+    with one fresh challenge (specs/0005 §4.1): 10,000 channels are 625 requests, not 10,000."""
+
+    channel_ids: tuple[ChannelId, ...]
+    challenge: bytes
+
+    TAG = 30
+    FIELDS = (
+        ("channel_ids", ListOf(ID, 1, MAX_STATUS_BATCH)),
+        ("challenge", CHALLENGE),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class EscrowStatuses(Signed):
+    """The arbiter's one signed answer to an `EscrowStatusQuery`: the status of each channel
+    it holds (each echoing the challenge, unsigned: this signature covers them all), the ids
+    it does not hold, and the ids it holds whose statuses did not fit into one message
+    (`later`: at most MAX_MESSAGE_BYTES; a status carries up to 32 payout outcomes, so 16 full
+    ones do not fit): the node asks for those again. At least one status is always answered,
+    so asking again makes progress."""
+
+    challenge: bytes
+    statuses: tuple[EscrowStatus, ...]
+    unknown: tuple[ChannelId, ...]
+    later: tuple[ChannelId, ...]
+    time_ms: int
+    signature: Signature
+
+    TAG = 31
+    DOMAIN = "escrow-statuses"
+    FIELDS = (
+        ("challenge", CHALLENGE),
+        ("statuses", ListOf(Nested(EscrowStatus), 0, MAX_STATUS_BATCH)),
+        ("unknown", ListOf(ID, 0, MAX_STATUS_BATCH)),
+        ("later", ListOf(ID, 0, MAX_STATUS_BATCH - 1)),
         ("time_ms", TIME),
         ("signature", SIG_OR_EMPTY),
     )
@@ -592,6 +684,34 @@ class PayoutAccount(Signed):
         ("party", ID),
         ("account", Nested(BankAccount)),
         ("issued_ms", TIME),
+        ("signature", SIG_OR_EMPTY),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PayoutReturned(Signed):
+    """The arbiter's word that its bank rejected or returned a payout to `party` (specs/0004
+    §9): the payout with end-to-end `reference` came back for `reason` (AC04, AM04, R03…).
+    Both parties are told; the payee names a corrected account (:class:`PayoutAccount`) and the
+    arbiter pays again there under a new reference."""
+
+    channel_id: ChannelId
+    party: NodeId
+    amount: MinorUnits
+    reference: str
+    reason: str
+    returned_ms: int
+    signature: Signature
+
+    TAG = 21
+    DOMAIN = "payout-returned"
+    FIELDS = (
+        ("channel_id", ID),
+        ("party", ID),
+        ("amount", AMOUNT),
+        ("reference", REFERENCE),
+        ("reason", Text(8, r"[A-Z0-9]{2,8}", min_len=2)),
+        ("returned_ms", TIME),
         ("signature", SIG_OR_EMPTY),
     )
 

@@ -55,17 +55,25 @@ def payout_seq(checkpoint: int, attempt: int = 0) -> int:
     return attempt << 32 | checkpoint
 
 
-def _credit_digest(credit_id: str) -> bytes:
-    if not 1 <= len(credit_id.encode()) <= 128:
-        raise ValueError("a credit id is 1..128 bytes")
-    return hashlib.sha256(b"meterline/refund\x00" + credit_id.encode()).digest()
+MAX_REFUND_ATTEMPT = 15
+"""Refund attempts are 0 … 15: at most 16 per credit (ADR 0322)."""
 
 
-def refund_reference(credit_id: str) -> str:
+def _credit_digest(credit_id: str, attempt: int = 0) -> bytes:
+    if not 1 <= len(credit_id.encode()) <= 128 or not 0 <= attempt <= MAX_REFUND_ATTEMPT:
+        raise ValueError("a credit id is 1..128 bytes, a refund attempt 0..15")
+    material = b"meterline/refund\x00" + credit_id.encode()
+    if attempt:  # attempt 0 keeps the digest of a credit refunded once (specs/0004 §10)
+        material += b"\x00" + attempt.to_bytes(1, "big")
+    return hashlib.sha256(material).digest()
+
+
+def refund_reference(credit_id: str, attempt: int = 0) -> str:
     """The reference of the refund of an unapplied credit, from the bank entry id it came in
-    under (unmatched credits name no channel, so the entry is what the refund derives from)."""
-    return "ML" + _credit_digest(credit_id)[:8].hex().upper()
+    under (unmatched credits name no channel, so the entry is what the refund derives from);
+    `attempt` n > 0: the n-th retry after the bank rejected the refund (a new reference)."""
+    return "ML" + _credit_digest(credit_id, attempt)[:8].hex().upper()
 
 
-def refund_idempotency_key(credit_id: str) -> str:
-    return "ml-" + _credit_digest(credit_id)[8:24].hex()
+def refund_idempotency_key(credit_id: str, attempt: int = 0) -> str:
+    return "ml-" + _credit_digest(credit_id, attempt)[8:24].hex()

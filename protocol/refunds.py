@@ -7,7 +7,9 @@ for a channel that is closing or closed (``late``), or is a top-up before the ch
 sit in one :class:`CreditLedger` until the operator refunds them (``ActionRefund``): one refund
 per credit, to the account it came from, with a reference and idempotency key derived from the
 bank entry id (:func:`protocol.references.refund_idempotency_key`), so a retry — or a second
-refund command — never pays twice.
+refund command — never pays twice. A refund the bank rejects (``ObserveRefundRejected``) is paid
+again as attempt n + 1 under a new reference and key, at most 16 attempts (ADR 0322); only the
+live attempt's answer counts.
 
 Same shape as the other machines: ``step(ledger, input, *, now_ms) -> LedgerTransition``; a
 refused input raises a typed error and changes nothing.
@@ -21,7 +23,7 @@ from typing import TypeAlias
 
 from protocol.errors import ErrorCode, LocalProtocolError
 from protocol.messages import BankAccount
-from protocol.references import refund_idempotency_key, refund_reference
+from protocol.references import MAX_REFUND_ATTEMPT, refund_idempotency_key, refund_reference
 from protocol.types import MAX_AMOUNT, MAX_TIME_MS, MinorUnits
 
 MAX_CREDITS = 4096
@@ -39,6 +41,8 @@ class CreditStatus(enum.StrEnum):
     HELD = "held"
     REFUNDING = "refunding"
     REFUNDED = "refunded"
+    REJECTED = "rejected"
+    """The bank refused all 16 attempts: left to the operator (ADR 0322)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +59,10 @@ class UnappliedCredit:
     channel_id: bytes = b""
     status: CreditStatus = CreditStatus.HELD
     refund_account: BankAccount | None = None
+    attempt: int = 0
+    """The live refund attempt: 0, or the n-th after the bank rejected the earlier ones."""
+    rejection: str = ""
+    """The bank's reason code for the latest rejected attempt ("" if none was rejected)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +100,17 @@ class ObserveRefundBooked:
     credit_id: str
 
 
-LedgerInput: TypeAlias = HoldCredit | ActionRefund | ObserveRefundBooked
+@dataclass(frozen=True, slots=True)
+class ObserveRefundRejected:
+    """The bank refused (or returned) the live refund attempt of `credit_id` for `reason`:
+    paid again as attempt n + 1, with a new reference and key, at most 16 attempts."""
+
+    credit_id: str
+    attempt: int
+    reason: str
+
+
+LedgerInput: TypeAlias = HoldCredit | ActionRefund | ObserveRefundBooked | ObserveRefundRejected
 
 
 # Effects
@@ -106,6 +124,7 @@ class SubmitRefund:
     account: BankAccount
     reference: str
     idempotency_key: str
+    attempt: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +140,8 @@ def step(ledger: CreditLedger, event: LedgerInput, *, now_ms: int) -> LedgerTran
         result = _refund(ledger, event)
     elif isinstance(event, ObserveRefundBooked):
         result = _booked(ledger, event.credit_id)
+    elif isinstance(event, ObserveRefundRejected):
+        result = _rejected(ledger, event)
     else:
         raise LocalProtocolError(ErrorCode.INVALID_STATE, f"{type(event).__name__}?")
     return LedgerTransition(replace(result.ledger, updated_ms=now_ms), result.effects)
@@ -145,14 +166,18 @@ def _hold(ledger: CreditLedger, credit: UnappliedCredit) -> LedgerTransition:
 def _submit(credit: UnappliedCredit) -> SubmitRefund:
     assert credit.refund_account is not None
     return SubmitRefund(credit.credit_id, credit.amount, credit.currency, credit.refund_account,
-                        refund_reference(credit.credit_id),
-                        refund_idempotency_key(credit.credit_id))
+                        refund_reference(credit.credit_id, credit.attempt),
+                        refund_idempotency_key(credit.credit_id, credit.attempt),
+                        credit.attempt)
 
 
 def _refund(ledger: CreditLedger, event: ActionRefund) -> LedgerTransition:
     credit = ledger.get(event.credit_id)
     if credit.status is CreditStatus.REFUNDED:
         raise LocalProtocolError(ErrorCode.INVALID_STATE, "that credit was refunded already")
+    if credit.status is CreditStatus.REJECTED:
+        raise LocalProtocolError(ErrorCode.INVALID_STATE,
+                                 "the bank refused every refund attempt: left to the operator")
     if credit.status is CreditStatus.REFUNDING:
         # Asked again: the same transfer, the same key (a retry can never pay twice).
         if event.account is not None and event.account != credit.refund_account:
@@ -176,3 +201,16 @@ def _booked(ledger: CreditLedger, credit_id: str) -> LedgerTransition:
     if credit.status is CreditStatus.REFUNDED:
         return LedgerTransition(ledger)
     return LedgerTransition(_with(ledger, credit, replace(credit, status=CreditStatus.REFUNDED)))
+
+
+def _rejected(ledger: CreditLedger, event: ObserveRefundRejected) -> LedgerTransition:
+    credit = ledger.get(event.credit_id)
+    if credit.status is CreditStatus.HELD:
+        raise LocalProtocolError(ErrorCode.INVALID_STATE, "no refund was submitted for it")
+    if credit.status is not CreditStatus.REFUNDING or event.attempt != credit.attempt:
+        return LedgerTransition(ledger)  # an earlier attempt's answer, or one seen already
+    if credit.attempt >= MAX_REFUND_ATTEMPT:
+        failed = replace(credit, status=CreditStatus.REJECTED, rejection=event.reason)
+        return LedgerTransition(_with(ledger, credit, failed))
+    again = replace(credit, attempt=credit.attempt + 1, rejection=event.reason)
+    return LedgerTransition(_with(ledger, credit, again), (_submit(again),))

@@ -30,6 +30,8 @@ MAX_ATTEMPTS = 16
 """Attempts per payout before it is left to the operator (a payee that keeps naming accounts
 that bounce cannot make the arbiter submit without end)."""
 REASON = re.compile(r"[A-Z0-9]{2,8}")
+CHANGE_CODE = re.compile(r"C(0[1-9]|1[0-3])")
+"""An ACH notification of change (COR entry, addenda 98): C01-C13."""
 """A bank's reason code: ISO 20022 ``AC04``, ``AM04``, ``MS03``; NACHA ``R01``…; Open Banking
 rejections mapped to the ISO code their status report carries."""
 
@@ -143,3 +145,44 @@ def bounded(transfers: tuple[Transfer, ...]) -> tuple[Transfer, ...]:
             continue
         out.append(transfer)
     return tuple(out)
+
+
+@dataclass(frozen=True, slots=True)
+class Correction:
+    """A payee account as an ACH notification of change corrected it (C01-C13): where later
+    payouts to the party go, until the party signs a newer PayoutAccount of its own."""
+
+    account: BankAccount
+    code: str
+    observed_ms: int
+
+
+_ROUTING = re.compile(r"[0-9]{9}")
+_ACCOUNT = re.compile(r"[0-9A-Za-z]{1,17}")
+
+
+def corrected_account(account: BankAccount, code: str, data: str) -> BankAccount | None:
+    """`account` (scheme US.ABA, identification ``routing:account``) as the NOC `code` with
+    `data` corrects it (Nacha Rules, Appendix Five, addenda 98 "corrected data"): C01 the
+    account number; C02 the routing number; C03 routing in 1-9, account from 13; C06 account
+    in 1-17 (and a transaction code); C07 routing in 1-9, account in 10-26. None for a code
+    that corrects no account (C05 transaction code, C08-C13) or data that is not one."""
+    if account.scheme != "US.ABA" or ":" not in account.identification:
+        return None
+    routing, number = account.identification.split(":", 1)
+    if code == "C01":
+        number = data.strip()
+    elif code == "C02":
+        routing = data.strip()
+    elif code == "C03":
+        routing, number = data[:9], data[9:].strip()
+    elif code == "C06":
+        number = data[:17].strip()
+    elif code == "C07":
+        routing, number = data[:9], data[9:26].strip()
+    else:
+        return None
+    if not (_ROUTING.fullmatch(routing) and _ACCOUNT.fullmatch(number)):
+        return None
+    fixed = BankAccount(account.scheme, f"{routing}:{number}", account.name)
+    return None if fixed == account else fixed

@@ -54,6 +54,20 @@ class UnknownPayment(RailError):
     code = "UNKNOWN_PAYMENT"
 
 
+class NotConfigured(RailError):
+    """The rail was asked for a step its settings do not provide (a PSU authorisation without
+    a redirect URI)."""
+
+    code = "NOT_CONFIGURED"
+
+
+class InvalidRedirect(RailError):
+    """A redirect back from the bank that is not to our redirect URI, or says nothing usable
+    (no ``state``, neither ``code`` nor ``error``)."""
+
+    code = "INVALID_REDIRECT"
+
+
 class BankUnavailable(RailError):
     """The bank timed out or answered 5xx after every retry; retry later with the same key."""
 

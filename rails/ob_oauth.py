@@ -27,13 +27,19 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import aiohttp
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
-from rails.errors import AnswerTooLarge, BankProtocolError, BankRejected, BankUnavailable
+from rails.errors import (
+    AnswerTooLarge,
+    BankProtocolError,
+    BankRejected,
+    BankUnavailable,
+    InvalidRedirect,
+)
 from rails.http import JSON_ANSWER_LIMIT, parse_json, read_bounded
 
 TOKEN_PATH = "/as/token"
@@ -51,6 +57,32 @@ def authorisation_url(base_url: str, *, client_id: str, consent_id: str, redirec
                        "consent_id": consent_id, "redirect_uri": redirect_uri,
                        "state": state})
     return f"{base_url.rstrip('/')}{AUTHORISE_PATH}?{query}"
+
+
+MAX_REDIRECT = 4096
+"""The longest redirect URL read (the bank's code and state are well under 200 characters)."""
+
+
+def parse_redirect(redirect: str, redirect_uri: str) -> tuple[str | None, str, str | None]:
+    """(code, state, error) of where the bank sent the PSU back (RFC 6749 §4.1.2): the URL
+    must be our `redirect_uri` (same scheme, host, port and path) with one ``state`` and one
+    ``code`` or one ``error``. Anything else is :class:`~rails.errors.InvalidRedirect`."""
+    if not isinstance(redirect, str) or len(redirect) > MAX_REDIRECT:
+        raise InvalidRedirect(f"a redirect is a URL of at most {MAX_REDIRECT} characters")
+    got, want = urlsplit(redirect.strip()), urlsplit(redirect_uri)
+    if (got.scheme, got.netloc, got.path) != (want.scheme, want.netloc, want.path):
+        raise InvalidRedirect(f"the redirect is not to this node's redirect URI {redirect_uri}")
+    try:
+        params = parse_qs(got.query, strict_parsing=True, max_num_fields=8)
+    except ValueError as exc:
+        raise InvalidRedirect(f"the redirect's query does not parse: {exc}") from None
+    one = {k: v[0] for k, v in params.items() if len(v) == 1}
+    if set(one) != set(params) or not one.get("state"):
+        raise InvalidRedirect("the redirect needs exactly one state, and one code or error")
+    code, error = one.get("code"), one.get("error")
+    if (code is None) == (error is None):
+        raise InvalidRedirect("the redirect needs exactly one of code and error")
+    return code, one["state"], error
 
 
 @dataclass(slots=True)

@@ -48,6 +48,8 @@ import asyncio
 import hashlib
 import json
 import re
+import secrets
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -67,6 +69,7 @@ from rails.errors import (
     Finding,
     IdempotencyConflict,
     InvalidInstruction,
+    NotConfigured,
     RailError,
     UnknownPayment,
 )
@@ -83,7 +86,7 @@ from rails.ob_jws import (
     sign_detached,
     verify_detached,
 )
-from rails.ob_oauth import TokenClient, authorisation_url
+from rails.ob_oauth import TokenClient, authorisation_url, parse_redirect
 from rails.port import (
     Account,
     AccountScheme,
@@ -93,11 +96,13 @@ from rails.port import (
     PaymentInstruction,
     PaymentRecord,
     PaymentStatus,
+    PendingAuthorisation,
     Reconciliation,
     Statement,
     StatementEntry,
     validate_instruction_basics,
 )
+from rails.recent_statement import RecentStatement
 from rails.store import IdempotencyStore, SqliteIdempotencyStore, StoredSubmission
 
 PISP = "/open-banking/v3.1/pisp"
@@ -123,6 +128,11 @@ _OB_FINAL = frozenset({"AcceptedSettlementCompleted", "AcceptedCreditSettlementC
                        "Rejected"})
 """The bank's last word on a payment: polling stops; the statement decides the rest."""
 _CONSENT_STATUSES = ("AwaitingAuthorisation", "Authorised", "Consumed", "Rejected")
+PSU_WAITING = ("authorised by the account holder at the bank; waiting for the redirect back "
+               "(meterline rails authorise --redirect URL)")
+"""`reason` of a pending payment whose consent the PSU authorised, before the code is back."""
+PSU_TOKEN_MARGIN_S = 5.0
+"""A consent's token this close to its expiry is not used (the payment would fail midway)."""
 CONSENT_REJECTED = "ConsentRejected"
 """`reason_code` of a payment whose consent the PSU (or the bank) rejected."""
 
@@ -148,6 +158,10 @@ class OpenBankingConfig:
     signature we send (``{org-id}/{software-statement-id}``, :func:`rails.ob_jws.ob_issuer`)."""
     software_statement_id: str = ""
     store_path: Path | None = None
+    redirect_uri: str = ""
+    """Where the bank sends the PSU back after authorising a consent (registered with the
+    bank); empty: this node has no PSU authorisation step (:meth:`OpenBankingRail.
+    awaiting_authorisation` refuses)."""
     kid: str | None = None
     """Defaults to the key's RFC 7638 thumbprint (what the sandbox registers it under)."""
     bank_jwk: Mapping[str, Any] | None = None
@@ -306,11 +320,11 @@ class OpenBankingRail:
         self._observer = observer
         self._session: aiohttp.ClientSession | None = None
         self._base = config.base_url.rstrip("/")
+        self._recent = RecentStatement(self._transactions, _parse_time)
+        """Our transactions read incrementally, for settling payments (issue 13)."""
         self._tokens = TokenClient(self._base, config.client_id, self._key, self._kid,
                                    session=self._http, timeout_s=config.request_timeout_s,
                                    attempts=config.max_attempts, backoff_s=config.backoff_s)
-        self._consent_tokens: dict[str, str] = {}
-        """Consent id → the token the PSU's authorisation of it gave (memory only)."""
 
     # -- the port --------------------------------------------------------------------------
 
@@ -445,9 +459,69 @@ class OpenBankingRail:
         stored = self._store.get(idempotency_key)
         if stored is None or "consent_id" not in stored.meta:
             raise UnknownPayment(f"no consent for {idempotency_key!r} yet")
-        token, _ = await self._tokens.exchange_code(code, redirect_uri)
-        self._consent_tokens[stored.meta["consent_id"]] = token
+        token, expires_at = await self._tokens.exchange_code(code, redirect_uri)
+        # Kept with the payment until the payment is made: a crash or an unreachable bank
+        # after the code is traded (a code is good once) must not strand the consent.
+        self._store.update_meta(idempotency_key, {**stored.meta, "psu_token": token,
+                                                  "psu_token_expires_at": expires_at})
+        stored = self._store.get(idempotency_key)
+        assert stored is not None
         return await self._advance(stored, 0.0)
+
+    @staticmethod
+    def _psu_token(meta: Mapping[str, Any]) -> str | None:
+        """The consent's own token from the PSU's authorisation, while it is still good."""
+        token, expires_at = meta.get("psu_token"), meta.get("psu_token_expires_at")
+        if (isinstance(token, str) and isinstance(expires_at, (int, float))
+                and time.time() < expires_at - PSU_TOKEN_MARGIN_S):
+            return token
+        return None
+
+    async def awaiting_authorisation(self) -> list[PendingAuthorisation]:
+        """:class:`rails.port.PsuAuthorisation`: every consent of ours the bank says awaits
+        the PSU, each with an authorisation URL whose ``state`` (random, kept with the
+        payment) is how :meth:`authorised_by_redirect` finds the payment again."""
+        if not self._config.redirect_uri:
+            raise NotConfigured("no redirect_uri is configured for the Open Banking rail: the "
+                                "PSU cannot be sent to authorise a consent")
+        pending = []
+        for stored in self._store.all():
+            meta = stored.meta
+            if (meta.get("rail") != RAIL_NAME or "consent_id" not in meta
+                    or "payment_id" in meta
+                    or (stored.record is not None and stored.record.status.final)):
+                continue
+            if await self._get_consent_status(meta["consent_id"]) != "AwaitingAuthorisation":
+                continue
+            if "psu_state" not in meta:
+                meta = {**meta, "psu_state": secrets.token_urlsafe(24)}
+                self._store.update_meta(stored.idempotency_key, meta)
+            pending.append(PendingAuthorisation(
+                stored.idempotency_key, meta["consent_id"],
+                int(stored.instruction["amount_minor"]), str(stored.instruction["currency"]),
+                authorisation_url(self._base, client_id=self._config.client_id,
+                                  consent_id=meta["consent_id"],
+                                  redirect_uri=self._config.redirect_uri,
+                                  state=meta["psu_state"])))
+        return pending
+
+    async def authorised_by_redirect(self, redirect: str) -> PaymentRecord:
+        """:class:`rails.port.PsuAuthorisation`: `redirect` is where the bank sent the PSU
+        back. Its origin and path must be our redirect URI and its ``state`` one we gave out;
+        a ``code`` is traded for the consent's token and the payment goes on, an ``error``
+        (the PSU declined) leaves what the bank says of the consent (rejected)."""
+        if not self._config.redirect_uri:
+            raise NotConfigured("no redirect_uri is configured for the Open Banking rail")
+        code, state, error = parse_redirect(redirect, self._config.redirect_uri)
+        key = next((s.idempotency_key for s in self._store.all()
+                    if isinstance(s.meta.get("psu_state"), str)
+                    and secrets.compare_digest(s.meta["psu_state"], state)), None)
+        if key is None:
+            raise UnknownPayment("the redirect's state is not one this node gave out")
+        if error is not None:
+            return await self.status(key)
+        assert code is not None
+        return await self.authorised(key, code=code, redirect_uri=self._config.redirect_uri)
 
     async def aclose(self) -> None:
         if self._session is not None:
@@ -486,6 +560,11 @@ class OpenBankingRail:
                 consent_status = await self._get_consent_status(meta["consent_id"])
             if consent_status == "AwaitingAuthorisation":
                 return self._save(base)
+            if (consent_status == "Authorised" and "psu_state" in meta
+                    and self._psu_token(meta) is None):
+                # the PSU authorised at the bank, the code is not back (or its token ran
+                # out): a payment with our client-credentials token would be refused
+                return self._save(replace(base, reason=PSU_WAITING))
             if consent_status == "Rejected":
                 return self._save(replace(base, status=PaymentStatus.REJECTED,
                                           reason_code=CONSENT_REJECTED,
@@ -494,8 +573,10 @@ class OpenBankingRail:
             payment = await self._post(
                 f"{PISP}/domestic-payments", ids.payment_key,
                 {"Data": {"ConsentId": meta["consent_id"], "Initiation": initiation},
-                 "Risk": risk}, token=self._consent_tokens.get(meta["consent_id"]))
+                 "Risk": risk}, token=self._psu_token(meta))
             meta["payment_id"] = self._payment_field(payment, "DomesticPaymentId")
+            meta.pop("psu_token", None)  # spent: the payment exists
+            meta.pop("psu_token_expires_at", None)
             self._store.update_meta(instruction.idempotency_key, meta)
         else:
             payment = await self._call_json("GET", f"{PISP}/domestic-payments/"
@@ -521,15 +602,26 @@ class OpenBankingRail:
         """What our account's transactions say of a payment the bank calls settled."""
         expected = recon.expected_of(stored)
         since = expected.submitted_at - timedelta(days=1) if expected.submitted_at else None
-        entries = self._entries(await self._transactions(since))
-        matching = recon.match(entries, [expected], now=datetime.now(UTC),
-                               deadline=self._config.booking_deadline)
-        said = recon.verdict(matching, stored.idempotency_key)
+        said = recon.verdict(await self._booked(since, expected), stored.idempotency_key)
+        if said.status is not PaymentStatus.BOOKED:  # not in what is new: the whole window
+            said = recon.verdict(await self._booked(since, expected, whole=True),
+                                 stored.idempotency_key)
         if said.status is None:
             return record
         return replace(record, status=said.status, reason_code=said.reason_code,
                        reason=said.reason)
 
+
+    async def _booked(self, since: datetime | None, expected: recon.Expected, *,
+                      whole: bool = False) -> recon.Matching:
+        """`expected` matched against our transactions since `since` (rails.recent_statement:
+        only what may be new is asked for, unless `whole`)."""
+        try:
+            txns = await self._recent.since(since, whole=whole)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise BankProtocolError(f"transactions did not parse: {exc!r}") from exc
+        return recon.match(self._entries(txns), [expected], now=datetime.now(UTC),
+                           deadline=self._config.booking_deadline)
 
     def _save(self, record: PaymentRecord) -> PaymentRecord:
         self._store.save(record)

@@ -284,3 +284,31 @@ def validate_instruction_basics(instruction: PaymentInstruction) -> None:
 
 def sum_minor(records: Sequence[PaymentRecord]) -> int:
     return sum(r.amount_minor for r in records)
+
+
+@dataclass(frozen=True, slots=True)
+class PendingAuthorisation:
+    """A payment waiting for the account holder (the PSU) to authorise it at the bank."""
+
+    idempotency_key: str
+    consent_id: str
+    amount_minor: int
+    currency: str
+    authorisation_url: str
+    """Where to send the PSU; the bank redirects back to the configured redirect URI."""
+
+
+@runtime_checkable
+class PsuAuthorisation(Protocol):
+    """A rail whose payments may need the account holder's own authorisation at the bank (an
+    Open Banking consent, OAuth 2.0 authorization code): the node lists what waits and hands
+    back where the bank redirected the PSU to. A rail without the step does not implement it."""
+
+    async def awaiting_authorisation(self) -> list[PendingAuthorisation]:
+        """Every payment whose consent awaits the PSU, with where to send the PSU."""
+        ...
+
+    async def authorised_by_redirect(self, redirect: str) -> PaymentRecord:
+        """The bank redirected the PSU to `redirect` (the configured redirect URI with
+        ``code`` and ``state``, or ``error``): carry on with that payment; its record."""
+        ...

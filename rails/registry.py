@@ -21,12 +21,14 @@ from rails.iso20022 import sepa
 from rails.nacha.records import aba_valid
 from rails.port import Account, AccountScheme, Rail
 from rails.settings import (
+    FileRailSettings,
     NachaSettings,
     OpenBankingSettings,
     RailConfigError,
     RailSettings,
     SepaSettings,
 )
+from rails.transport import FileTransport
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,23 +49,31 @@ def _openbanking(settings: RailSettings, ctx: RailContext) -> Rail:
         software_statement_id=settings.software_statement_id,
         key_file=Path(settings.key_file), account_id=settings.account_id,
         store_path=ctx.data_dir / "rail-openbanking.sqlite", poll_attempts=4,
+        redirect_uri=settings.redirect_uri,
         poll_interval_s=0.1))
+
+
+def _file_transport(settings: FileRailSettings, ctx: RailContext, rail: str
+                    ) -> FileTransport | None:
+    """The folder channel when ``transport = "directory"``, else None (the rail then speaks
+    mock-bank's HTTP door at ``url``: tests only). Each rail keeps its own journal."""
+    if settings.transport != "directory":
+        return None
+    from rails.transport_directory import DirectoryTransport
+
+    try:
+        return DirectoryTransport(ctx.data_dir / settings.outbox_dir,
+                                  ctx.data_dir / settings.inbox_dir,
+                                  ctx.data_dir / f"rail-{rail}-channel.sqlite")
+    except RailError as exc:
+        raise RailConfigError(f"[rails.{rail}] {exc}") from None
 
 
 def _sepa(settings: RailSettings, ctx: RailContext) -> Rail:
     from rails.iso20022 import SepaCreditTransferRail
 
     assert isinstance(settings, SepaSettings)
-    transport = None
-    if settings.transport == "directory":
-        from rails.transport_directory import DirectoryTransport
-
-        try:
-            transport = DirectoryTransport(ctx.data_dir / settings.outbox_dir,
-                                           ctx.data_dir / settings.inbox_dir,
-                                           ctx.data_dir / "rail-sepa-channel.sqlite")
-        except RailError as exc:
-            raise RailConfigError(f"[rails.sepa] {exc}") from None
+    transport = _file_transport(settings, ctx, "sepa")
     return SepaCreditTransferRail(
         transport=transport, base_url=None if transport else settings.url,
         booking_deadline=timedelta(seconds=settings.booking_deadline_s),
@@ -77,8 +87,11 @@ def _nacha(settings: RailSettings, ctx: RailContext) -> Rail:
     from rails.nacha import AchCreditRail
 
     assert isinstance(settings, NachaSettings)
+    transport = _file_transport(settings, ctx, "nacha")
     return AchCreditRail(
-        base_url=settings.url, account=settings.account(ctx.holder),
+        transport=transport, base_url=None if transport else settings.url,
+        booking_deadline=timedelta(seconds=settings.booking_deadline_s),
+        account=settings.account(ctx.holder),
         originator=settings.originator(), store_path=ctx.data_dir / "rail-nacha.sqlite",
         report_account=settings.report_account or None)
 

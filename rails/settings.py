@@ -85,10 +85,50 @@ class OpenBankingSettings(RailSettings):
     assertions tokens are fetched with (rails/ob_oauth.py)."""
     token_file: str = ""
     """No longer read: tokens come from OAuth (kept so an older config still loads)."""
+    redirect_uri: str = ""
+    """Where the bank sends the account holder back after authorising a payment's consent
+    (registered with the bank): https, or http on loopback. Empty: no PSU authorisation step
+    (``meterline rails authorise`` refuses; the bank must authorise consents itself)."""
+
+    def problems(self) -> list[tuple[str, str]]:
+        found = RailSettings.problems(self)
+        if self.redirect_uri and not re.fullmatch(
+                r"(https://[^\s?#]+|http://(127\.0\.0\.1|localhost|\[::1\])(:\d+)?(/[^\s?#]*)?)",
+                self.redirect_uri):
+            found.append(("redirect_uri", f"{self.redirect_uri!r} is not an https URL (or http "
+                                          "on loopback) without query or fragment"))
+        return found
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class SepaSettings(RailSettings):
+class FileRailSettings(RailSettings):
+    """What a file rail (SEPA, NACHA) adds: how its files reach the bank, and how long a
+    payment may go without a statement booking before the operator hears of it."""
+
+    transport: str = "mock-bank"
+    """How files reach the bank: ``directory`` (a folder pair an SFTP or EBICS client serves,
+    docs/file-channel.md) or ``mock-bank`` (its HTTP door at `url`; tests only)."""
+    outbox_dir: str = ""
+    """(directory) where payment files are written for the bank; relative to the data dir."""
+    inbox_dir: str = ""
+    """(directory) where the bank's reports and statements arrive; relative to the data dir."""
+    booking_deadline_s: int = 3 * 24 * 3600
+    """A payment no statement shows booked this long after submission is raised as
+    unreconciled (rails/reconcile.py, ADR 0130)."""
+
+    def problems(self) -> list[tuple[str, str]]:
+        found = RailSettings.problems(self)
+        if self.transport not in ("directory", "mock-bank"):
+            found.append(("transport", f"{self.transport!r} is not directory or mock-bank"))
+        if self.transport == "directory" and not (self.outbox_dir and self.inbox_dir):
+            found.append(("outbox_dir", "transport directory needs outbox_dir and inbox_dir"))
+        if self.booking_deadline_s <= 0:
+            found.append(("booking_deadline_s", "must be positive"))
+        return found
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SepaSettings(FileRailSettings):
     """``[rails.sepa]``: SEPA credit transfers as pain.001.001.09 files.
 
     The postal address is the debtor's (ours), written into every pain.001 that involves a
@@ -100,16 +140,6 @@ class SepaSettings(RailSettings):
     schemes: ClassVar[tuple[str, ...]] = (AccountScheme.IBAN.value,)
     initiating_party: str = ""
     """The initiating party's name in the group header; the holder's when empty."""
-    transport: str = "mock-bank"
-    """How files reach the bank: ``directory`` (a folder pair an SFTP or EBICS client serves,
-    docs/file-channel.md) or ``mock-bank`` (its HTTP door at `url`; tests only)."""
-    outbox_dir: str = ""
-    """(directory) where payment files are written for the bank; relative to the data dir."""
-    inbox_dir: str = ""
-    """(directory) where the bank's reports and statements arrive; relative to the data dir."""
-    booking_deadline_s: int = 3 * 24 * 3600
-    """A payment no statement shows booked this long after submission is raised as
-    unreconciled (rails/reconcile.py, ADR 0130)."""
     street_name: str = ""
     building_number: str = ""
     post_code: str = ""
@@ -118,17 +148,11 @@ class SepaSettings(RailSettings):
     """ISO 3166 alpha-2 (``DE``, ``CH``)."""
 
     def problems(self) -> list[tuple[str, str]]:
-        found = RailSettings.problems(self)
+        found = FileRailSettings.problems(self)
         if (problem := sepa.iban_problem(self.identification)) is not None:
             found.append(("identification", problem))
         if self.agent and (problem := sepa.bic_problem(self.agent)) is not None:
             found.append(("agent", problem))
-        if self.transport not in ("directory", "mock-bank"):
-            found.append(("transport", f"{self.transport!r} is not directory or mock-bank"))
-        if self.transport == "directory" and not (self.outbox_dir and self.inbox_dir):
-            found.append(("outbox_dir", "transport directory needs outbox_dir and inbox_dir"))
-        if self.booking_deadline_s <= 0:
-            found.append(("booking_deadline_s", "must be positive"))
         if self.country and not re.fullmatch(r"[A-Z]{2}", self.country):
             found.append(("country", f"{self.country!r} is not an ISO 3166 alpha-2 code"))
         if any(self.address_lines()) and not (self.town_name and self.country):
@@ -151,7 +175,7 @@ class SepaSettings(RailSettings):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class NachaSettings(RailSettings):
+class NachaSettings(FileRailSettings):
     """``[rails.nacha]``: US ACH credits as NACHA CCD+ files to the ODFI.
 
     The six identity settings are what the ODFI assigned when it agreed to take the company's
@@ -174,7 +198,7 @@ class NachaSettings(RailSettings):
     in the account number."""
 
     def problems(self) -> list[tuple[str, str]]:
-        found = RailSettings.problems(self)
+        found = FileRailSettings.problems(self)
         routing = self.agent or self.identification.partition(":")[0]
         if not aba_valid(routing):
             found.append(("agent", f"the ODFI routing number {routing!r} fails the ABA check "

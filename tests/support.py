@@ -11,11 +11,45 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from node.cluster import free_port as free_port  # one allocator for the product and the tests
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+PG_URL = os.environ.get("METERLINE_TEST_PG_URL")
+"""The PostgreSQL server the suites may use (SQLAlchemy URL); None: their PostgreSQL variants
+skip, saying why."""
+
+DAEMONS = ("arbiter", "manufacturer", "carrier")
+
+
+def pg_execute(sql: str) -> None:
+    """Run one statement on the server's maintenance database (CREATE/DROP DATABASE)."""
+    import asyncio
+
+    import asyncpg
+
+    async def run() -> None:
+        assert PG_URL is not None
+        conn = await asyncpg.connect(PG_URL.replace("postgresql+asyncpg://", "postgresql://", 1))
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+@contextlib.contextmanager
+def pg_databases(tag: str, roles: Sequence[str] = DAEMONS) -> Iterator[dict[str, str]]:
+    """A fresh PostgreSQL database per daemon role ({role: URL}), dropped afterwards."""
+    assert PG_URL is not None
+    base = PG_URL.rsplit("/", 1)[0]
+    names = {role: f"meterline_{tag}_{role}_{os.urandom(4).hex()}" for role in roles}
+    for name in names.values():
+        pg_execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield {role: f"{base}/{name}" for role, name in names.items()}
+    finally:
+        for name in names.values():
+            pg_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def wait_for_port(

@@ -49,8 +49,8 @@ def test_cli_reference_matches_help() -> None:
 def test_readme_opens_with_the_two_commands() -> None:
     head = README.read_text().split("```", 2)[1]
     assert "meterline demo" in head
-    assert "python -m pytest -q" in head
-    assert "python -m pytest -q" in Path(".ci/run").read_text()
+    assert "python -m pytest -q -n auto" in head
+    assert "python -m pytest -q -n auto" in Path(".ci/run").read_text()
 
 
 def _port_taken(port: int) -> bool:

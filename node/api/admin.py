@@ -19,17 +19,29 @@ from typing import Any
 
 import structlog
 from aiohttp import web
+from sqlalchemy.exc import DBAPIError
 
-from node.api import admin_ops
+from node import payout_returns
+from node.api import admin_ops, events_in
+from node.api.consent import routes as consent_routes
+from node.api.detail_reads import detail as _detail  # what every route answering a channel shows
+from node.api.escrows import routes as escrow_routes
+from node.api.events_out import routes as events_routes
+from node.api.metrics import routes as metrics_routes
+from node.api.payout_account import routes as payout_account_routes
 from node.api.reconcile import routes as reconcile_routes
+from node.api.settle import routes as settle_routes
 from node.api.validate import CLOSE, NO_BODY, OPEN_CHANNEL, PAY, channel_ref, read_json
 from node.context import now_ms
+from node.dashboard import routes as dashboard_routes
+from node.dashboard import session as dashboard_session
 from node.errors import NodeError, NotFound
 from node.keys import CHANNELS, CONFIG, CONTEXT, ESCROW, OUTBOX, SIGNER, TOKEN, TRANSFERS
 from node.peers import check_identity, remember, verified_account
 from node.roles import Role
+from node.storage.db import unavailable
 from node.storage.models import HeldProposal, Peer
-from node.views import channel_detail, channel_summary, minor, statement
+from node.views import channel_summary, minor, statement
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.messages import URL, ChannelProposal
 from protocol.money import DEFAULT_SCALE, parse_decimal, parse_money
@@ -51,7 +63,8 @@ def problem(status: int, code: str, message: str, **extra: Any) -> web.Response:
 
 @web.middleware
 async def admin_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path == "/openapi.yaml":
+    if request.path == "/openapi.yaml" or dashboard_session.public(request) or (
+            dashboard_session.allows(request, request.app[TOKEN], now_ms())):
         return await handler(request)
     given = request.headers.get("Authorization", "")
     expected = f"Bearer {request.app[TOKEN]}"
@@ -76,6 +89,11 @@ async def admin_errors(request: web.Request, handler: Handler) -> web.StreamResp
         return problem(status, exc.code.name, exc.message)
     except RailError as exc:
         return problem(502, exc.code, str(exc))
+    except (DBAPIError, ConnectionError) as exc:  # a read that met storage away (ADR 0250)
+        storage = unavailable(request.app[CONTEXT].engine, exc)
+        if storage is None:
+            raise
+        return problem(storage.status, storage.code, storage.message)
     except web.HTTPNotFound:
         return problem(404, "NO_SUCH_ROUTE", f"no admin route {request.method} {request.path}")
     except web.HTTPMethodNotAllowed as exc:
@@ -197,12 +215,6 @@ def held_json(held: HeldProposal, reason: str) -> dict[str, Any]:
             "dispute_window_ms": terms.dispute_window_ms}
 
 
-async def _detail(request: web.Request, cid: str) -> dict[str, Any]:
-    state = request.app[CHANNELS].get(cid)
-    transfers = await request.app[TRANSFERS].for_channel(cid)
-    return channel_detail(state, transfers)
-
-
 async def show_channel(request: web.Request) -> web.Response:
     cid = request.app[CHANNELS].resolve(_channel_ref(request))
     return web.json_response(await _detail(request, cid))
@@ -296,28 +308,11 @@ async def channel_statement(request: web.Request) -> web.Response:
     service = request.app[CHANNELS]
     cid = service.resolve(_channel_ref(request))
     transfers = await request.app[TRANSFERS].for_channel(cid)
-    return web.json_response(await statement(request.app[CONTEXT], service.get(cid), transfers))
-
-
-async def list_escrows(request: web.Request) -> web.Response:
-    escrow = request.app[ESCROW]
-    out = []
-    for cid, state in escrow.states.items():
-        cur = state.terms.currency
-        out.append({"id": cid, "phase": state.phase.value, "currency": cur,
-                    "deposited": {"opener": minor(state.deposited[0], cur),
-                                  "peer": minor(state.deposited[1], cur)},
-                    "payouts": None if state.payouts is None else
-                    {"opener": minor(state.payouts.opener, cur),
-                     "peer": minor(state.payouts.peer, cur)},
-                    "deadline_ms": state.deadline_ms})
-    unapplied = [
-        {"entry_id": c.entry_id, "reference": c.reference,
-         "amount": minor(c.amount_minor, c.currency), "debtor": c.debtor,
-         "booked_ms": c.booked_ms, "reason": c.reason}
-        for c in await escrow.unapplied()
-    ]
-    return web.json_response({"escrows": out, "unapplied_credits": unapplied})
+    ctx, state = request.app[CONTEXT], service.get(cid)
+    settlements = (await service.checkpoints.detail(cid))["settlements"]
+    return web.json_response({**await statement(ctx, state, transfers),
+                              "settlements": settlements,
+                              "returned_payouts": await payout_returns.returns_json(ctx, state)})
 
 
 async def list_outbox(request: web.Request) -> web.Response:
@@ -348,10 +343,14 @@ def routes(role: Role) -> list[web.RouteDef]:
         web.post("/api/peers", add_peer),
         web.get("/api/outbox", list_outbox),
         *reconcile_routes(),
+        *consent_routes(),
+        *events_routes(),
+        *metrics_routes(),
+        *dashboard_routes(),
     ]
     common += admin_ops.routes(role)
     if role == Role.ARBITER:
-        return [*common, web.get("/api/escrows", list_escrows)]
+        return [*common, *escrow_routes()]
     return [
         *common,
         web.get("/api/channels", list_channels),
@@ -362,6 +361,9 @@ def routes(role: Role) -> list[web.RouteDef]:
         web.post("/api/channels/{channel_id}/close", close_channel),
         web.post("/api/channels/{channel_id}/pay", pay),
         web.get("/api/channels/{channel_id}/statement", channel_statement),
+        *events_in.routes(),
+        *payout_account_routes(),
+        *settle_routes(),
     ]
 
 

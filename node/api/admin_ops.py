@@ -17,12 +17,15 @@ from typing import Any
 
 from aiohttp import web
 from sqlalchemy import func, select
+from sqlalchemy.exc import DBAPIError
 
 from node.api.validate import channel_ref
 from node.errors import NodeError
+from node.ingest.mqtt import INGEST
 from node.keys import CHANNELS, CONFIG, CONTEXT, ESCROW, SIGNER
 from node.roles import Role
-from node.storage.models import Usage
+from node.storage.db import health, unavailable
+from node.storage.models import Transfer, Usage
 from node.storage.repository import BUCKET_MS
 from node.views import minor, money, tariff_json
 from protocol.messages import BankAccount, ChannelProposal
@@ -72,11 +75,34 @@ def _totals(states: Any) -> list[dict[str, str]]:
     return out
 
 
+FAILED_TRANSFERS = ("rejected", "returned", "unreconciled")
+"""Transfer states the operator must see, with the bank's reason."""
+
+
+async def _failed_transfers(db: Any, limit: int = 20) -> list[dict[str, Any]]:
+    """The newest transfers the bank refused or returned (or whose booking disagrees with the
+    statement), with the bank's reason."""
+    async with db() as session:
+        rows = (await session.scalars(
+            select(Transfer).where(Transfer.status.in_(FAILED_TRANSFERS))
+            .order_by(Transfer.updated_ms.desc()).limit(limit))).all()
+    return [{"channel": r.channel_id, "purpose": r.purpose,
+             "party": "opener" if r.party == 0 else "peer",
+             "amount": minor(r.amount_minor, r.currency), "reference": r.reference,
+             "status": r.status, "reason": r.reason} for r in rows]
+
+
 def _info_handler(started: float) -> Any:
     async def info(request: web.Request) -> web.Response:
         """getinfo: who the node is, how long it has run, whom it knows, what it holds."""
         config = request.app[CONFIG]
-        peers = await request.app[CONTEXT].all_peers()
+        ctx = request.app[CONTEXT]
+        try:  # the storage line must show when the storage is away (ADR 0250)
+            peers, failed = await ctx.all_peers(), await _failed_transfers(ctx.db)
+        except (DBAPIError, ConnectionError) as exc:
+            if unavailable(ctx.engine, exc) is None:
+                raise
+            peers, failed = [], []
         body: dict[str, Any] = {
             "node_id": request.app[SIGNER].node_id.hex(),
             "name": config.name,
@@ -89,7 +115,11 @@ def _info_handler(started: float) -> Any:
             "admin_url": config.admin_url,
             "peers": [{"node_id": p.node_id, "name": p.name, "role": p.role, "url": p.url}
                       for p in peers],
+            "storage": health(ctx.engine).json(),
+            "transfers_failed": failed,
         }
+        if INGEST in request.app:
+            body["ingest"] = {"mqtt": request.app[INGEST].status()}
         if config.role == Role.ARBITER:
             states = list(request.app[ESCROW].states.values())
             body["channels"] = dict(Counter(s.phase.value for s in states))

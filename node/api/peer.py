@@ -15,8 +15,10 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import structlog
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
+from sqlalchemy.exc import DBAPIError
 
+from node import payout_returns
 from node.context import now_ms
 from node.errors import NodeError, NotFound
 from node.keys import CHANNELS, CONFIG, CONTEXT, ESCROW, SIGNER, WEBSOCKETS
@@ -28,21 +30,29 @@ from node.peers import (
     remember,
 )
 from node.roles import Role
+from node.storage.db import StorageUnavailable, unavailable
 from protocol import PROTOCOL_VERSION
+from protocol import channel as ch
 from protocol.errors import DecodeError, ErrorCode, ProtocolError, RemoteProtocolError
 from protocol.messages import (
     BalanceProof,
     ChannelAcceptance,
     ChannelProposal,
     ChannelRegistration,
+    Checkpoint,
     CooperativeClose,
     DisputeEvidence,
     DisputeNotice,
     Error,
+    EscrowStatusQuery,
     FundingConfirmation,
     NodeInfo,
+    PayoutAccount,
     PayoutNotice,
+    PayoutReturned,
     Refusal,
+    TopUpConfirmation,
+    TransferNotice,
     UnilateralClose,
 )
 from protocol.records import Message
@@ -105,6 +115,11 @@ async def peer_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     except NodeError as exc:
         return await refusal_reply(
             request, RemoteProtocolError(ErrorCode.INVALID_STATE, exc.message), exc.status)
+    except (DBAPIError, ConnectionError) as exc:  # storage away (ADR 0250): 503, say so
+        storage = unavailable(request.app[CONTEXT].engine, exc)
+        if storage is None:
+            raise
+        return error_reply(RemoteProtocolError(ErrorCode.INVALID_STATE, storage.message), 503)
 
 
 async def body_as(request: web.Request, cls: type[M]) -> M:
@@ -201,6 +216,21 @@ async def payout(request: web.Request) -> web.Response:
     return reply(None)
 
 
+async def payout_returned(request: web.Request) -> web.Response:
+    notice = await body_as(request, PayoutReturned)
+    channels = request.app[CHANNELS]
+    state = channels.states.get(notice.channel_id.hex())
+    await payout_returns.record(request.app[CONTEXT], state, notice)
+    return reply(None)
+
+
+async def transfer_notice(request: web.Request) -> web.Response:
+    """The arbiter's signed word on a payout's outcome at its bank (node.transfer_notices)."""
+    await request.app[CHANNELS].checkpoints.notices.on_notice(
+        await body_as(request, TransferNotice))
+    return reply(None)
+
+
 async def register(request: web.Request) -> web.Response:
     await request.app[ESCROW].on_register(await body_as(request, ChannelRegistration))
     return reply(None)
@@ -212,8 +242,29 @@ async def escrow_status(request: web.Request) -> web.Response:
     return reply(request.app[ESCROW].status(request.match_info["channel_id"], challenge))
 
 
+async def escrow_statuses(request: web.Request) -> web.Response:
+    """The arbiter's one signed answer for a batch of channels (specs/0005 §4.1)."""
+    return reply(request.app[ESCROW].statuses(await body_as(request, EscrowStatusQuery)))
+
+
 async def unilateral(request: web.Request) -> web.Response:
     await request.app[ESCROW].on_unilateral(await body_as(request, UnilateralClose))
+    return reply(None)
+
+
+async def checkpoint(request: web.Request) -> web.Response:
+    """A checkpoint: the peer's proposal or co-signature (a node), or both signed (the
+    arbiter, which pays what it owes)."""
+    msg = await body_as(request, Checkpoint)
+    if request.app[CONFIG].role is Role.ARBITER:
+        await request.app[ESCROW].on_checkpoint(msg)
+    else:
+        await request.app[CHANNELS].checkpoints.on_checkpoint(msg)
+    return reply(None)
+
+
+async def topup(request: web.Request) -> web.Response:
+    await request.app[CHANNELS].topups.on_topup(await body_as(request, TopUpConfirmation))
     return reply(None)
 
 
@@ -222,11 +273,23 @@ async def evidence(request: web.Request) -> web.Response:
     return reply(None)
 
 
-async def stream(request: web.Request) -> web.StreamResponse:
-    """One WebSocket per channel: proofs in, cumulative receipts out.
+async def payout_account(request: web.Request) -> web.Response:
+    await request.app[ESCROW].on_payout_account(await body_as(request, PayoutAccount))
+    return reply(None)
 
-    A reader task queues frames; the processor takes everything queued, commits it in one
-    transaction and answers with one receipt covering all of it.
+
+Batch = tuple[list[BalanceProof], list[ch.CheckedProof | None], list[ProtocolError]]
+"""Proofs decoded from the frames read together, their signatures checked ahead, and the
+frames that did not decode."""
+
+
+async def stream(request: web.Request) -> web.StreamResponse:
+    """One WebSocket per channel: proofs in, cumulative receipts out, in three stages.
+
+    A reader task queues frames; a checker task takes everything queued, decodes it and checks
+    its signatures on the signing pool (node.signing) — batch N+1 while batch N commits; the
+    committer takes each checked batch, validates and commits it in one transaction, and answers
+    with one receipt covering all of it, only after the commit (specs/0003 §5.2).
     """
     service = request.app[CHANNELS]
     cid = request.match_info["channel_id"]
@@ -236,51 +299,75 @@ async def stream(request: web.Request) -> web.StreamResponse:
     await ws.prepare(request)
     request.app[WEBSOCKETS].add(ws)
     # bounded: a sender faster than verify-and-commit is slowed by TCP, not by our memory
-    queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=2 * limits.max_batch)
+    frames: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=2 * limits.max_batch)
+    checked: asyncio.Queue[Batch | None] = asyncio.Queue()
+    ahead = asyncio.Semaphore(1)  # one batch checked ahead; the frames behind it wait together
 
     async def read() -> None:
         try:
             async for frame in ws:
                 if frame.type is WSMsgType.BINARY:
-                    await queue.put(frame.data)
+                    await frames.put(frame.data)
                 elif frame.type is WSMsgType.ERROR:
                     break
         finally:
-            await queue.put(None)
+            await frames.put(None)
 
-    reader = asyncio.create_task(read())
-    try:
-        while True:
-            first = await queue.get()
-            if first is None:
-                break
-            frames = [first]
-            while not queue.empty() and len(frames) < limits.max_batch:
-                nxt = queue.get_nowait()
-                if nxt is None:
-                    queue.put_nowait(None)
-                    break
-                frames.append(nxt)
+    async def check() -> None:
+        while await ahead.acquire() and (batch := await _take(frames, limits.max_batch)):
             proofs: list[BalanceProof] = []
-            for data in frames:
+            errors: list[ProtocolError] = []
+            for data in batch:
                 try:
                     proofs.append(BalanceProof.decode(data))
                 except ProtocolError as exc:
-                    await ws.send_bytes(Error.from_exception(exc).encode())
+                    errors.append(exc)
+            await checked.put((proofs, await service.signing.check(proofs), errors))
+        await checked.put(None)
+
+    tasks = [asyncio.create_task(read()), asyncio.create_task(check())]
+    try:
+        while (item := await checked.get()) is not None:
+            ahead.release()
+            proofs, signatures, undecoded = item
+            for exc in undecoded:
+                await ws.send_bytes(Error.from_exception(exc).encode())
             if not proofs:
                 continue
-            receipt, errors = await service.on_proofs(cid, proofs)
+            try:
+                receipt, errors = await service.on_proofs(cid, proofs, signatures)
+            except StorageUnavailable as exc:  # nothing committed: no receipt; the sender
+                log.warning("stream.storage_unavailable", error=exc.message)  # resends
+                await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"storage unavailable")
+                break
             for error in errors:
                 await ws.send_bytes(Error.from_exception(error, bytes.fromhex(cid)).encode())
             if receipt is not None:
                 await ws.send_bytes(receipt.encode())
     finally:
         request.app[WEBSOCKETS].discard(ws)
-        reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await reader
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
         await ws.close()
     return ws
+
+
+async def _take(queue: asyncio.Queue[bytes | None], most: int) -> list[bytes] | None:
+    """Everything queued (at least one frame, at most `most`); None once the reader ended."""
+    first = await queue.get()
+    if first is None:
+        return None
+    taken = [first]
+    while not queue.empty() and len(taken) < most:
+        nxt = queue.get_nowait()
+        if nxt is None:
+            queue.put_nowait(None)
+            break
+        taken.append(nxt)
+    return taken
 
 
 async def close_streams(app: web.Application) -> None:
@@ -292,11 +379,14 @@ async def close_streams(app: web.Application) -> None:
 
 def routes(role: Role) -> list[web.RouteDef]:
     common = [web.get("/p2p/info", info), web.get("/p2p/identity", identity),
-              web.post("/p2p/announce", announce), web.post("/p2p/close", close)]
+              web.post("/p2p/announce", announce), web.post("/p2p/close", close),
+              web.post("/p2p/checkpoint", checkpoint)]
     if role == Role.ARBITER:
         return [*common, web.post("/p2p/register", register),
                 web.post("/p2p/unilateral", unilateral), web.post("/p2p/evidence", evidence),
-                web.get("/p2p/channels/{channel_id}/status", escrow_status)]
+                web.post("/p2p/payout-account", payout_account),
+                web.get("/p2p/channels/{channel_id}/status", escrow_status),
+                web.post("/p2p/status", escrow_statuses)]
     return [
         *common,
         web.post("/p2p/proposal", proposal),
@@ -307,4 +397,7 @@ def routes(role: Role) -> list[web.RouteDef]:
         web.get("/p2p/channels/{channel_id}/receipt", receipt),
         web.post("/p2p/dispute", dispute),
         web.post("/p2p/payout", payout),
+        web.post("/p2p/payout-returned", payout_returned),
+        web.post("/p2p/transfer-notice", transfer_notice),
+        web.post("/p2p/topup", topup),
     ]

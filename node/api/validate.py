@@ -310,10 +310,21 @@ PAY = Body("PayRequest", {
     "wait": Bool("BAD_WAIT"),
 })
 
+ACCOUNT = Body("AccountRequest", {
+    "scheme": Text("BAD_ACCOUNT", 40, r"^[A-Za-z0-9.]+$", "a rail scheme like IBAN"),
+    "identification": Text("BAD_ACCOUNT", 64, r"^[A-Za-z0-9:]+$", "an IBAN or account number"),
+    "name": Text("BAD_ACCOUNT", 70, r"^[ -~]+$", "the account holder's name"),
+})
+
 NO_BODY = Body("", {})
 """Routes that take no body (accept, reject): an empty object is allowed, nothing else."""
 
-REQUEST_BODIES = (OPEN_CHANNEL, CLOSE, PAY)
+AUTHORISE_CONSENT = Body("AuthoriseConsentRequest", {
+    "redirect": Text("BAD_REDIRECT", 4096, r"^[\x21-\x7e]+$",
+                     "the URL the bank sent the account holder back to"),
+}, frozenset({"redirect"}))
+
+REQUEST_BODIES = (OPEN_CHANNEL, CLOSE, PAY, AUTHORISE_CONSENT, ACCOUNT)
 
 CHANNEL_REF = re.compile(r"[0-9A-Fa-f]{1,64}")
 """The document's ``ChannelId`` path parameter."""
@@ -328,6 +339,7 @@ def channel_ref(text: str) -> str:
 
 
 __all__ = [
+    "AUTHORISE_CONSENT",
     "CLOSE",
     "NO_BODY",
     "OPEN_CHANNEL",

@@ -1,4 +1,4 @@
-"""`meterline channel open|list|show|accept|reject|close`."""
+"""`meterline channel open|list|show|accept|reject|close` (settle, schedule, topup: settle.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from node.cli.client import Admin, data_dir_option, emit, json_option
 from node.cli.exits import USAGE, CliError
 from node.cli.group import Group
 from node.cli.render import amount, balance, short, table, wait_until
+from node.cli.settle import describe_longlived, register
 
 precise_option = click.option("--precise", is_flag=True,
                               help="Show amounts at the channel's full scale.")
@@ -51,12 +52,18 @@ def describe(c: dict[str, Any], precise: bool) -> str:
     ]
     if c.get("dispute_deadline"):
         lines.append(f"dispute   {c['dispute_deadline']}")
+    lines += describe_longlived(c)
     if c["settlement"]:
         lines.append("transfers")
         for t in c["settlement"]:
             lines.append(f"  {t['purpose']:<8} {t['party']:<7} {amount(t.get('amount')):>16}  "
                          f"{t['reference']}  {t['status']}"
                          + (f": {t['reason']}" if t.get("reason") else ""))
+    for r in c.get("returned_payouts") or []:
+        lines.append(f"returned  {r['party']} payout {amount(r['amount'])} {r['reference']}: "
+                     f"{r['reason']}"
+                     + ("  (name a corrected account: meterline channel payout-account)"
+                        if r["party"] == "ours" else ""))
     return "\n".join(lines)
 
 
@@ -306,3 +313,9 @@ def close(channel_id: str, force: bool, wait: bool, data_dir: Path | None,
             return data["phase"] == "settled", steps.get(data["phase"], data["phase"])
         wait_until("settling:", settled, timeout_s=300)
     emit(data, as_json, describe(data, False))
+
+
+from node.cli.payout_account import payout_account  # noqa: E402 - registered on the group
+
+channel.add_command(payout_account)
+register(channel)

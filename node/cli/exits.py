@@ -40,9 +40,12 @@ With --json, errors are JSON on stderr: {"error": {"code", "message", "exit"}}."
 class CliError(click.ClickException):
     """A failure with a stable code and one of the exit statuses above."""
 
-    def __init__(self, message: str, *, code: str = "FAILED", exit_code: int = FAILED) -> None:
+    def __init__(self, message: str, *, code: str = "FAILED", exit_code: int = FAILED,
+                 details: dict[str, object] | None = None) -> None:
         super().__init__(message)
         self.code = code
+        self.details = details or {}
+        """More fields of the ``--json`` error object (``pay``: what was acknowledged)."""
         self.exit_code = exit_code  # type: ignore[misc]  # click reads it per instance
 
 
@@ -61,15 +64,16 @@ def timed_out(message: str) -> CliError:
 
 def report(exc: click.ClickException, as_json: bool) -> int:
     """Print `exc` on stderr (a sentence, or JSON) and return its exit status."""
+    details: dict[str, object] = {}
     if isinstance(exc, CliError):
-        code = exc.code
+        code, details = exc.code, exc.details
     elif isinstance(exc, click.UsageError):
         code = "USAGE"
     else:
         code = "FAILED"
     if as_json:
         click.echo(json.dumps({"error": {"code": code, "message": exc.format_message(),
-                                         "exit": exc.exit_code}}), err=True)
+                                         "exit": exc.exit_code, **details}}), err=True)
     else:
         exc.show(file=sys.stderr)
     return exc.exit_code

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -225,7 +226,8 @@ def status(data_dir: Path | None, as_json: bool) -> None:
 @json_option
 def info(data_dir: Path | None, as_json: bool) -> None:
     """Everything about the running node: id, name, role, version, uptime, listen URLs, peers,
-    channels by phase, and the totals sent and received per currency.
+    channels by phase, the totals sent and received per currency, whether its storage is
+    writable (and why not), and the bank transfers refused or returned with their reason.
 
     \b
     Example:
@@ -247,7 +249,41 @@ def info(data_dir: Path | None, as_json: bool) -> None:
     for total in data["totals"]:
         lines.append(f"{total['currency']:<9} sent {total['sent']}, received "
                      f"{total['received']}")
+    lines.append("storage   " + storage_text(data.get("storage")))
+    if (data.get("ingest") or {}).get("mqtt"):
+        lines.append("ingest    " + mqtt_text(data["ingest"]["mqtt"]))
+    for t in data.get("transfers_failed") or []:
+        lines.append(f"transfer  {t['purpose']} {t['party']} {t['amount']['amount']} "
+                     f"{t['amount']['currency']} {t['reference']} {t['status']}: "
+                     f"{t['reason'] or 'no reason given'} (channel {t['channel'][:16]})")
     emit(data, as_json, "\n".join(lines))
+
+
+def storage_text(storage: dict[str, Any] | None) -> str:
+    """``ok (sqlite)`` or ``UNAVAILABLE since 13:40:02 UTC, 3 failures: <the driver's words>;
+    not acknowledging``."""
+    if not storage:
+        return "unknown (an older node)"
+    if storage["state"] == "ok":
+        return f"ok ({storage['backend']})"
+    since = datetime.fromtimestamp(storage["since_ms"] / 1000, UTC).strftime("%H:%M:%S UTC")
+    return (f"UNAVAILABLE ({storage['backend']}) since {since}, {storage['failures']} "
+            f"failures: {storage['error']}; payments are not acknowledged until it is back")
+
+
+def mqtt_text(mqtt: dict[str, Any]) -> str:
+    """``mqtt subscribed to meters/# at mqtts://broker:8883 since 13:40:02 UTC, 120 messages
+    acknowledged`` or ``mqtt REFUSED (not_authorized) … since …: <what to fix>; <its words>``."""
+    since = datetime.fromtimestamp(mqtt["since_ms"] / 1000, UTC).strftime("%H:%M:%S UTC")
+    where = f"{mqtt['topic']} at {mqtt['broker']}"
+    if mqtt["state"] == "subscribed":
+        return (f"mqtt subscribed to {where} since {since}, {mqtt['acked']} messages "
+                "acknowledged")
+    if mqtt["state"] == "refused":
+        return (f"mqtt REFUSED ({mqtt['code']}) by {where} since {since}: {mqtt['hint']}; "
+                f"the broker said: {mqtt['error']}")
+    return (f"mqtt {mqtt['state']} to {where} since {since}"
+            + (f": {mqtt['error']}" if mqtt["error"] else ""))
 
 
 def duration(seconds: float) -> str:

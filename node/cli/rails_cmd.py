@@ -1,8 +1,10 @@
-"""`meterline rails ...`: checks of bank files, and the statement reconciliation.
+"""`meterline rails ...`: checks of bank files, the statement reconciliation, and the account
+holder's authorisation of payments at the bank.
 
 ``validate`` does not talk to the daemon: validating a file needs nothing but the file, and
 running the exact functions the adapters gate on is the point (a file this passes, the adapter
-sends). ``reconcile`` is a thin client of the admin API (``GET /api/rails/reconcile``).
+sends). ``reconcile`` and ``authorise`` are thin clients of the admin API
+(``GET /api/rails/reconcile``, ``/api/rails/consents``).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ def rails() -> None:
     Example:
       meterline rails validate payout.xml
       meterline rails reconcile --since 2026-10-01
+      meterline rails authorise
     """
 
 
@@ -103,3 +106,37 @@ def reconcile(since: str | None, until: str | None, data_dir: Path | None,
         lines.append("waiting for a booking: " + ", ".join(data["outstanding"]))
     emit(data, as_json, "\n".join(lines))
     sys.exit(1 if data["differences"] else 0)
+
+
+@rails.command(name="authorise")
+@click.option("--redirect", metavar="URL",
+              help="The URL the bank sent the account holder back to (with code and state).")
+@data_dir_option
+@json_option
+def authorise(redirect: str | None, data_dir: Path | None, as_json: bool) -> None:
+    """Authorise payments at the bank as the account holder (Open Banking consents).
+
+    Without --redirect: lists the payments waiting for the account holder, each with the
+    bank's authorisation URL. Open it in a browser, log in at the bank and approve (or
+    decline); the bank then sends the browser to the rail's redirect_uri with a code. Give
+    that whole URL with --redirect and the node trades the code and makes the payment (a
+    declined one is rejected). A URL that is not the redirect_uri, or whose state this node
+    did not give out, is refused and changes nothing (exit 3).
+
+    \b
+    Example:
+      meterline rails authorise
+      meterline rails authorise --redirect 'https://tpp.example/cb?code=...&state=...'
+    """
+    admin = Admin(data_dir)
+    if redirect is None:
+        data = admin.call("GET", "/api/rails/consents")
+        rows = [(c["key"], f"{format_minor(int(c['amount_minor']), c['currency'])} "
+                           f"{c['currency']}", c["authorisation_url"]) for c in data["consents"]]
+        emit(data, as_json, table(["PAYMENT", "AMOUNT", "AUTHORISE AT"], rows) if rows
+             else "no payment is waiting for the account holder")
+        return
+    record = admin.call("POST", "/api/rails/consents/authorise", {"redirect": redirect})
+    money = f"{format_minor(int(record['amount_minor']), record['currency'])} {record['currency']}"
+    why = f" ({record['reason_code']}: {record['reason']})" if record["reason_code"] else ""
+    emit(record, as_json, f"{record['key']}: {money} {record['status']}{why}")

@@ -13,11 +13,14 @@ import click
 
 from node.cli.client import Admin, data_dir_option
 from node.cli.render import amount, balance, table
+from node.cli.settle import checkpoint_label, outcome
 
 CSV_FIELDS = ["channel", "counterparty", "period_from", "period_to", "row", "direction",
               "unit", "reference", "quantity", "unit_price", "updates", "amount",
               "precise_amount", "currency", "party", "bank_reference", "status"]
-"""One row per line item, subtotal, total, the net and each settlement transfer (ADR 0152).
+"""One row per line item, subtotal, total, the net, each settlement transfer (ADR 0152), each
+payout at a checkpoint (row `checkpoint`, its number under `reference`; ADR 0260) and each payout
+the bank returned (`returned`, no amount: it moved nothing; ADR 0272).
 `amount` is signed (received +, sent −; a party's deposit −, its payout +) with exactly the
 currency's exponent in decimals; the item amounts add up to each subtotal, and all of them to
 the net, exactly (largest remainder). `precise_amount` is the exact value at the channel's
@@ -74,6 +77,15 @@ def as_csv(data: dict[str, Any]) -> str:
         rows.append(["transfer", "", "", "", "", "", "", moved,
                      "" if value is None else _fixed(moved, scale), currency, t["party"],
                      t["reference"], t["status"]])
+    for r in data.get("returned_payouts") or []:  # moved nothing: no amount, the reason
+        rows.append(["returned", "", "", "", "", "", "", "", "", currency, r["party"],
+                     r["reference"], f"returned {r['reason']}"])
+    for s in data.get("settlements", []):  # paid out of escrow at a checkpoint (+, a payout)
+        if not s["checkpoint"]:
+            continue  # the final close's payout: a transfer row above already moves it
+        rows.append(["checkpoint", "", "", str(s["checkpoint"]), "", "", "",
+                     s["amount"]["amount"], _fixed(s["amount"]["amount"], scale), currency,
+                     s["party"], s["reference"], outcome(s)])
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_FIELDS)
@@ -101,6 +113,14 @@ def as_table(data: dict[str, Any]) -> str:
         parts += ["", table(["TRANSFER", "PARTY", "AMOUNT", "BANK REFERENCE", "STATUS"],
                             [(t["purpose"], t["party"], amount(t.get("amount")),
                               t["reference"], t["status"]) for t in data["transfers"]])]
+    if data.get("returned_payouts"):
+        parts += ["", table(["RETURNED PAYOUT", "AMOUNT", "BANK REFERENCE", "REASON"],
+                            [(r["party"], amount(r["amount"]), r["reference"], r["reason"])
+                             for r in data["returned_payouts"]])]
+    if data.get("settlements"):
+        parts += ["", table(["CHECKPOINT", "PARTY", "PAYOUT", "BANK REFERENCE", "STATUS"],
+                            [(checkpoint_label(s), s["party"], amount(s["amount"]),
+                              s["reference"], outcome(s)) for s in data["settlements"]])]
     return "\n".join(parts)
 
 

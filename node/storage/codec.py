@@ -27,6 +27,7 @@ from protocol.messages import (
     PayoutNotice,
     Receipt,
     Signed,
+    TransferNotice,
     UnilateralClose,
 )
 from protocol.payout import Payouts
@@ -110,7 +111,16 @@ def _escrow_settlement(raw: list[Any]) -> dict[str, Any]:
         "topup_entries": tuple(raw[3]),
         "transfers": tuple(_transfer_in(t) for t in raw[4]),
         "accounts": (accounts[0], accounts[1]),
+        **({"corrections": _corrections(raw[6])} if len(raw) > 6 else {}),
+        **({"outcomes": tuple(TransferNotice.decode(n) for n in raw[7])} if len(raw) > 7
+           else {}),
     }
+
+
+def _corrections(raw: list[Any]) -> tuple[tr.Correction | None, tr.Correction | None]:
+    out = [None if c is None else tr.Correction(BankAccount.from_wire(c[0]), c[1], c[2])
+           for c in raw]
+    return out[0], out[1]
 
 
 def encode_channel(state: ChannelState) -> bytes:
@@ -202,6 +212,9 @@ def encode_escrow(state: ArbiterState) -> bytes:
             list(state.topup_entries),
             [_transfer_out(t) for t in state.transfers],
             [_msg(a) for a in state.accounts],
+            [None if c is None else [c.account.to_wire(), c.code, c.observed_ms]
+             for c in state.corrections],
+            [n.encode() for n in state.outcomes],
         ],
         use_bin_type=True,
     )

@@ -180,3 +180,123 @@ class UnappliedCredit(Base):
     booked_ms: Mapped[int] = mapped_column(BigInteger)
     reason: Mapped[str] = mapped_column(Text, default="")
     applied: Mapped[bool] = mapped_column(Boolean, default=False)
+    kind: Mapped[str] = mapped_column(String(16), default="unmatched")
+    """Why no channel took it: ``unmatched``, ``late`` or ``early`` (protocol.refunds)."""
+    status: Mapped[str] = mapped_column(String(16), default="held")
+    """``held``, ``refunding`` (the refund submitted), ``refunded`` (the bank booked it)."""
+    channel_id: Mapped[str] = mapped_column(String(64), default="")
+    """The channel its reference names ("" for an unmatched credit)."""
+    sender: Mapped[str] = mapped_column(Text, default="")
+    """Where it came from, a BankAccount as JSON ("" when the bank named no account)."""
+    refund_account: Mapped[str] = mapped_column(Text, default="")
+    """Where the refund goes, once decided (a BankAccount as JSON)."""
+    refund_attempt: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """The live refund attempt: 0, or the how-manieth after the bank rejected (ADR 0322)."""
+
+
+class Event(Base):
+    """The event log the ERP reads (node.events): appended in the transaction of the state change
+    that causes it; `id` is the stable, monotonic event id (commit order, ADR 0210)."""
+
+    __tablename__ = "event"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    type: Mapped[str] = mapped_column(String(32), index=True)
+    channel_id: Mapped[str] = mapped_column(String(64), default="", index=True)
+    created_ms: Mapped[int] = mapped_column(BigInteger, index=True)
+    data: Mapped[str] = mapped_column(Text, default="{}")
+    """The event's payload, JSON (amounts as decimal strings with their currency)."""
+
+
+class PaymentReport(Base):
+    """Per channel, what the last `payment.received` event covered (its aggregation cursor)."""
+
+    __tablename__ = "payment_report"
+
+    channel_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    nonce: Mapped[int] = mapped_column(BigInteger, default=0)
+    amount: Mapped[int] = mapped_column(BigInteger, default=0)
+    quantities: Mapped[str] = mapped_column(Text, default="[]")
+    reported_ms: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class WebhookEndpoint(Base):
+    """A webhook receiver (node.webhooks): events after `cursor` are owed to it, in order.
+
+    Its signing secret is a private file in the data directory, never a column."""
+
+    __tablename__ = "webhook_endpoint"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    url: Mapped[str] = mapped_column(String(300))
+    events: Mapped[str] = mapped_column(Text, default="*")
+    """Comma-separated event types (``channel.*`` a prefix, ``*`` every type)."""
+    cursor: Mapped[int] = mapped_column(BigInteger, default=0)
+    """The last event id the receiver acknowledged (a 2xx)."""
+    created_ms: Mapped[int] = mapped_column(BigInteger)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    """Failed attempts in a row at the event after `cursor`."""
+    next_attempt_ms: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    delivered: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class PayoutReturn(Base):
+    """Node mode: a payout the arbiter's bank rejected or returned, as the arbiter signed it
+    (a PayoutReturned notice, specs/0004 §9). Kept for `channel show` and the statement."""
+
+    __tablename__ = "payout_return"
+
+    channel_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    reference: Mapped[str] = mapped_column(String(64), primary_key=True)
+    party: Mapped[str] = mapped_column(String(64))
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    reason: Mapped[str] = mapped_column(String(8))
+    returned_ms: Mapped[int] = mapped_column(BigInteger)
+    notice: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class SettleSchedule(Base):
+    """A channel's checkpoint schedule: this node's policy (specs/adr/0110), not the terms."""
+
+    __tablename__ = "settle_schedule"
+
+    channel_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    every_ms: Mapped[int] = mapped_column(BigInteger, default=0)
+    threshold: Mapped[int] = mapped_column(BigInteger, default=0)
+    """At channel scale."""
+
+
+class Settlement(Base):
+    """One party's payout at one fully signed checkpoint, as this node counts it (written in
+    the transaction that stores the checkpoint). Bounded like the checkpoints: one row per
+    party and checkpoint that pays at least one rail unit. Checkpoint 0 is the final close's
+    payout, written when the arbiter first tells its outcome (node.transfer_notices)."""
+
+    __tablename__ = "settlement"
+
+    channel_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    party: Mapped[int] = mapped_column(Integer, primary_key=True)
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    reference: Mapped[str] = mapped_column(String(35))
+    """The live attempt's bank reference (the first attempt's until the arbiter says more)."""
+    signed_ms: Mapped[int] = mapped_column(BigInteger)
+    # what the arbiter's TransferNotices said of it (node.transfer_notices, migration 0009)
+    status: Mapped[str] = mapped_column(String(16), default="submitted",
+                                        server_default="submitted")
+    reason: Mapped[str] = mapped_column(String(8), default="", server_default="")
+    attempt: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    changed_ms: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+
+
+class TopUp(Base):
+    """A top-up this node asked its rail to pay into escrow (the n-th of its channel)."""
+
+    __tablename__ = "topup"
+
+    channel_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    idempotency_key: Mapped[str] = mapped_column(String(40))
+    requested_ms: Mapped[int] = mapped_column(BigInteger)

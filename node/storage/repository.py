@@ -16,6 +16,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from node.storage.codec import decode_channel, decode_escrow, encode_channel, encode_escrow
+from node.storage.db import transaction
 from node.storage.models import (
     Channel,
     Cursor,
@@ -29,6 +30,7 @@ from node.storage.models import (
 from protocol import arbiter as arb
 from protocol import channel as ch
 from protocol.messages import BalanceProof
+from protocol.usage_events import aggregate_reference
 
 BUCKET_MS = 3_600_000
 """Usage is aggregated per (direction, unit, reference, hour)."""
@@ -43,14 +45,15 @@ def usage_rows(
     sender = state.terms.party_index(proof.sender)
     bucket = proof.time_ms - proof.time_ms % BUCKET_MS
     cid = state.channel_id.hex()
+    reference = aggregate_reference(proof.reference)  # one row per hour, not per commitment
     for line, old, new in zip(state.terms.tariff, before.quantities, proof.quantities, strict=True):
         if new != old:
-            row = rows[(cid, sender, line.unit, proof.reference, bucket)]
+            row = rows[(cid, sender, line.unit, reference, bucket)]
             row[0] += new - old
             row[1] += line.amount(new) - line.amount(old)
             row[2] += 1
     if proof.direct_amount != before.direct_amount:
-        row = rows[(cid, sender, "amount", proof.reference, bucket)]
+        row = rows[(cid, sender, "amount", reference, bucket)]
         row[1] += proof.direct_amount - before.direct_amount
         row[2] += 1
 
@@ -83,7 +86,8 @@ class Repository:
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
-        async with self.db() as session, session.begin():
+        """One transaction; a storage failure is StorageUnavailable (node.storage.db)."""
+        async with transaction(self.db) as session:
             yield session
 
     # -- peers ----------------------------------------------------------------------------------
@@ -102,6 +106,18 @@ class Repository:
         async with self.db() as session:
             return [decode_channel(row.state)
                     for row in (await session.scalars(select(Channel))).all()]
+
+    async def channel_rows(self) -> list[tuple[str, str, bytes]]:
+        """(id, phase, encoded state) of every channel, not decoded (node.channel_states)."""
+        async with self.db() as session:
+            return [(cid, phase, data) for cid, phase, data in (await session.execute(
+                select(Channel.id, Channel.phase, Channel.state))).all()]
+
+    async def unacked_channels(self) -> set[str]:
+        """The channels with proofs of ours the peer has not acknowledged yet."""
+        async with self.db() as session:
+            return set((await session.scalars(
+                select(OutgoingProof.channel_id).distinct())).all())
 
     async def save_channel(
         self,
@@ -239,4 +255,7 @@ class Repository:
                 return False
             row.applied = not credit.reason
             row.reason = credit.reason
+            if row.status == "held":  # why held and whose: as last seen (never once refunding)
+                row.kind, row.channel_id = credit.kind, credit.channel_id
+                row.sender = credit.sender or row.sender
             return False

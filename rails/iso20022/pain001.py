@@ -329,8 +329,11 @@ class _Profile:
             if kind is sepa.CountryClass.NOT_SEPA:
                 self.add(iban, "AC01", f"{iban.text[:2]} is not a SEPA country: a SEPA credit "
                                        "transfer cannot reach this account")
-            elif (kind is sepa.CountryClass.NON_EEA_SEPA
-                  and _find(tx, "CdtrAgt", "FinInstnId", "BICFI") is None):
+            bic = _find(tx, "CdtrAgt", "FinInstnId", "BICFI")
+            if (bic is not None and bic.text and sepa.bic_problem(bic.text) is None
+                    and (problem := sepa.creditor_bic_problem(iban.text, bic.text)) is not None):
+                self.add(bic, "RC01", problem)
+            if kind is sepa.CountryClass.NON_EEA_SEPA and bic is None:
                 self.add(None, "RC01", "the creditor agent's BIC is required for a payee in a "
                                        "non-EEA SEPA country", parent=tx,
                          missing="CdtrAgt/FinInstnId/BICFI")

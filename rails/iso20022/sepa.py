@@ -68,7 +68,8 @@ def country_class(iban: str) -> CountryClass:
 
 def payee_problem(iban: str, bic: str | None = None) -> str | None:
     """Why a SEPA credit transfer can never reach this account, or None: an invalid IBAN, a
-    country outside SEPA (TR, BR…), or a non-EEA SEPA account whose BIC is neither given nor
+    country outside SEPA (TR, BR…), a given BIC that cannot be the payee's bank
+    (:func:`creditor_bic_problem`), or a non-EEA SEPA account whose BIC is neither given nor
     in schwifty's registry (the scheme requires it there)."""
     if (problem := iban_problem(iban)) is not None:
         return problem
@@ -76,7 +77,9 @@ def payee_problem(iban: str, bic: str | None = None) -> str | None:
     if kind is CountryClass.NOT_SEPA:
         return (f"{iban[:2]} is not a SEPA country: a SEPA credit transfer cannot reach "
                 f"{iban}")
-    if kind is CountryClass.NON_EEA_SEPA and not (bic or bic_for_iban(iban)):
+    if bic:
+        return creditor_bic_problem(iban, bic)
+    if kind is CountryClass.NON_EEA_SEPA and bic_for_iban(iban) is None:
         return (f"{iban} is in a non-EEA SEPA country, where the payee's BIC is required, and "
                 "no BIC is known for it")
     return None
@@ -177,3 +180,39 @@ def bic_for_iban(value: str) -> str | None:
     except (SchwiftyException, ValueError):
         return None
     return str(bic) if bic is not None else None
+
+
+BIC_COUNTRIES_OF_IBAN = {
+    "GB": frozenset({"GB", "JE", "GG", "IM"}),
+    "FR": frozenset({"FR", "GF", "GP", "MQ", "RE", "YT", "PM", "BL", "MF"}),
+    "FI": frozenset({"FI", "AX"}),
+}
+"""Where an IBAN country's accounts are held under another ISO 3166 code, so their banks' BICs
+carry it: Jersey, Guernsey and the Isle of Man bank under GB IBANs, the French overseas
+departments and collectivities under FR, Åland under FI. Every other IBAN's bank has a BIC
+of the IBAN's own country."""
+
+
+def creditor_bic_problem(iban: str, bic: str) -> str | None:
+    """Why `bic` cannot be the creditor agent of `iban`, or None (ADR 0230).
+
+    Refused is what can be shown wrong: a malformed BIC (ISO 9362), a BIC of another country
+    than the IBAN's (a SEPA bank routes by the BIC: the transfer would go to the wrong bank or
+    be rejected with RC01), and a BIC whose institution (its first four letters) contradicts the
+    one schwifty's bank registry gives for the IBAN's bank code (``DEUTDEFF`` for a Commerzbank
+    IBAN; the country and branch may differ within a territory, ``NWBKJESH`` for
+    ``NWBKGB2L``). A BIC the registry does not list, for an IBAN whose bank it does not know,
+    is taken as given: the registries cover only some countries.
+    """
+    if (problem := bic_problem(bic)) is not None:
+        return problem
+    country = iban[:2].upper()
+    bic_country = bic[4:6].upper()
+    if bic_country not in BIC_COUNTRIES_OF_IBAN.get(country, frozenset({country})):
+        return (f"BIC {bic} is of a bank in {bic_country}, but IBAN {iban} is held in "
+                f"{country}: it is not the payee's bank")
+    registered = bic_for_iban(iban)
+    if registered is not None and registered[:4] != bic[:4].upper():
+        return (f"BIC {bic} is not the payee's bank: the bank registry has {registered} for "
+                f"IBAN {iban}'s bank code")
+    return None

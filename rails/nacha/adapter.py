@@ -27,6 +27,7 @@ from rails.nacha.answers import (
     parse_answer_file,
 )
 from rails.nacha.checks import SAME_DAY_LIMIT_CENTS, check_nacha, originator_findings
+from rails.nacha.holidays import banking_day_on_or_after, next_banking_day
 from rails.nacha.records import (
     MAX_ADDENDA_INFO,
     MAX_AMOUNT_CENTS,
@@ -50,26 +51,24 @@ from rails.port import (
 )
 from rails.reconcile import one_view
 from rails.store import IdempotencyStore, StoredSubmission
+from rails.transport import FileTransport
 
 CONTENT_TYPE = "text/plain"
 _MODIFIERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 
 
-def next_banking_day(day: date) -> date:
-    """The next day after `day` that is not a Saturday or Sunday (Federal Reserve holidays are
-    the ODFI's to skip: it moves an effective date that falls on one)."""
-    day += timedelta(days=1)
-    while day.weekday() >= 5:
-        day += timedelta(days=1)
-    return day
-
-
 def effective_date(instruction: PaymentInstruction, created_at: datetime) -> date:
-    """The effective entry date: the requested one, or the creation date, unless the amount is
-    over the Same Day ACH limit and that date is the same day: then the next banking day."""
-    requested = instruction.execution_date or created_at.date()
-    if instruction.amount_minor > SAME_DAY_LIMIT_CENTS and requested <= created_at.date():
-        return next_banking_day(created_at.date())
+    """The effective entry date: a Federal Reserve banking day (:mod:`rails.nacha.holidays`).
+
+    The requested date, or the creation date, moved to the next banking day when it is a
+    weekend or a Fed holiday (no entry settles then). An amount over the Same Day ACH limit
+    cannot settle on the day the file is made, so a date on or before the creation date becomes
+    the next banking day after it.
+    """
+    created = created_at.date()
+    requested = banking_day_on_or_after(instruction.execution_date or created)
+    if instruction.amount_minor > SAME_DAY_LIMIT_CENTS and requested <= created:
+        return next_banking_day(created)
     return requested
 
 
@@ -114,17 +113,21 @@ class AchCreditRail(FileBankRail):
     identification=<account number>, agent=<ODFI routing number>)``; `originator` is how the
     ODFI knows us in a file (Immediate Origin, Company Identification, names: ``[rails.nacha]``),
     checked by :func:`~rails.nacha.checks.originator_findings`. Store as for the SEPA rail:
-    `store` or `store_path`.
+    `store` or `store_path`; the channel as for it too: `transport` (the directory drop,
+    :class:`~rails.transport_directory.DirectoryTransport`, in production) or `base_url`
+    (mock-bank's HTTP door; tests). Files are named ``ach-ccd-<digest>.ach``.
     Submitting, status, credits and reconciliation are
     :class:`~rails.filebank.FileBankRail`'s; what is NACHA's is here.
 
-    Credits and the default statement come from camt.054 (mock-bank notifies NACHA accounts in
-    ISO 20022; the BAI2 statement is not read). :meth:`reconcile` only reports: it does not
+    A payment is booked only by a statement entry: a camt.054 notification (intraday; mock-bank
+    notifies NACHA accounts in ISO 20022) or the BAI2 end-of-day statement, each booking
+    counted once. Credits come from camt.054. :meth:`reconcile` only reports: it does not
     save the statuses it matches (:meth:`status` does).
     """
 
     name = "ach-ccd"
     content_type = CONTENT_TYPE
+    file_suffix = "ach"
     parsers: ClassVar[Mapping[str, Callable[[bytes], Any]]] = {
         "nacha.ack": parse_acknowledgement, "camt.054": parse_camt054,
         "nacha.return": parse_answer_file, "bai2.statement": parse_bai2,
@@ -134,9 +137,10 @@ class AchCreditRail(FileBankRail):
     def __init__(
         self,
         *,
-        base_url: str,
         account: Account,
         originator: Originator,
+        transport: FileTransport | None = None,
+        base_url: str | None = None,
         store: IdempotencyStore | None = None,
         store_path: str | Path | None = None,
         auth: tuple[str, str] | None = None,
@@ -145,15 +149,17 @@ class AchCreditRail(FileBankRail):
         backoff_s: float = 0.2,
         clock: Callable[[], datetime] = utcnow,
         report_account: str | None = None,
+        booking_deadline: timedelta | None = None,
     ) -> None:
         findings = originator_findings(originator)
         if findings:
             raise ValueError("the ACH originator settings are not what an ODFI takes: "
                              + "; ".join(f"{f.path}: {f.message}" for f in findings))
         self.originator = originator
-        super().__init__(base_url=base_url, account=account, store=store, store_path=store_path,
-                         auth=auth, timeout_s=timeout_s, attempts=attempts, backoff_s=backoff_s,
-                         clock=clock)
+        super().__init__(transport=transport, base_url=base_url, account=account, store=store,
+                         store_path=store_path, auth=auth, timeout_s=timeout_s,
+                         attempts=attempts, backoff_s=backoff_s, clock=clock,
+                         booking_deadline=booking_deadline)
         self._report_account = report_account
 
     def _check_account(self, account: Account) -> None:

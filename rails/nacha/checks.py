@@ -4,18 +4,21 @@
 ``meterline rails validate``. Beyond structure, counts, hashes and totals it holds the file to
 the rules an ODFI applies that no validator checks: the Immediate Origin and Company
 Identification it assigned (not an account number), names left-justified and present, and
-entries over the Same Day ACH limit not dated for the same day. :func:`originator_findings` runs
-the same field rules over the ``[rails.nacha]`` settings, so a config that passes writes files
-that pass.
+entries over the Same Day ACH limit not dated for the same day, effective dates on Federal
+Reserve banking days (:mod:`rails.nacha.holidays`; a weekend or holiday is a warning).
+:func:`originator_findings` runs the same field rules over the ``[rails.nacha]`` settings, so a
+config that passes writes files that pass.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from rails.errors import Finding
+from rails.nacha.holidays import is_banking_day, next_banking_day
 from rails.nacha.records import (
     BLOCKING_FACTOR,
     CREDIT_CODES,
@@ -32,6 +35,21 @@ SAME_DAY_LIMIT_CENTS = 1_000_000_00
 """$1,000,000 per payment: the Same Day ACH limit in force since 18 March 2022 (Nacha Operating
 Rules, "Increasing the Same Day ACH Dollar Limit", announced on frbservices.org). An entry above
 it must carry a later effective entry date than the file's creation date."""
+
+
+def effective_day_problem(yymmdd: str) -> tuple[str, str] | None:
+    """(severity, why) when an effective entry date (YYMMDD) will not settle on that day, or
+    None. Not a date is an error; a weekend or a Federal Reserve holiday a warning: NACHA allows
+    it and the operator settles the entry on the next banking day."""
+    try:
+        day = datetime.strptime(yymmdd, "%y%m%d").date()
+    except ValueError:
+        return "error", f"effective entry date {yymmdd!r} is not a YYMMDD date"
+    if is_banking_day(day):
+        return None
+    why = "a Saturday or Sunday" if day.weekday() >= 5 else "a Federal Reserve holiday"
+    return "warning", (f"effective entry date {day.isoformat()} is {why}: it settles on "
+                       f"{next_banking_day(day).isoformat()}")
 
 
 def routing_field_problem(value: str) -> str | None:
@@ -221,6 +239,8 @@ def check_nacha(data: bytes) -> list[Finding]:
             if (problem := rule(header.get(name))) is not None:
                 c.add(header.where(name), "FF01", problem)
         same_day = header.get("effective entry date") <= created
+        if (said := effective_day_problem(header.get("effective entry date"))) is not None:
+            c.add(header.where("effective entry date"), "DT01", said[1], said[0])
         odfi = header.get("originating DFI identification")
         i += 1
         b_hash = b_count = b_credit = b_debit = 0

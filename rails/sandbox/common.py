@@ -20,6 +20,7 @@ from joserfc.jwk import RSAKey
 from schwifty import IBAN
 from schwifty.exceptions import SchwiftyException
 
+from rails import jsonsafe
 from rails.money import format_minor
 from rails.ob_jws import (
     SignatureError,
@@ -71,6 +72,8 @@ CONFIG = web.AppKey("config", BankConfig)
 DB = web.AppKey("db", BankDB)
 SIGNER = web.AppKey("signer", Signer)
 REJECT = "meterline.reject"
+LATE_BOOKING = "meterline.late_booking"
+"""Set by the ``late`` fault: the payment is accepted now and booked this many ms later."""
 CLIENT = "meterline.client"
 TOKEN_CONSENT = "meterline.token_consent"
 """The consent the request's token is bound to (an authorisation-code token), or None."""
@@ -121,9 +124,10 @@ async def signed_json_body(request: web.Request, client: ClientRow) -> dict[str,
     except SignatureError as exc:
         raise bad_request(exc.code, str(exc), "x-jws-signature") from exc
     try:
-        body = json.loads(raw)
-    except ValueError as exc:
-        raise bad_request("UK.OBIE.Resource.InvalidFormat", "body is not JSON") from exc
+        body = jsonsafe.load(raw, max_depth=32, max_number_chars=40, reject_duplicates=False)
+    except (jsonsafe.UnsafeJson, ValueError) as exc:  # too deep, too long a number, not JSON
+        raise bad_request("UK.OBIE.Resource.InvalidFormat", f"body is not JSON ({exc})"[:200]
+                          ) from exc
     if not isinstance(body, dict):
         raise bad_request("UK.OBIE.Resource.InvalidFormat", "body is not a JSON object")
     return body

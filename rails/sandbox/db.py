@@ -362,6 +362,12 @@ class BankDB:
              row.status_updated_at, row.reason_code, row.reason),
         )
 
+    def set_payment_status(self, payment_id: str, status: str, reason_code: str | None = None,
+                           reason: str | None = None) -> None:
+        self._db.execute(
+            "UPDATE payment SET status = ?, status_updated_at = ?, reason_code = ?, reason = ? "
+            "WHERE payment_id = ?", (status, utcnow(), reason_code, reason, payment_id))
+
     def payment(self, payment_id: str) -> PaymentRow | None:
         r = self._db.execute("SELECT * FROM payment WHERE payment_id = ?",
                              (payment_id,)).fetchone()

@@ -1,17 +1,24 @@
-"""Fault injection: the next N requests to a path are delayed, answered 5xx, rejected or
-answered with garbage (``/_sandbox/faults``), as a misbehaving bank would."""
+"""Fault injection: the next N requests to a path are delayed, answered 5xx, rejected,
+answered with garbage, processed and then cut off, processed twice, or accepted and booked late
+(``/_sandbox/faults``), as a misbehaving bank or the network in front of it would; or, on an
+account's transactions, answered with a statement that disagrees with the payments (``withhold``:
+the debits are not on it yet; ``misbook``: each debit is one minor unit more), which is what
+reconciliation must raise rather than settle."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import structlog
 from aiohttp import web
 
 from rails.sandbox.admin import AdminError, admin_int, admin_json, admin_str
-from rails.sandbox.common import REJECT, Handler
+from rails.sandbox.common import LATE_BOOKING, REJECT, Handler
 from rails.sandbox.errors import OBError
 
 log = structlog.get_logger("meterline.bank")
@@ -25,7 +32,12 @@ class Fault:
     method: str | None
     kind: str
     """``delay`` (``timeout`` is a long delay), ``error`` (a 5xx), ``reject`` (the payment is
-    created ``Rejected``) or ``garbage`` (a 200 that is not JSON)."""
+    created ``Rejected``), ``garbage`` (a 200 that is not JSON), ``drop`` (processed, then the
+    connection is cut before any answer), ``duplicate`` (the request reaches the bank twice, as
+    from a proxy that retried it; the client gets the second answer), ``late`` (the payment is
+    answered ``AcceptedSettlementInProcess`` and booked `delay_ms` later), ``withhold`` or
+    ``misbook`` (the transactions answer without its debits, or with each debit one minor unit
+    more)."""
     remaining: int
     delay_ms: int = 0
     after_processing: bool = False
@@ -50,6 +62,8 @@ class FaultBook:
 
 
 FAULTS = web.AppKey("faults", FaultBook)
+KINDS = ("delay", "timeout", "error", "reject", "garbage", "drop", "duplicate", "late",
+         "withhold", "misbook")
 
 
 @web.middleware
@@ -66,6 +80,19 @@ async def fault_middleware(request: web.Request, handler: Handler) -> web.Stream
     if fault.kind == "reject":
         request[REJECT] = (fault.reason_code, fault.reason)
         return await handler(request)
+    if fault.kind in STATEMENT_KINDS:
+        return _disagreeing(await handler(request), fault.kind)
+    if fault.kind == "late":
+        request[LATE_BOOKING] = fault.delay_ms
+        return await handler(request)
+    if fault.kind == "duplicate":
+        await _answer(handler, request)  # the first delivery's answer goes nowhere
+        return await handler(request)
+    if fault.kind == "drop":
+        await _answer(handler, request)
+        if request.transport is not None:
+            request.transport.abort()  # the work is done; the client never hears of it
+        return web.Response(status=204)  # written nowhere: the transport is gone
     if not fault.after_processing:
         await asyncio.sleep(fault.delay_ms / 1000)
         return await handler(request)
@@ -74,11 +101,41 @@ async def fault_middleware(request: web.Request, handler: Handler) -> web.Stream
     return response
 
 
+async def _answer(handler: Handler, request: web.Request) -> None:
+    """Run the handler for its effect only: its answer, or its refusal, is thrown away."""
+    with contextlib.suppress(web.HTTPException, OBError):
+        await handler(request)
+
+
+STATEMENT_KINDS = ("withhold", "misbook")
+
+
+def _disagreeing(response: web.StreamResponse, kind: str) -> web.StreamResponse:
+    """A transactions answer whose debits are left out (withhold) or one minor unit more
+    (misbook); anything else unchanged. (The OB middleware signs what leaves here.)"""
+    if not isinstance(response, web.Response) or response.status != 200 or not response.body:
+        return response
+    assert isinstance(response.body, bytes)
+    body = json.loads(response.body)
+    txns = body.get("Data", {}).get("Transaction")
+    if not isinstance(txns, list):
+        return response
+    debits = [t for t in txns if t.get("CreditDebitIndicator") == "Debit"]
+    if kind == "withhold":
+        body["Data"]["Transaction"] = [t for t in txns if t not in debits]
+    else:
+        for t in debits:
+            amount = t["Amount"]
+            amount["Amount"] = str(Decimal(amount["Amount"]) + Decimal("0.01"))
+    return web.json_response(body, status=200, headers={
+        k: v for k, v in response.headers.items() if k.lower().startswith("x-")})
+
+
 async def admin_add_fault(request: web.Request) -> web.StreamResponse:
     body = await admin_json(request)
     kind = admin_str(body, "kind")
-    if kind not in ("delay", "timeout", "error", "reject", "garbage"):
-        raise AdminError(400, "kind is delay, timeout, error, reject or garbage")
+    if kind not in KINDS:
+        raise AdminError(400, f"kind is one of {', '.join(KINDS)}")
     method = body.get("method")
     if method is not None and not isinstance(method, str):
         raise AdminError(400, "method must be a string")

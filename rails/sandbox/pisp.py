@@ -3,6 +3,7 @@ confirmation, domestic payments and their details."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import structlog
@@ -14,6 +15,7 @@ from rails.sandbox.common import (
     _AMOUNT,
     CONFIG,
     DB,
+    LATE_BOOKING,
     PISP,
     REJECT,
     TOKEN_CONSENT,
@@ -216,35 +218,21 @@ async def create_payment(request: web.Request) -> web.StreamResponse:
             raise bad_request("UK.OBIE.Resource.ConsentMismatch",
                               "Risk differs from the consent's", "Risk")
         debtor = db.account(consent.debtor_account_id)
-        creditor = db.account(consent.creditor_account_id)
         assert debtor is not None
-        assert creditor is not None
         now = utcnow()
         payment_id = new_id("dp")
         rejection = request.get(REJECT)
+        late_ms = request.get(LATE_BOOKING)
         if rejection is not None:
             payment = PaymentRow(payment_id, consent.consent_id, client.client_id, "Rejected",
                                  now, now, rejection[0], rejection[1])
+        elif late_ms is not None:  # accepted now, booked (or refused) after late_ms
+            payment = PaymentRow(payment_id, consent.consent_id, client.client_id,
+                                 "AcceptedSettlementInProcess", now, now, None, None)
+            asyncio.get_running_loop().call_later(late_ms / 1000, _book_late, db, payment_id)
         else:
-            remittance = consent.initiation.get("RemittanceInformation") or {}
-            reference = remittance.get("Reference")
-            unstructured = remittance.get("Unstructured")
-            e2e = consent.initiation["EndToEndIdentification"]
-            common = {"amount_minor": consent.amount_minor, "reference": reference,
-                      "end_to_end_id": e2e, "payment_id": payment_id}
             try:
-                db.book([
-                    Leg(debtor.account_id, "Debit",
-                        information=unstructured or f"Faster Payment to {creditor.name}",
-                        counterparty_scheme=creditor.scheme,
-                        counterparty_id=creditor.identification,
-                        counterparty_name=creditor.name, **common),
-                    Leg(creditor.account_id, "Credit",
-                        information=unstructured or f"Faster Payment from {debtor.name}",
-                        counterparty_scheme=debtor.scheme,
-                        counterparty_id=debtor.identification,
-                        counterparty_name=debtor.name, **common),
-                ], currency=consent.currency, booked_at=now)
+                _book(db, consent, payment_id, now)
             except InsufficientFunds as exc:
                 raise bad_request(
                     "UK.OBIE.Rules.InsufficientFunds",
@@ -258,6 +246,49 @@ async def create_payment(request: web.Request) -> web.StreamResponse:
     log.info("payment_created", payment_id=payment_id, status=payment.status,
              amount_minor=consent.amount_minor, currency=consent.currency)
     return ob_json(render_payment(request, payment, consent, debtor), 201)
+
+
+def _book(db: BankDB, consent: ConsentRow, payment_id: str, now: str) -> None:
+    """Book the consent's debit and credit legs (raises InsufficientFunds)."""
+    debtor = db.account(consent.debtor_account_id)
+    creditor = db.account(consent.creditor_account_id)
+    assert debtor is not None
+    assert creditor is not None
+    remittance = consent.initiation.get("RemittanceInformation") or {}
+    reference = remittance.get("Reference")
+    unstructured = remittance.get("Unstructured")
+    e2e = consent.initiation["EndToEndIdentification"]
+    common = {"amount_minor": consent.amount_minor, "reference": reference,
+              "end_to_end_id": e2e, "payment_id": payment_id}
+    db.book([
+        Leg(debtor.account_id, "Debit",
+            information=unstructured or f"Faster Payment to {creditor.name}",
+            counterparty_scheme=creditor.scheme, counterparty_id=creditor.identification,
+            counterparty_name=creditor.name, **common),
+        Leg(creditor.account_id, "Credit",
+            information=unstructured or f"Faster Payment from {debtor.name}",
+            counterparty_scheme=debtor.scheme, counterparty_id=debtor.identification,
+            counterparty_name=debtor.name, **common),
+    ], currency=consent.currency, booked_at=now)
+
+
+def _book_late(db: BankDB, payment_id: str) -> None:
+    """The late booking of an accepted payment (the ``late`` fault): booked, or rejected AM04
+    when the debtor no longer holds the amount. Lost if the bank stops first (a sandbox)."""
+    payment = db.payment(payment_id)
+    if payment is None or payment.status != "AcceptedSettlementInProcess":
+        return
+    consent = db.consent(payment.consent_id)
+    assert consent is not None
+    with db.transaction():
+        try:
+            _book(db, consent, payment_id, utcnow())
+        except InsufficientFunds:
+            db.set_payment_status(payment_id, "Rejected", "AM04", "insufficient funds at booking")
+            log.info("payment_rejected_late", payment_id=payment_id)
+            return
+        db.set_payment_status(payment_id, "AcceptedCreditSettlementCompleted")
+    log.info("payment_booked_late", payment_id=payment_id)
 
 
 def _own_payment(request: web.Request, client: ClientRow) -> tuple[PaymentRow, ConsentRow]:

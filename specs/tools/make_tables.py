@@ -29,14 +29,17 @@ from protocol.messages import (
     DisputeEvidence,
     DisputeNotice,
     EscrowStatus,
+    EscrowStatuses,
     FundingConfirmation,
     NodeInfo,
     PayoutAccount,
     PayoutNotice,
+    PayoutReturned,
     Receipt,
     Refusal,
     Signed,
     TopUpConfirmation,
+    TransferNotice,
     UnilateralClose,
 )
 from protocol.records import Kind, ListOf, Message, Nested, Opt, Record, Text, message_types
@@ -62,10 +65,13 @@ SIGNERS: dict[type[Signed], str] = {
     DisputeNotice: "`terms.arbiter`",
     CallbackAddress: "`party`",
     EscrowStatus: "`terms.arbiter`",
+    EscrowStatuses: "`terms.arbiter` of every channel asked about",
     NodeInfo: "`node_id`",
     Refusal: "`refuser` (the node the refused request was addressed to)",
     TopUpConfirmation: "`terms.arbiter`",
     PayoutAccount: "`party`",
+    PayoutReturned: "`terms.arbiter`",
+    TransferNotice: "`terms.arbiter`",
 }
 """Whose key verifies each signature (the code passes it to ``verify_signature``)."""
 

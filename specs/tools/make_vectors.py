@@ -23,7 +23,14 @@ import msgpack
 from protocol import PROTOCOL_VERSION
 from protocol import arbiter as arb
 from protocol import channel as ch
-from protocol.crypto import DOMAIN_PREFIX, Signer, ed25519_public, ed25519_sign, signing_input
+from protocol.crypto import (
+    BACKENDS,
+    DOMAIN_PREFIX,
+    Signer,
+    ed25519_public,
+    ed25519_sign,
+    signing_input,
+)
 from protocol.encoding import MAX_MESSAGE_BYTES, pack
 from protocol.errors import DecodeError, ErrorCode, ProtocolError, RemoteProtocolError
 from protocol.messages import (
@@ -39,12 +46,16 @@ from protocol.messages import (
     DisputeNotice,
     Error,
     EscrowStatus,
+    EscrowStatuses,
+    EscrowStatusQuery,
     NodeInfo,
     PayoutAccount,
+    PayoutReturned,
     Receipt,
     Refusal,
     Signed,
     TopUpConfirmation,
+    TransferNotice,
     next_usage_digest,
 )
 from protocol.money import (
@@ -67,7 +78,8 @@ from protocol.references import (
 )
 from protocol.simulation import Simulation
 from protocol.tariff import TariffLine, TariffTier, check_tariff, parse_tariff_line
-from protocol.types import MAX_AMOUNT, U64_MAX, Amount, MinorUnits, Quantity
+from protocol.types import MAX_AMOUNT, U64_MAX, Amount, ChannelId, MinorUnits, Quantity
+from specs.tools import ed25519_edges
 from specs.tools.blocks import SPECS
 
 VECTORS = SPECS / "vectors"
@@ -187,7 +199,41 @@ def keys_vectors() -> dict[str, Any]:
         "rfc8032": rfc,
         "labelled": labelled,
         "signing": signing,
+        "edge_cases": edge_case_vectors(),
     }
+
+
+EDGE_DOMAIN = "balance-proof"
+
+
+def edge_case_vectors() -> list[dict[str, Any]]:
+    """Signatures at the edges of §4's rule, each satisfying the plain equation; every backend
+    must give the listed answer (checked here, and again by the tests from the JSON)."""
+    out = []
+    seed = Signer.from_label("mallory").seed()
+    for case in ed25519_edges.edge_cases(seed, lambda body: signing_input(EDGE_DOMAIN, body)):
+        public, body, sig = case["public_key"], case["body"], case["signature"]
+        message = signing_input(EDGE_DOMAIN, body)
+        assert ed25519_edges.equation_holds(public, message, sig), case["name"]
+        for backend in BACKENDS.values():
+            assert backend.verify(public, message, sig) is case["valid"], (
+                case["name"], backend.name)
+        vector: dict[str, Any] = {
+            "name": case["name"],
+            "why": case["why"],
+            "public_key": public.hex(),
+            "domain": EDGE_DOMAIN,
+            "body": body.hex(),
+            "signing_input": message.hex(),
+            "signature": sig.hex(),
+            "equation_holds": True,
+            "valid": case["valid"],
+        }
+        if not case["valid"]:
+            vector |= {"error": ErrorCode.BAD_SIGNATURE.name,
+                       "code": int(ErrorCode.BAD_SIGNATURE)}
+        out.append(vector)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -315,6 +361,14 @@ def example_messages() -> list[tuple[str, Message]]:
                             BankAccount("IBAN", "FR7630006000011234567890189", "Carrier SA"),
                             T0 + 460, EMPTY_SIGNATURE).signed_by(peer)
     out.append(("payout-account", account))
+    returned = PayoutReturned(cid, peer.node_id, MinorUnits(10_000),
+                              bank_reference(cid, Purpose.PAYOUT, 1), "AC04", T0 + 470,
+                              EMPTY_SIGNATURE).signed_by(arbiter)
+    out.append(("payout-returned", returned))
+    transfer = TransferNotice(cid, 1, peer.node_id, MinorUnits(10_000), "rejected", "AC04", 0,
+                              bank_reference(cid, Purpose.PAYOUT, 1, payout_seq(1)), T0 + 470,
+                              EMPTY_SIGNATURE).signed_by(arbiter)
+    out.append(("transfer-notice", transfer))
 
     # Cooperative close, started by the opener.
     first = ch.step(states[0], ch.ActionClose(opener), now_ms=T0 + 500)
@@ -348,9 +402,14 @@ def example_messages() -> list[tuple[str, Message]]:
     out.append(("dispute-evidence-nil", empty))
 
     status = EscrowStatus(cid, "dispute", bytes(range(16)), (confirmation,),
-                          notice.signed_by(arbiter), None, T0 + 900,
+                          notice.signed_by(arbiter), None, T0 + 900, (transfer,),
                           EMPTY_SIGNATURE).signed_by(arbiter)
     out.append(("escrow-status", status))
+    asked = (cid, ChannelId(bytes(32)))
+    out.append(("escrow-status-query", EscrowStatusQuery(asked, bytes(range(16)))))
+    batch = EscrowStatuses(bytes(range(16)), (replace(status, signature=EMPTY_SIGNATURE),),
+                           (asked[1],), (), T0 + 900, EMPTY_SIGNATURE).signed_by(arbiter)
+    out.append(("escrow-statuses", batch))
     info = NodeInfo(peer.node_id, "carrier", "node", "https://carrier.example:7721",
                     terms.peer_account, T0, bytes(range(16)), EMPTY_SIGNATURE).signed_by(peer)
     out.append(("node-info", info))
@@ -391,10 +450,13 @@ def _signatures(message: Message) -> list[dict[str, Any]]:
         "PayoutNotice": {"signature": terms.arbiter},
         "DisputeNotice": {"signature": terms.arbiter},
         "EscrowStatus": {"signature": terms.arbiter},
+        "EscrowStatuses": {"signature": terms.arbiter},
         "NodeInfo": {"signature": terms.peer},
         "Refusal": {"signature": terms.peer},
         "Checkpoint": {"opener_signature": terms.opener, "peer_signature": terms.peer},
         "TopUpConfirmation": {"signature": terms.arbiter},
+        "PayoutReturned": {"signature": terms.arbiter},
+        "TransferNotice": {"signature": terms.arbiter},
         "CooperativeClose": {"opener_signature": terms.opener, "peer_signature": terms.peer},
     }
     by_field = signers.get(type(message).__name__)
@@ -915,14 +977,18 @@ def references_vectors() -> dict[str, Any]:
             }
         )
     refunds = []
-    for credit_id in ("2026-12-01-000042", "NTRY/4711"):
+    for credit_id, attempt in (("2026-12-01-000042", 0), ("NTRY/4711", 0),
+                               ("2026-12-01-000042", 1), ("2026-12-01-000042", 15)):
         material = b"meterline/refund\x00" + credit_id.encode()
+        if attempt:  # a retry after the bank rejected the refund (ADR 0322)
+            material += b"\x00" + bytes([attempt])
         digest = hashlib.sha256(material).digest()
-        assert refund_reference(credit_id) == "ML" + digest[:8].hex().upper()
-        assert refund_idempotency_key(credit_id) == "ml-" + digest[8:24].hex()
-        refunds.append({"credit_id": credit_id, "material": material.hex(),
-                        "digest": digest.hex(), "bank_reference": refund_reference(credit_id),
-                        "idempotency_key": refund_idempotency_key(credit_id)})
+        assert refund_reference(credit_id, attempt) == "ML" + digest[:8].hex().upper()
+        assert refund_idempotency_key(credit_id, attempt) == "ml-" + digest[8:24].hex()
+        refunds.append({"credit_id": credit_id, "attempt": attempt, "material": material.hex(),
+                        "digest": digest.hex(),
+                        "bank_reference": refund_reference(credit_id, attempt),
+                        "idempotency_key": refund_idempotency_key(credit_id, attempt)})
     return {"references": out, "refunds": refunds}
 
 

@@ -102,7 +102,7 @@ def run_two_company_channel(
         tmp_path: Path, bank: BankClient,
         bank_config: Callable[[str, str], dict[str, Any]], *,
         currency: str, forward: Line, back: Line, deposit: dict[str, int] = DEPOSIT,
-        files: DropFolder | None = None,
+        files: DropFolder | None = None, settles: bool = True,
 ) -> Iterator[ChannelRun]:
     """Run the channel to settled and yield it; the body's failures dump the logs.
 
@@ -110,6 +110,8 @@ def run_two_company_channel(
     arbiter). `deposit` is in minor units; the manufacturer pays `forward`, the carrier `back`.
     Everything is stopped when the body is done. `files` is where the clearing reads the
     payment files when the nodes send them to a folder (by default: what the gateway relayed).
+    With `settles` False the run yields once both sides are closed (the test makes the bank
+    return the payouts, so nothing settles yet).
     """
     gateway = Gateway(bank.base).start()
     clearing = Clearing(bank, files or gateway).start()
@@ -147,6 +149,13 @@ def run_two_company_channel(
                 {"units": {back.unit: "1"}, "repeat": back.count})
 
         man.api("POST", f"/api/channels/{cid}/close", {})
+        if not settles:
+            for node in (man, car):
+                wait_for("the channel to close", lambda n=node: _phase(n, cid, "closed"), 30)
+            yield ChannelRun(gateway=gateway, clearing=clearing, cluster=cluster, arb=arb,
+                             man=man, car=car, cid=cid, sent_m=forward.total,
+                             sent_c=back.total)
+            return
         final = wait_for("the channel to settle", lambda: _phase(man, cid, "settled"), 30,
                          interval_s=0.2)
         wait_for("the carrier to see it settled", lambda: _phase(car, cid, "settled"), 10)

@@ -471,7 +471,8 @@ class DropFolder:
                 continue
             for p in sorted(folder.iterdir()):
                 name = p.name.removesuffix(".processing")
-                if name.startswith(".") or not name.endswith(".xml") or name in found:
+                if (name.startswith(".") or not name.endswith((".xml", ".ach"))
+                        or name in found):
                     continue
                 try:
                     found[name] = p.read_bytes()

@@ -48,6 +48,7 @@ from werkzeug.datastructures import ImmutableMultiDict
 from node.cluster import Cluster, NodeHandle
 from node.provision import open_sandbox_account
 from protocol.references import Purpose, idempotency_key
+from tests.e2e import monitoring_spec
 
 SPEC_PATH = Path(__file__).resolve().parents[2] / "specs" / "admin-api.yaml"
 HTTP_METHODS = ("get", "put", "post", "delete", "patch")
@@ -266,6 +267,10 @@ def lifecycle(peered: Companies) -> Lifecycle:
     got["payments_ref"] = car.call("GET", f"/api/channels/{cid}/payments?reference=DEMURRAGE-7")
     got["payments_bad"] = man.call("GET", f"/api/channels/{cid}/payments?limit=0", status=400,
                                    request_valid=False)
+    event = {"id": "OA-1", "units": {"km": "1"}, "ref": "SHIPMENT-4711",
+             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    got["events"] = man.call("POST", f"/api/channels/{cid}/events", {"events": [
+        event, event, {**event, "id": "OA-2", "time": "2000-01-01T00:00:00Z"}]})
     got["info"] = man.call("GET", "/api/info")
     got["close"] = man.call("POST", f"/api/channels/{cid}/close", {})
     got["settled"] = man.wait_phase(cid, "settled")
@@ -356,6 +361,14 @@ def test_pay_units_and_amount(lifecycle: Lifecycle) -> None:
     assert got["carrier_pays"]["sent"]["precise"] == "7.00"
 
 
+def test_usage_events_accepted_duplicate_refused(lifecycle: Lifecycle) -> None:
+    events = lifecycle.answers["events"]
+    assert [(e["status"], e.get("code")) for e in events["events"]] == [
+        ("accepted", None), ("duplicate", None), ("refused", "EVENT_TOO_OLD")]
+    assert events["events"][0]["amount"] == events["events"][1]["amount"] == {
+        "amount": "0.01", "precise": "0.0123", "currency": "EUR"}
+
+
 def test_statement(lifecycle: Lifecycle) -> None:
     st = lifecycle.answers["statement"]
     assert st["channel"] == lifecycle.cid
@@ -368,7 +381,7 @@ def test_statement(lifecycle: Lifecycle) -> None:
     assert by_ref[("received", "container-hour", "DEMURRAGE-7")]["updates"] == 4
     assert st["net"] == {"amount": "3.64", "precise": "3.64625", "currency": "EUR"}
     carrier = lifecycle.answers["carrier_statement"]
-    assert carrier["net"]["precise"] == "-3.64625"
+    assert carrier["net"]["precise"] == "-3.63395"  # the usage event OA-1 (0.0123) came after
 
 
 def test_payments_history_pages_the_usage(lifecycle: Lifecycle) -> None:
@@ -632,12 +645,82 @@ def test_every_error_code_answered_is_in_the_table(spec: SpecCheck) -> None:
                for s, m in codes.values())
 
 
+def test_escrow_operations_and_a_payout_account(lifecycle: Lifecycle, peered: Companies) -> None:
+    """The arbiter's escrow detail and credit routes, and a payee naming a payout account
+    (the refund of a real credit: tests/e2e/test_escrow_refunds.py)."""
+    arb, man = peered.arbiter, peered.manufacturer
+    shown = arb.call("GET", f"/api/escrows/{lifecycle.cid[:12]}")
+    assert shown["id"] == lifecycle.cid
+    assert {(a["party"], a["status"]) for a in shown["payout_attempts"]} == {
+        ("opener", "booked"), ("peer", "booked")}
+    assert arb.call("GET", "/api/credits/no-such-entry", status=404)["error"]["code"] == (
+        "UNKNOWN_CREDIT")
+    refused = arb.call("POST", "/api/credits/no-such-entry/refund", {}, status=404)
+    assert refused["error"]["code"] == "UNKNOWN_CREDIT"
+    bad = arb.call("POST", "/api/credits/no-such-entry/refund", {"scheme": "IBAN x"},
+                   status=400, request_valid=False)
+    assert bad["error"]["code"] == "BAD_ACCOUNT"
+    named = man.call("POST", f"/api/channels/{lifecycle.cid[:12]}/payout-account",
+                     {"identification": "40000100000002", "name": "Manufacturer"})
+    assert named["account"]["scheme"] == "UK.OBIE.SortCodeAccountNumber"
+    assert man.call("GET", f"/api/channels/{lifecycle.cid}")["returned_payouts"] == []
+# -- long-lived channels (issue 9): checkpoint, schedule, top-up ---------------------------------
+
+
+@pytest.fixture(scope="module")
+def longlived(peered: Companies) -> dict[str, Any]:
+    """A second channel, settled without closing, scheduled, run at a given time, topped up."""
+    arb, man, car = peered.arbiter, peered.manufacturer, peered.carrier
+    got: dict[str, Any] = {}
+    cid = man.call("POST", "/api/channels", {
+        "peer": car.node_id, "arbiter": arb.node_id[:8], "deposit": "100.00 EUR",
+        "peer_deposit": "10.00 EUR", "tariff": TARIFF}, status=201)["id"]
+    man.wait_phase(cid, "open")
+    man.call("POST", f"/api/channels/{cid}/pay", {"units": {"km": "100"}, "reference": "CP"})
+    got["settle"] = man.call("POST", f"/api/channels/{cid}/settle", {"wait": True})
+    got["again"] = man.call("POST", f"/api/channels/{cid}/settle", {}, status=409)
+    got["schedule"] = car.call("POST", f"/api/channels/{cid}/schedule",
+                               {"every": "1d", "threshold": "5.00 EUR"})
+    got["bad_schedule"] = car.call("POST", f"/api/channels/{cid}/schedule",
+                                   {"threshold": "5.00 USD"}, status=400)
+    got["run"] = car.call("POST", "/api/schedule/run",
+                          {"at_ms": got["schedule"]["schedule"]["next_checkpoint_ms"] + 1})
+    got["bad_run"] = car.call("POST", "/api/schedule/run", {"at_ms": -1}, status=400,
+                              request_valid=False)
+    got["topup"] = man.call("POST", f"/api/channels/{cid}/topup",
+                            {"amount": "10.00 EUR", "wait": True})
+    got["bad_topup"] = man.call("POST", f"/api/channels/{cid}/topup", {"amount": "10.001 EUR"},
+                                status=400)
+    got["carrier"] = car.call("GET", f"/api/channels/{cid}")
+    got["statement"] = car.call("GET", f"/api/channels/{cid}/statement")
+    return got
+
+
+def test_checkpoint_schedule_and_topup_routes_answer_their_schema(
+        longlived: dict[str, Any]) -> None:
+    got = longlived
+    assert got["settle"]["checkpoint"]["seq"] == 1
+    assert got["settle"]["phase"] == "open"
+    assert error_of(got["again"]) == "NOTHING_TO_SETTLE"
+    assert got["schedule"]["schedule"]["every_ms"] == 86_400_000
+    assert got["schedule"]["schedule"]["threshold"]["amount"] == "5.00"
+    assert error_of(got["bad_schedule"]) == "WRONG_CURRENCY"
+    assert got["run"]["proposed"] == []  # due by time, but nothing new to pay since #1
+    assert error_of(got["bad_run"]) == "BAD_TIME"
+    assert got["topup"]["topped_up"]["ours"]["amount"] == "10.00"
+    assert error_of(got["bad_topup"]) == "INVALID_AMOUNT"
+    assert got["carrier"]["topped_up"]["peer"]["amount"] == "10.00"
+    ((one,),) = [got["carrier"]["settlements"]]
+    assert (one["checkpoint"], one["party"], one["amount"]["amount"]) == (1, "peer", "1.23")
+    assert got["statement"]["settlements"] == got["carrier"]["settlements"]
+
+
 # -- the checks themselves ----------------------------------------------------------------------
 
 
 def test_every_documented_operation_was_exercised(
     spec: SpecCheck, lifecycle: Lifecycle, held: dict[str, Any], rejected: dict[str, Any],
-    peered: Companies
+    peered: Companies, longlived: dict[str, Any]
 ) -> None:
     # the fixtures alone reach every channel route; status, peers, escrows and the document
     # itself are asked here so that this test holds when it runs on its own (-k)
@@ -647,7 +730,21 @@ def test_every_documented_operation_was_exercised(
         admin.call("GET", "/api/peers")
         admin.call("GET", "/api/outbox")
         admin.call("GET", "/api/rails/reconcile")
+        # these nodes' Open Banking rail has no redirect_uri: no PSU step (409)
+        assert admin.call("GET", "/api/rails/consents", status=409)["error"]["code"] == \
+            "NO_REDIRECT_URI"
+        assert admin.call("POST", "/api/rails/consents/authorise",
+                          {"redirect": "https://tpp.example/cb?state=s&code=c"},
+                          status=409)["error"]["code"] == "NO_REDIRECT_URI"
+        admin.call("GET", "/api/events?limit=500")
+        admin.call("GET", "/api/events/types")
+        hook = admin.call("POST", "/api/webhooks", {"url": "http://127.0.0.1:9/hook",
+                                                     "events": ["channel.*"]}, status=201)
+        admin.call("GET", "/api/webhooks")
+        assert admin.call("POST", f"/api/webhooks/{hook['id']}/test")["delivered"] is False
+        admin.call("DELETE", f"/api/webhooks/{hook['id']}")
         spec.check(admin.exchange("GET", "/openapi.yaml", auth=False))
+        monitoring_spec.exercise(admin)
     assert spec.operations() - spec.exercised == set()
     assert spec.validated >= 20
 

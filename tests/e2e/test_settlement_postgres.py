@@ -2,46 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.cluster import CARRIER, ESCROW, MANUFACTURER, companies, wait_for
+from tests.support import PG_URL, pg_databases
 
-PG_URL = os.environ.get("METERLINE_TEST_PG_URL")
 pytestmark = pytest.mark.skipif(
     not PG_URL, reason="METERLINE_TEST_PG_URL is not set: PostgreSQL daemon test skipped")
 
-
-async def _admin(sql: str) -> None:
-    import asyncpg
-
-    assert PG_URL is not None
-    dsn = PG_URL.replace("postgresql+asyncpg://", "postgresql://", 1)
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
 
 
 @pytest.fixture
 def databases() -> Iterator[dict[str, str]]:
     assert PG_URL is not None
-    base = PG_URL.rsplit("/", 1)[0]
-    names = {role: f"meterline_e2e_{role}_{secrets.token_hex(4)}"
-             for role in ("arbiter", "manufacturer", "carrier")}
-    for name in names.values():
-        asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
-    try:
-        yield {role: f"{base}/{name}" for role, name in names.items()}
-    finally:
-        for name in names.values():
-            asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with pg_databases("e2e") as urls:
+        yield urls
 
 
 def test_settles_on_postgresql_across_a_restart(tmp_path: Path,

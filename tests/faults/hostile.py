@@ -30,9 +30,10 @@ from protocol.records import Bin, Message, Text, UInt, decode_message
 
 MALLORY = Signer.from_label("mallory")
 NODE_POSTS = ("/p2p/proposal", "/p2p/acceptance", "/p2p/funding", "/p2p/proof",
-              "/p2p/dispute", "/p2p/payout", "/p2p/close", "/p2p/announce")
+              "/p2p/dispute", "/p2p/payout", "/p2p/close", "/p2p/announce",
+              "/p2p/payout-returned", "/p2p/checkpoint", "/p2p/topup")
 ARBITER_POSTS = ("/p2p/register", "/p2p/unilateral", "/p2p/evidence", "/p2p/close",
-                 "/p2p/announce")
+                 "/p2p/announce", "/p2p/payout-account", "/p2p/checkpoint")
 
 
 @st.composite

@@ -92,6 +92,15 @@ class SimArbiter(SimParty):
         elif isinstance(effect, arb.SendPayoutNotice):
             for to in (0, 1):
                 self._row(f"payout-{to}", NAMES[to], effect.notice.encode())
+        elif isinstance(effect, arb.SendTransferNotice):
+            # told to the nodes' shells, not to their channel machines (node/transfer_notices.py,
+            # tested with real daemons): here it must speak of a payout this arbiter submitted,
+            # for its amount, under its signature
+            notice = effect.notice
+            notice.verify_signature(self.signer.node_id)
+            submitted = {i.reference: i.amount for i, _ in self.payouts.values()}
+            assert submitted.get(notice.reference) == notice.amount, notice
+            self.world.counts["transfer notices"] += 1
         elif isinstance(effect, HoldCredit):
             self.unobserved.append(effect.credit.credit_id)  # held for the operator's refund
         else:  # pragma: no cover - a checkpoint or top-up effect: the workload makes none yet

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 import protocol.messages  # noqa: F401  (registers every message type with the decoder)
 from node.app import Node, running
 from node.channels import ChannelService
+from node.cluster import free_port
 from node.config import Config, init_data_dir, load_config
 from node.context import Context
 from node.escrow import EscrowService
@@ -51,12 +51,6 @@ KM = TariffLine("km", 3, (TariffTier(None, Amount(12_300)),))
 """0.0123 EUR per km at amount scale 6; quantities in metres (quantity scale 3)."""
 MSG = TariffLine("message", 0, (TariffTier(None, Amount(7)),))
 """0.000007 EUR per message."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # -- databases ---------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from sqlalchemy import event
 from node.app import Node
 from node.cli import cli
 from node.errors import PeerUnavailable
-from node.outbox import LANE_WIDTH, MAX_IN_FLIGHT
+from node.outbox import BANK_LANE_WIDTH, LANE_WIDTH, MAX_IN_FLIGHT
 from node.peerclient import OutboundStream, PeerClient
 from node.storage.models import Outbox as OutboxRow
 from protocol.crypto import Signer
@@ -649,3 +649,38 @@ async def test_admin_api_and_cli_list_pending_and_refused_rows(
     assert "refused" in result.output
     assert "funding:0" in result.output
     assert "retry in" in result.output or "due" in result.output
+
+
+async def test_the_nodes_own_bank_has_a_lane_of_16(node: Node) -> None:
+    """Deposits and payouts of many channels go to the node's own bank (recipient ""): 16
+    attempts in flight at once, not a peer's LANE_WIDTH, and never more."""
+    in_flight, most, release = [0], [0], asyncio.Event()
+
+    async def slow_bank(_row: OutboxRow) -> None:
+        in_flight[0] += 1
+        most[0] = max(most[0], in_flight[0])
+        try:
+            await release.wait()
+        finally:
+            in_flight[0] -= 1
+
+    node.outbox.handlers["bank-test"] = slow_bank
+    async with node.ctx.db() as session, session.begin():
+        for i in range(40):
+            await node.outbox.add(session, f"{i:064x}", "bank-test", "", b"%d" % i,
+                                  recipient="", purpose="deposit")
+    node.outbox.kick()
+
+    async def lane_full() -> bool:
+        return in_flight[0] == BANK_LANE_WIDTH
+
+    await until(lane_full)
+    await asyncio.sleep(0.3)
+    assert most[0] == BANK_LANE_WIDTH > LANE_WIDTH
+    release.set()
+
+    async def all_done() -> bool:
+        return not await node.outbox.pending()
+
+    await until(all_done)
+    assert most[0] == BANK_LANE_WIDTH

@@ -115,6 +115,34 @@ async def test_early_and_late_deposits_are_kept_and_never_stop_the_others(
     assert [c.entry_id for c in await svc.escrow.unapplied()] == ["e-3", "e-4"]
 
 
+async def test_a_deposit_looked_up_before_the_registration_and_kept_after_it_is_applied(
+    db_url: str, tmp_path: Path, services: ServicesFactory
+) -> None:
+    """The race a fresh-clone CI run hit: the credit poll finds no channel for a deposit, the
+    registration commits and rematches while the poll is still writing that credit as
+    unapplied, and the deposit was then never applied (the channel stayed `accepted`)."""
+    sim = open_sim()
+    svc = await arbiter_services(sim, db_url, tmp_path, services)
+    reg = registration_of(sim)
+    terms = reg.proposal.terms
+    ref0 = bank_reference(terms.channel_id, Purpose.DEPOSIT, 0)
+    note_credit = svc.ctx.repo.note_credit
+    registered = False
+
+    async def register_meanwhile(credit: Any) -> bool:
+        nonlocal registered
+        if not registered:  # the registration lands between the look-up and this write
+            registered = True
+            await svc.escrow.on_register(reg)
+        return await note_credit(credit)
+
+    svc.ctx.repo.note_credit = register_meanwhile  # type: ignore[method-assign]
+    await svc.escrow._credit("e-1", ref0, terms.opener_deposit, terms.currency, "Opener", 1)
+    assert registered
+    assert svc.escrow.states[terms.channel_id.hex()].deposited[0] == terms.opener_deposit
+    assert [(c.entry_id, c.applied) for c in await unapplied(svc)] == [("e-1", True)]
+
+
 async def test_a_booked_payout_is_applied_even_after_a_crash(
     db_url: str, tmp_path: Path, services: ServicesFactory
 ) -> None:
@@ -138,7 +166,7 @@ async def test_a_booked_payout_is_applied_even_after_a_crash(
     again = await services(config)
     await again.escrow.load()
     assert again.escrow.states[cid].phase is arb.ArbiterPhase.PAYING
-    await again.escrow._apply_booked_payouts()
+    await again.escrow.apply_bank_answers()
     assert again.escrow.states[cid].phase is arb.ArbiterPhase.SETTLED
     notices = [r for r in await again.outbox.pending() if r.target.endswith("/p2p/payout")]
     assert notices == []  # no callback registered: nothing addressed, nothing lost either

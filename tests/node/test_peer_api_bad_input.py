@@ -25,7 +25,7 @@ from node.storage.models import Channel, HeldProposal, OutgoingProof, Usage
 from node.storage.models import Outbox as OutboxRow
 from protocol import PROTOCOL_VERSION
 from protocol import channel as ch
-from protocol.crypto import Signer
+from protocol.crypto import Signer, signing_input
 from protocol.encoding import pack
 from protocol.errors import ErrorCode
 from protocol.messages import (
@@ -41,6 +41,7 @@ from protocol.messages import (
 from protocol.records import Message, decode_message
 from protocol.simulation import Simulation
 from protocol.types import Amount, Nonce, Quantity
+from specs.tools import ed25519_edges as edges
 
 from .conftest import Payer, RunningNode, free_port, make_config, open_sim, seed
 
@@ -170,6 +171,21 @@ def _replace_signed(proof: BalanceProof, signer: Signer, **changes: Any) -> Bala
     return dataclasses.replace(proof, **changes).signed_by(signer)
 
 
+def _s_plus_l(w: World) -> bytes:
+    """The opener's own valid next proof, its signature's S replaced by S + L (§4.1 rule 1)."""
+    proof = w.next_proof()
+    return dataclasses.replace(proof, signature=edges.plus_l(proof.signature)).encode()
+
+
+def _identity_r(w: World) -> bytes:
+    """The opener's next proof signed by the opener's key with R = identity (§4.1 rule 2)."""
+    proof = w.next_proof()
+    message = signing_input(BalanceProof.DOMAIN, proof.body())
+    signature = edges.identity_r(w.a.opener.seed(), message)
+    assert edges.equation_holds(w.a.opener.node_id, message, signature)
+    return dataclasses.replace(proof, signature=signature).encode()
+
+
 # (name, path, body builder, HTTP status, error code)
 CASES: list[tuple[str, str, Callable[[World], bytes], int, ErrorCode]] = [
     (
@@ -248,6 +264,20 @@ CASES: list[tuple[str, str, Callable[[World], bytes], int, ErrorCode]] = [
         "forged signature",
         "/p2p/proof",
         lambda w: w.next_proof().signed_by(MALLORY).encode(),
+        400,
+        ErrorCode.BAD_SIGNATURE,
+    ),
+    (
+        "the opener's signature with S + L (malleated)",
+        "/p2p/proof",
+        _s_plus_l,
+        400,
+        ErrorCode.BAD_SIGNATURE,
+    ),
+    (
+        "the opener's key with a small-order R (the plain equation holds)",
+        "/p2p/proof",
+        _identity_r,
         400,
         ErrorCode.BAD_SIGNATURE,
     ),
@@ -497,6 +527,8 @@ async def test_stream_refuses_a_proof_for_another_channel(world: World) -> None:
             ErrorCode.BAD_SIGNATURE,
             id="forged signature",
         ),
+        pytest.param(_s_plus_l, ErrorCode.BAD_SIGNATURE, id="S + L"),
+        pytest.param(_identity_r, ErrorCode.BAD_SIGNATURE, id="small-order R"),
         pytest.param(
             lambda w: w.next_proof((10_000_000, 0)).encode(),
             ErrorCode.CAPACITY_EXCEEDED,

@@ -21,6 +21,7 @@ from sqlalchemy import inspect, select, text, update
 from sqlalchemy.exc import DBAPIError
 
 from node.outbox import Delivery
+from node.storage import db as storage_db
 from node.storage.codec import CorruptState
 from node.storage.db import MIGRATIONS, make_engine, migrate
 from node.storage.models import Base, Channel, Escrow, OutgoingProof, Peer, Usage
@@ -40,13 +41,21 @@ TABLES = {
     "channel",
     "cursor",
     "escrow",
+    "event",
     "held_proposal",
     "outbox",
     "outgoing_proof",
+    "payment_report",
+    "payout_return",
     "peer",
+    "settle_schedule",  # 0007: long-lived channels
+    "settlement",
+    "topup",
     "transfer",
     "unapplied_credit",
     "usage",
+    "usage_event",
+    "webhook_endpoint",
 }
 DEAD_URL = f"http://127.0.0.1:{free_port()}"
 """A peer URL nothing listens on: streams to it keep reconnecting, harmlessly."""
@@ -62,6 +71,16 @@ def head_revision() -> str:
     return head
 
 
+def test_the_start_up_head_is_alembics_head(tmp_path: Path) -> None:
+    """`migrate` skips alembic when the database is at the head it reads from the files: a
+    misread head would skip a migration, so it must be alembic's own, and a fork refused."""
+    assert storage_db.head_revision() == head_revision()
+    for name in ("a.py", "b.py"):  # two migrations on one parent: two heads
+        (tmp_path / name).write_text(f'revision = "{name[0]}"\ndown_revision = "0009"\n')
+    with pytest.raises(RuntimeError, match="2 heads"):
+        storage_db.head_revision(tmp_path)
+
+
 async def add_peer(
     svc: Services, signer: Signer, *, role: str = "node", url: str = DEAD_URL
 ) -> None:
@@ -69,6 +88,41 @@ async def add_peer(
         session.add(
             Peer(node_id=signer.node_id.hex(), url=url, name=role, role=role, info="{}", added_ms=1)
         )
+
+
+# -- the engine ------------------------------------------------------------------------------------
+
+
+async def test_every_pooled_sqlite_connection_is_wal_and_fsyncs_each_commit(tmp_path: Path
+                                                                            ) -> None:
+    """The pool's 10 + 10 connections (issue 13) each carry WAL and synchronous=FULL, and
+    concurrent writers on them all commit (they take SQLite's lock in turn, none is lost)."""
+    from node.storage.db import POOL_OVERFLOW, POOL_SIZE
+
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'pool.sqlite'}")
+    held = POOL_SIZE + POOL_OVERFLOW
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("CREATE TABLE t (n INTEGER)"))
+        conns = [await engine.connect() for _ in range(held)]
+        try:
+            modes = {((await c.execute(text("PRAGMA journal_mode"))).scalar_one(),
+                      (await c.execute(text("PRAGMA synchronous"))).scalar_one()) for c in conns}
+
+            async def write(c: Any, n: int) -> None:
+                await c.execute(text("INSERT INTO t (n) VALUES (:n)"), {"n": n})
+                await c.commit()
+
+            await asyncio.gather(*(write(c, n) for n, c in enumerate(conns)))
+        finally:
+            for c in conns:
+                await c.close()
+        async with engine.connect() as conn:
+            rows = (await conn.execute(text("SELECT n FROM t ORDER BY n"))).scalars().all()
+    finally:
+        await engine.dispose()
+    assert modes == {("wal", 2)}  # 2: FULL
+    assert list(rows) == list(range(held))
 
 
 # -- migrations ----------------------------------------------------------------------------------
@@ -202,8 +256,16 @@ async def test_channel_state_round_trips_through_commit_and_load(
     assert rows == {
         cid: (s.phase.value, s.terms.parties()[s.them].hex()) for cid, s in expected.items()
     }
-    # the OPEN channel in which we have sent proofs resumes its stream to the peer at load
-    assert open_state.channel_id.hex() in again.channels.streams
+    # at load no state is decoded yet (ADR 0316); asking for one decodes it
+    fresh = await services(config)
+    await fresh.channels.load()
+    assert fresh.channels.states.decoded() == 0
+    assert fresh.channels.states.phase(open_state.channel_id.hex()) is ch.Phase.OPEN
+    assert fresh.channels.states[open_state.channel_id.hex()] == open_state
+    assert fresh.channels.states.decoded() == 1
+    # a stream starts at load only where the peer lacks proofs of ours (ADR 0316): the OPEN
+    # channel's proofs were all acknowledged (none stored in flight), so it waits for a payment
+    assert open_state.channel_id.hex() not in again.channels.streams
     assert advanced.channel_id.hex() not in again.channels.streams  # we never sent on it
 
 
@@ -363,6 +425,7 @@ async def test_outgoing_proofs_are_kept_until_a_receipt_covers_them(
     await svc.close()
     again = await services(config)
     await again.channels.load()
+    assert cid in again.channels.streams  # the peer lacks proofs of ours: resumed at load
     assert again.channels.get(cid).sent.acked_nonce == 120
     assert [n for n, _ in await again.channels.streams.unacked(cid)] == list(
         range(121, 301)

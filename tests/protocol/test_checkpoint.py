@@ -522,3 +522,16 @@ def test_checkpoint_after_one_whose_receipt_is_still_in_flight(sim: Simulation) 
     assert taken is not None
     assert taken.seq == 2
     assert taken.opener_nonce == 2
+
+
+def test_checkpoint_co_signed_back_is_not_pending_for_its_proposer(sim: Simulation) -> None:
+    """Found between real daemons: the proposer that receives its body co-signed holds it as
+    signed, so settling again with nothing new is refused instead of resending the old body."""
+    sim.pay(0, (100_000,))
+    sim.checkpoint(0)
+    proposer = sim.states[0]
+    assert proposer.checkpoint is not None
+    assert proposer.checkpoint_signed == proposer.checkpoint
+    with pytest.raises(LocalProtocolError) as err:
+        ch.step(proposer, ch.ActionCheckpoint(sim.opener), now_ms=sim.now_ms + 1)
+    assert err.value.code is ErrorCode.INVALID_STATE

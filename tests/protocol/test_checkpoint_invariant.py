@@ -364,6 +364,14 @@ class CheckpointInvariant(RuleBasedStateMachine):
         assert getattr(taken, taken.signature_field(self.h))  # only bodies the honest node signed
 
     @invariant()
+    def a_checkpoint_held_signed_is_never_pending(self) -> None:
+        """What the honest node still offers as its pending proposal is above what it holds
+        fully signed (found between real daemons: a proposer kept resending a signed body)."""
+        held, mine = self.honest.checkpoint, self.honest.checkpoint_signed
+        if held is not None and mine is not None and not mine.fully_signed():
+            assert mine.seq > held.seq
+
+    @invariant()
     def the_honest_node_is_the_careful_one(self) -> None:
         for party in (0, 1):
             assert self.honest.withdrawn[party] >= self.escrow.withdrawn[party]

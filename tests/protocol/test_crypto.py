@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
 from protocol.crypto import (
+    BACKENDS,
     DOMAIN_PREFIX,
+    GROUP_ORDER,
+    PER_UPDATE,
+    SMALL_ORDER_ENCODINGS,
+    Backend,
     Signer,
     ed25519_public,
     ed25519_sign,
     ed25519_verify,
+    meets_wire_rule,
     signing_input,
     verify,
 )
@@ -60,13 +68,103 @@ def test_rfc8032_vectors(secret: str, public: str, message: str, signature: str)
     assert not ed25519_verify(other_pk, msg, sig)
 
 
-def test_verify_refuses_malformed_keys_and_signatures() -> None:
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+@pytest.mark.parametrize(
+    ("secret", "public", "message", "signature"), RFC8032_VECTORS, ids=["TEST1", "TEST2", "TEST3"]
+)
+def test_rfc8032_vectors_through_each_backend(
+    backend: str, secret: str, public: str, message: str, signature: str
+) -> None:
+    lib = BACKENDS[backend]
+    sk, pk, msg, sig = (bytes.fromhex(x) for x in (secret, public, message, signature))
+    assert lib.public(sk) == pk
+    assert lib.sign(sk, msg) == sig
+    sign = lib.signing_key(sk)
+    assert sign(msg) == sign(msg) == sig  # deterministic, and the key object is reusable
+    assert lib.verify(pk, msg, sig)
+    assert not lib.verify(pk, msg, bytes([sig[0] ^ 1]) + sig[1:])
+    assert not lib.verify(pk, msg, sig[:63] + bytes([sig[63] ^ 0x80]))
+    assert not lib.verify(pk, msg + b"\x00", sig)
+
+
+def test_the_per_update_path_is_libsodium() -> None:
+    assert set(BACKENDS) == {"libsodium", "cryptography"}
+    assert all(isinstance(b, Backend) and BACKENDS[b.name] is b for b in BACKENDS.values())
+    assert PER_UPDATE is BACKENDS["libsodium"]
+
+
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+def test_backends_sign_alike_and_accept_each_others_signatures(backend: str) -> None:
+    this = BACKENDS[backend]
+    other = next(b for name, b in BACKENDS.items() if name != backend)
+    for i in range(20):
+        seed = hashlib.sha256(b"seed %d" % i).digest()
+        message = signing_input("balance-proof", b"body %d" % i * i)
+        pk = this.public(seed)
+        assert pk == other.public(seed) == Signer(seed).node_id
+        sig = this.sign(seed, message)
+        assert sig == other.sign(seed, message)
+        assert other.verify(pk, message, sig)
+        for position in (0, 31, 32, 63):  # R and S, each end
+            bad = bytearray(sig)
+            bad[position] ^= 0x04
+            assert not this.verify(pk, message, bytes(bad))
+            assert not other.verify(pk, message, bytes(bad))
+
+
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+def test_verify_refuses_malformed_keys_and_signatures(backend: str) -> None:
+    check = BACKENDS[backend].verify
+    _sk, pk, _, sig = (bytes.fromhex(x) for x in RFC8032_VECTORS[0])
+    assert check(pk, b"", sig)
+    assert not check(pk[:31], b"", sig)
+    assert not check(pk + b"\x00", b"", sig)
+    assert not check(pk, b"", sig[:63])
+    assert not check(pk, b"", sig + b"\x00")
+    assert not check(b"\xff" * 32, b"", sig)  # not a curve point
+    assert not check(pk, b"", bytes(64))
+    assert not check(b"", b"", b"")
+
+
+def test_verify_refuses_malformed_keys_and_signatures_on_the_per_update_path() -> None:
     _sk, pk, _, sig = (bytes.fromhex(x) for x in RFC8032_VECTORS[0])
     assert not ed25519_verify(pk[:31], b"", sig)
     assert not ed25519_verify(pk, b"", sig[:63])
-    assert not ed25519_verify(pk, b"", sig + b"\x00")
-    assert not ed25519_verify(b"\xff" * 32, b"", sig)  # not a curve point
-    assert not ed25519_verify(pk, b"", bytes(64))
+    assert not ed25519_verify(b"\xff" * 32, b"", sig)
+    with pytest.raises(RemoteProtocolError) as info:
+        verify(pk, "receipt", b"", bytes(64))
+    assert info.value.code is ErrorCode.BAD_SIGNATURE
+
+
+def test_meets_wire_rule() -> None:
+    _sk, pk, _, sig = (bytes.fromhex(x) for x in RFC8032_VECTORS[0])
+    s = int.from_bytes(sig[32:], "little")
+    assert meets_wire_rule(pk, sig)
+    assert meets_wire_rule(pk, sig[:32] + (GROUP_ORDER - 1).to_bytes(32, "little"))
+    assert not meets_wire_rule(pk, sig[:32] + GROUP_ORDER.to_bytes(32, "little"))
+    assert not meets_wire_rule(pk, sig[:32] + (s + GROUP_ORDER).to_bytes(32, "little"))
+    assert not meets_wire_rule(pk[:31], sig)
+    assert not meets_wire_rule(pk, sig[:63])
+    assert len(SMALL_ORDER_ENCODINGS) == 7
+    for point in SMALL_ORDER_ENCODINGS:
+        negated = point[:31] + bytes([point[31] | 0x80])  # the sign bit does not hide it
+        for encoding in (point, negated):
+            assert not meets_wire_rule(encoding, sig)  # as the key
+            assert not meets_wire_rule(pk, encoding + sig[32:])  # as R
+    for t in range(2, 19):  # y = p + t, t ≥ 2: not reduced, not in the small-order list
+        assert not meets_wire_rule(((2**255 - 19) + t).to_bytes(32, "little"), sig)
+
+
+def test_small_order_list_is_the_eight_torsion_and_its_unreduced_encodings() -> None:
+    from specs.tools import ed25519_edges as edges
+
+    cleared = {
+        edges.encode(t)[:31] + bytes([edges.encode(t)[31] & 0x7F]) for t in edges.torsion()
+    }
+    p = 2**255 - 19
+    unreduced = {p.to_bytes(32, "little"), (p + 1).to_bytes(32, "little")}
+    assert len(cleared) == 5  # ±x share a y: order 1, 2, 4 (x = ±√−1), 8 (two y values)
+    assert cleared | unreduced == SMALL_ORDER_ENCODINGS
 
 
 def test_signer_seed_length() -> None:
@@ -117,3 +215,14 @@ def test_a_message_signature_does_not_verify_as_another_type() -> None:
     assert info.value.code is ErrorCode.BAD_SIGNATURE
     with pytest.raises(ValueError, match="no signature field"):
         receipt.signed_by(signer, "opener_signature")
+
+
+def test_the_spec_lists_the_small_order_encodings_the_code_refuses() -> None:
+    import re
+    from pathlib import Path
+
+    spec = (Path(__file__).resolve().parents[2] / "specs" / "0002-wire.md").read_text("utf-8")
+    section = spec.split("### 4.1 The verification rule", 1)[1].split("\n## ", 1)[0]
+    listed = {bytes.fromhex(h) for h in re.findall(r"\| `([0-9a-f]{64})` \|", section)}
+    assert listed == SMALL_ORDER_ENCODINGS
+    assert str(GROUP_ORDER - 2**252) in section

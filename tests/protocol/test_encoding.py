@@ -7,6 +7,7 @@ decoding code (1–19): never any other exception.
 from __future__ import annotations
 
 import functools
+from dataclasses import replace
 from typing import Any
 
 import msgpack
@@ -30,14 +31,19 @@ from protocol.messages import (
     DisputeNotice,
     Error,
     EscrowStatus,
+    EscrowStatuses,
+    EscrowStatusQuery,
     NodeInfo,
     PayoutAccount,
+    PayoutReturned,
     Receipt,
     Refusal,
+    TransferNotice,
     UnilateralClose,
 )
 from protocol.records import Message, decode_message, message_types
 from protocol.simulation import Simulation
+from protocol.types import ChannelId
 
 from .conftest import KM_GRADUATED, MSG
 
@@ -65,6 +71,8 @@ def samples() -> tuple[Message, ...]:
     (topup,) = [e.confirmation for e in topped.effects if isinstance(e, arb.SendTopUpConfirmation)]
     account = PayoutAccount(s.terms.channel_id, s.peer.node_id, s.terms.peer_account, 4_000,
                             EMPTY_SIGNATURE).signed_by(s.peer)
+    returned = PayoutReturned(s.terms.channel_id, s.peer.node_id, 10_000, "MLPAYOUT", "AC04",
+                              4_100, EMPTY_SIGNATURE).signed_by(s.arbiter)
     assert checkpoint
     claim = UnilateralClose(s.terms.channel_id, s.peer.node_id, proof, EMPTY_SIGNATURE).signed_by(
         s.peer
@@ -90,8 +98,14 @@ def samples() -> tuple[Message, ...]:
     cid = s.terms.channel_id
     callback = CallbackAddress(cid, s.peer.node_id, "https://carrier.example:7721", 1_000,
                                EMPTY_SIGNATURE).signed_by(s.peer)
+    transfer = TransferNotice(cid, 1, s.peer.node_id, 900, "booked", "", 0,
+                              "MLPAYOUT", 2_900, EMPTY_SIGNATURE).signed_by(s.arbiter)
     status = EscrowStatus(cid, "settled", bytes(range(16)), (funding,), dispute, notice, 3_000,
-                          EMPTY_SIGNATURE).signed_by(s.arbiter)
+                          (transfer,), EMPTY_SIGNATURE).signed_by(s.arbiter)
+    query = EscrowStatusQuery((cid, bytes(32)), bytes(range(16)))
+    statuses = EscrowStatuses(bytes(range(16)), (replace(status, signature=EMPTY_SIGNATURE),),
+                              (ChannelId(bytes(32)),), (), 3_000,
+                              EMPTY_SIGNATURE).signed_by(s.arbiter)
     info = NodeInfo(s.peer.node_id, "carrier", "node", "https://carrier.example:7721",
                     s.terms.peer_account, 2_000, bytes(range(16)),
                     EMPTY_SIGNATURE).signed_by(s.peer)
@@ -104,12 +118,16 @@ def samples() -> tuple[Message, ...]:
         ChannelRegistration(proposal.proposal, accepted.acceptance, callback),
         callback,
         status,
+        query,
+        statuses,
         info,
         refusal,
         funding,
         checkpoint,
         topup,
         account,
+        returned,
+        transfer,
         proof,
         receipt,
         close,

@@ -23,6 +23,7 @@ from protocol.messages import (
     FundingConfirmation,
     PayoutNotice,
     Signed,
+    TransferNotice,
 )
 from protocol.records import Message, decode_message
 from specs.tools.blocks import SPECS
@@ -64,7 +65,7 @@ def _verify(message: Message) -> None:
         for field, who in (("opener_signature", "opener"), ("peer_signature", "peer")):
             if getattr(message, field):
                 message.verify_signature(KEYS[who], field)
-    elif isinstance(message, FundingConfirmation | PayoutNotice | DisputeNotice):
+    elif isinstance(message, FundingConfirmation | PayoutNotice | DisputeNotice | TransferNotice):
         message.verify_signature(KEYS["arbiter"])
     elif isinstance(message, ChannelProposal):
         message.verify_signature(message.terms.opener)

@@ -20,15 +20,17 @@ from protocol import PROTOCOL_VERSION
 from protocol import arbiter as arb
 from protocol import checkpoint as checkpoint_rules
 from protocol.crypto import (
+    BACKENDS,
     DOMAIN_PREFIX,
     Signer,
     ed25519_public,
     ed25519_sign,
     ed25519_verify,
     signing_input,
+    verify,
 )
 from protocol.encoding import pack
-from protocol.errors import DecodeError, ErrorCode, ProtocolError
+from protocol.errors import DecodeError, ErrorCode, ProtocolError, RemoteProtocolError
 from protocol.messages import (
     EMPTY_SIGNATURE,
     BalanceProof,
@@ -180,6 +182,50 @@ def test_rfc8032(case: dict[str, Any]) -> None:
     assert not ed25519_verify(public, message + b"\x00", signature)
 
 
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+@pytest.mark.parametrize("case", KEYS["rfc8032"], ids=ids(KEYS["rfc8032"]))
+def test_rfc8032_through_each_backend(case: dict[str, Any], backend: str) -> None:
+    lib = BACKENDS[backend]
+    seed, message = bytes.fromhex(case["seed"]), bytes.fromhex(case["message"])
+    public, signature = bytes.fromhex(case["public_key"]), bytes.fromhex(case["signature"])
+    assert lib.public(seed) == public
+    assert lib.sign(seed, message) == signature
+    assert lib.signing_key(seed)(message) == signature
+    assert lib.verify(public, message, signature)
+    assert not lib.verify(public, message + b"\x00", signature)
+
+
+EDGES = KEYS["edge_cases"]
+
+
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+@pytest.mark.parametrize("case", EDGES, ids=ids(EDGES))
+def test_signature_edge_case(case: dict[str, Any], backend: str) -> None:
+    from specs.tools.ed25519_edges import equation_holds
+
+    public, signature = bytes.fromhex(case["public_key"]), bytes.fromhex(case["signature"])
+    body = bytes.fromhex(case["body"])
+    message = signing_input(case["domain"], body)
+    assert message.hex() == case["signing_input"]
+    # the plain equation holds, so what answers is §4.1's rule, not a broken signature
+    assert case["equation_holds"] is equation_holds(public, message, signature) is True
+    assert BACKENDS[backend].verify(public, message, signature) is case["valid"]
+    if case["valid"]:
+        verify(public, case["domain"], body, signature)
+        return
+    with pytest.raises(RemoteProtocolError) as info:
+        verify(public, case["domain"], body, signature)
+    assert info.value.code is ErrorCode[case["error"]]
+    assert int(info.value.code) == case["code"]
+
+
+def test_edge_cases_cover_the_rule() -> None:
+    names = {case["name"] for case in EDGES}
+    assert {"S + L", "small-order R", "non-canonical public key"} <= names
+    assert {f"order-{n} public key" for n in (1, 2, 4, 8)} <= names
+    assert [c["name"] for c in EDGES if c["valid"]] == ["mixed-order public key"]
+
+
 @pytest.mark.parametrize("case", KEYS["labelled"], ids=ids(KEYS["labelled"], "label"))
 def test_labelled_keys(case: dict[str, Any]) -> None:
     seed = hashlib.sha256(case["label"].encode()).digest()
@@ -203,7 +249,8 @@ def test_domain_separated_signing(case: dict[str, Any]) -> None:
     assert signing_input(case["domain"], body) == expected
     signer = Signer.from_label(case["signer"])
     assert signer.sign(case["domain"], body).hex() == case["signature"]
-    assert ed25519_verify(signer.node_id, expected, bytes.fromhex(case["signature"]))
+    for lib in BACKENDS.values():
+        assert lib.verify(signer.node_id, expected, bytes.fromhex(case["signature"])), lib.name
 
 
 # ---------------------------------------------------------------------------------------------
@@ -269,6 +316,7 @@ def test_message_signatures_verify(case: dict[str, Any]) -> None:
         node_id = NODE_IDS[sig["signer"]]
         signature = getattr(message, sig["field"])
         assert ed25519_verify(node_id, expected, signature)
+        assert all(lib.verify(node_id, expected, signature) for lib in BACKENDS.values())
         # and the same check through the message API (a re-sign gives the same bytes)
         if isinstance(message, ChannelAcceptance):
             message.verify_for(_terms())
@@ -560,14 +608,17 @@ def test_references(case: dict[str, Any]) -> None:
 REFUNDS = load("references.json")["refunds"]
 
 
-@pytest.mark.parametrize("case", REFUNDS, ids=[c["credit_id"] for c in REFUNDS])
+@pytest.mark.parametrize("case", REFUNDS,
+                         ids=[f"{c['credit_id']}#{c['attempt']}" for c in REFUNDS])
 def test_refund_references(case: dict[str, Any]) -> None:
     material = b"meterline/refund\x00" + case["credit_id"].encode()
+    if case["attempt"]:  # a retry after a rejection (specs/0004 §10, ADR 0322)
+        material += b"\x00" + bytes([case["attempt"]])
     assert material.hex() == case["material"]
     digest = hashlib.sha256(material).digest()
     assert digest.hex() == case["digest"]
-    assert refund_reference(case["credit_id"]) == case["bank_reference"]
-    assert refund_idempotency_key(case["credit_id"]) == case["idempotency_key"]
+    assert refund_reference(case["credit_id"], case["attempt"]) == case["bank_reference"]
+    assert refund_idempotency_key(case["credit_id"], case["attempt"]) == case["idempotency_key"]
 
 
 # ---------------------------------------------------------------------------------------------

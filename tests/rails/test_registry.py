@@ -10,11 +10,20 @@ import pytest
 
 from node.app import build_rail
 from node.config import ConfigError, init_data_dir, load_config
+from rails import registry
 from rails.iso20022 import SepaCreditTransferRail
 from rails.nacha import AchCreditRail
+from rails.ob_jws import generate_signing_key
+from rails.openbanking import OpenBankingRail
 from rails.port import Account, AccountScheme, TransferInstruction
 from rails.registry import REGISTRY, check_payee_account
-from rails.settings import NachaSettings, RailConfigError, SepaSettings, parse_settings
+from rails.settings import (
+    NachaSettings,
+    OpenBankingSettings,
+    RailConfigError,
+    SepaSettings,
+    parse_settings,
+)
 
 NACHA = {
     "url": "https://ach.odfi.example", "identification": "021000021:12345678",
@@ -164,6 +173,20 @@ def test_a_transfer_instruction_reads_rows_written_before_it_existed() -> None:
          "BR is not a SEPA country"),
         ("sepa", Account("X", AccountScheme.IBAN, "DE89370400440532013001"), "not a valid IBAN"),
         ("sepa", Account("X", AccountScheme.SORT_CODE, "40000100000001"), "pays IBANs"),
+        # a creditor BIC given is checked against the IBAN (ADR 0230)
+        ("sepa", Account("X", AccountScheme.IBAN, "DE89370400440532013000", "COBADEFF"), None),
+        ("sepa", Account("X", AccountScheme.IBAN, "CH9300762011623852957", "UBSWCHZH80A"),
+         None),
+        ("sepa", Account("X", AccountScheme.IBAN, "GB29NWBK60161331926819", "NWBKJESH"),
+         None),  # a Jersey branch under a GB IBAN
+        ("sepa", Account("X", AccountScheme.IBAN, "CH9300762011623852957", "UBSWCH"),
+         "not a valid BIC"),
+        ("sepa", Account("X", AccountScheme.IBAN, "CH9300762011623852957", "BNPAFRPPXXX"),
+         "is of a bank in FR, but IBAN CH9300762011623852957 is held in CH"),
+        ("sepa", Account("X", AccountScheme.IBAN, "DE89370400440532013000", "DEUTDEFFXXX"),
+         "the bank registry has COBADEFFXXX"),
+        ("sepa", Account("X", AccountScheme.IBAN, "GB29NWBK60161331926819", "BARCGB22"),
+         "not the payee's bank"),
         ("nacha", Account("X", AccountScheme.US_ABA, "123", "021000021"), None),
         ("nacha", Account("X", AccountScheme.US_ABA, "123", "021000022"), "check digit"),
         ("nacha", Account("X", AccountScheme.IBAN, "DE89370400440532013000"), "US.ABA"),
@@ -193,3 +216,27 @@ def test_a_non_eea_payee_needs_the_payers_address_when_the_payer_is_known() -> N
     assert check_payee_account("sepa", gb, with_address) is None
     de = Account("Escrow GmbH", AccountScheme.IBAN, "DE89370400440532013000")
     assert check_payee_account("sepa", de, without) is None  # inside the EEA: no address
+
+
+def test_the_open_banking_redirect_uri_is_https_or_loopback(tmp_path: Path) -> None:
+    ob = {"url": "https://ob.bank.example", "identification": "40000100000001",
+          "account_id": "22289", "client_id": "tpp-1", "org_id": "0015800001F528CA73",
+          "software_statement_id": "0b3f72fec387e8b38570a2",
+          "key_file": str(tmp_path / "tpp.pem")}
+    for good in ("", "https://payments.example.com/meterline/callback",
+                 "http://127.0.0.1:8080/cb", "http://localhost/cb"):
+        settings = parse_settings(OpenBankingSettings, {**ob, "redirect_uri": good},
+                                  "rails.openbanking")
+        assert isinstance(settings, OpenBankingSettings)
+        assert settings.redirect_uri == good
+    for bad in ("http://payments.example.com/cb", "https://x.example/cb?state=1",
+                "https://x.example/cb#f", "ftp://x.example/cb", "https://"):
+        with pytest.raises(RailConfigError, match=r"\[rails.openbanking\] redirect_uri"):
+            parse_settings(OpenBankingSettings, {**ob, "redirect_uri": bad},
+                           "rails.openbanking")
+    generate_signing_key(tmp_path / "tpp.pem")
+    settings = parse_settings(OpenBankingSettings, {
+        **ob, "redirect_uri": "https://payments.example.com/cb"}, "rails.openbanking")
+    rail = registry.build_rail("openbanking", settings, registry.RailContext(tmp_path, "ACME"))
+    assert isinstance(rail, OpenBankingRail)
+    assert rail._config.redirect_uri == "https://payments.example.com/cb"

@@ -14,7 +14,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 from protocol.money import parse_decimal
@@ -75,6 +75,8 @@ class Case:
     """(sepa) whether the debtor's postal address is configured."""
     refused: bool = False
     """The rail refuses it: the golden file holds the findings, nothing would be sent."""
+    execution: date | None = None
+    """The requested execution (effective entry) date; the creation day when None."""
 
     @property
     def path(self) -> Path:
@@ -86,7 +88,8 @@ class Case:
         currency = "EUR" if self.rail == "sepa" else "USD"
         return PaymentInstruction(
             idempotency_key=f"golden/{self.name}", debtor=debtor, creditor=self.creditor,
-            amount_minor=self.amount_minor, currency=currency, reference=self.reference)
+            amount_minor=self.amount_minor, currency=currency, reference=self.reference,
+            execution_date=self.execution)
 
 
 def _iban(iban: str, name: str = "Peer Energie B.V.", bic: str | None = None) -> Account:
@@ -128,6 +131,10 @@ CASES: tuple[Case, ...] = (
          _iban("GB29NWBK60161331926819", "Carrier Ltd"), address=False, refused=True),
     Case("sepa-non-eea-ch-without-bic", "sepa", 500_00,
          _iban("CH9300762011623852957", "Carrier AG"), refused=True),
+    Case("sepa-non-eea-ch-foreign-bic", "sepa", 500_00,
+         _iban("CH9300762011623852957", "Carrier AG", "BNPAFRPPXXX"), refused=True),
+    Case("sepa-wrong-bank-bic", "sepa", 500_00, _iban(DE, "Peer GmbH", "DEUTDEFFXXX"),
+         refused=True),
     Case("sepa-non-sepa-tr", "sepa", 500_00, _iban("TR330006100519786457841326", "Istanbul AS"),
          refused=True),
     Case("sepa-non-sepa-br", "sepa", 500_00,
@@ -150,6 +157,10 @@ CASES: tuple[Case, ...] = (
     Case("ach-routing-wells-fargo", "nacha", 10_00, _aba("122105278")),
     Case("ach-routing-bank-of-america", "nacha", 10_00, _aba("026009593")),
     Case("ach-routing-chase-texas", "nacha", 10_00, _aba("111000025")),
+    Case("ach-columbus-day-next-banking-day", "nacha", 10_00, _aba(US),
+         execution=date(2026, 10, 12)),
+    Case("ach-over-limit-thanksgiving", "nacha", 1_000_000_01, _aba(US),
+         execution=date(2026, 11, 26)),
     Case("ach-bad-routing-refused", "nacha", 10_00, _aba("021000022"), refused=True),
 )
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from datetime import datetime
 
 import achkit
 import pytest
@@ -18,6 +19,7 @@ import xmlschema
 from rails.iso20022 import sepa
 from rails.iso20022.pain001 import XSD_DIR, iter_text, parse_untrusted
 from rails.nacha import SAME_DAY_LIMIT_CENTS
+from rails.nacha.holidays import is_banking_day
 from rails.validate import FileFormat, validate_file
 from tests.rails.golden.cases import (
     ACH_COMPANY_ID,
@@ -76,6 +78,8 @@ def test_a_refused_case_names_its_rule(case: Case) -> None:
     expected = {
         "sepa-non-eea-gb-without-address": "debtor's postal address (TwnNm) is required",
         "sepa-non-eea-ch-without-bic": "creditor agent's BIC is required",
+        "sepa-non-eea-ch-foreign-bic": "is of a bank in FR, but IBAN CH93",
+        "sepa-wrong-bank-bic": "the bank registry has COBADEFFXXX",
         "sepa-non-sepa-tr": "TR is not a SEPA country",
         "sepa-non-sepa-br": "BR is not a SEPA country",
         "ach-999999999.99-refused": "AM02 amount_minor",
@@ -141,7 +145,10 @@ def test_ach_identity_and_same_day_rules_hold_in_every_sent_file() -> None:
         assert ACH_DEBTOR.identification not in (header[13:23], batch[40:50])
         routings.add(entry[3:12])
         created, effective = header[23:29], batch[69:75]
-        if int(entry[29:39]) > SAME_DAY_LIMIT_CENTS:
+        assert is_banking_day(datetime.strptime(effective, "%y%m%d").date()), case.name
+        if case.execution is not None:
+            assert effective > case.execution.strftime("%y%m%d"), case.name  # a holiday
+        elif int(entry[29:39]) > SAME_DAY_LIMIT_CENTS:
             assert effective > created, case.name
         else:
             assert effective == created, case.name

@@ -155,3 +155,19 @@ def test_a_non_eea_debtor_needs_its_address_even_paying_inside_the_eea() -> None
 def test_an_eea_payment_needs_neither_address_nor_creditor_bic() -> None:
     assert check_pain001(_one(ACME, GLOBEX, None)) == []
     assert "PstlAdr" not in _one(ACME, GLOBEX, None).decode()
+
+
+def test_a_creditor_bic_that_is_not_the_payees_bank_is_refused_in_the_file() -> None:
+    """The checker holds every CdtrAgt BIC to the creditor's IBAN (ADR 0230): another country's
+    bank, or a bank the registry contradicts, is RC01 at the BIC; the IBAN's own bank passes."""
+    address = sepa.PostalAddress("Herengracht", "182", "1016 BR", "Amsterdam", "NL")
+    for bic, why in (("BNPAFRPPXXX", "is of a bank in FR"),
+                     ("DEUTDEFFXXX", "the bank registry has COBADEFFXXX")):
+        iban = "CH9300762011623852957" if bic.startswith("BNPA") else "DE89370400440532013000"
+        findings = check_pain001(_one(ACME, Account("Payee", AccountScheme.IBAN, iban, bic),
+                                      address))
+        assert [(f.path, f.code) for f in findings] == [
+            (f"{PMT}/CdtTrfTxInf[1]/CdtrAgt/FinInstnId/BICFI", "RC01")], findings
+        assert why in findings[0].message
+    good = Account("Payee", AccountScheme.IBAN, "DE89370400440532013000", "COBADEFFXXX")
+    assert check_pain001(_one(ACME, good, address)) == []

@@ -17,6 +17,7 @@ from rails.nacha import (
     check_nacha,
     originator_findings,
 )
+from rails.validate import is_clean
 from tests.rails.iso20022.harness import MockBank
 from tests.rails.nacha.ach_data import ACME_ORIGIN, COMPANY_IDS
 
@@ -162,3 +163,16 @@ def test_names_are_transliterated_not_blanked() -> None:
     assert entry[54:76] == "PAPADOPOULOS GEORGIOS "
     assert check_nacha(text.encode()) == []
     assert achkit.validate(text)["ok"]
+
+
+def test_an_effective_date_on_a_fed_holiday_is_a_warning_and_a_non_date_an_error() -> None:
+    """NACHA lets a file ask for a holiday (the operator settles it the next banking day), so
+    the gate warns; a date that does not exist is refused."""
+    holiday = check_nacha(two_entries(effective=date(2026, 10, 12)))  # Columbus Day
+    assert [(f.path, f.code, f.severity) for f in holiday] == [
+        ("line 2 col 70", "DT01", "warning")]
+    assert "settles on 2026-10-13" in holiday[0].message
+    assert is_clean(holiday)
+    broken = check_nacha(_replace(two_entries(), 2, 70, "261399"))
+    assert ("line 2 col 70", "DT01", "error") in [(f.path, f.code, f.severity) for f in broken]
+    assert not is_clean(broken)

@@ -1,0 +1,1 @@
+"""Usage events from outside the admin API: the `[ingest]` settings and the MQTT subscriber."""

@@ -1,0 +1,94 @@
+"""The arbiter's refunds of unapplied credits over real SQLite and PostgreSQL (no bank: the
+refund's transfer row is what the outbox would hand the rail; its key is all that matters)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from node.errors import NodeError
+from node.storage.models import Transfer
+from protocol import arbiter as arb
+from protocol.errors import ErrorCode, LocalProtocolError
+from protocol.messages import EMPTY_SIGNATURE, UnilateralClose
+from protocol.references import Purpose, bank_reference, refund_idempotency_key
+from rails.port import TransferInstruction
+from tests.node.conftest import ServicesFactory, make_config, open_sim
+from tests.node.test_escrow_hardening import registration_of
+
+
+async def test_a_late_deposit_is_refunded_once_and_never_rematched(
+    db_url: str, tmp_path: Path, services: ServicesFactory
+) -> None:
+    sim = open_sim()
+    config = make_config(tmp_path / "arbiter", sim.arbiter, db_url=db_url, role="arbiter")
+    svc = await services(config)
+    reg = registration_of(sim)
+    terms = reg.proposal.terms
+    await svc.escrow.on_register(reg)
+    cid = terms.channel_id.hex()
+    claim = UnilateralClose(terms.channel_id, sim.opener.node_id, None,
+                            EMPTY_SIGNATURE).signed_by(sim.opener)
+    decided = arb.step(svc.escrow.states[cid], arb.ReceiveUnilateralClose(claim), now_ms=10)
+    await svc.escrow.commit(decided.state, ())
+    ref0 = bank_reference(terms.channel_id, Purpose.DEPOSIT, 0)
+    await svc.escrow._credit("late-1", ref0, 700, terms.currency, "Opener", 5)
+
+    (held,) = [v.row for v in await svc.escrow.credits.all()]
+    assert (held.kind, held.status, held.channel_id) == ("late", "held", cid)
+    first = await svc.escrow.credits.refund("late-1")
+    assert first.row.status == "refunding"
+    again = await svc.escrow.credits.refund("late-1")  # asked twice: the same transfer
+    assert again.row.status == "refunding"
+    rows = [r for r in await svc.outbox.rows(include_done=True) if r.kind == "refund"]
+    assert len(rows) == 1  # one pending row per refund (the second replaced the first)
+    spec = TransferInstruction.decode(rows[0].payload)
+    assert spec.idempotency_key == refund_idempotency_key("late-1")
+    assert (spec.amount_minor, spec.purpose) == (700, "refund")
+    assert spec.creditor.identification == terms.accounts()[0].identification
+
+    # a restart: the status survives; the bank books the refund; it is refunded
+    restarted = await services(config)
+    await restarted.escrow.load()
+    with pytest.raises(LocalProtocolError) as err:
+        await restarted.escrow.credits.refund("late-1", terms.accounts()[1])
+    assert err.value.code is ErrorCode.INVALID_STATE  # under way to another account: refused
+    async with restarted.ctx.db() as session, session.begin():
+        session.add(Transfer(
+            idempotency_key=spec.idempotency_key, channel_id=cid, purpose="refund", party=0,
+            amount_minor=700, currency=terms.currency, reference=spec.reference,
+            creditor="{}", status="booked", reason="", end_to_end_id="E2E", created_ms=1,
+            updated_ms=2))
+    await restarted.escrow.credits.poll()
+    view = await restarted.escrow.credits.show("late-1")
+    assert view.row.status == "refunded"
+    assert view.transfer is not None
+    assert view.transfer.status == "booked"
+    with pytest.raises(LocalProtocolError) as err:
+        await restarted.escrow.credits.refund("late-1")
+    assert err.value.code is ErrorCode.INVALID_STATE
+    # re-registering the channel rematches held credits: a refunded one is no deposit
+    await restarted.escrow.on_register(reg)
+    assert restarted.escrow.states[cid].deposited == decided.state.deposited
+    async with restarted.ctx.db() as session:
+        keys = (await session.scalars(select(Transfer.idempotency_key))).all()
+    assert list(keys) == [spec.idempotency_key]
+
+
+async def test_an_unmatched_credit_without_a_sender_needs_an_account(
+    db_url: str, tmp_path: Path, services: ServicesFactory
+) -> None:
+    sim = open_sim()
+    svc = await services(make_config(tmp_path / "arbiter", sim.arbiter, db_url=db_url,
+                                     role="arbiter"))
+    await svc.escrow._credit("stray-1", "NOTHING", 5, "EUR", "Stranger", 4)
+    with pytest.raises(LocalProtocolError) as err:
+        await svc.escrow.credits.refund("stray-1")
+    assert err.value.code is ErrorCode.INVALID_STATE
+    with pytest.raises(NodeError) as missing:
+        await svc.escrow.credits.refund("stray-2")
+    assert missing.value.code == "UNKNOWN_CREDIT"
+    assert (await svc.escrow.credits.show("stray-1")).row.status == "held"
+    assert [r for r in await svc.outbox.rows(include_done=True) if r.kind == "refund"] == []
