@@ -284,16 +284,19 @@ class Writer:
             if not everything and self.busy(cid):
                 left.add(cid)
                 continue
-            self.dirty.discard(cid)
-            async with service.lock(cid):
-                state = service.get(cid)
-                try:
+            self.dirty.discard(cid)  # a receipt landing during the commit marks it again
+            try:
+                async with service.lock(cid):
+                    state = service.get(cid)
                     await service.commit(state, prune_upto=self.prune_upto(state))
-                except StorageUnavailable:
-                    self.dirty.add(cid)
-                    self.flusher = asyncio.create_task(self._flush_soon(STORAGE_RETRY_S),
-                                                       name="receipt flusher")
-                    return
+            except StorageUnavailable:
+                self.dirty.add(cid)
+                self.flusher = asyncio.create_task(self._flush_soon(STORAGE_RETRY_S),
+                                                   name="receipt flusher")
+                return
+            except BaseException:  # cancelled (stop) or failed mid-commit: still to be written
+                self.dirty.add(cid)
+                raise
         if left:
             self.flusher = asyncio.create_task(self._flush_soon(0.05), name="receipt flusher")
 
@@ -301,6 +304,7 @@ class Writer:
         for task in list(self.tasks.values()):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(task, 5)
-        if self.flusher is not None:
+        if self.flusher is not None:  # cancelled mid-commit, it marks its channel dirty again
             self.flusher.cancel()
+            await asyncio.gather(self.flusher, return_exceptions=True)
         await self.flush(everything=True)

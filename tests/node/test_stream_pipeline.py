@@ -79,6 +79,44 @@ async def test_every_receipted_update_is_committed_by_the_receiver(
     assert decode_channel(row.state).sent.acked_nonce == total
 
 
+async def test_a_stop_during_the_receipt_flush_still_writes_the_receipts(
+        tmp_path: Path, start_node: Callable[..., Any]) -> None:
+    """The node is stopped while its flusher is in the commit of receipts held in memory:
+    the cancelled flush leaves the channel dirty, and the stop's own flush writes them."""
+    sim = open_sim(opener_deposit=1_000_000)
+    cid = sim.terms.channel_id.hex()
+    payer_config = make_config(tmp_path / "payer", sim.opener)
+    payee_config = make_config(tmp_path / "payee", sim.peer)
+    url = "http://{}:{}"
+    await seed(payer_config, [sim.states[0]],
+               peers=[(sim.peer, url.format(*payee_config.listen), "node")])
+    await seed(payee_config, [sim.states[1]],
+               peers=[(sim.opener, url.format(*payer_config.listen), "node")])
+    await start_node(payee_config)
+    payer = await start_node(payer_config)
+    service, writer = payer.node.channels, payer.node.channels.writer
+    await asyncio.wait_for(service.pay(cid, quantities=[0, 1], repeat=50), 60)
+    assert service.get(cid).sent.acked_nonce == 50
+    assert cid in writer.dirty, "the last receipt was written before the test could hold it"
+
+    commit, committing, gate = service.commit, asyncio.Event(), asyncio.Event()
+
+    async def held_once(*args: Any, **kwargs: Any) -> None:
+        if not committing.is_set():
+            committing.set()
+            await gate.wait()  # the flusher's commit, held until the stop cancels it
+        await commit(*args, **kwargs)
+
+    service.commit = held_once  # type: ignore[method-assign]
+    await asyncio.wait_for(committing.wait(), 10)
+    await asyncio.wait_for(writer.stop(), 20)
+    assert not gate.is_set()
+    async with payer.node.ctx.db() as session:
+        row = await session.get(Channel, cid)
+    assert row is not None
+    assert decode_channel(row.state).sent.acked_nonce == 50, "the receipts were lost at stop"
+
+
 async def test_a_forged_proof_in_the_batch_checked_while_the_previous_one_commits_is_refused(
         tmp_path: Path, start_node: Callable[..., Any]) -> None:
     sim = open_sim()
