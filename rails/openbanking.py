@@ -292,6 +292,14 @@ def instruction_from_dict(data: Mapping[str, Any]) -> PaymentInstruction:
     )
 
 
+def _end_to_end_id(txn: dict[str, Any]) -> str | None:
+    """Where the bank puts a transaction's EndToEndIdentification: its SupplementaryData."""
+    value = (txn.get("SupplementaryData") or {}).get("EndToEndIdentification")
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"EndToEndIdentification is not a string: {value!r}")
+    return value
+
+
 def _parse_time(value: Any) -> datetime:
     if not isinstance(value, str):
         raise ValueError(f"not a date-time: {value!r}")
@@ -320,7 +328,8 @@ class OpenBankingRail:
         self._observer = observer
         self._session: aiohttp.ClientSession | None = None
         self._base = config.base_url.rstrip("/")
-        self._recent = RecentStatement(self._transactions, _parse_time)
+        self._recent = RecentStatement(self._transactions, _parse_time,
+                                       reference=_end_to_end_id)
         """Our transactions read incrementally, for settling payments (issue 13)."""
         self._tokens = TokenClient(self._base, config.client_id, self._key, self._kid,
                                    session=self._http, timeout_s=config.request_timeout_s,
@@ -434,7 +443,7 @@ class OpenBankingRail:
                 currency=t["Amount"]["Currency"],
                 booked=t["Status"] == "Booked",
                 booking_date=_parse_time(t["BookingDateTime"]).date(),
-                end_to_end_id=(t.get("SupplementaryData") or {}).get("EndToEndIdentification"),
+                end_to_end_id=_end_to_end_id(t),
                 reference=t.get("TransactionReference"),
             ) for t in txns]
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -599,25 +608,29 @@ class OpenBankingRail:
         return self._save(record)
 
     async def _settle(self, stored: StoredSubmission, record: PaymentRecord) -> PaymentRecord:
-        """What our account's transactions say of a payment the bank calls settled."""
+        """What our account's transactions say of a payment the bank calls settled: what is
+        held (read for the whole poll), then what may be new, then the whole window (a booking
+        shown late under an earlier time: the rare case)."""
         expected = recon.expected_of(stored)
         since = expected.submitted_at - timedelta(days=1) if expected.submitted_at else None
-        said = recon.verdict(await self._booked(since, expected), stored.idempotency_key)
-        if said.status is not PaymentStatus.BOOKED:  # not in what is new: the whole window
-            said = recon.verdict(await self._booked(since, expected, whole=True),
+        said = recon.Verdict(None)
+        for fresh, whole in ((False, False), (True, False), (False, True)):
+            said = recon.verdict(await self._booked(since, expected, fresh=fresh, whole=whole),
                                  stored.idempotency_key)
+            if said.status is PaymentStatus.BOOKED:
+                break
         if said.status is None:
             return record
         return replace(record, status=said.status, reason_code=said.reason_code,
                        reason=said.reason)
 
-
     async def _booked(self, since: datetime | None, expected: recon.Expected, *,
-                      whole: bool = False) -> recon.Matching:
-        """`expected` matched against our transactions since `since` (rails.recent_statement:
-        only what may be new is asked for, unless `whole`)."""
+                      fresh: bool = False, whole: bool = False) -> recon.Matching:
+        """`expected` matched against our transactions since `since` with its end-to-end id
+        (rails.recent_statement: only what may be new is asked for, unless `whole`)."""
         try:
-            txns = await self._recent.since(since, whole=whole)
+            txns = await self._recent.with_reference(since, expected.end_to_end_id,
+                                                     fresh=fresh, whole=whole)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise BankProtocolError(f"transactions did not parse: {exc!r}") from exc
         return recon.match(self._entries(txns), [expected], now=datetime.now(UTC),

@@ -69,10 +69,11 @@ def test_flooded_outboxes_cannot_starve_the_payees_evidence(a: Arena, loop: Loop
     funded = a.balances()
     payer = Attacker.of(a.manufacturer)
     a.manufacturer.stop()
-    state = payer.stored_state(cid)
-    assert (state.sent.nonce, state.sent.acked_nonce) == (500, 500)
-    hole = BlackHole(loop, port=a.manufacturer.port)  # the payer's own peer URL goes dark
-    try:
+    hole: BlackHole | None = None
+    try:  # whatever fails here, the payer's node is back for the next test
+        state = payer.stored_state(cid)
+        assert (state.sent.nonce, state.sent.acked_nonce) == (500, 500)
+        hole = BlackHole(loop, port=a.manufacturer.port)  # the payer's own peer URL goes dark
         # 300 re-registrations, each with a fresh signed callback into the black hole.
         base = now_ms()
 
@@ -118,7 +119,8 @@ def test_flooded_outboxes_cannot_starve_the_payees_evidence(a: Arena, loop: Loop
         wait_for(lambda: phase(a.carrier, cid) == "settled", "the payee to see the payout",
                  timeout_s=20)
     finally:
-        hole.close()
+        if hole is not None:
+            hole.close()
         restart(a.manufacturer)
 
 

@@ -89,3 +89,54 @@ async def test_a_booking_shown_late_under_an_earlier_time_is_found_by_a_whole_re
     assert ids(await recent.since(T0)) == ["t1"]  # what is new only: not seen
     assert ids(await recent.since(T0, whole=True)) == ["late", "t1"]
     assert bank.asked == [T0, T0 + timedelta(minutes=10) - OVERLAP, T0]
+
+
+def ref_of(txn: dict[str, Any]) -> str | None:
+    value = txn.get("Ref")
+    if value == "garbled":
+        raise TypeError("not a reference")
+    return value
+
+
+async def test_a_payments_own_transactions_come_from_the_index_by_reference() -> None:
+    bank, now = Bank(), [0.0]
+    recent = RecentStatement(bank.fetch, datetime.fromisoformat, reference=ref_of,
+                             clock=lambda: now[0], retain=timedelta(days=1))
+    for i in range(1000):  # an account with a thousand other payments
+        bank.book(f"t{i}", T0 + timedelta(seconds=i))
+        bank.txns[f"t{i}"]["Ref"] = f"E2E{i}"
+    bank.book("x", T0 + timedelta(seconds=5), status="Pending")
+    bank.txns["x"]["Ref"] = "E2E7"
+    assert ids(await recent.with_reference(T0, "E2E7")) == ["x", "t7"]
+    assert ids(await recent.with_reference(T0, "NOSUCH")) == []
+    assert bank.asked == [T0]  # one read serves every payment of the poll
+
+    bank.book("new", T0 + timedelta(seconds=2000))
+    bank.txns["new"]["Ref"] = "E2E-NEW"
+    assert ids(await recent.with_reference(T0, "E2E-NEW")) == []  # held is fresh: not asked
+    assert ids(await recent.with_reference(T0, "E2E-NEW", fresh=True)) == ["new"]
+    assert bank.asked[-1] == T0 + timedelta(seconds=5)  # from the pending one, not the start
+
+    bank.txns["x"]["Ref"] = "E2E8"  # the bank's answer replaces the copy held, index too
+    bank.txns["x"]["Status"] = "Booked"
+    await recent.with_reference(T0, "E2E8", fresh=True)
+    assert ids(await recent.with_reference(T0, "E2E7")) == ["t7"]
+    assert ids(await recent.with_reference(T0, "E2E8")) == ["x", "t8"]
+    assert bank.asked[-1] == T0 + timedelta(seconds=5)  # x was still pending when asked
+    await recent.with_reference(T0, "E2E8", fresh=True)
+    assert bank.asked[-1] == T0 + timedelta(seconds=2000) - OVERLAP  # nothing pending now
+
+    bank.book("bad", T0 + timedelta(seconds=2001))
+    bank.txns["bad"]["Ref"] = "garbled"  # unreadable: given to every caller, to refuse
+    assert ids(await recent.with_reference(T0, "E2E9", fresh=True)) == ["t9", "bad"]
+
+    later = T0 + timedelta(days=3)
+    bank.book("late", later)
+    bank.txns["late"]["Ref"] = "E2E9"
+    got = await recent.with_reference(later - timedelta(hours=1), "E2E9", fresh=True)
+    assert ids(got) == ["late"]
+    # what was booked more than a day before the latest is forgotten, index and all: asked
+    # for again, it is read again from the bank
+    reads = recent.reads
+    assert ids(await recent.with_reference(T0, "E2E7")) == ["t7", "bad"]
+    assert (recent.reads, bank.asked[-1]) == (reads + 1, T0)
