@@ -155,7 +155,8 @@ class Writer:
                     taken.append(queue.popleft())
                     room -= taken[-1][1]
                 state, proofs, rows, results = await service.signing.run(
-                    sign_requests, state, [(a, n) for a, n, _ in taken], now_ms())
+                    sign_requests, state, [(a, n) for a, n, _ in taken], now_ms(),
+                    work=sum(n for _, n, _ in taken))
                 signed: list[tuple[int, asyncio.Future[int]]] = []
                 for (_, _, done), result in zip(taken, results, strict=True):
                     if isinstance(result, ProtocolError):

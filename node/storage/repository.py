@@ -11,7 +11,7 @@ import contextlib
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import Table, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -58,18 +58,8 @@ def usage_rows(
         row[2] += 1
 
 
-def upsert_usage(session: AsyncSession, rows: UsageRows) -> Any:
-    """One statement adding (quantity, amount, updates) to the aggregated usage rows."""
-    if not rows:
-        return None
-    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
-    insert_ = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    values = [
-        {"channel_id": k[0], "sender": k[1], "unit": k[2], "reference": k[3], "bucket_ms": k[4],
-         "quantity": v[0], "amount": v[1], "updates": v[2]}
-        for k, v in rows.items()
-    ]
-    stmt = insert_(Usage).values(values)
+def _usage_upsert(insert_: Any) -> Any:
+    stmt = insert_(Usage)
     return stmt.on_conflict_do_update(
         index_elements=["channel_id", "sender", "unit", "reference", "bucket_ms"],
         set_={
@@ -78,6 +68,27 @@ def upsert_usage(session: AsyncSession, rows: UsageRows) -> Any:
             "updates": Usage.updates + stmt.excluded.updates,
         },
     )
+
+
+USAGE_UPSERT = {"sqlite": _usage_upsert(sqlite.insert),
+                "postgresql": _usage_upsert(postgresql.insert)}
+"""Adds (quantity, amount, updates) to the aggregated usage rows, one parameter set per row.
+Built once per dialect: a constant statement is compiled once (SQLAlchemy's cache), where one
+built per commit with its values inlined was compiled on every commit (about 1.5 ms of a
+single update's commit, issue 13)."""
+CHANNEL_TABLE: Table = Channel.__table__  # type: ignore[assignment]
+PROOF_TABLE: Table = OutgoingProof.__table__  # type: ignore[assignment]
+"""The hot path's statements are Core statements on the tables: the ORM's bulk UPDATE machinery
+(synchronising the identity map) cost about 0.5 ms a commit and the node holds no ORM Channel
+objects there."""
+
+
+def usage_params(rows: UsageRows) -> list[dict[str, Any]]:
+    return [
+        {"channel_id": k[0], "sender": k[1], "unit": k[2], "reference": k[3], "bucket_ms": k[4],
+         "quantity": v[0], "amount": v[1], "updates": v[2]}
+        for k, v in rows.items()
+    ]
 
 
 class Repository:
@@ -139,17 +150,18 @@ class Repository:
                                 created_ms=state.updated_ms, updated_ms=state.updated_ms))
         else:
             await session.execute(
-                update(Channel).where(Channel.id == cid)
+                update(CHANNEL_TABLE).where(CHANNEL_TABLE.c.id == cid)
                 .values(phase=state.phase.value, state=data, updated_ms=state.updated_ms))
         if usage:
-            await session.execute(upsert_usage(session, usage))
+            dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+            await session.execute(USAGE_UPSERT[dialect], usage_params(usage))
         if outgoing:
             await session.execute(
-                insert(OutgoingProof),
+                insert(PROOF_TABLE),
                 [{"channel_id": cid, "nonce": p.nonce, "proof": p.encode()} for p in outgoing])
         if prune_upto is not None:
-            await session.execute(delete(OutgoingProof).where(
-                OutgoingProof.channel_id == cid, OutgoingProof.nonce <= prune_upto))
+            await session.execute(delete(PROOF_TABLE).where(
+                PROOF_TABLE.c.channel_id == cid, PROOF_TABLE.c.nonce <= prune_upto))
 
     async def outgoing_after(self, cid: str, start: int) -> list[tuple[int, bytes]]:
         """Our stored proofs on `cid` above nonce `start`, in order (what a stream resends)."""
