@@ -36,6 +36,8 @@ WATCHED = frozenset({ch.Phase.ACCEPTED, ch.Phase.OPEN, ch.Phase.CLOSING, ch.Phas
 """Every phase in which the arbiter may know something the node must act on."""
 FUNDABLE = frozenset(phase for phase, event in ch.TRANSITIONS if event is ch.ReceiveFunding)
 """Where the machine takes funding confirmations (0003 §4): read from its transition table."""
+YIELD_EVERY = 64
+"""Channels grouped between two turns of the event loop (about 13 ms of decoding at most)."""
 CONCURRENCY = 16
 """Status requests in flight at once (one slow arbiter answer never holds up a sweep)."""
 
@@ -64,9 +66,12 @@ class ArbiterWatch:
         yet, once: MAX_STATUS_BATCH channels of one arbiter a request, CONCURRENCY requests
         in flight."""
         by_arbiter: defaultdict[str, list[str]] = defaultdict(list)
-        for cid, phase in self.channels.states.phases():
-            if phase in WATCHED or phase is ch.Phase.PROPOSED:
-                by_arbiter[self.channels.get(cid).terms.arbiter.hex()].append(cid)
+        for i, (cid, phase) in enumerate(self.channels.states.phases()):
+            if i % YIELD_EVERY == YIELD_EVERY - 1:
+                await asyncio.sleep(0)  # the first sweep decodes every state: serve meanwhile
+            state = self.channels.states.get(cid)
+            if state is not None and (phase in WATCHED or phase is ch.Phase.PROPOSED):
+                by_arbiter[state.terms.arbiter.hex()].append(cid)
         await asyncio.gather(*(
             self._guarded(arbiter, cids[i:i + MAX_STATUS_BATCH])
             for arbiter, cids in by_arbiter.items()

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
+from sqlalchemy import event as sa_event
 from sqlalchemy import func, select, update
 
 from node.events import now
@@ -83,6 +84,38 @@ async def test_payments_received_before_a_crash_are_reported_once_after_it(
     got = [e for e in await again.ctx.events.page(0, 500) if e.type == "payment.received"]
     assert got[0].id == first.id
     assert [json.loads(e.data)["updates"] for e in got] == [1, 9]
+
+
+async def test_a_restart_reads_the_reports_in_one_query_not_one_per_channel(
+        services: ServicesFactory, tmp_path: Path, db_url: str) -> None:
+    """10,000 channels after a restart were 10,000 sessions before the first update was
+    served (issue 13): the reports are read at once and only a channel with something new
+    takes its lock and a transaction."""
+    svc, payers, cids = await peer_node(services, tmp_path, db_url, salts=6)
+    for cid, payer in zip(cids, payers, strict=True):
+        await svc.channels.on_proofs(cid, [payer.pay((1_000, 0))])  # each reported at once
+    await svc.channels.on_proofs(cids[2], [payers[2].pay((1_000, 0)) for _ in range(3)])
+    again = await services(svc.ctx.config)
+    await again.channels.load()
+    again.ctx.events.interval_ms = 0
+    reads: list[str] = []
+
+    def seen(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "payment_report" in statement:
+            reads.append(statement)
+
+    engine = again.ctx.engine.sync_engine
+    sa_event.listen(engine, "before_cursor_execute", seen)
+    try:
+        written = await again.ctx.events.flush_payments(lambda: again.channels.states,
+                                                        again.channels.lock, all_=True)
+    finally:
+        sa_event.remove(engine, "before_cursor_execute", seen)
+    assert written == 1  # the one channel paid since its report
+    assert len(reads) <= 2, reads  # all reports at once, and the one rewritten
+    got = [json.loads(e.data) for e in await again.ctx.events.page(0, 500)
+           if e.type == "payment.received" and e.channel_id == cids[2]]
+    assert [g["updates"] for g in got] == [1, 3]
 
 
 async def test_concurrent_commits_get_unique_ordered_ids(services: ServicesFactory,
