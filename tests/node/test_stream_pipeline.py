@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from node.config import Config
 from node.storage.codec import decode_channel
 from node.storage.db import make_engine
 from node.storage.models import Channel
@@ -23,10 +24,10 @@ from protocol.records import decode_message
 from .conftest import Payer, free_port, make_config, open_sim, seed
 
 
-async def test_every_receipted_update_is_committed_by_the_receiver(
-        tmp_path: Path, start_node: Callable[..., Any]) -> None:
+async def payer_and_payee(tmp_path: Path, start_node: Callable[..., Any]
+                          ) -> tuple[str, Any, Any, Config]:
+    """Two real nodes on one open channel: (channel id, payer, payee, the payee's config)."""
     sim = open_sim(opener_deposit=1_000_000)
-    cid = sim.terms.channel_id.hex()
     payer_config = make_config(tmp_path / "payer", sim.opener)
     payee_config = make_config(tmp_path / "payee", sim.peer)
     url = "http://{}:{}"
@@ -36,6 +37,12 @@ async def test_every_receipted_update_is_committed_by_the_receiver(
                peers=[(sim.opener, url.format(*payer_config.listen), "node")])
     payee = await start_node(payee_config)
     payer = await start_node(payer_config)
+    return sim.terms.channel_id.hex(), payer, payee, payee_config
+
+
+async def test_every_receipted_update_is_committed_by_the_receiver(
+        tmp_path: Path, start_node: Callable[..., Any]) -> None:
+    cid, payer, payee, payee_config = await payer_and_payee(tmp_path, start_node)
     service = payer.node.channels
 
     payee_db = make_engine(payee_config.db_url)
@@ -83,17 +90,7 @@ async def test_a_stop_during_the_receipt_flush_still_writes_the_receipts(
         tmp_path: Path, start_node: Callable[..., Any]) -> None:
     """The node is stopped while its flusher is in the commit of receipts held in memory:
     the cancelled flush leaves the channel dirty, and the stop's own flush writes them."""
-    sim = open_sim(opener_deposit=1_000_000)
-    cid = sim.terms.channel_id.hex()
-    payer_config = make_config(tmp_path / "payer", sim.opener)
-    payee_config = make_config(tmp_path / "payee", sim.peer)
-    url = "http://{}:{}"
-    await seed(payer_config, [sim.states[0]],
-               peers=[(sim.peer, url.format(*payee_config.listen), "node")])
-    await seed(payee_config, [sim.states[1]],
-               peers=[(sim.opener, url.format(*payer_config.listen), "node")])
-    await start_node(payee_config)
-    payer = await start_node(payer_config)
+    cid, payer, _, _ = await payer_and_payee(tmp_path, start_node)
     service, writer = payer.node.channels, payer.node.channels.writer
     await asyncio.wait_for(service.pay(cid, quantities=[0, 1], repeat=50), 60)
     assert service.get(cid).sent.acked_nonce == 50
