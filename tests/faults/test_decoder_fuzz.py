@@ -26,10 +26,14 @@ def _fuzz(tmp: Path, seconds: float, env: dict[str, str] | None = None,
     write_seeds(corpus)
     artifacts = tmp / "artifacts"
     artifacts.mkdir()
+    fuzz = [sys.executable, str(HARNESS), f"-max_total_time={int(seconds)}", "-timeout=5",
+            "-rss_limit_mb=1024", "-max_len=16400", "-print_final_stats=1",
+            f"-artifact_prefix={artifacts}/", str(corpus)]
+    # libFuzzer's RSS limit reads the peak RSS, which Linux keeps across execve: started
+    # straight from a test worker that has grown past 1 GB, the harness is "out of memory"
+    # before its first input (seen in CI). Forked from a small shell, it starts from its own.
     result = subprocess.run(
-        [sys.executable, str(HARNESS), f"-max_total_time={int(seconds)}", "-timeout=5",
-         "-rss_limit_mb=1024", "-max_len=16400", "-print_final_stats=1",
-         f"-artifact_prefix={artifacts}/", str(corpus)],
+        ["/bin/sh", "-c", '"$@"; exit $?', "sh", *fuzz],
         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
         capture_output=True, text=True, timeout=seconds + 120, check=False,
     )
@@ -60,3 +64,18 @@ def test_the_harness_reports_a_broken_property(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert any(p.name.startswith("crash-") for p in artifacts.iterdir())
     assert "INVALID_FIELD" in result.stdout + result.stderr
+
+
+def test_a_large_test_worker_does_not_make_the_fuzzer_run_out_of_memory(tmp_path: Path) -> None:
+    """Linux keeps the peak RSS across execve: the harness must not inherit a worker's."""
+    ballast = bytearray(1200 * 1024 * 1024)  # a worker that grew past the fuzzer's 1 GB limit
+    for i in range(0, len(ballast), 4096):
+        ballast[i] = 1
+    try:
+        result, artifacts = _fuzz(tmp_path, 3)
+    finally:
+        del ballast
+    output = result.stdout + result.stderr
+    assert "out-of-memory" not in output, output[-2000:]
+    assert result.returncode == 0, output[-2000:]
+    assert not list(artifacts.iterdir())
