@@ -30,6 +30,7 @@ from sqlalchemy import delete, func, insert, or_, select, text
 from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from node.background import take_turns
 from node.event_changes import (
     EVENT_TYPES,
     Change,
@@ -58,16 +59,12 @@ def event_json(row: Event) -> dict[str, Any]:
             "created_ms": row.created_ms, "data": json.loads(row.data)}
 
 
-# -- the log (I/O) -----------------------------------------------------------------------------
-
-
-
-YIELD_EVERY = 64
-"""Channels handled between two turns of the event loop in a pass over all of them."""
-
-
 def _report_of(row: PaymentReport) -> Report:
     return Report(row.nonce, row.amount, tuple(json.loads(row.quantities)), row.reported_ms)
+
+
+# -- the log (I/O) -----------------------------------------------------------------------------
+
 
 class EventLog:
     """Appends the events of each commit in its transaction; wakes readers after the commit."""
@@ -185,8 +182,7 @@ class EventLog:
         if all_:
             await self._load_reports(cids)
         for i, cid in enumerate(cids):
-            if i % YIELD_EVERY == YIELD_EVERY - 1:
-                await asyncio.sleep(0)  # states decode here: the loop serves in between
+            await take_turns(i)  # states decode here
             held, report = states().get(cid), self.reports.get(cid)
             if held is None or (report is not None and held.received.nonce <= report.nonce):
                 self.unreported.discard(cid)  # nothing new since its report: no session

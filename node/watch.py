@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 import structlog
 
-from node.background import stop_tasks
+from node.background import stop_tasks, take_turns
 from node.channels import ChannelService
 from node.context import Context
 from node.errors import NodeError
@@ -36,8 +36,6 @@ WATCHED = frozenset({ch.Phase.ACCEPTED, ch.Phase.OPEN, ch.Phase.CLOSING, ch.Phas
 """Every phase in which the arbiter may know something the node must act on."""
 FUNDABLE = frozenset(phase for phase, event in ch.TRANSITIONS if event is ch.ReceiveFunding)
 """Where the machine takes funding confirmations (0003 §4): read from its transition table."""
-YIELD_EVERY = 64
-"""Channels grouped between two turns of the event loop (about 13 ms of decoding at most)."""
 CONCURRENCY = 16
 """Status requests in flight at once (one slow arbiter answer never holds up a sweep)."""
 
@@ -67,8 +65,7 @@ class ArbiterWatch:
         in flight."""
         by_arbiter: defaultdict[str, list[str]] = defaultdict(list)
         for i, (cid, phase) in enumerate(self.channels.states.phases()):
-            if i % YIELD_EVERY == YIELD_EVERY - 1:
-                await asyncio.sleep(0)  # the first sweep decodes every state: serve meanwhile
+            await take_turns(i)  # the first sweep decodes every state
             state = self.channels.states.get(cid)
             if state is not None and (phase in WATCHED or phase is ch.Phase.PROPOSED):
                 by_arbiter[state.terms.arbiter.hex()].append(cid)
