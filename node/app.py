@@ -122,6 +122,7 @@ class Node:
         try:
             yield
         finally:
+            self.ctx.repo.close()
             await self.ctx.engine.dispose()
 
     async def clients(self, _app: web.Application | None = None) -> AsyncIterator[None]:

@@ -26,7 +26,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from node.channel_states import ChannelStates
-from node.checkpoints import Checkpoints, settlement_rows
+from node.checkpoints import Checkpoints, newly_checkpointed, settlement_rows
 from node.context import Context, now_ms
 from node.deliveries import INLINE_EFFECTS, channel_deliveries
 from node.errors import Conflict, NodeError, NotFound
@@ -144,22 +144,34 @@ class ChannelService:
         the commit, the deliveries start after it. `also` writes more rows in the same
         transaction (node.usage_events: the deduplication rows)."""
         cid = state.channel_id.hex()
-        async with self.ctx.repo.transaction() as session:
-            await self.ctx.repo.save_channel(session, state, new=new, usage=usage,
-                                             outgoing=outgoing, prune_upto=prune_upto)
-            if state.phase is ch.Phase.SETTLED:
-                await self.outbox.retire(session, cid)
-            session.add_all([*rows, *await settlement_rows(session, self.states.get(cid),
-                                                           state)])
-            await self.outbox.add_all(session, cid, outbox)
-            if also is not None:
-                await also(session)
-            await self.ctx.events.channel(session, self.states.get(cid), state)
+        before = self.states.get(cid)
+        if not (new or outbox or rows or also) and self._rows_alone(before, state):
+            await self.ctx.repo.save_channel_alone(state, usage=usage, outgoing=outgoing,
+                                                   prune_upto=prune_upto)
+        else:
+            async with self.ctx.repo.transaction() as session:
+                await self.ctx.repo.save_channel(session, state, new=new, usage=usage,
+                                                 outgoing=outgoing, prune_upto=prune_upto)
+                if state.phase is ch.Phase.SETTLED:
+                    await self.outbox.retire(session, cid)
+                session.add_all([*rows, *await settlement_rows(session, before, state)])
+                await self.outbox.add_all(session, cid, outbox)
+                if also is not None:
+                    await also(session)
+                await self.ctx.events.channel(session, before, state)
         self.ctx.metrics.committed(cid, self.states.get(cid), state, (p.nonce for p in outgoing))
         self.states[cid] = self.writer.with_receipts_since(state, self.states.get(cid))
         self.changed.set()
         if outbox:
             self.outbox.kick()
+
+    def _rows_alone(self, before: ch.ChannelState | None, after: ch.ChannelState) -> bool:
+        """Whether committing `after` over `before` writes the channel's own rows and nothing
+        else (the commit of an update or a receipt): no outbox to retire, no settlement due,
+        no event to append. It then runs without a session (ADR 0325)."""
+        return (before is not None and after.phase is not ch.Phase.SETTLED
+                and not newly_checkpointed(before, after)
+                and self.ctx.events.without_rows(before, after))
 
     async def commit_transition(self, before: ch.ChannelState | None, t: ch.Transition, *,
                                 inline: tuple[type, ...] = INLINE_EFFECTS,

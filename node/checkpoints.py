@@ -43,13 +43,18 @@ if TYPE_CHECKING:
 log = structlog.get_logger()
 
 
+def newly_checkpointed(before: ch.ChannelState | None, after: ch.ChannelState) -> bool:
+    """Whether `after` holds a fully signed checkpoint `before` did not (its payouts are due)."""
+    new, old = after.checkpoint, before.checkpoint if before is not None else None
+    return new is not None and (old is None or new.seq > old.seq)
+
+
 async def settlement_rows(session: AsyncSession, before: ch.ChannelState | None,
                           after: ch.ChannelState) -> list[Settlement]:
     """The payouts of a checkpoint `after` holds fully signed and `before` did not: the rise
     of each party's running maximum over the checkpoints recorded so far (0004 §7.2)."""
     new = after.checkpoint
-    old = before.checkpoint if before is not None else None
-    if new is None or (old is not None and new.seq <= old.seq):
+    if new is None or not newly_checkpointed(before, after):
         return []
     cid = after.channel_id.hex()
     rows = (await session.scalars(select(Settlement).where(Settlement.channel_id == cid))).all()

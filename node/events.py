@@ -79,9 +79,9 @@ class EventLog:
         """Channels with payments received after their last `payment.received`."""
         self._new = asyncio.Event()
         self.closing = False
+        """Set at shutdown: live streams end (their clients resume with Last-Event-ID)."""
         self.generation = 0
         """Counts commits that appended events: a reader notes it before it reads a page."""
-        """Set at shutdown: live streams end (their clients resume with Last-Event-ID)."""
 
     def close(self) -> None:
         self.closing = True
@@ -96,6 +96,23 @@ class EventLog:
             before.phase is not after.phase or before.funded != after.funded) else []
         if after.received.nonce > (before.received.nonce if before else 0) or changes:
             await self._payments(session, after, force=bool(changes), first=changes)
+
+    def without_rows(self, before: ch.ChannelState, after: ch.ChannelState) -> bool:
+        """Whether the channel commit of `after` appends no event (:meth:`channel` would write
+        nothing): no phase or funding change, and nothing received, or a payment received that
+        is not due for its report yet, noted for the ticker as :meth:`channel` notes it. Such a
+        commit needs no session (node.storage.direct)."""
+        if before.phase is not after.phase or before.funded != after.funded:
+            return False
+        if after.received.nonce <= before.received.nonce:
+            return True
+        cid = after.channel_id.hex()
+        report = self.reports.get(cid)
+        if report is None or payment_change(report, after, now(), self.interval_ms) is not None:
+            return False  # a report to read first, or one to write
+        if after.received.nonce > report.nonce:
+            self.unreported.add(cid)
+        return True
 
     async def escrow(self, session: AsyncSession, before: arb.ArbiterState | None,
                      after: arb.ArbiterState, effects: Sequence[object]) -> None:

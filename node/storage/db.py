@@ -160,17 +160,22 @@ every connection gets ``synchronous=FULL`` when it opens (`_pragmas`), so none c
 the fsync."""
 
 
+SQLITE_TIMEOUT_S = 30
+"""How long a SQLite writer waits for the database lock another connection holds."""
+PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL", "PRAGMA foreign_keys=ON")
+"""Every SQLite connection's settings (the pool's and node.storage.direct's)."""
+
+
 def _make_engine(url: str) -> AsyncEngine:
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"timeout": 30}, pool_size=POOL_SIZE,
-                                     max_overflow=POOL_OVERFLOW)
+        engine = create_async_engine(url, connect_args={"timeout": SQLITE_TIMEOUT_S},
+                                     pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW)
 
         @event.listens_for(engine.sync_engine, "connect")
         def _pragmas(dbapi_connection: Any, _record: Any) -> None:
             cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=FULL")
-            cursor.execute("PRAGMA foreign_keys=ON")
+            for pragma in PRAGMAS:
+                cursor.execute(pragma)
             cursor.close()
 
         return engine

@@ -13,10 +13,11 @@ from typing import Any
 
 from sqlalchemy import Table, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from node.storage.codec import decode_channel, decode_escrow, encode_channel, encode_escrow
 from node.storage.db import transaction
+from node.storage.direct import DirectCommits, Statements, Writes, direct_path
 from node.storage.models import (
     Channel,
     Cursor,
@@ -83,17 +84,33 @@ PROOF_TABLE: Table = OutgoingProof.__table__  # type: ignore[assignment]
 objects there."""
 
 
+USAGE_KEYS = ("channel_id", "sender", "unit", "reference", "bucket_ms", "quantity", "amount",
+              "updates")
+
+
 def usage_params(rows: UsageRows) -> list[dict[str, Any]]:
-    return [
-        {"channel_id": k[0], "sender": k[1], "unit": k[2], "reference": k[3], "bucket_ms": k[4],
-         "quantity": v[0], "amount": v[1], "updates": v[2]}
-        for k, v in rows.items()
-    ]
+    return [dict(zip(USAGE_KEYS, (*k, *v), strict=True)) for k, v in rows.items()]
+
+
+def proof_params(cid: str, outgoing: Sequence[BalanceProof]) -> list[dict[str, Any]]:
+    return [{"channel_id": cid, "nonce": p.nonce, "proof": p.encode()} for p in outgoing]
+
+
+DIRECT = Statements(CHANNEL_TABLE, PROOF_TABLE, USAGE_UPSERT["sqlite"], USAGE_KEYS)
+"""The channel's own rows as node.storage.direct runs them (the same statements, compiled)."""
 
 
 class Repository:
     def __init__(self, db: async_sessionmaker[AsyncSession]) -> None:
         self.db = db
+        engine: AsyncEngine = db.kw["bind"]
+        path = direct_path(engine)
+        self.direct = None if path is None else DirectCommits(engine, path)
+        """SQLite: where a commit of only the channel's rows runs (save_channel_alone)."""
+
+    def close(self) -> None:
+        if self.direct is not None:
+            self.direct.close()
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
@@ -156,12 +173,38 @@ class Repository:
             dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
             await session.execute(USAGE_UPSERT[dialect], usage_params(usage))
         if outgoing:
-            await session.execute(
-                insert(PROOF_TABLE),
-                [{"channel_id": cid, "nonce": p.nonce, "proof": p.encode()} for p in outgoing])
+            await session.execute(insert(PROOF_TABLE), proof_params(cid, outgoing))
         if prune_upto is not None:
             await session.execute(delete(PROOF_TABLE).where(
                 PROOF_TABLE.c.channel_id == cid, PROOF_TABLE.c.nonce <= prune_upto))
+
+    async def save_channel_alone(
+        self,
+        state: ch.ChannelState,
+        *,
+        usage: UsageRows | None = None,
+        outgoing: Sequence[BalanceProof] = (),
+        prune_upto: int | None = None,
+    ) -> None:
+        """:meth:`save_channel` of an existing channel as a transaction of its own, when it
+        writes nothing else: on SQLite in one call on the direct connection
+        (node.storage.direct, ADR 0325), elsewhere in a session."""
+        if self.direct is None:
+            async with self.transaction() as session:
+                await self.save_channel(session, state, usage=usage, outgoing=outgoing,
+                                        prune_upto=prune_upto)
+            return
+        cid = state.channel_id.hex()
+        writes: Writes = [(DIRECT.channel, [{"phase": state.phase.value,
+                                             "state": encode_channel(state),
+                                             "updated_ms": state.updated_ms, "b_id": cid}])]
+        if usage:
+            writes.append((DIRECT.usage, usage_params(usage)))
+        if outgoing:
+            writes.append((DIRECT.proofs, proof_params(cid, outgoing)))
+        if prune_upto is not None:
+            writes.append((DIRECT.prune, [{"b_cid": cid, "b_upto": prune_upto}]))
+        await self.direct.run(writes)
 
     async def outgoing_after(self, cid: str, start: int) -> list[tuple[int, bytes]]:
         """Our stored proofs on `cid` above nonce `start`, in order (what a stream resends)."""

@@ -156,6 +156,7 @@ class Services:
         await self.outbox.stop()
         await self.escrow.stop()
         await self.ctx.peers.close()
+        self.ctx.repo.close()
         await self.ctx.engine.dispose()
 
     # reading the database directly
@@ -184,6 +185,8 @@ class Services:
             commits[0] += 1
 
         event.listen(self.engine.sync_engine, "commit", on_commit)
+        if self.ctx.repo.direct is not None:  # the commits of a channel's rows alone
+            self.ctx.repo.direct.on_commit.append(lambda: on_commit(None))
         return lambda: commits[0]
 
 
@@ -221,6 +224,28 @@ async def services() -> AsyncIterator[ServicesFactory]:
     yield build
     for svc in reversed(made):
         await svc.close()
+
+
+PEER_URL, ARBITER_URL, OPENER_URL = "http://peer.test", "http://arbiter.test", "http://opener.test"
+
+
+async def node_with_peers(tmp_path: Path, services: ServicesFactory, us: int, *,
+                          db_url: str | None = None,
+                          limits: dict[str, int] | None = None) -> Services:
+    """The opener's (us=0) or the peer's (us=1) services of an `open_sim` channel, knowing the
+    other two (at the unreachable ``*.test`` URLs); the simulation is ``svc.sim``."""
+    sim = open_sim()
+    signer = (sim.opener, sim.peer)[us]
+    svc = await services(make_config(tmp_path / f"n{us}", signer, db_url=db_url,
+                                     limits=limits))
+    async with svc.ctx.db() as session, session.begin():
+        for key, url, role in ((sim.opener, OPENER_URL, "node"), (sim.peer, PEER_URL, "node"),
+                               (sim.arbiter, ARBITER_URL, "arbiter")):
+            if key is not signer:
+                session.add(Peer(node_id=key.node_id.hex(), url=url, name=role, role=role,
+                                 info="{}", added_ms=1))
+    svc.sim = sim  # type: ignore[attr-defined]
+    return svc
 
 
 # -- channels built by the pure simulation ----------------------------------------------------
@@ -357,14 +382,18 @@ async def start_node() -> AsyncIterator[Callable[[Config], Awaitable[RunningNode
 
 
 __all__ = [
+    "ARBITER_URL",
     "KM",
     "MSG",
+    "OPENER_URL",
+    "PEER_URL",
     "PG_SKIP",
     "Payer",
     "RunningNode",
     "Services",
     "free_port",
     "make_config",
+    "node_with_peers",
     "open_sim",
     "seed",
 ]

@@ -7,30 +7,19 @@ import json
 from pathlib import Path
 
 from node.deliveries import INLINE_EFFECTS, channel_deliveries, escrow_deliveries
-from node.storage.models import Peer
 from protocol import arbiter as arb
 from protocol import channel as ch
 from protocol.messages import DisputeNotice
 from protocol.references import Purpose, bank_reference, idempotency_key
 
-from .conftest import Services, ServicesFactory, make_config, open_sim
-
-PEER_URL, ARBITER_URL, OPENER_URL = "http://peer.test", "http://arbiter.test", "http://opener.test"
-
-
-async def node_with_peers(tmp_path: Path, services: ServicesFactory, us: int) -> Services:
-    """The opener's (us=0) or the peer's (us=1) services on SQLite, knowing the other two."""
-    sim = open_sim()
-    signer = (sim.opener, sim.peer)[us]
-    svc = await services(make_config(tmp_path / f"n{us}", signer))
-    async with svc.ctx.db() as session, session.begin():
-        for key, url, role in ((sim.opener, OPENER_URL, "node"), (sim.peer, PEER_URL, "node"),
-                               (sim.arbiter, ARBITER_URL, "arbiter")):
-            if key is not signer:
-                session.add(Peer(node_id=key.node_id.hex(), url=url, name=role, role=role,
-                                 info="{}", added_ms=1))
-    svc.sim = sim  # type: ignore[attr-defined]
-    return svc
+from .conftest import (
+    ARBITER_URL,
+    OPENER_URL,
+    PEER_URL,
+    ServicesFactory,
+    node_with_peers,
+    open_sim,
+)
 
 
 async def test_channel_effects_become_deliveries(tmp_path: Path,
