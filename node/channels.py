@@ -35,13 +35,13 @@ from node.peers import signed_account
 from node.proposals import Proposals, account_objection
 from node.signing import SigningPool
 from node.storage.models import Base
-from node.storage.repository import UsageRows, usage_rows
+from node.storage.repository import Encoded, UsageRows, usage_rows
 from node.streams import Streams
 from node.topups import TopUps
 from node.writer import Writer
 from protocol import channel as ch
 from protocol.crypto import Signer
-from protocol.errors import ErrorCode, ProtocolError, RemoteProtocolError
+from protocol.errors import ProtocolError
 from protocol.messages import (
     BalanceProof,
     BankAccount,
@@ -133,7 +133,7 @@ class ChannelService:
         *,
         new: bool = False,
         usage: UsageRows | None = None,
-        outgoing: Sequence[BalanceProof] = (),
+        outgoing: Encoded = (),
         prune_upto: int | None = None,
         outbox: Sequence[Delivery] = (),
         rows: Sequence[Base] = (),
@@ -159,7 +159,7 @@ class ChannelService:
                 if also is not None:
                     await also(session)
                 await self.ctx.events.channel(session, before, state)
-        self.ctx.metrics.committed(cid, self.states.get(cid), state, (p.nonce for p in outgoing))
+        self.ctx.metrics.committed(cid, self.states.get(cid), state, (n for n, _ in outgoing))
         self.states[cid] = self.writer.with_receipts_since(state, self.states.get(cid))
         self.changed.set()
         if outbox:
@@ -330,24 +330,12 @@ class ChannelService:
         """Validate, persist (one transaction), then sign one cumulative receipt (on the
         signing pool). `checked`: the proofs' signatures checked ahead (node.signing), one per
         proof; the machine checks any other itself."""
-        errors: list[ProtocolError] = []
-        ahead = list(checked) or [None] * len(proofs)
         async with self.lock(cid):
-            state = start = self.get(cid)
+            start = self.get(cid)
             rows: UsageRows = defaultdict(lambda: [0, 0, 0])
             stamp = now_ms()
-            for proof, check in zip(proofs, ahead, strict=True):
-                if proof.channel_id != state.channel_id:
-                    errors.append(
-                        RemoteProtocolError(ErrorCode.WRONG_CHANNEL, "proof for another channel")
-                    )
-                    continue
-                before = state.received
-                try:
-                    state = ch.step(state, ch.ReceiveProof(proof, check), now_ms=stamp).state
-                except ProtocolError as exc:
-                    errors.append(exc)
-                    continue
+            state, applied, errors = ch.receive_proofs(start, proofs, checked, now_ms=stamp)
+            for before, proof in applied:
                 usage_rows(state, before, proof, rows)
             if state.received.nonce == 0:
                 return None, errors

@@ -157,7 +157,7 @@ class UsageEvents:
                 self._fail(taken, exc)
                 continue
             if proof is not None:
-                await service.streams.send(cid, [(proof.nonce, proof.encode())])
+                await service.streams.send(cid, [proof])
             start = 0
             for batch in taken:
                 n = len(batch.events)
@@ -172,7 +172,7 @@ class UsageEvents:
                 batch.done.set_exception(exc)
 
     async def _decide_and_commit(self, cid: str, taken: Sequence[_Batch]
-                                 ) -> tuple[list[Decision], BalanceProof | None]:
+                                 ) -> tuple[list[Decision], tuple[int, bytes] | None]:
         service = self.channels
         events = [e for batch in taken for e in batch.events]
         async with service.lock(cid):
@@ -201,7 +201,8 @@ class UsageEvents:
             t = ch.step(state, ch.ActionPay(
                 self.ctx.signer, tuple(Quantity(q) for q in p.quantities), Amount(0),
                 p.reference), now_ms=stamp)
-            proof = t.effects[0].proof  # type: ignore[union-attr]
+            signed: BalanceProof = t.effects[0].proof  # type: ignore[union-attr]
+            proof = (int(signed.nonce), signed.encode())  # stored and streamed as encoded
             rows = _usage_rows(t.state, sent.quantities, [(events[i], decisions[i])
                                                          for i in p.accepted], stamp)
             values = [(keys[events[i].id], events[i].content, events[i].time_ms,

@@ -29,7 +29,7 @@ from node.storage.db import StorageUnavailable
 from node.storage.repository import UsageRows, usage_rows
 from protocol import channel as ch
 from protocol.errors import ProtocolError
-from protocol.messages import BalanceProof, Receipt
+from protocol.messages import Receipt
 from protocol.types import Amount, Quantity
 
 if TYPE_CHECKING:
@@ -46,34 +46,28 @@ def _usage() -> UsageRows:
     return defaultdict(lambda: [0, 0, 0])
 
 
-Signed = tuple[ch.ChannelState, list[BalanceProof], UsageRows, list["int | ProtocolError"]]
+Signed = tuple[ch.ChannelState, list[tuple[int, bytes]], UsageRows, list["int | ProtocolError"]]
 
 
 def sign_requests(state: ch.ChannelState, requests: Sequence[tuple[ch.ActionPay, int]],
                   stamp: int) -> Signed:
     """The machine's proofs for each request (`n` updates of one action), in order: the new
-    state, the proofs, their usage rows and per request its last nonce or the error that
-    refused it (that request only: the others go on). Pure; run on the signing pool."""
-    proofs: list[BalanceProof] = []
+    state, the proofs encoded (nonce, wire bytes: stored and streamed as they are), their
+    usage rows and per request its last nonce or the error that refused it (that request only:
+    the others go on). Pure; run on the signing pool."""
+    proofs: list[tuple[int, bytes]] = []
     rows = _usage()
     results: list[int | ProtocolError] = []
     for action, n in requests:
-        before_request = (state, len(proofs), {k: list(v) for k, v in rows.items()})
         try:
-            for _ in range(n):
-                before = state.sent
-                t = ch.step(state, action, now_ms=stamp)
-                state = t.state
-                proof = t.effects[0].proof  # type: ignore[union-attr]
-                usage_rows(state, before, proof, rows)
-                proofs.append(proof)
-        except ProtocolError as exc:
-            state, keep, saved = before_request
-            del proofs[keep:]
-            rows = _usage()
-            rows.update(saved)
+            after, signed = ch.pay_many(state, action, n, now_ms=stamp)
+        except ProtocolError as exc:  # this request only: the state is as before it
             results.append(exc)
             continue
+        for before, proof in signed:
+            usage_rows(after, before, proof, rows)
+            proofs.append((proof.nonce, proof.encode()))
+        state = after
         results.append(state.sent.nonce)
     return state, proofs, rows, results
 
@@ -173,7 +167,7 @@ class Writer:
                             if not done.done():
                                 done.set_exception(exc)
                         continue
-            await service.streams.send(cid, [(p.nonce, p.encode()) for p in proofs])
+            await service.streams.send(cid, proofs)
             for nonce, done in signed:
                 if not done.done():
                     done.set_result(nonce)

@@ -12,7 +12,7 @@ the peer's incoming ones with the same code (h11's "we don't cheat").
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TypeAlias
 
@@ -647,17 +647,20 @@ def _on_funding(state: ChannelState, event: ReceiveFunding, now_ms: int) -> Tran
     return Transition(new)
 
 
-def _apply_proof(state: ChannelState, proof: BalanceProof, *, verify_signature: bool) -> Flow:
+def _apply_proof(state: ChannelState, proof: BalanceProof, *, verify_signature: bool,
+                 flow: Flow | None = None) -> Flow:
     """Validate `proof` against the flow of its sender and return the flow it produces.
 
-    The same checks run for proofs we create and proofs we receive.
+    The same checks run for proofs we create and proofs we receive. `flow`: the sender's flow
+    when it is newer than `state`'s (a batch folded without a new state per proof); the other
+    flow, which the capacity counts, is `state`'s.
     """
     if proof.channel_id != state.channel_id:
         raise RemoteProtocolError(ErrorCode.WRONG_CHANNEL, "the proof is for another channel")
     sender = state.terms.party_index(proof.sender)
     if verify_signature:
         proof.verify_signature(proof.sender)
-    flow = state.flows[sender]
+    flow = state.flows[sender] if flow is None else flow
     if proof.nonce <= flow.nonce:
         raise RemoteProtocolError(
             ErrorCode.NONCE_REPLAY, f"nonce {proof.nonce} is not above {flow.nonce}"
@@ -720,9 +723,11 @@ def _with_flow(state: ChannelState, sender: int, flow: Flow) -> ChannelState:
     return replace(state, flows=flows)
 
 
-def build_proof(state: ChannelState, event: ActionPay, *, now_ms: int) -> BalanceProof:
-    """The next proof from us for `event` (signed), without validating it."""
-    flow = state.sent
+def build_proof(state: ChannelState, event: ActionPay, *, now_ms: int,
+                flow: Flow | None = None) -> BalanceProof:
+    """The next proof from us for `event` (signed), without validating it (after `flow`, our
+    flow when it is newer than `state`'s)."""
+    flow = state.sent if flow is None else flow
     if len(event.quantities) != len(flow.quantities):
         raise LocalProtocolError(
             ErrorCode.TARIFF_MISMATCH,
@@ -778,25 +783,89 @@ def _check_signer(state: ChannelState, signer: Signer) -> None:
         raise LocalProtocolError(ErrorCode.NOT_A_PARTY, "signing with a key that is not ours")
 
 
+def _pay_flow(state: ChannelState, event: ActionPay, flow: Flow, now_ms: int
+              ) -> tuple[BalanceProof, Flow]:
+    """The proof `event` signs after our `flow`, and the flow it produces."""
+    proof = build_proof(state, event, now_ms=now_ms, flow=flow)
+    return proof, _local(lambda: _apply_proof(state, proof, verify_signature=False, flow=flow))
+
+
 def _on_pay(state: ChannelState, event: ActionPay, now_ms: int) -> Transition:
     _check_signer(state, event.signer)
-    proof = build_proof(state, event, now_ms=now_ms)
-    flow = _local(lambda: _apply_proof(state, proof, verify_signature=False))
+    proof, flow = _pay_flow(state, event, state.sent, now_ms)
     return Transition(_with_flow(state, state.us, flow), (SendProof(proof),))
 
 
-def _on_proof(state: ChannelState, event: ReceiveProof, now_ms: int) -> Transition:
-    proof = event.proof
+def _received_flow(state: ChannelState, proof: BalanceProof, checked: CheckedProof | None,
+                   flow: Flow) -> Flow:
+    """The flow `proof` produces after the peer's `flow` (the very same `flow` for the proof it
+    carries already)."""
     if proof.channel_id != state.channel_id:  # addressing first (specs/0002 §6.3)
         raise RemoteProtocolError(ErrorCode.WRONG_CHANNEL, "the proof is for another channel")
     if proof.sender != state.terms.parties()[state.them]:
         raise RemoteProtocolError(ErrorCode.NOT_A_PARTY, "the proof is not signed by our peer")
-    held = state.received.proof
+    held = flow.proof
     if held is not None and proof.nonce == held.nonce and proof == held:
-        return Transition(state)  # the same proof again: idempotent, nothing changes
-    checked = event.checked is not None and event.checked.proof is proof  # identity only
-    flow = _apply_proof(state, proof, verify_signature=not checked)
+        return flow  # the same proof again: idempotent, nothing changes
+    is_checked = checked is not None and checked.proof is proof  # identity only
+    return _apply_proof(state, proof, verify_signature=not is_checked, flow=flow)
+
+
+def _on_proof(state: ChannelState, event: ReceiveProof, now_ms: int) -> Transition:
+    flow = _received_flow(state, event.proof, event.checked, state.received)
+    if flow is state.received:
+        return Transition(state)
     return Transition(_with_flow(state, state.them, flow))
+
+
+# -- batches: the same rules folded over many inputs, one new state at the end ---------------
+
+
+def pay_many(state: ChannelState, event: ActionPay, n: int, *, now_ms: int
+             ) -> tuple[ChannelState, list[tuple[Flow, BalanceProof]]]:
+    """`step(ActionPay)` `n` times: the state after the last and each proof with our flow
+    before it. The same as folding :func:`step` (a ProtocolError refuses the whole batch,
+    `state` untouched), with one new state for the batch instead of one per proof: the
+    sender's per-update cost (issue 13). tests/protocol/test_batches.py holds it to the fold."""
+    allowed_phases(TRANSITIONS, state.phase, event, local=True,  # type: ignore[arg-type]
+                   noun="channel")
+    _check_signer(state, event.signer)
+    flow, out = state.sent, []
+    for _ in range(n):
+        proof, after = _pay_flow(state, event, flow, now_ms)
+        out.append((flow, proof))
+        flow = after
+    if not out:
+        return state, out
+    return replace(_with_flow(state, state.us, flow), updated_ms=now_ms), out
+
+
+def receive_proofs(state: ChannelState, proofs: Sequence[BalanceProof],
+                   checked: Sequence[CheckedProof | None], *, now_ms: int
+                   ) -> tuple[ChannelState, list[tuple[Flow, BalanceProof]],
+                              list[ProtocolError]]:
+    """`step(ReceiveProof)` of each proof in order, each refused one skipped: the state after
+    the last, each proof applied with the peer's flow before it, and the errors in order. The
+    same as folding :func:`step` over them (tests/protocol/test_batches.py holds it to that),
+    with one new state for the batch instead of one per proof: the receiver's per-update cost
+    (issue 13). `checked`: one signature check per proof, or none."""
+    ahead: Sequence[CheckedProof | None] = checked or [None] * len(proofs)
+    flow, applied, errors = state.received, [], []
+    for proof, check in zip(proofs, ahead, strict=True):
+        try:
+            allowed_phases(TRANSITIONS, state.phase,  # type: ignore[arg-type]
+                           ReceiveProof(proof, check), local=False,
+                           noun="channel")
+            after = _received_flow(state, proof, check, flow)
+        except ProtocolError as exc:
+            errors.append(exc)
+            continue
+        if after is not flow:
+            applied.append((flow, proof))
+            flow = after
+    if flow is state.received:
+        return state, applied, errors
+    return replace(_with_flow(state, state.them, flow), updated_ms=now_ms), applied, errors
 
 
 def _on_acknowledge(state: ChannelState, event: ActionAcknowledge, now_ms: int) -> Transition:
@@ -1199,4 +1268,4 @@ _HANDLERS: dict[type, _Handler] = {
 }
 
 __all__ = ["ChannelState", "CheckedProof", "Phase", "ProtocolError", "TermsBounds", "Transition",
-           "accept", "check_signature", "propose", "step"]
+           "accept", "check_signature", "pay_many", "propose", "receive_proofs", "step"]

@@ -23,8 +23,17 @@ _DECIMAL = re.compile(r"([0-9]+)(?:\.([0-9]+))?", re.ASCII)  # ASCII digits only
 _MONEY = re.compile(r"\s*(\S+)\s+([A-Za-z]{3})\s*")
 
 
+_EXPONENTS: dict[str, int] = {}
+"""The exponents looked up so far: only currencies that have one (at most ISO 4217's list), so a
+peer's made-up codes never grow it. Every proof checks its capacity through here (issue 13)."""
+
+
 def currency_exponent(code: str) -> int:
     """The ISO 4217 exponent of `code`; UNKNOWN_CURRENCY for anything else (including XAU)."""
+    if isinstance(code, str):
+        known = _EXPONENTS.get(code)
+        if known is not None:
+            return known
     if not isinstance(code, str) or not re.fullmatch(r"[A-Z]{3}", code):
         raise LocalProtocolError(
             ErrorCode.UNKNOWN_CURRENCY, f"{code!r} is not an upper-case ISO 4217 code"
@@ -39,6 +48,7 @@ def currency_exponent(code: str) -> int:
         raise LocalProtocolError(
             ErrorCode.UNKNOWN_CURRENCY, f"{code} has no minor unit and cannot be paid over a rail"
         )
+    _EXPONENTS[code] = int(exponent)
     return int(exponent)
 
 

@@ -92,8 +92,12 @@ def usage_params(rows: UsageRows) -> list[dict[str, Any]]:
     return [dict(zip(USAGE_KEYS, (*k, *v), strict=True)) for k, v in rows.items()]
 
 
-def proof_params(cid: str, outgoing: Sequence[BalanceProof]) -> list[dict[str, Any]]:
-    return [{"channel_id": cid, "nonce": p.nonce, "proof": p.encode()} for p in outgoing]
+Encoded = Sequence[tuple[int, bytes]]
+"""Our proofs as (nonce, wire bytes): encoded once, for the stored row and for the stream."""
+
+
+def proof_params(cid: str, outgoing: Encoded) -> list[dict[str, Any]]:
+    return [{"channel_id": cid, "nonce": nonce, "proof": data} for nonce, data in outgoing]
 
 
 DIRECT = Statements(CHANNEL_TABLE, PROOF_TABLE, USAGE_UPSERT["sqlite"], USAGE_KEYS)
@@ -154,7 +158,7 @@ class Repository:
         *,
         new: bool = False,
         usage: UsageRows | None = None,
-        outgoing: Sequence[BalanceProof] = (),
+        outgoing: Encoded = (),
         prune_upto: int | None = None,
     ) -> None:
         """The channel's state with its usage and our in-flight proofs (pruning what the
@@ -183,7 +187,7 @@ class Repository:
         state: ch.ChannelState,
         *,
         usage: UsageRows | None = None,
-        outgoing: Sequence[BalanceProof] = (),
+        outgoing: Encoded = (),
         prune_upto: int | None = None,
     ) -> None:
         """:meth:`save_channel` of an existing channel as a transaction of its own, when it
