@@ -76,6 +76,16 @@ def unpack(data: bytes) -> list[Any]:
 
 
 def _check_types(value: object, *, depth: int) -> None:
+    if type(value) is list and depth < 8:  # the common case, without a call per scalar
+        for item in value:
+            kind = type(item)
+            if kind is int:
+                if item < 0:
+                    raise DecodeError(ErrorCode.INVALID_FIELD,
+                                      "negative integers are not used on the wire")
+            elif kind is not bytes and kind is not str and item is not None:
+                _check_types(item, depth=depth + 1)  # a list, or the error for its type
+        return
     if depth > 8:
         raise DecodeError(ErrorCode.MALFORMED, "nesting deeper than 8")
     if value is None or isinstance(value, str | bytes):

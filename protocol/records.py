@@ -160,9 +160,10 @@ class Record:
                 ErrorCode.WRONG_ARITY,
                 f"{path}: {cls.__name__} has {len(cls.FIELDS)} fields, got {len(raw)}",
             )
+        paths = _field_paths(cls, path)
         return {
-            name: kind.load(value, f"{path}.{name}")
-            for (name, kind), value in zip(cls.FIELDS, raw, strict=True)
+            name: kind.load(value, where)
+            for (name, kind), value, where in zip(cls.FIELDS, raw, paths, strict=True)
         }
 
     @classmethod
@@ -170,6 +171,20 @@ class Record:
         if not isinstance(raw, list):
             raise _bad(path or cls.__name__, f"{cls.__name__} is an array")
         return cls(**cls._load_fields(raw, path or cls.__name__))
+
+
+_PATHS: dict[tuple[type, str], tuple[str, ...]] = {}
+"""Each record's field paths under a path (the error messages' ``Proof.amount``), built once:
+the paths come from the schema's names and bounded list indices, never from the input."""
+
+
+def _field_paths(cls: type[Record], path: str) -> tuple[str, ...]:
+    found = _PATHS.get((cls, path))
+    if found is None:
+        found = tuple(f"{path}.{name}" for name, _ in cls.FIELDS)
+        if len(_PATHS) < 4096:
+            _PATHS[(cls, path)] = found
+    return found
 
 
 _REGISTRY: dict[int, type[Message]] = {}
