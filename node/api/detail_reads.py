@@ -58,6 +58,9 @@ class _Cache:
     generation: int = 0
     """Moves with every commit that wrote any of TABLES: a read that a commit overtook is not
     kept."""
+    shown: dict[str, tuple[ch.ChannelState, Rows, dict[str, Any]]] = field(default_factory=dict)
+    """Per channel, the last detail rendered and the state and rows it was rendered from: the
+    payments a group commit releases together answer one rendering (at most SHOWN_KEPT)."""
 
 
 _CACHES: weakref.WeakKeyDictionary[Engine, _Cache] = weakref.WeakKeyDictionary()
@@ -155,7 +158,21 @@ def render(state: ch.ChannelState, rows: Rows) -> dict[str, Any]:
             "returned_payouts": render_returns(state, rows.returns)}
 
 
+SHOWN_KEPT = 256
+
+
 async def detail(request: web.Request, cid: str) -> dict[str, Any]:
     """The detail, its schedule and settlements, and the payouts the bank returned."""
     state = request.app[CHANNELS].get(cid)
-    return render(state, await read(request.app[CONTEXT].engine, cid))
+    engine = request.app[CONTEXT].engine
+    rows = await read(engine, cid)
+    shown = _cache(engine.sync_engine).shown
+    last = shown.get(cid)
+    if last is not None and last[0] is state and last[1] is rows:
+        return dict(last[2])  # the same immutable state and rows: the same detail
+    rendered = render(state, rows)
+    shown.pop(cid, None)
+    shown[cid] = (state, rows, rendered)
+    if len(shown) > SHOWN_KEPT:
+        del shown[next(iter(shown))]
+    return dict(rendered)

@@ -117,3 +117,40 @@ async def test_callers_that_miss_together_share_a_read_never_one_from_before_a_c
     late = await detail_reads.read(svc.engine, cid)  # after the commit: never the early read
     assert [t.idempotency_key for t in late.transfers] == ["k1"]
     await early
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_one_state_is_rendered_once_and_a_new_state_again(
+        tmp_path: Path, db_url: str, services: ServicesFactory,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The payments one group commit releases answer the same state: one rendering for all."""
+    from types import SimpleNamespace
+
+    from node.keys import CHANNELS, CONTEXT
+
+    from .conftest import Payer
+
+    monkeypatch.setattr(detail_reads, "KEEP_S", 3600.0)
+    sim = open_sim()
+    svc = await services(make_config(tmp_path / "n", sim.peer, db_url=db_url))
+    cid = sim.terms.channel_id.hex()
+    await svc.channels.commit(sim.states[1], new=True)
+    request = SimpleNamespace(app={CHANNELS: svc.channels, CONTEXT: svc.ctx})
+    rendered: list[int] = []
+    render = detail_reads.render
+
+    def counted(state: object, rows: object) -> dict[str, object]:
+        rendered.append(1)
+        return render(state, rows)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(detail_reads, "render", counted)
+    answers = await asyncio.gather(*(detail_reads.detail(request, cid)  # type: ignore[arg-type]
+                                     for _ in range(5)))
+    assert len(rendered) == 1
+    assert all(a == answers[0] and a is not answers[0] for a in answers[1:])
+
+    await svc.channels.on_proofs(cid, [Payer(sim).pay((100, 0))])  # a new state
+    after = await detail_reads.detail(request, cid)  # type: ignore[arg-type]
+    assert len(rendered) == 2
+    assert after != answers[0]
+    assert after["nonce_received"] == 1

@@ -208,6 +208,22 @@ def test_unknown_currencies(code: str) -> None:
     assert info.value.code is ErrorCode.UNKNOWN_CURRENCY
 
 
+def test_remembered_exponents_are_only_real_currencies_and_odd_input_stays_typed() -> None:
+    from protocol import money
+
+    for _ in range(2):  # asked twice: the second answer comes from what was remembered
+        assert currency_exponent("JPY") == 0
+        for code in ("XAU", "ZZZ", "eur"):
+            with pytest.raises(LocalProtocolError):
+                currency_exponent(code)
+    assert money._EXPONENTS.get("JPY") == 0
+    assert not {"XAU", "ZZZ", "eur"} & money._EXPONENTS.keys()  # a peer cannot grow it
+    for odd in ([], None, 3, b"EUR"):  # not even hashable, or not a string
+        with pytest.raises(LocalProtocolError) as info:
+            currency_exponent(odd)  # type: ignore[arg-type]
+        assert info.value.code is ErrorCode.UNKNOWN_CURRENCY
+
+
 def test_rounding_to_minor_units() -> None:
     assert to_minor_units(Amount(12_345_678), 6, 2) == 1234
     assert to_minor_units(Amount(12_349_999), 6, 2) == 1234  # always down
