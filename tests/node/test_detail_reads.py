@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from sqlalchemy import insert, update
 
 from node.api import detail_reads
+from node.keys import CHANNELS, CONTEXT
 from node.storage.models import PayoutReturn, Settlement, Transfer
 from protocol import schedule as sch
 from protocol.crypto import Signer
 from protocol.types import Amount
 
-from .conftest import ServicesFactory, make_config, open_sim
+from .conftest import Payer, ServicesFactory, make_config, open_sim
 
 
 def _transfer(cid: str, key: str) -> Transfer:
@@ -124,12 +126,6 @@ async def test_one_state_is_rendered_once_and_a_new_state_again(
         tmp_path: Path, db_url: str, services: ServicesFactory,
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The payments one group commit releases answer the same state: one rendering for all."""
-    from types import SimpleNamespace
-
-    from node.keys import CHANNELS, CONTEXT
-
-    from .conftest import Payer
-
     monkeypatch.setattr(detail_reads, "KEEP_S", 3600.0)
     sim = open_sim()
     svc = await services(make_config(tmp_path / "n", sim.peer, db_url=db_url))
