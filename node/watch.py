@@ -87,7 +87,8 @@ class ArbiterWatch:
             except Exception as exc:  # the next sweep tries again; the watch must not die
                 log.warning("watch.failed", arbiter=arbiter[:16], error=str(exc)[:300])
                 return
-        for status in answer.statuses:
+        for i, status in enumerate(answer.statuses):
+            await take_turns(i)  # an answer covers up to MAX_STATUS_BATCH channels
             cid = status.channel_id.hex()
             try:
                 if self.channels.get(cid).phase is ch.Phase.PROPOSED:
