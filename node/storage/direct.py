@@ -7,7 +7,8 @@ COMMIT, the pool's reset) made about ten of them: 5-7 ms for what SQLite itself 
 under 1 ms (issue 13, ADR 0325). The commit of an update or a receipt touches nothing but the
 channel's rows (no phase change, no delivery, no event row), so it runs here instead:
 
-- the very Core statements of node.storage.repository, compiled once for SQLite;
+- the very Core statements the session path runs (node.storage.repository's
+  `channel_writes`), compiled once for SQLite;
 - executed by `sqlite3` on one connection of this module's own thread, opened with the pragmas
   of every pooled connection (WAL, ``synchronous=FULL``, foreign keys), in ``BEGIN IMMEDIATE``
   … ``COMMIT``: one hop there and back, and the commit is fsynced before the call returns;
@@ -24,11 +25,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from sqlalchemy import bindparam, delete, insert, update
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -38,30 +38,22 @@ from node.storage.db import PRAGMAS, SQLITE_TIMEOUT_S, StorageUnavailable, healt
 _DIALECT = sqlite.dialect(paramstyle="qmark")
 
 
-def _compiled(stmt: Any, keys: Sequence[str] | None = None) -> tuple[str, tuple[str, ...]]:
-    """The statement's SQL for SQLite and the order of its parameters."""
-    compiled = stmt.compile(dialect=_DIALECT, column_keys=list(keys) if keys else None)
-    return str(compiled), tuple(compiled.positiontup or ())
+_COMPILED: dict[tuple[Any, tuple[str, ...]], tuple[str, tuple[str, ...]]] = {}
+"""(statement, parameter names) → its SQL for SQLite and the order of its parameters: the
+channel commit's few constant statements (node.storage.repository), compiled once each."""
 
 
-Statement = tuple[str, tuple[str, ...]]
+def _compiled(statement: Any, keys: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
+    found = _COMPILED.get((statement, keys))
+    if found is None:
+        compiled = statement.compile(dialect=_DIALECT, column_keys=list(keys))
+        found = _COMPILED[(statement, keys)] = (str(compiled), tuple(compiled.positiontup or ()))
+    return found
 
 
-class Statements:
-    """The channel commit's four statements (node.storage.repository's tables), compiled."""
-
-    def __init__(self, channel: Any, proofs: Any, usage_upsert: Any,
-                 usage_keys: Sequence[str]) -> None:
-        self.channel = _compiled(update(channel).where(channel.c.id == bindparam("b_id")),
-                                 ["phase", "state", "updated_ms"])
-        self.usage = _compiled(usage_upsert, usage_keys)
-        self.proofs = _compiled(insert(proofs), ["channel_id", "nonce", "proof"])
-        self.prune = _compiled(delete(proofs).where(proofs.c.channel_id == bindparam("b_cid"),
-                                                    proofs.c.nonce <= bindparam("b_upto")))
-
-
-Writes = list[tuple[Statement, list[dict[str, Any]]]]
-"""Statements with their parameter sets, run in order in one transaction."""
+Writes = list[tuple[Any, list[dict[str, Any]]]]
+"""Constant Core statements with their parameter sets (all with the same names), run in order
+in one transaction."""
 
 
 def direct_path(engine: AsyncEngine) -> str | None:
@@ -91,8 +83,9 @@ class DirectCommits:
         if self._closed:
             raise StorageUnavailable("storage unavailable (sqlite): the node is stopping; "
                                      "nothing was committed")
+        prepared = [(*_compiled(statement, tuple(rows[0])), rows) for statement, rows in writes]
         failed = await asyncio.get_running_loop().run_in_executor(self._pool, self._write,
-                                                                  writes)
+                                                                  prepared)
         if failed is None:
             health(self.engine).recovered()
             return
@@ -100,7 +93,8 @@ class DirectCommits:
             raise StorageUnavailable(health(self.engine).failed(failed)) from failed
         raise failed
 
-    def _write(self, writes: Writes) -> StatementError | None:
+    def _write(self, writes: list[tuple[str, tuple[str, ...], list[dict[str, Any]]]]
+               ) -> StatementError | None:
         """On the thread: the transaction, or the driver's error as SQLAlchemy's class."""
         statement: str = "BEGIN IMMEDIATE"
         rows: list[dict[str, Any]] = [{}]
@@ -109,7 +103,7 @@ class DirectCommits:
             if conn is None:
                 conn = self._conn = self._connect()
             conn.execute("BEGIN IMMEDIATE")
-            for (statement, keys), rows in writes:
+            for statement, keys, rows in writes:
                 conn.executemany(statement, [tuple(row[k] for k in keys) for row in rows])
             statement, rows = "COMMIT", [{}]
             conn.execute("COMMIT")

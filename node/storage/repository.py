@@ -11,13 +11,13 @@ import contextlib
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from sqlalchemy import Table, delete, func, insert, select, update
+from sqlalchemy import Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from node.storage.codec import decode_channel, decode_escrow, encode_channel, encode_escrow
 from node.storage.db import transaction
-from node.storage.direct import DirectCommits, Statements, Writes, direct_path
+from node.storage.direct import DirectCommits, Writes, direct_path
 from node.storage.models import (
     Channel,
     Cursor,
@@ -100,8 +100,28 @@ def proof_params(cid: str, outgoing: Encoded) -> list[dict[str, Any]]:
     return [{"channel_id": cid, "nonce": nonce, "proof": data} for nonce, data in outgoing]
 
 
-DIRECT = Statements(CHANNEL_TABLE, PROOF_TABLE, USAGE_UPSERT["sqlite"], USAGE_KEYS)
-"""The channel's own rows as node.storage.direct runs them (the same statements, compiled)."""
+CHANNEL_UPDATE = update(CHANNEL_TABLE).where(CHANNEL_TABLE.c.id == bindparam("b_id"))
+PROOFS_INSERT = insert(PROOF_TABLE)
+PROOFS_PRUNE = delete(PROOF_TABLE).where(PROOF_TABLE.c.channel_id == bindparam("b_cid"),
+                                         PROOF_TABLE.c.nonce <= bindparam("b_upto"))
+"""With USAGE_UPSERT, the statements of a channel commit: constant, so each is compiled once,
+by SQLAlchemy for a session and by node.storage.direct for its own connection."""
+
+
+def channel_writes(state: ch.ChannelState, dialect: str, *, usage: UsageRows | None,
+                   outgoing: Encoded, prune_upto: int | None) -> Writes:
+    """What a commit of the channel's rows runs, in order: its state row (always first), its
+    usage, our new proofs and the pruning of those the peer acknowledged."""
+    cid = state.channel_id.hex()
+    writes: Writes = [(CHANNEL_UPDATE, [{"phase": state.phase.value, "state": encode_channel(state),
+                                         "updated_ms": state.updated_ms, "b_id": cid}])]
+    if usage:
+        writes.append((USAGE_UPSERT[dialect], usage_params(usage)))
+    if outgoing:
+        writes.append((PROOFS_INSERT, proof_params(cid, outgoing)))
+    if prune_upto is not None:
+        writes.append((PROOFS_PRUNE, [{"b_cid": cid, "b_upto": prune_upto}]))
+    return writes
 
 
 class Repository:
@@ -163,24 +183,16 @@ class Repository:
     ) -> None:
         """The channel's state with its usage and our in-flight proofs (pruning what the
         peer's receipts acknowledge), in the caller's transaction."""
-        cid = state.channel_id.hex()
-        data = encode_channel(state)
-        if new:
-            session.add(Channel(id=cid, peer_id=state.terms.parties()[state.them].hex(),
-                                phase=state.phase.value, state=data,
+        dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+        writes = channel_writes(state, dialect, usage=usage, outgoing=outgoing,
+                                prune_upto=prune_upto)
+        if new:  # the row is inserted, not updated
+            row = writes.pop(0)[1][0]
+            session.add(Channel(id=row["b_id"], peer_id=state.terms.parties()[state.them].hex(),
+                                phase=row["phase"], state=row["state"],
                                 created_ms=state.updated_ms, updated_ms=state.updated_ms))
-        else:
-            await session.execute(
-                update(CHANNEL_TABLE).where(CHANNEL_TABLE.c.id == cid)
-                .values(phase=state.phase.value, state=data, updated_ms=state.updated_ms))
-        if usage:
-            dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
-            await session.execute(USAGE_UPSERT[dialect], usage_params(usage))
-        if outgoing:
-            await session.execute(insert(PROOF_TABLE), proof_params(cid, outgoing))
-        if prune_upto is not None:
-            await session.execute(delete(PROOF_TABLE).where(
-                PROOF_TABLE.c.channel_id == cid, PROOF_TABLE.c.nonce <= prune_upto))
+        for statement, params in writes:
+            await session.execute(statement, params)
 
     async def save_channel_alone(
         self,
@@ -198,17 +210,8 @@ class Repository:
                 await self.save_channel(session, state, usage=usage, outgoing=outgoing,
                                         prune_upto=prune_upto)
             return
-        cid = state.channel_id.hex()
-        writes: Writes = [(DIRECT.channel, [{"phase": state.phase.value,
-                                             "state": encode_channel(state),
-                                             "updated_ms": state.updated_ms, "b_id": cid}])]
-        if usage:
-            writes.append((DIRECT.usage, usage_params(usage)))
-        if outgoing:
-            writes.append((DIRECT.proofs, proof_params(cid, outgoing)))
-        if prune_upto is not None:
-            writes.append((DIRECT.prune, [{"b_cid": cid, "b_upto": prune_upto}]))
-        await self.direct.run(writes)
+        await self.direct.run(channel_writes(state, "sqlite", usage=usage, outgoing=outgoing,
+                                             prune_upto=prune_upto))
 
     async def outgoing_after(self, cid: str, start: int) -> list[tuple[int, bytes]]:
         """Our stored proofs on `cid` above nonce `start`, in order (what a stream resends)."""
