@@ -851,11 +851,14 @@ def receive_proofs(state: ChannelState, proofs: Sequence[BalanceProof],
     (issue 13). `checked`: one signature check per proof, or none."""
     ahead: Sequence[CheckedProof | None] = checked or [None] * len(proofs)
     flow, applied, errors = state.received, [], []
-    for proof, check in zip(proofs, ahead, strict=True):
+    if proofs:  # a proof never changes the phase: one look for the batch
         try:
             allowed_phases(TRANSITIONS, state.phase,  # type: ignore[arg-type]
-                           ReceiveProof(proof, check), local=False,
-                           noun="channel")
+                           ReceiveProof(proofs[0]), local=False, noun="channel")
+        except ProtocolError as refused:  # each proof is refused, as step refuses it
+            return state, [], [refused] * len(proofs)
+    for proof, check in zip(proofs, ahead, strict=True):
+        try:
             after = _received_flow(state, proof, check, flow)
         except ProtocolError as exc:
             errors.append(exc)

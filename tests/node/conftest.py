@@ -177,15 +177,16 @@ class Services:
                 for u in rows
             )
 
-    def count_commits(self) -> Callable[[], int]:
-        """Count transactions committed on this engine from now on."""
+    def count_commits(self, *, direct: bool = True) -> Callable[[], int]:
+        """Count transactions committed on this engine from now on (with `direct`, those of
+        node.storage.direct's connection too)."""
         commits = [0]
 
         def on_commit(_conn: Any) -> None:
             commits[0] += 1
 
         event.listen(self.engine.sync_engine, "commit", on_commit)
-        if self.ctx.repo.direct is not None:  # the commits of a channel's rows alone
+        if direct and self.ctx.repo.direct is not None:  # a channel's rows alone
             self.ctx.repo.direct.on_commit.append(lambda: on_commit(None))
         return lambda: commits[0]
 

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event
 
 from node.storage.codec import decode_channel
 from node.storage.db import StorageUnavailable, health
@@ -20,17 +19,6 @@ from protocol import channel as ch
 from tests.faults.fullfs import small_fs
 
 from .conftest import Payer, ServicesFactory, node_with_peers
-
-
-def _session_commits(svc: Any) -> list[int]:
-    """Transactions committed through the engine's sessions from now on."""
-    seen = [0]
-
-    def on_commit(_conn: Any) -> None:
-        seen[0] += 1
-
-    event.listen(svc.engine.sync_engine, "commit", on_commit)
-    return seen
 
 
 async def test_an_update_commits_its_rows_in_one_direct_call_and_a_phase_change_in_a_session(
@@ -45,13 +33,13 @@ async def test_an_update_commits_its_rows_in_one_direct_call_and_a_phase_change_
     assert errors == []  # the first payment received reads the payment report: a session
     direct: list[int] = []
     svc.ctx.repo.direct.on_commit.append(lambda: direct.append(1))
-    sessions = _session_commits(svc)
+    sessions = svc.count_commits(direct=False)
 
     receipt, errors = await svc.channels.on_proofs(cid, [payer.pay((50, 2)) for _ in range(4)])
     assert errors == []
     assert receipt is not None
     assert receipt.nonce == 7
-    assert (len(direct), sessions[0]) == (1, 0)  # one transaction, and not through a session
+    assert (len(direct), sessions()) == (1, 0)  # one transaction, and not through a session
 
     # what it wrote is what a session commit writes: the state and the aggregated usage
     row = await svc.channel_row(cid)
@@ -63,7 +51,7 @@ async def test_an_update_commits_its_rows_in_one_direct_call_and_a_phase_change_
 
     # a change of phase (our close) goes through a session, with its delivery to the peer
     await svc.channels.apply(cid, ch.ActionClose(sim.peer))
-    assert (len(direct), sessions[0]) == (1, 1)
+    assert (len(direct), sessions()) == (1, 1)
     assert [r.purpose for r in await svc.outbox.pending()] == ["close"]
 
 
