@@ -30,6 +30,9 @@ _TO_ASK = select(Transfer).where(or_(
          Transfer.updated_ms >= bindparam("since"))))
 """What each poll asks the rail about, in one constant statement (compiled once: built anew at
 every poll, its two queries were a few per cent of a busy node's event loop, issue 13)."""
+AFTER_FINAL = {"booked": ("booked", "returned"), "rejected": (), "returned": ()}
+"""What a final status may still become: a booked transfer can come back (returned) or be booked
+with a notification of change; a rejected or returned one never changes again."""
 RETURN_POLL_FACTOR = 20
 """A booked transfer in the return window is asked again every 20 polls (10 s at the default
 500 ms), not at every one."""
@@ -101,14 +104,32 @@ class Transfers:
                  amount_minor=instruction.amount_minor, status=record.status.value)
         return record
 
-    async def _save(self, record: PaymentRecord) -> None:
+    async def _save(self, record: PaymentRecord) -> bool:
+        """Store the rail's answer, read against the row as it is now, in one transaction:
+        the poll may have read the row before `submit` stored the bank's refusal, and its
+        later answer (the same status, often without the reason) must not erase the reason,
+        nor a stale "pending" overwrite a final status. Whether the row changed."""
+        key = record.idempotency_key
         async with self.ctx.db() as session, session.begin():
+            row = await session.get(Transfer, key)
+            if row is None:
+                return False
+            status = record.status.value
+            if row.status in AFTER_FINAL and status not in AFTER_FINAL[row.status]:
+                return False  # a stale answer after the final one
+            reason = " ".join(filter(None, [record.reason_code, record.reason]))[:200]
+            if status == row.status and (not reason or reason == row.reason) \
+                    and (record.end_to_end_id or "") in ("", row.end_to_end_id):
+                return False  # nothing new: the same answer again
+            if status == row.status and not reason:
+                reason = row.reason
             await self.ctx.events.transfer(session, record)
             await session.execute(
-                update(Transfer).where(Transfer.idempotency_key == record.idempotency_key).values(
-                    status=record.status.value,
-                    reason=" ".join(filter(None, [record.reason_code, record.reason]))[:200],
-                    end_to_end_id=record.end_to_end_id, updated_ms=now_ms()))
+                update(Transfer).where(Transfer.idempotency_key == key).values(
+                    status=status, reason=reason,
+                    end_to_end_id=record.end_to_end_id or row.end_to_end_id,
+                    updated_ms=now_ms()))
+        return True
 
     async def refresh(self) -> list[PaymentRecord]:
         """Ask the rail about every transfer not final yet, and about booked payouts and
@@ -138,8 +159,7 @@ class Transfers:
                     continue
                 record = rejected(row.idempotency_key, row.amount_minor, row.currency, exc)
             self._backoff.pop(row.idempotency_key, None)
-            if record.status.value != row.status:
-                await self._save(record)
+            if record.status.value != row.status and await self._save(record):
                 changed.append(record)
                 if record.status is PaymentStatus.UNRECONCILED:
                     # the statement disagrees with the payment: for the operator, never settled
@@ -163,13 +183,12 @@ class Transfers:
             log.warning("transfer.return_check_failed", key=row.idempotency_key, error=str(exc))
             return None
         reason = " ".join(filter(None, [record.reason_code, record.reason]))[:200]
-        if record.status is PaymentStatus.RETURNED:
-            await self._save(record)
+        if record.status is PaymentStatus.RETURNED and await self._save(record):
             log.error("transfer.returned", key=row.idempotency_key, channel=row.channel_id[:16],
                       reason_code=record.reason_code, reason=record.reason)
             return record
-        if record.status is PaymentStatus.BOOKED and reason and reason != row.reason:
-            await self._save(record)  # a notification of change: the corrected data it names
+        if record.status is PaymentStatus.BOOKED and reason and reason != row.reason \
+                and await self._save(record):  # a notification of change: the data it names
             log.warning("transfer.changed", key=row.idempotency_key, reason=reason)
         return None
 

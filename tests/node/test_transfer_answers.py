@@ -1,0 +1,88 @@
+"""A transfer's status is stored against the row as it is now: a poll that read the row before
+`submit` stored the bank's refusal (CI 2026-12-03: the payout of an AC04 test lost its reason
+this way) never erases the reason, and a stale answer never moves a final status back."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from node.context import now_ms
+from node.storage.models import Transfer
+from rails.port import PaymentRecord, PaymentStatus
+from tests.node.conftest import ServicesFactory, node_with_peers
+
+KEY = "ml-race"
+
+
+class SlowStatus:
+    """A rail whose status answer waits until the test lets it go: the poll's read of the row
+    then happens before, and its answer after, what the test does in between."""
+
+    def __init__(self, answer: PaymentRecord) -> None:
+        self.answer = answer
+        self.asked = asyncio.Event()
+        self.go = asyncio.Event()
+
+    async def status(self, key: str) -> PaymentRecord:
+        assert key == KEY
+        self.asked.set()
+        await self.go.wait()
+        return self.answer
+
+
+def record(status: PaymentStatus, code: str | None = None,
+           reason: str | None = None) -> PaymentRecord:
+    return PaymentRecord(KEY, "E2E-1", status, 11059, "EUR", reason_code=code, reason=reason)
+
+
+async def stored(svc: object, key: str = KEY) -> Transfer:
+    async with svc.ctx.db() as session:  # type: ignore[attr-defined]
+        row = await session.get(Transfer, key)
+    assert row is not None
+    return row
+
+
+async def a_pending_payout(tmp_path: Path, services: ServicesFactory) -> object:
+    svc = await node_with_peers(tmp_path, services, 1)
+    async with svc.ctx.db() as session, session.begin():
+        session.add(Transfer(idempotency_key=KEY, channel_id="c" * 64, purpose="payout",
+                             party=1, amount_minor=11059, currency="EUR", reference="REF",
+                             creditor="{}", status="pending", reason="", end_to_end_id="",
+                             created_ms=now_ms(), updated_ms=now_ms()))
+    return svc
+
+
+async def test_a_poll_that_read_pending_keeps_the_refusal_submit_stored_with_its_reason(
+        tmp_path: Path, services: ServicesFactory) -> None:
+    svc = await a_pending_payout(tmp_path, services)
+    rail = SlowStatus(record(PaymentStatus.REJECTED))  # the status answer: no reason
+    svc.ctx.rail = rail  # type: ignore[attr-defined]
+    transfers = svc.escrow.transfers  # type: ignore[attr-defined]
+    poll = asyncio.create_task(transfers.refresh())
+    await asyncio.wait_for(rail.asked.wait(), 5)  # the poll has read the row: pending
+    assert await transfers._save(record(PaymentStatus.REJECTED, "AC04", "account closed"))
+    rail.go.set()
+    assert await poll == []  # nothing new in the poll's answer
+    row = await stored(svc)
+    assert (row.status, row.reason) == ("rejected", "AC04 account closed")
+
+
+async def test_a_stale_answer_never_moves_a_final_status(
+        tmp_path: Path, services: ServicesFactory) -> None:
+    svc = await a_pending_payout(tmp_path, services)
+    rail = SlowStatus(record(PaymentStatus.ACCEPTED))
+    svc.ctx.rail = rail  # type: ignore[attr-defined]
+    transfers = svc.escrow.transfers  # type: ignore[attr-defined]
+    poll = asyncio.create_task(transfers.refresh())
+    await asyncio.wait_for(rail.asked.wait(), 5)
+    assert await transfers._save(record(PaymentStatus.BOOKED))
+    rail.go.set()
+    assert await poll == []
+    assert (await stored(svc)).status == "booked"
+    # what a booked transfer may still become: returned, with the reason; then nothing
+    assert await transfers._save(record(PaymentStatus.RETURNED, "AC04", "closed"))
+    assert not await transfers._save(record(PaymentStatus.BOOKED))
+    assert not await transfers._save(record(PaymentStatus.REJECTED, "AM04"))
+    row = await stored(svc)
+    assert (row.status, row.reason) == ("returned", "AC04 closed")
