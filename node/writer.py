@@ -82,6 +82,9 @@ class Writer:
         self._tiebreak = itertools.count()
         self.dirty: set[str] = set()
         self.flusher: asyncio.Task[None] | None = None
+        self.flushing = asyncio.Lock()
+        """One flush at a time: a flush that starts while another is committing a channel it
+        took from `dirty` waits for it, so that its return means the receipts are written."""
         self.pruned: dict[str, int] = {}
         """Per channel, the acknowledged nonce our stored proofs were last pruned up to."""
 
@@ -272,28 +275,30 @@ class Writer:
         """Write receipts held only in memory (and prune what they acknowledge). A busy
         channel is left to its writer's next commit; when the storage is away they stay dirty
         and the flusher tries again (the peer holds them too)."""
-        service = self.service
-        left: set[str] = set()
-        while self.dirty - left:
-            cid = (self.dirty - left).pop()
-            if not everything and self.busy(cid):
-                left.add(cid)
-                continue
-            self.dirty.discard(cid)  # a receipt landing during the commit marks it again
-            try:
-                async with service.lock(cid):
-                    state = service.get(cid)
-                    await service.commit(state, prune_upto=self.prune_upto(state))
-            except StorageUnavailable:
-                self.dirty.add(cid)
-                self.flusher = asyncio.create_task(self._flush_soon(STORAGE_RETRY_S),
+        async with self.flushing:
+            service = self.service
+            left: set[str] = set()
+            while self.dirty - left:
+                cid = (self.dirty - left).pop()
+                if not everything and self.busy(cid):
+                    left.add(cid)
+                    continue
+                self.dirty.discard(cid)  # a receipt landing during the commit marks it again
+                try:
+                    async with service.lock(cid):
+                        state = service.get(cid)
+                        await service.commit(state, prune_upto=self.prune_upto(state))
+                except StorageUnavailable:
+                    self.dirty.add(cid)
+                    self.flusher = asyncio.create_task(self._flush_soon(STORAGE_RETRY_S),
+                                                       name="receipt flusher")
+                    return
+                except BaseException:  # cancelled (stop) or failed mid-commit: still to write
+                    self.dirty.add(cid)
+                    raise
+            if left:
+                self.flusher = asyncio.create_task(self._flush_soon(0.05),
                                                    name="receipt flusher")
-                return
-            except BaseException:  # cancelled (stop) or failed mid-commit: still to be written
-                self.dirty.add(cid)
-                raise
-        if left:
-            self.flusher = asyncio.create_task(self._flush_soon(0.05), name="receipt flusher")
 
     async def stop(self) -> None:
         for task in list(self.tasks.values()):
