@@ -105,6 +105,12 @@ class ChannelService:
             raise NotFound(f"no channel {cid}", code="UNKNOWN_CHANNEL")
         return state
 
+    def phase(self, cid: str) -> ch.Phase:
+        """The channel's phase, without decoding a stored state."""
+        if cid not in self.states:
+            raise NotFound(f"no channel {cid}", code="UNKNOWN_CHANNEL")
+        return self.states.phase(cid)
+
     def lock(self, cid: str) -> asyncio.Lock:
         """The channel's lock — only for a channel we have (no lock per unknown id)."""
         self.get(cid)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import structlog
@@ -31,6 +31,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from node.background import take_turns
+from node.channel_states import ChannelStates
 from node.event_changes import (
     EVENT_TYPES,
     Change,
@@ -190,7 +191,7 @@ class EventLog:
         self.reports[cid] = report
         self.unreported.discard(cid)
 
-    async def flush_payments(self, states: Callable[[], Mapping[str, ch.ChannelState]],
+    async def flush_payments(self, states: Callable[[], ChannelStates],
                              lock: Callable[[str], asyncio.Lock], *, all_: bool = False) -> int:
         """Report the payments whose interval has passed (every channel with `all_`: after a
         restart); returns how many events were written."""
@@ -199,11 +200,12 @@ class EventLog:
         if all_:
             await self._load_reports(cids)
         for i, cid in enumerate(cids):
-            await take_turns(i)  # states decode here
-            held, report = states().get(cid), self.reports.get(cid)
-            if held is None or (report is not None and held.received.nonce <= report.nonce):
-                self.unreported.discard(cid)  # nothing new since its report: no session
-                continue
+            await take_turns(i)
+            held, report = states(), self.reports.get(cid)
+            if cid not in held or (report is not None
+                                   and held.received_nonce(cid) <= report.nonce):
+                self.unreported.discard(cid)  # nothing new since its report: no session, and
+                continue  # no state decoded (a restart of 10,000 channels decoded them all)
             async with lock(cid):
                 state = states().get(cid)
                 if state is None:
@@ -216,7 +218,7 @@ class EventLog:
                     written += await self._payments(session, state, force=False)
         return written
 
-    async def run_payments(self, states: Callable[[], Mapping[str, ch.ChannelState]],
+    async def run_payments(self, states: Callable[[], ChannelStates],
                            lock: Callable[[str], asyncio.Lock]) -> None:
         """The ticker: what a channel received since its last report goes out once the
         interval has passed, even if nothing else happens on it."""

@@ -82,9 +82,11 @@ class TransferNotices:
         so the channel's rows are read once and only a notice that would change one of them
         is verified and applied (its own lock and transaction); one that cannot be applied
         yet stops no other."""
+        if not status.transfers:
+            return  # nothing to apply: the state is not decoded for it
         cid = status.channel_id.hex()
         state = self.channels.states.get(cid)
-        if state is None or not status.transfers:
+        if state is None:
             return
         async with self.ctx.db() as session:
             rows = {(r.seq, r.party): (r.attempt, r.status) for r in (await session.scalars(

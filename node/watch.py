@@ -64,11 +64,11 @@ class ArbiterWatch:
         yet, once: MAX_STATUS_BATCH channels of one arbiter a request, CONCURRENCY requests
         in flight."""
         by_arbiter: defaultdict[str, list[str]] = defaultdict(list)
-        for i, (cid, phase) in enumerate(self.channels.states.phases()):
-            await take_turns(i)  # the first sweep decodes every state
-            state = self.channels.states.get(cid)
-            if state is not None and (phase in WATCHED or phase is ch.Phase.PROPOSED):
-                by_arbiter[state.terms.arbiter.hex()].append(cid)
+        states = self.channels.states
+        for i, (cid, phase) in enumerate(states.phases()):
+            await take_turns(i)
+            if (phase in WATCHED or phase is ch.Phase.PROPOSED) and cid in states:
+                by_arbiter[states.arbiter(cid)].append(cid)  # no state decoded (ADR 0316)
         await asyncio.gather(*(
             self._guarded(arbiter, cids[i:i + MAX_STATUS_BATCH])
             for arbiter, cids in by_arbiter.items()
@@ -91,7 +91,7 @@ class ArbiterWatch:
             await take_turns(i)  # an answer covers up to MAX_STATUS_BATCH channels
             cid = status.channel_id.hex()
             try:
-                if self.channels.get(cid).phase is ch.Phase.PROPOSED:
+                if self.channels.phase(cid) is ch.Phase.PROPOSED:
                     await self.check_proposed(cid)
                 else:
                     await self.check(cid, status)
@@ -136,10 +136,15 @@ class ArbiterWatch:
 
     async def check(self, cid: str, status: EscrowStatus) -> None:
         """Act on what the arbiter says, exactly as if it had been pushed to us (the machine
-        takes a repeat as nothing new)."""
-        if self.channels.get(cid).phase in FUNDABLE:
+        takes a repeat as nothing new). A quiet channel's state is not decoded to find that
+        nothing is new: its phase is known without it."""
+        if self.channels.phase(cid) in FUNDABLE:
+            funded = self.channels.states.funded(cid)
             for conf in status.funding:
-                await self.channels.on_funding(conf)
+                # the machine takes a confirmation of no more than the deposit it holds as
+                # nothing new (protocol.channel._on_funding): not decoded to learn that
+                if conf.amount > funded.get(conf.depositor, -1):
+                    await self.channels.on_funding(conf)
         if status.dispute is not None:
             await self.channels.on_dispute(status.dispute)
         await self.channels.checkpoints.notices.on_status(status)  # payout outcomes (cpnotice)

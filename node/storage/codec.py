@@ -7,6 +7,7 @@ decoder, so a row that was tampered with or corrupted fails loudly on load.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import msgpack
@@ -152,6 +153,38 @@ def encode_channel(state: ChannelState) -> bytes:
         use_bin_type=True,
     )
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelSummary:
+    """What the watch and the payment reports need of a stored channel state, read without
+    decoding it (node.channel_states, ADR 0316)."""
+
+    arbiter: bytes
+    funded: dict[bytes, int]
+    """Each party's node id → its confirmed deposit."""
+    received_nonce: int
+
+
+_TERMS_AT = {name: 2 + i for i, (name, _) in enumerate(ChannelTerms.FIELDS)}
+"""Where each of the terms' fields sits in their wire list (after the tag and the version)."""
+
+
+def summarize_channel(data: bytes) -> ChannelSummary:
+    """The summary of an encoded state, read at the places :func:`decode_channel` reads them
+    (a few µs, against about 200 for the whole decode with its signed messages)."""
+    try:
+        raw = msgpack.unpackb(data, raw=False)
+        terms = msgpack.unpackb(raw[1], raw=False)
+        parties = [terms[_TERMS_AT["opener"]], terms[_TERMS_AT["peer"]]]
+        arbiter, funded, nonce = terms[_TERMS_AT["arbiter"]], raw[7], raw[6][1 - raw[2]][0]
+        numbers = [*funded, nonce]
+        if not all(isinstance(b, bytes) for b in [arbiter, *parties]) or len(funded) != 2 \
+                or not all(isinstance(n, int) and not isinstance(n, bool) for n in numbers):
+            raise TypeError("no arbiter, parties, deposits or nonce where they belong")
+    except Exception as exc:
+        raise CorruptState(f"stored channel state does not decode: {exc}") from exc
+    return ChannelSummary(arbiter, dict(zip(parties, funded, strict=True)), nonce)
 
 
 def decode_channel(data: bytes) -> ChannelState:

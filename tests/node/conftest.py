@@ -39,7 +39,7 @@ from node.storage.models import Outbox as OutboxRow
 from node.transfers import Transfers
 from protocol import channel as ch
 from protocol.crypto import Signer
-from protocol.messages import BalanceProof
+from protocol.messages import BalanceProof, ChannelRegistration
 from protocol.simulation import Simulation
 from protocol.tariff import TariffLine, TariffTier
 from protocol.types import Amount, Quantity
@@ -382,6 +382,19 @@ async def start_node() -> AsyncIterator[Callable[[Config], Awaitable[RunningNode
         await cm.__aexit__(None, None, None)
 
 
+async def arbiter_holding_a_channel(
+    tmp_path: Path, start_node: Callable[[Config], Awaitable[RunningNode]]
+) -> tuple[Simulation, RunningNode]:
+    """A real arbiter daemon holding one open channel (of `open_sim`) in escrow."""
+    sim = open_sim()
+    arbiter = await start_node(make_config(tmp_path / "arbiter", sim.arbiter, role="arbiter"))
+    assert sim.escrow is not None
+    await arbiter.node.escrow.on_register(ChannelRegistration(sim.escrow.proposal,
+                                                              sim.escrow.acceptance))
+    await arbiter.node.escrow.commit(sim.escrow)
+    return sim, arbiter
+
+
 __all__ = [
     "ARBITER_URL",
     "KM",
@@ -392,6 +405,7 @@ __all__ = [
     "Payer",
     "RunningNode",
     "Services",
+    "arbiter_holding_a_channel",
     "free_port",
     "make_config",
     "node_with_peers",

@@ -19,7 +19,6 @@ from protocol.errors import DecodeError, ErrorCode, ProtocolError
 from protocol.messages import (
     EMPTY_SIGNATURE,
     MAX_STATUS_BATCH,
-    ChannelRegistration,
     Error,
     EscrowStatus,
     EscrowStatuses,
@@ -28,28 +27,14 @@ from protocol.messages import (
     UnilateralClose,
 )
 from protocol.records import decode_message
-from protocol.simulation import Simulation
 from protocol.types import ChannelId
-from tests.node.conftest import RunningNode, make_config, open_sim
-
-
-async def _arbiter_holding_a_channel(
-    tmp_path: Path, start_node: Callable[[Config], Awaitable[RunningNode]]
-) -> tuple[Simulation, RunningNode]:
-    """A real arbiter daemon holding one open channel in escrow."""
-    sim = open_sim()
-    arbiter = await start_node(make_config(tmp_path / "arbiter", sim.arbiter, role="arbiter"))
-    assert sim.escrow is not None
-    await arbiter.node.escrow.on_register(ChannelRegistration(sim.escrow.proposal,
-                                                              sim.escrow.acceptance))
-    await arbiter.node.escrow.commit(sim.escrow)
-    return sim, arbiter
+from tests.node.conftest import RunningNode, arbiter_holding_a_channel
 
 
 async def test_the_status_is_signed_fresh_and_carries_the_dispute(
     tmp_path: Path, start_node: Callable[[Config], Awaitable[RunningNode]]
 ) -> None:
-    sim, arbiter = await _arbiter_holding_a_channel(tmp_path, start_node)
+    sim, arbiter = await arbiter_holding_a_channel(tmp_path, start_node)
     assert sim.escrow is not None
     cid = sim.escrow.channel_id.hex()
     url = f"{arbiter.peer_url}/p2p/channels/{cid}/status"
@@ -100,7 +85,7 @@ async def test_a_batch_of_statuses_is_one_signed_answer_and_more_than_16_is_refu
     """`POST /p2p/status` (ADR 0315): one signed `EscrowStatuses` for the channels asked about,
     each echoing the challenge, the ids not held listed as unknown; a query of 17 ids is
     refused (a signed Refusal, INVALID_FIELD) before anything is looked up."""
-    sim, arbiter = await _arbiter_holding_a_channel(tmp_path, start_node)
+    sim, arbiter = await arbiter_holding_a_channel(tmp_path, start_node)
     assert sim.escrow is not None
     url = f"{arbiter.peer_url}/p2p/status"
 
