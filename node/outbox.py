@@ -71,6 +71,8 @@ NOT_YET = frozenset({ErrorCode.INVALID_STATE, ErrorCode.UNKNOWN_CHANNEL, ErrorCo
 side: INTERNAL "may be retried", 0002 §6.1): retried, not final. An unknown code is INTERNAL."""
 _IN_CHUNK = 500
 """Ids per IN (...) when loading rows (SQLite's parameter limit)."""
+SCAN_ROWS = 64
+"""Due rows read at a time while choosing what to start (every read picks at least one)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,23 +262,31 @@ class Outbox:
         nothing scheduled ahead)."""
         now = now_ms()
         async with self.ctx.db() as session:
-            due = (await session.execute(
-                select(OutboxRow.id, OutboxRow.recipient, OutboxRow.urgent)
-                .where(_pending(), OutboxRow.next_attempt_ms <= now)
-                .order_by(OutboxRow.id)
-            )).all()
+            due = and_(_pending(), OutboxRow.next_attempt_ms <= now,
+                       OutboxRow.id.notin_(list(self._running)))
+            chosen: list[int] = list((await session.scalars(
+                select(OutboxRow.id).where(due, OutboxRow.urgent.is_(True))
+                .order_by(OutboxRow.id))).all())  # every due urgent row, lanes or not
             room = Counter({r: self.width(r) - n for r, n in self._lanes.items()})
             overall = self.max_in_flight - sum(self._lanes.values())
-            chosen: list[int] = []
-            for row_id, recipient, urgent in due:
-                if row_id in self._running:
-                    continue
-                if not urgent:
+            while overall > 0:
+                # the next due rows of lanes with room, SCAN_ROWS at a time: thousands of rows
+                # queued for one busy recipient are skipped by the database, not read each
+                # time an attempt ends (9,400 channels opening: 2,750 rows, 8.6 ms a pass)
+                full = [r for r, n in room.items() if n <= 0]
+                batch = (await session.execute(
+                    select(OutboxRow.id, OutboxRow.recipient)
+                    .where(due, OutboxRow.urgent.is_(False), OutboxRow.recipient.notin_(full),
+                           OutboxRow.id.notin_(chosen))
+                    .order_by(OutboxRow.id).limit(SCAN_ROWS))).all()
+                for row_id, recipient in batch:
                     if room.get(recipient, self.width(recipient)) <= 0 or overall <= 0:
                         continue
                     room[recipient] = room.get(recipient, self.width(recipient)) - 1
                     overall -= 1
-                chosen.append(row_id)
+                    chosen.append(row_id)
+                if len(batch) < SCAN_ROWS:
+                    break
             rows: list[OutboxRow] = []
             for i in range(0, len(chosen), _IN_CHUNK):
                 rows += (await session.scalars(
