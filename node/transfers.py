@@ -30,9 +30,10 @@ _TO_ASK = select(Transfer).where(or_(
          Transfer.updated_ms >= bindparam("since"))))
 """What each poll asks the rail about, in one constant statement (compiled once: built anew at
 every poll, its two queries were a few per cent of a busy node's event loop, issue 13)."""
-AFTER_FINAL = {"booked": ("booked", "returned"), "rejected": (), "returned": ()}
-"""What a final status may still become: a booked transfer can come back (returned) or be booked
-with a notification of change; a rejected or returned one never changes again."""
+AFTER_FINAL = {"booked": ("returned",), "rejected": (), "returned": ()}
+"""What a final status may still become: a booked transfer can come back (returned); a rejected
+or returned one never changes again. The same status may still gain its reason (the bank's
+refusal stored after a poll stored the bare status) or a notification of change."""
 RETURN_POLL_FACTOR = 20
 """A booked transfer in the return window is asked again every 20 polls (10 s at the default
 500 ms), not at every one."""
@@ -115,7 +116,8 @@ class Transfers:
             if row is None:
                 return False
             status = record.status.value
-            if row.status in AFTER_FINAL and status not in AFTER_FINAL[row.status]:
+            if row.status in AFTER_FINAL and status != row.status \
+                    and status not in AFTER_FINAL[row.status]:
                 return False  # a stale answer after the final one
             reason = " ".join(filter(None, [record.reason_code, record.reason]))[:200]
             if status == row.status and (not reason or reason == row.reason) \

@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from sqlalchemy import select
+
 from node.context import now_ms
-from node.storage.models import Transfer
+from node.storage.models import Event, Transfer
 from rails.port import PaymentRecord, PaymentStatus
 from tests.node.conftest import ServicesFactory, node_with_peers
 
@@ -86,3 +88,21 @@ async def test_a_stale_answer_never_moves_a_final_status(
     assert not await transfers._save(record(PaymentStatus.REJECTED, "AM04"))
     row = await stored(svc)
     assert (row.status, row.reason) == ("returned", "AC04 closed")
+
+
+async def test_a_refusal_stored_after_the_polls_bare_status_still_gains_its_reason(
+        tmp_path: Path, services: ServicesFactory) -> None:
+    """The other order: the poll's answer (rejected, no reason) lands first, then `submit`
+    stores the bank's refusal with its reason; the reason is kept, and the event of the
+    refusal (written at the change of status) is not written again."""
+    svc = await a_pending_payout(tmp_path, services)
+    transfers = svc.escrow.transfers  # type: ignore[attr-defined]
+    assert await transfers._save(record(PaymentStatus.REJECTED))
+    assert await transfers._save(record(PaymentStatus.REJECTED, "AC04", "account closed"))
+    assert not await transfers._save(record(PaymentStatus.REJECTED, "AC04", "account closed"))
+    row = await stored(svc)
+    assert (row.status, row.reason) == ("rejected", "AC04 account closed")
+    async with svc.ctx.db() as session:  # type: ignore[attr-defined]
+        types = (await session.scalars(select(Event.type).where(
+            Event.channel_id == "c" * 64))).all()
+    assert types == ["payout.rejected"]
