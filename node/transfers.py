@@ -6,10 +6,12 @@ the outbox by its own encoding), never as a loose dict.
 
 from __future__ import annotations
 
+import asyncio
 import json
+from typing import Any
 
 import structlog
-from sqlalchemy import and_, bindparam, or_, select, update
+from sqlalchemy import CursorResult, and_, bindparam, or_, select, update
 
 from node.context import Context, now_ms
 from node.storage.models import Outbox as OutboxRow
@@ -31,9 +33,13 @@ _TO_ASK = select(Transfer).where(or_(
 """What each poll asks the rail about, in one constant statement (compiled once: built anew at
 every poll, its two queries were a few per cent of a busy node's event loop, issue 13)."""
 AFTER_FINAL = {"booked": ("returned",), "rejected": (), "returned": ()}
-"""What a final status may still become: a booked transfer can come back (returned); a rejected
-or returned one never changes again. The same status may still gain its reason (the bank's
-refusal stored after a poll stored the bare status) or a notification of change."""
+"""What a final status may still become through a poll: a booked transfer can come back
+(returned); a rejected or returned one never changes again. The same status may still gain its
+reason (the bank's refusal stored after a poll stored the bare status) or a notification of
+change. The bank's answer to the submission itself may also replace a "rejected" a poll
+inferred from an error of its status query (ADR 0153: a 403 or 409 there is final) — that
+answer, not the inference, is what the bank did with the payment."""
+AFTER_FINAL_SUBMITTED = {**AFTER_FINAL, "rejected": (*NOT_FINAL, "booked")}
 RETURN_POLL_FACTOR = 20
 """A booked transfer in the return window is asked again every 20 polls (10 s at the default
 500 ms), not at every one."""
@@ -62,9 +68,14 @@ def rejected(key: str, amount_minor: int, currency: str, exc: RailError) -> Paym
                          reason_code=code, reason=reason)
 
 
+class _Changed(Exception):
+    """The row changed between the read and the write of a save: nothing is written."""
+
+
 class Transfers:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
+        self.saving = asyncio.Lock()
         self._backoff: dict[str, tuple[int, int]] = {}
         self._return_checked: dict[str, int] = {}
         """Per booked transfer in the return window: when to ask the rail about it again."""
@@ -100,37 +111,46 @@ class Transfers:
             if not final(exc):
                 raise  # the outbox retries it with backoff, under the same key
             record = rejected(key, instruction.amount_minor, instruction.currency, exc)
-        await self._save(record)
+        await self._save(record, submitted=True)
         log.info("transfer.submitted", channel=channel_id[:16], purpose=instruction.purpose,
                  amount_minor=instruction.amount_minor, status=record.status.value)
         return record
 
-    async def _save(self, record: PaymentRecord) -> bool:
-        """Store the rail's answer, read against the row as it is now, in one transaction:
-        the poll may have read the row before `submit` stored the bank's refusal, and its
-        later answer (the same status, often without the reason) must not erase the reason,
-        nor a stale "pending" overwrite a final status. Whether the row changed."""
+    async def _save(self, record: PaymentRecord, *, submitted: bool = False) -> bool:
+        """Store the rail's answer (`submitted`: its answer to the submission) against the row
+        as it is now: the poll may have read the row before `submit` stored the bank's
+        refusal, and its later answer (the same status, often without the reason) must not
+        erase the reason, nor a stale "pending" overwrite a final status. One save at a time
+        (`self.saving`: read, decide and write are one step however the two interleave), and
+        the write is a compare-and-set on what was read. Whether the row changed."""
         key = record.idempotency_key
-        async with self.ctx.db() as session, session.begin():
-            row = await session.get(Transfer, key)
-            if row is None:
-                return False
-            status = record.status.value
-            if row.status in AFTER_FINAL and status != row.status \
-                    and status not in AFTER_FINAL[row.status]:
-                return False  # a stale answer after the final one
-            reason = " ".join(filter(None, [record.reason_code, record.reason]))[:200]
-            if status == row.status and (not reason or reason == row.reason) \
-                    and (record.end_to_end_id or "") in ("", row.end_to_end_id):
-                return False  # nothing new: the same answer again
-            if status == row.status and not reason:
-                reason = row.reason
-            await self.ctx.events.transfer(session, record)
-            await session.execute(
-                update(Transfer).where(Transfer.idempotency_key == key).values(
-                    status=status, reason=reason,
-                    end_to_end_id=record.end_to_end_id or row.end_to_end_id,
-                    updated_ms=now_ms()))
+        after = AFTER_FINAL_SUBMITTED if submitted else AFTER_FINAL
+        try:
+            async with self.saving, self.ctx.db() as session, session.begin():
+                row = await session.get(Transfer, key)
+                if row is None:
+                    return False
+                status = record.status.value
+                if row.status in after and status != row.status and status not in after[row.status]:
+                    return False  # a stale answer after the final one
+                reason = " ".join(filter(None, [record.reason_code, record.reason]))[:200]
+                if status == row.status and (not reason or reason == row.reason) \
+                        and (record.end_to_end_id or "") in ("", row.end_to_end_id):
+                    return False  # nothing new: the same answer again
+                if status == row.status and not reason:
+                    reason = row.reason
+                seen = (row.status, row.reason)
+                await self.ctx.events.transfer(session, record)
+                written: CursorResult[Any] = await session.execute(  # type: ignore[assignment]
+                    update(Transfer).where(Transfer.idempotency_key == key,
+                                           Transfer.status == seen[0], Transfer.reason == seen[1])
+                    .values(status=status, reason=reason,
+                            end_to_end_id=record.end_to_end_id or row.end_to_end_id,
+                            updated_ms=now_ms()))
+                if written.rowcount != 1:  # changed under us (another process): the next poll
+                    raise _Changed  # reads it again; the event above is rolled back with it
+        except _Changed:
+            return False
         return True
 
     async def refresh(self) -> list[PaymentRecord]:

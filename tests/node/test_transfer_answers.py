@@ -106,3 +106,38 @@ async def test_a_refusal_stored_after_the_polls_bare_status_still_gains_its_reas
         types = (await session.scalars(select(Event.type).where(
             Event.channel_id == "c" * 64))).all()
     assert types == ["payout.rejected"]
+
+
+async def test_two_saves_at_once_are_one_after_the_other(
+        tmp_path: Path, services: ServicesFactory) -> None:
+    """The poll's bare answer and submit's refusal saved at the same moment (both reading
+    "pending" before either writes, without the save lock): whichever lands first, the reason
+    is kept and the refusal's event is written once."""
+    svc = await a_pending_payout(tmp_path, services)
+    transfers = svc.escrow.transfers  # type: ignore[attr-defined]
+    saved = await asyncio.gather(
+        transfers._save(record(PaymentStatus.REJECTED, "AC04", "account closed")),
+        transfers._save(record(PaymentStatus.REJECTED)))
+    assert saved == [True, False]
+    row = await stored(svc)
+    assert (row.status, row.reason) == ("rejected", "AC04 account closed")
+    async with svc.ctx.db() as session:  # type: ignore[attr-defined]
+        types = (await session.scalars(select(Event.type).where(
+            Event.channel_id == "c" * 64))).all()
+    assert types == ["payout.rejected"]
+
+
+async def test_the_answer_to_the_submission_replaces_a_rejection_a_poll_inferred(
+        tmp_path: Path, services: ServicesFactory) -> None:
+    """A poll's status query refused (a 409 while the submission is still in flight is final,
+    ADR 0153) stored "rejected"; the bank's answer to the submission itself says what it did
+    with the payment and is stored; a poll's later "pending" is not."""
+    svc = await a_pending_payout(tmp_path, services)
+    transfers = svc.escrow.transfers  # type: ignore[attr-defined]
+    assert await transfers._save(record(PaymentStatus.REJECTED, "HTTP409", "conflict"))
+    assert not await transfers._save(record(PaymentStatus.PENDING))
+    assert await transfers._save(record(PaymentStatus.PENDING), submitted=True)
+    assert (await stored(svc)).status == "pending"
+    assert await transfers._save(record(PaymentStatus.BOOKED))
+    assert not await transfers._save(record(PaymentStatus.PENDING), submitted=True)
+    assert (await stored(svc)).status == "booked"
