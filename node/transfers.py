@@ -16,7 +16,13 @@ from sqlalchemy import CursorResult, and_, bindparam, or_, select, update
 from node.context import Context, now_ms
 from node.storage.models import Outbox as OutboxRow
 from node.storage.models import Transfer
-from rails.errors import BankProtocolError, BankRejected, RailError, UnknownPayment
+from rails.errors import (
+    BankProtocolError,
+    BankRejected,
+    IdempotencyConflict,
+    RailError,
+    UnknownPayment,
+)
 from rails.port import Account, PaymentRecord, PaymentStatus, Rail, TransferInstruction
 
 log = structlog.get_logger()
@@ -173,7 +179,10 @@ class Transfers:
             try:
                 record = await rail.status(row.idempotency_key)
             except RailError as exc:
-                if not final(exc):
+                # a conflict of the idempotency key here is the submission still in flight
+                # under that key (the outbox's attempt), never the bank's word on the payment:
+                # inferring "rejected" from it could let the payout be paid again elsewhere
+                if not final(exc) or isinstance(exc, IdempotencyConflict):
                     wait = min(RETRY_CAP_MS, RETRY_FIRST_MS * 2 ** min(failures, 16))
                     self._backoff[row.idempotency_key] = (failures + 1, now + wait)
                     log.warning("transfer.status_failed", key=row.idempotency_key,

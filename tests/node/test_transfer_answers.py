@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from node.context import now_ms
 from node.storage.models import Event, Transfer
+from rails.errors import IdempotencyConflict
 from rails.port import PaymentRecord, PaymentStatus
 from tests.node.conftest import ServicesFactory, node_with_peers
 
@@ -141,3 +142,20 @@ async def test_the_answer_to_the_submission_replaces_a_rejection_a_poll_inferred
     assert await transfers._save(record(PaymentStatus.BOOKED))
     assert not await transfers._save(record(PaymentStatus.PENDING), submitted=True)
     assert (await stored(svc)).status == "booked"
+
+
+class ConflictedStatus:
+    """A rail whose status query meets the submission still in flight under the same key."""
+
+    async def status(self, key: str) -> PaymentRecord:
+        raise IdempotencyConflict("the bank is already processing a request with this key")
+
+
+async def test_a_key_conflict_on_the_status_query_is_asked_again_never_a_rejection(
+        tmp_path: Path, services: ServicesFactory) -> None:
+    svc = await a_pending_payout(tmp_path, services)
+    svc.ctx.rail = ConflictedStatus()  # type: ignore[attr-defined]
+    transfers = svc.escrow.transfers  # type: ignore[attr-defined]
+    assert await transfers.refresh() == []
+    assert (await stored(svc)).status == "pending"
+    assert transfers._backoff[KEY][0] == 1  # asked again later, with backoff
