@@ -82,6 +82,10 @@ class Transfers:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.saving = asyncio.Lock()
+        self.submitting: set[str] = set()
+        """Keys whose submission is in flight: the poll leaves them to `submit`, which stores
+        the bank's answer (asked meanwhile, the bank answers with a bare status or a key
+        conflict, and the reason or the payment could be lost)."""
         self._backoff: dict[str, tuple[int, int]] = {}
         self._return_checked: dict[str, int] = {}
         """Per booked transfer in the return window: when to ask the rail about it again."""
@@ -111,13 +115,17 @@ class Transfers:
                     currency=instruction.currency, reference=instruction.reference,
                     creditor=json.dumps(instruction.creditor_json()), status="pending",
                     reason="", end_to_end_id="", created_ms=now_ms(), updated_ms=now_ms()))
+        self.submitting.add(key)
         try:
-            record = await rail.submit(instruction.payment(self.own_account()))
-        except RailError as exc:
-            if not final(exc):
-                raise  # the outbox retries it with backoff, under the same key
-            record = rejected(key, instruction.amount_minor, instruction.currency, exc)
-        await self._save(record, submitted=True)
+            try:
+                record = await rail.submit(instruction.payment(self.own_account()))
+            except RailError as exc:
+                if not final(exc):
+                    raise  # the outbox retries it with backoff, under the same key
+                record = rejected(key, instruction.amount_minor, instruction.currency, exc)
+            await self._save(record, submitted=True)
+        finally:
+            self.submitting.discard(key)
         log.info("transfer.submitted", channel=channel_id[:16], purpose=instruction.purpose,
                  amount_minor=instruction.amount_minor, status=record.status.value)
         return record
@@ -174,7 +182,7 @@ class Transfers:
         changed = [r for r in [await self._returned(rail, row, now) for row in booked] if r]
         for row in rows:
             failures, not_before = self._backoff.get(row.idempotency_key, (0, 0))
-            if now < not_before:
+            if now < not_before or row.idempotency_key in self.submitting:
                 continue
             try:
                 record = await rail.status(row.idempotency_key)

@@ -159,3 +159,18 @@ async def test_a_key_conflict_on_the_status_query_is_asked_again_never_a_rejecti
     assert await transfers.refresh() == []
     assert (await stored(svc)).status == "pending"
     assert transfers._backoff[KEY][0] == 1  # asked again later, with backoff
+
+
+async def test_the_poll_leaves_a_transfer_being_submitted_to_its_submission(
+        tmp_path: Path, services: ServicesFactory) -> None:
+    svc = await a_pending_payout(tmp_path, services)
+    rail = SlowStatus(record(PaymentStatus.REJECTED))
+    rail.go.set()
+    svc.ctx.rail = rail  # type: ignore[attr-defined]
+    transfers = svc.escrow.transfers  # type: ignore[attr-defined]
+    transfers.submitting.add(KEY)  # as `submit` does while the bank has not answered
+    assert await transfers.refresh() == []
+    assert not rail.asked.is_set()
+    transfers.submitting.discard(KEY)
+    assert [r.status for r in await transfers.refresh()] == [PaymentStatus.REJECTED]
+    assert rail.asked.is_set()
