@@ -323,6 +323,8 @@ class EscrowService:
         await self.apply_bank_answers()
 
     def find(self, prefix: str) -> arb.ArbiterState:
+        if prefix and prefix in self.states:  # a whole id: no pass over every escrow
+            return self.states[prefix]
         matches = [cid for cid in self.states if cid.startswith(prefix)]
         if len(matches) != 1:
             raise NotFound(f"no single escrow matches {prefix}")

@@ -144,8 +144,9 @@ def _verified(row: Peer) -> bool:
 
 def holds_escrow(channels: ChannelService, arbiter_id: str) -> bool:
     """The arbiter holds (or will hold) deposits for one of our channels not yet settled."""
-    return any(s.terms.arbiter.hex() == arbiter_id and s.phase is not ch.Phase.SETTLED
-               for s in channels.states.values())
+    states = channels.states  # read without decoding a state (node.channel_states)
+    return any(phase is not ch.Phase.SETTLED and states.arbiter(cid) == arbiter_id
+               for cid, phase in states.phases())
 
 
 @dataclass(frozen=True, slots=True)
