@@ -46,6 +46,16 @@ async def stored(svc: object, key: str = KEY) -> Transfer:
     return row
 
 
+async def refused_once_with_its_reason(svc: object) -> None:
+    """The row holds the refusal with its reason, and one event of it was written."""
+    row = await stored(svc)
+    assert (row.status, row.reason) == ("rejected", "AC04 account closed")
+    async with svc.ctx.db() as session:  # type: ignore[attr-defined]
+        types = (await session.scalars(select(Event.type).where(
+            Event.channel_id == "c" * 64))).all()
+    assert types == ["payout.rejected"]
+
+
 async def a_pending_payout(tmp_path: Path, services: ServicesFactory) -> object:
     svc = await node_with_peers(tmp_path, services, 1)
     async with svc.ctx.db() as session, session.begin():
@@ -101,31 +111,21 @@ async def test_a_refusal_stored_after_the_polls_bare_status_still_gains_its_reas
     assert await transfers._save(record(PaymentStatus.REJECTED))
     assert await transfers._save(record(PaymentStatus.REJECTED, "AC04", "account closed"))
     assert not await transfers._save(record(PaymentStatus.REJECTED, "AC04", "account closed"))
-    row = await stored(svc)
-    assert (row.status, row.reason) == ("rejected", "AC04 account closed")
-    async with svc.ctx.db() as session:  # type: ignore[attr-defined]
-        types = (await session.scalars(select(Event.type).where(
-            Event.channel_id == "c" * 64))).all()
-    assert types == ["payout.rejected"]
+    await refused_once_with_its_reason(svc)
 
 
 async def test_two_saves_at_once_are_one_after_the_other(
         tmp_path: Path, services: ServicesFactory) -> None:
     """The poll's bare answer and submit's refusal saved at the same moment (both reading
-    "pending" before either writes, without the save lock): whichever lands first, the reason
-    is kept and the refusal's event is written once."""
+    "pending" before either writes, were it not for the save lock and the compare-and-set):
+    the reason is kept and the refusal's event is written once."""
     svc = await a_pending_payout(tmp_path, services)
     transfers = svc.escrow.transfers  # type: ignore[attr-defined]
     saved = await asyncio.gather(
         transfers._save(record(PaymentStatus.REJECTED, "AC04", "account closed")),
         transfers._save(record(PaymentStatus.REJECTED)))
     assert saved == [True, False]
-    row = await stored(svc)
-    assert (row.status, row.reason) == ("rejected", "AC04 account closed")
-    async with svc.ctx.db() as session:  # type: ignore[attr-defined]
-        types = (await session.scalars(select(Event.type).where(
-            Event.channel_id == "c" * 64))).all()
-    assert types == ["payout.rejected"]
+    await refused_once_with_its_reason(svc)
 
 
 async def test_the_answer_to_the_submission_replaces_a_rejection_a_poll_inferred(
