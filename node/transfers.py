@@ -43,7 +43,7 @@ AFTER_FINAL = {"booked": ("returned",), "rejected": (), "returned": ()}
 (returned); a rejected or returned one never changes again. The same status may still gain its
 reason (the bank's refusal stored after a poll stored the bare status) or a notification of
 change. The bank's answer to the submission itself may also replace a "rejected" a poll
-inferred from an error of its status query (ADR 0153: a 403 or 409 there is final) — that
+inferred from an error of its status query (ADR 0153: a 403 there is final) — that
 answer, not the inference, is what the bank did with the payment."""
 AFTER_FINAL_SUBMITTED = {**AFTER_FINAL, "rejected": (*NOT_FINAL, "booked")}
 RETURN_POLL_FACTOR = 20
@@ -107,6 +107,15 @@ class Transfers:
         if rail is None:
             raise RuntimeError("this node has no rail configured ([bank] rail in config.toml)")
         key = instruction.idempotency_key
+        self.submitting.add(key)  # before the row exists: no poll reads it in between
+        try:
+            return await self._submit(rail, channel_id, instruction)
+        finally:
+            self.submitting.discard(key)
+
+    async def _submit(self, rail: Rail, channel_id: str,
+                      instruction: TransferInstruction) -> PaymentRecord:
+        key = instruction.idempotency_key
         async with self.ctx.db() as session, session.begin():
             if await session.get(Transfer, key) is None:
                 session.add(Transfer(
@@ -115,17 +124,13 @@ class Transfers:
                     currency=instruction.currency, reference=instruction.reference,
                     creditor=json.dumps(instruction.creditor_json()), status="pending",
                     reason="", end_to_end_id="", created_ms=now_ms(), updated_ms=now_ms()))
-        self.submitting.add(key)
         try:
-            try:
-                record = await rail.submit(instruction.payment(self.own_account()))
-            except RailError as exc:
-                if not final(exc):
-                    raise  # the outbox retries it with backoff, under the same key
-                record = rejected(key, instruction.amount_minor, instruction.currency, exc)
-            await self._save(record, submitted=True)
-        finally:
-            self.submitting.discard(key)
+            record = await rail.submit(instruction.payment(self.own_account()))
+        except RailError as exc:
+            if not final(exc):
+                raise  # the outbox retries it with backoff, under the same key
+            record = rejected(key, instruction.amount_minor, instruction.currency, exc)
+        await self._save(record, submitted=True)
         log.info("transfer.submitted", channel=channel_id[:16], purpose=instruction.purpose,
                  amount_minor=instruction.amount_minor, status=record.status.value)
         return record

@@ -130,12 +130,12 @@ async def test_two_saves_at_once_are_one_after_the_other(
 
 async def test_the_answer_to_the_submission_replaces_a_rejection_a_poll_inferred(
         tmp_path: Path, services: ServicesFactory) -> None:
-    """A poll's status query refused (a 409 while the submission is still in flight is final,
-    ADR 0153) stored "rejected"; the bank's answer to the submission itself says what it did
-    with the payment and is stored; a poll's later "pending" is not."""
+    """A poll's status query refused (a 403 there is final, ADR 0153) stored "rejected"; the
+    bank's answer to the submission itself says what it did with the payment and is stored; a
+    poll's later "pending" is not."""
     svc = await a_pending_payout(tmp_path, services)
     transfers = svc.escrow.transfers  # type: ignore[attr-defined]
-    assert await transfers._save(record(PaymentStatus.REJECTED, "HTTP409", "conflict"))
+    assert await transfers._save(record(PaymentStatus.REJECTED, "HTTP403", "forbidden"))
     assert not await transfers._save(record(PaymentStatus.PENDING))
     assert await transfers._save(record(PaymentStatus.PENDING), submitted=True)
     assert (await stored(svc)).status == "pending"
