@@ -199,13 +199,14 @@ def build_report(plan: Plan, ceiling: dict[str, float], measured: dict[str, Any]
             "send → receipt of one update: the sender's ChannelService.pay(repeat=1) run in "
             "the bench process on the sender's data directory (the sender daemon stopped), "
             "timed from the call to its return (sign + commit, WebSocket, receiver verify + "
-            "commit + receipt, sender commits the receipt), no admin HTTP", floor["value"]),
+            "commit + receipt, the sender checks the receipt: held in memory and written with "
+            "its next commit, ADR 0306), no admin HTTP", floor["value"]),
         "events_per_s": events_figure(measured["events"]),
         "admin_latency": latency_figures(
             admin_load, admin_unloaded, "admin API",
-            "POST /api/channels/{id}/pay with one update, timed by an HTTP client from the "
-            "request to the response (includes the admin HTTP round trip and the JSON "
-            "channel detail the API returns)", floor["value"]),
+            "POST /api/channels/{id}/pay with one update, timed by the bench's keep-alive "
+            "HTTP/1.1 client from the request to the whole response (includes the admin "
+            "HTTP round trip and the JSON channel detail the API returns)", floor["value"]),
     }
     comparison = {
         "updates_per_s": updates_per_s,
