@@ -11,8 +11,15 @@ from sqlalchemy import select
 
 from node.context import now_ms
 from node.storage.models import Event, Transfer
-from rails.errors import IdempotencyConflict
-from rails.port import PaymentRecord, PaymentStatus
+from rails.errors import BankRejected, IdempotencyConflict
+from rails.port import (
+    Account,
+    AccountScheme,
+    PaymentInstruction,
+    PaymentRecord,
+    PaymentStatus,
+    TransferInstruction,
+)
 from tests.node.conftest import ServicesFactory, node_with_peers
 
 KEY = "ml-race"
@@ -174,3 +181,53 @@ async def test_the_poll_leaves_a_transfer_being_submitted_to_its_submission(
     transfers.submitting.discard(KEY)
     assert [r.status for r in await transfers.refresh()] == [PaymentStatus.REJECTED]
     assert rail.asked.is_set()
+
+
+class SlowBank:
+    """A rail whose status query (refused, 403: final for the poll, ADR 0153) and submission
+    (booked) each wait until the test lets them go; it counts the submissions."""
+
+    def __init__(self) -> None:
+        self.asked, self.go = asyncio.Event(), asyncio.Event()
+        self.submitting, self.pay = asyncio.Event(), asyncio.Event()
+        self.submitted = 0
+
+    async def status(self, key: str) -> PaymentRecord:
+        self.asked.set()
+        await self.go.wait()
+        raise BankRejected("forbidden", "HTTP403")
+
+    async def submit(self, instruction: PaymentInstruction) -> PaymentRecord:
+        self.submitted += 1
+        self.submitting.set()
+        await self.pay.wait()
+        return record(PaymentStatus.BOOKED)
+
+
+def the_payout() -> TransferInstruction:
+    return TransferInstruction(KEY, "payout", 1, 11059, "EUR", "REF", ACCOUNT)
+
+
+ACCOUNT = Account("Peer GmbH", AccountScheme.IBAN, "DE89370400440532013000")
+
+
+async def test_a_poll_answer_arriving_once_the_submission_is_in_flight_is_left_to_it(
+        tmp_path: Path, services: ServicesFactory) -> None:
+    """The poll asked first; the outbox's attempt started while the bank had not answered the
+    poll. The poll's inferred "rejected" must not be stored: the arbiter would take it as the
+    payout refused and pay it again elsewhere, while the submission in flight books it."""
+    svc = await a_pending_payout(tmp_path, services)
+    rail = SlowBank()
+    svc.ctx.rail = rail  # type: ignore[attr-defined]
+    transfers = svc.escrow.transfers  # type: ignore[attr-defined]
+    transfers.own_account = lambda: ACCOUNT
+    poll = asyncio.create_task(transfers.refresh())
+    await asyncio.wait_for(rail.asked.wait(), 5)
+    submission = asyncio.create_task(transfers.submit("c" * 64, the_payout()))
+    await asyncio.wait_for(rail.submitting.wait(), 5)
+    rail.go.set()
+    assert await poll == []
+    assert (await stored(svc)).status == "pending"
+    rail.pay.set()
+    assert (await submission).status is PaymentStatus.BOOKED
+    assert (await stored(svc)).status == "booked"
