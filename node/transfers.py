@@ -32,6 +32,9 @@ RETURNABLE = ("payout", "refund")
 """What the arbiter pays out: re-polled for returns for `[bank] return_window_s` after booking
 (ADR 0271)."""
 NOT_FINAL = ("pending", "accepted", "unreconciled")
+NOT_PAID = ("rejected", "returned")
+"""Final statuses of a payment that did not stay paid: what the caller does next (a payout
+paid again to another account, a channel funded anew) assumes the bank will not book it."""
 _TO_ASK = select(Transfer).where(or_(
     Transfer.status.in_(NOT_FINAL),
     and_(Transfer.status == "booked", Transfer.purpose.in_(RETURNABLE),
@@ -117,7 +120,16 @@ class Transfers:
                       instruction: TransferInstruction) -> PaymentRecord:
         key = instruction.idempotency_key
         async with self.ctx.db() as session, session.begin():
-            if await session.get(Transfer, key) is None:
+            row = await session.get(Transfer, key)
+            if row is not None and row.status in NOT_PAID:
+                # the outbox's retry of a payment already refused or returned (a poll stored
+                # it meanwhile, and what follows a refusal may already have paid elsewhere):
+                # never sent to the bank again, where it could still be booked
+                code, _, text = row.reason.partition(" ")
+                return PaymentRecord(key, row.end_to_end_id, PaymentStatus(row.status),
+                                     row.amount_minor, row.currency, reason_code=code or None,
+                                     reason=text or None)
+            if row is None:
                 session.add(Transfer(
                     idempotency_key=key, channel_id=channel_id, purpose=instruction.purpose,
                     party=instruction.party, amount_minor=instruction.amount_minor,

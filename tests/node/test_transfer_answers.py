@@ -231,3 +231,23 @@ async def test_a_poll_answer_arriving_once_the_submission_is_in_flight_is_left_t
     rail.pay.set()
     assert (await submission).status is PaymentStatus.BOOKED
     assert (await stored(svc)).status == "booked"
+
+
+async def test_a_transfer_already_rejected_is_not_submitted_again(
+        tmp_path: Path, services: ServicesFactory) -> None:
+    """The outbox's first attempt failed transiently (the row stays pending, retried later);
+    the poll's status query was then refused (403: final, ADR 0153) and the payout stored
+    "rejected", which the arbiter takes as refused (it pays again to the account named next).
+    The outbox's retry must not submit it to the bank once more: paid, it would be paid twice."""
+    svc = await a_pending_payout(tmp_path, services)
+    rail = SlowBank()
+    rail.go.set()
+    rail.pay.set()
+    svc.ctx.rail = rail  # type: ignore[attr-defined]
+    transfers = svc.escrow.transfers  # type: ignore[attr-defined]
+    transfers.own_account = lambda: ACCOUNT
+    assert [r.status for r in await transfers.refresh()] == [PaymentStatus.REJECTED]
+    answer = await transfers.submit("c" * 64, the_payout())  # the outbox's retry
+    assert rail.submitted == 0
+    assert (answer.status, answer.reason_code) == (PaymentStatus.REJECTED, "HTTP403")
+    assert (await stored(svc)).status == "rejected"
