@@ -119,7 +119,9 @@ class Transfers:
     async def _submit(self, rail: Rail, channel_id: str,
                       instruction: TransferInstruction) -> PaymentRecord:
         key = instruction.idempotency_key
-        async with self.ctx.db() as session, session.begin():
+        # under the save lock: a poll's save in progress (its "rejected" not committed yet)
+        # is seen here, or sees this submission in `submitting` and writes nothing
+        async with self.saving, self.ctx.db() as session, session.begin():
             row = await session.get(Transfer, key)
             if row is not None and row.status in NOT_PAID:
                 # the outbox's retry of a payment already refused or returned (a poll stored
@@ -158,6 +160,8 @@ class Transfers:
         after = AFTER_FINAL_SUBMITTED if submitted else AFTER_FINAL
         try:
             async with self.saving, self.ctx.db() as session, session.begin():
+                if not submitted and key in self.submitting:
+                    return False  # left to the submission in flight, whose answer counts
                 row = await session.get(Transfer, key)
                 if row is None:
                     return False

@@ -251,3 +251,38 @@ async def test_a_transfer_already_rejected_is_not_submitted_again(
     assert rail.submitted == 0
     assert (answer.status, answer.reason_code) == (PaymentStatus.REJECTED, "HTTP403")
     assert (await stored(svc)).status == "rejected"
+
+
+async def test_a_submission_starting_while_the_polls_rejection_is_written_is_not_sent(
+        tmp_path: Path, services: ServicesFactory) -> None:
+    """The outbox's retry starts while the poll is writing its inferred "rejected" (its
+    transaction not committed yet, so the retry would read "pending"): either the retry sees
+    the rejection and sends nothing, or the poll's rejection is not written."""
+    svc = await a_pending_payout(tmp_path, services)
+    rail = SlowBank()
+    rail.go.set()
+    rail.pay.set()
+    svc.ctx.rail = rail  # type: ignore[attr-defined]
+    transfers = svc.escrow.transfers  # type: ignore[attr-defined]
+    transfers.own_account = lambda: ACCOUNT
+    events = svc.ctx.events  # type: ignore[attr-defined]
+    writing, written = asyncio.Event(), asyncio.Event()
+    transfer = events.transfer
+
+    async def slow_transfer(session: object, answer: PaymentRecord) -> None:
+        writing.set()  # in the poll's save, before its write
+        await written.wait()
+        await transfer(session, answer)
+
+    events.transfer = slow_transfer
+    poll = asyncio.create_task(transfers.refresh())
+    await asyncio.wait_for(writing.wait(), 5)
+    submission = asyncio.create_task(transfers.submit("c" * 64, the_payout()))
+    await asyncio.sleep(0.05)  # the retry reads the row meanwhile
+    written.set()
+    events.transfer = transfer
+    rejections = await poll
+    answer = await submission
+    assert (rail.submitted, [r.status for r in rejections], answer.status) in (
+        (0, [PaymentStatus.REJECTED], PaymentStatus.REJECTED),  # the rejection, nothing sent
+        (1, [], PaymentStatus.BOOKED))  # or the poll's answer left to the submission
