@@ -85,6 +85,16 @@ class AnswerTooLarge(BankUnavailable):
     code = "BANK_ANSWER_TOO_LARGE"
 
 
+class StatusRefused(BankUnavailable):
+    """The bank refused a query about a payment it holds (a 4xx to the ``GET`` of a payment
+    whose id it gave us: an expired token, a consent it no longer shows, a gateway's policy).
+    That is not the bank's word on the payment, which may still be booked: transient, asked
+    again later, never taken as a rejection (after which a payout would be paid again
+    elsewhere while this one is still booked)."""
+
+    code = "BANK_STATUS_REFUSED"
+
+
 class BankProtocolError(RailError):
     """The bank's answer did not parse or broke its own specification."""
 

@@ -12,7 +12,9 @@ One payment is a small resumable flow, and every step is written to the
    :meth:`~OpenBankingRail.status` carries on);
 4. ``POST /domestic-payments`` → ``meta.payment_id``;
 5. poll ``GET /domestic-payments/{id}`` until the status is final (or the poll budget runs out);
-   a ``Rejected`` payment's reason code comes from ``…/payment-details``;
+   a ``Rejected`` payment's reason code comes from ``…/payment-details``; a refusal of that
+   ``GET`` (a 4xx) is :class:`~rails.errors.StatusRefused`, transient: the payment exists and
+   only its status is the bank's word on it;
 6. ``AcceptedSettlementCompleted`` is the bank's word and kept as ``accepted``: the payment is
    ``booked`` only when our account's transactions (AISP) show the debit with its
    EndToEndIdentification, amount and currency (:mod:`rails.reconcile`); a difference, or no
@@ -71,6 +73,7 @@ from rails.errors import (
     InvalidInstruction,
     NotConfigured,
     RailError,
+    StatusRefused,
     UnknownPayment,
 )
 from rails.http import JSON_ANSWER_LIMIT, STATEMENT_ANSWER_LIMIT, parse_json, read_bounded
@@ -588,15 +591,13 @@ class OpenBankingRail:
             meta.pop("psu_token_expires_at", None)
             self._store.update_meta(instruction.idempotency_key, meta)
         else:
-            payment = await self._call_json("GET", f"{PISP}/domestic-payments/"
-                                            f"{meta['payment_id']}")
+            payment = await self._payment(meta["payment_id"])
         ob_status = self._payment_field(payment, "Status")
         attempts = 0
         while ob_status not in _OB_FINAL and attempts < self._config.poll_attempts:
             attempts += 1
             await asyncio.sleep(self._config.poll_interval_s)
-            payment = await self._call_json("GET", f"{PISP}/domestic-payments/"
-                                            f"{meta['payment_id']}")
+            payment = await self._payment(meta["payment_id"])
             ob_status = self._payment_field(payment, "Status")
         status = self._map_status(ob_status)
         record = replace(base, status=status, bank_payment_id=meta["payment_id"])
@@ -639,6 +640,16 @@ class OpenBankingRail:
     def _save(self, record: PaymentRecord) -> PaymentRecord:
         self._store.save(record)
         return record
+
+    async def _payment(self, payment_id: str) -> dict[str, Any]:
+        """``GET /domestic-payments/{id}``: the payment as the bank shows it. A refusal of the
+        query (a 4xx: the bank's error body or a bare status) is :class:`StatusRefused`: the
+        payment exists, and only its status (``Rejected`` in a 200) is the bank's word on it."""
+        try:
+            return await self._call_json("GET", f"{PISP}/domestic-payments/{payment_id}")
+        except (BankRejected, InvalidInstruction, IdempotencyConflict) as exc:
+            raise StatusRefused(f"the bank refused the status query of payment {payment_id} "
+                                f"({exc}); it is asked again later") from exc
 
     async def _rejection_reason(self, payment_id: str) -> tuple[str | None, str | None]:
         details = await self._call_json("GET",

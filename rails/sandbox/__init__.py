@@ -56,8 +56,8 @@ Decisions and simplifications, deliberately:
   no payment is created and the consent stays ``Authorised``.
 - **Faults** (``POST /_sandbox/faults``): for the next N requests to a path, ``delay``/``timeout``
   (before, or with ``after_processing`` after, the request is processed), ``error`` (a 5xx with the
-  OB error body), ``reject`` (the payment is created ``Rejected`` with a reason code), or
-  ``garbage`` (a 200 whose body is not JSON).
+  OB error body, or a 4xx given as ``status``), ``reject`` (the payment is created ``Rejected``
+  with a reason code), or ``garbage`` (a 200 whose body is not JSON).
 - Money is integer minor units inside; amounts on the wire are rendered at the currency's ISO 4217
   exponent with :func:`rails.money.format_minor`.
 """

@@ -31,7 +31,8 @@ class Fault:
     path: str
     method: str | None
     kind: str
-    """``delay`` (``timeout`` is a long delay), ``error`` (a 5xx), ``reject`` (the payment is
+    """``delay`` (``timeout`` is a long delay), ``error`` (a 5xx, or a 4xx with `status`: a
+    refusal of the request itself), ``reject`` (the payment is
     created ``Rejected``), ``garbage`` (a 200 that is not JSON), ``drop`` (processed, then the
     connection is cut before any answer), ``duplicate`` (the request reaches the bank twice, as
     from a proxy that retried it; the client gets the second answer), ``late`` (the payment is
@@ -150,8 +151,8 @@ async def admin_add_fault(request: web.Request) -> web.StreamResponse:
         reason_code=admin_str(body, "reason_code", "AM04"),
         reason=admin_str(body, "reason", "rejected by sandbox fault injection"),
     )
-    if fault.remaining <= 0 or not 500 <= fault.status <= 599:
-        raise AdminError(400, "count must be positive and status a 5xx")
+    if fault.remaining <= 0 or not 400 <= fault.status <= 599:
+        raise AdminError(400, "count must be positive and status a 4xx or 5xx")
     request.app[FAULTS].faults.append(fault)
     return web.json_response(_fault_json(fault), status=201)
 

@@ -238,3 +238,35 @@ def test_a_rejected_payout_is_shown_with_its_reason_and_moves_no_money(
     assert held[ESCROW] == funded[ESCROW] - sum(p["amount_minor"] for p in booked)
     assert held[MANUFACTURER] + held[CARRIER] + held[ESCROW] == (
         funded[MANUFACTURER] + funded[CARRIER] + funded[ESCROW])
+
+
+async def test_a_refused_status_query_of_a_payment_the_bank_holds_is_not_a_rejection(
+        bank: Bank, parties: tuple[Party, Party],
+        rails_for: Callable[..., OpenBankingRail]) -> None:
+    """The payment exists (the bank gave its id) and is not settled yet; the bank then refuses
+    the GET of it (a 403: a token or consent it no longer honours, a gateway's policy). That is
+    not the bank's word on the payment: taken as a rejection, the node would pay the payout
+    again elsewhere while this one is still booked (ADR 0153, amended). The rail says
+    "asked again later" (transient, StatusRefused), and the payment is booked once."""
+    from node.transfers import final
+    from rails.errors import StatusRefused
+
+    alice, bob = parties
+    bank.fault(path=PAYMENTS, method="POST", kind="late", delay_ms=1_500)
+    pay = rails_for(alice, max_attempts=2)
+    instr = instruction(alice, bob, 800)
+    record = await pay.submit(instr)
+    assert record.status is PaymentStatus.ACCEPTED
+    assert record.bank_payment_id
+    bank.fault(path=f"{PAYMENTS}/{record.bank_payment_id}", method="GET", kind="error",
+               status=403, count=1)
+    with pytest.raises(StatusRefused, match="asked again later") as refused:
+        await pay.status(instr.idempotency_key)
+    assert refused.value.retryable
+    assert not final(refused.value)  # the node's poll backs off; it infers nothing
+    for _ in range(200):
+        if (await pay.status(instr.idempotency_key)).status is PaymentStatus.BOOKED:
+            break
+        await asyncio.sleep(0.05)
+    assert (await pay.status(instr.idempotency_key)).status is PaymentStatus.BOOKED
+    _once(bank, "acc-alice", "acc-bob", 800)
