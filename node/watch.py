@@ -120,9 +120,13 @@ class ArbiterWatch:
                 s.challenge != challenge or s.channel_id not in asked for s in answer.statuses):
             raise RemoteProtocolError(ErrorCode.BAD_SIGNATURE,
                                       "statuses for other channels or another request")
-        if answer.later and (not answer.statuses or any(c not in asked for c in answer.later)):
+        answered = {s.channel_id for s in answer.statuses}
+        if answer.later and (not answer.statuses or len(set(answer.later)) < len(answer.later)
+                             or any(c not in asked or c in answered for c in answer.later)):
+            # each re-ask is of fewer channels than the one before: the asking ends
             raise RemoteProtocolError(ErrorCode.INVALID_FIELD,
-                                      "`later` without a status, or naming channels not asked")
+                                      "`later` without a status, twice the same, or naming "
+                                      "channels not asked or answered already")
         return answer
 
     async def check_proposed(self, cid: str) -> None:
