@@ -204,7 +204,7 @@ class Node:
         app[OUTBOX] = self.outbox
         app[WEBHOOKS] = self.webhooks
         app[TOKEN] = self.token
-        app[WEBSOCKETS] = set()
+        app[WEBSOCKETS] = {}
         if self.ingest is not None:
             app[INGEST] = self.ingest
         app.add_routes(routes)

@@ -22,5 +22,6 @@ TRANSFERS = web.AppKey("transfers", Transfers)
 OUTBOX = web.AppKey("outbox", Outbox)
 WEBHOOKS = web.AppKey("webhooks", Webhooks)
 TOKEN = web.AppKey("token", str)
-WEBSOCKETS = web.AppKey("websockets", set)
-"""Inbound update streams, closed at shutdown so the daemon stops at once."""
+WEBSOCKETS = web.AppKey("websockets", dict)
+"""Inbound update streams by channel id, one per channel (the newest replaces the one before:
+node.api.peer.stream); closed at shutdown so the daemon stops at once."""

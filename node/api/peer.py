@@ -297,7 +297,16 @@ async def stream(request: web.Request) -> web.StreamResponse:
     limits = request.app[CONFIG].limits
     ws = web.WebSocketResponse(heartbeat=20, max_msg_size=limits.max_body_bytes)
     await ws.prepare(request)
-    request.app[WEBSOCKETS].add(ws)
+    inbound: dict[str, web.WebSocketResponse] = request.app[WEBSOCKETS]
+    replaced, inbound[cid] = inbound.get(cid), ws
+    if replaced is not None:
+        # One inbound stream per channel: the sender keeps one (node.streams), so a second is
+        # it reconnecting (the old socket half-dead) or someone holding sockets open to run the
+        # node out of file descriptors, which its own deliveries (dispute evidence) need.
+        # Closed in its own task: a peer that never answers the close holds nobody up.
+        _closing.add(closing := asyncio.create_task(replaced.close(
+            code=WSCloseCode.POLICY_VIOLATION, message=b"replaced by a newer stream")))
+        closing.add_done_callback(_closing.discard)
     # bounded: a sender faster than verify-and-commit is slowed by TCP, not by our memory
     frames: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=2 * limits.max_batch)
     checked: asyncio.Queue[Batch | None] = asyncio.Queue()
@@ -345,7 +354,8 @@ async def stream(request: web.Request) -> web.StreamResponse:
             if receipt is not None:
                 await ws.send_bytes(receipt.encode())
     finally:
-        request.app[WEBSOCKETS].discard(ws)
+        if inbound.get(cid) is ws:
+            del inbound[cid]
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -353,6 +363,10 @@ async def stream(request: web.Request) -> web.StreamResponse:
                 await task
         await ws.close()
     return ws
+
+
+_closing: set[asyncio.Task[bool]] = set()
+"""Closes of replaced streams under way (held: a task only weakly referenced may vanish)."""
 
 
 async def _take(queue: asyncio.Queue[bytes | None], most: int) -> list[bytes] | None:
@@ -372,8 +386,8 @@ async def _take(queue: asyncio.Queue[bytes | None], most: int) -> list[bytes] | 
 
 async def close_streams(app: web.Application) -> None:
     """on_shutdown: close inbound streams (senders reconnect and resume from our receipt)."""
-    streams: set[web.WebSocketResponse] = app[WEBSOCKETS]
-    for ws in [*streams]:
+    streams: dict[str, web.WebSocketResponse] = app[WEBSOCKETS]
+    for ws in [*streams.values()]:
         await ws.close(code=1001, message=b"node shutting down")
 
 

@@ -9,6 +9,7 @@
 | 5 transient answers on the path / 6 a closed node facing a dispute | test_transient_answers.py |
 | 7 unbounded reads and half-sent requests | test_unbounded_reads.py |
 | 8 proposal flood | test_proposal_flood.py |
+| 9 sockets held open on a channel's update stream | test_stream_sockets.py |
 
 The attacker uses only its own key and stored state (tests/adversarial/toolkit.py); each module
 starts its own bank, arbiter and companies (tests/adversarial/arena.py). Here: one loop thread
