@@ -134,13 +134,15 @@ def awaiting_account(transfers: tuple[Transfer, ...], party: int) -> list[Transf
 
 
 def bounded(transfers: tuple[Transfer, ...]) -> tuple[Transfer, ...]:
-    """Forget the oldest booked attempts beyond MAX_TRANSFERS (never a live unbooked one)."""
+    """Forget the oldest booked attempts beyond MAX_TRANSFERS (never a live unbooked one, nor
+    a booked attempt after returned ones: they are kept, and without it the latest of them
+    would look live again, to be paid a second time on the party's next account)."""
     excess = len(transfers) - MAX_TRANSFERS
     if excess <= 0:
         return transfers
     out = []
     for transfer in transfers:
-        if excess > 0 and transfer.status is TransferStatus.BOOKED:
+        if excess > 0 and transfer.status is TransferStatus.BOOKED and transfer.attempt == 0:
             excess -= 1
             continue
         out.append(transfer)
