@@ -19,6 +19,7 @@ from protocol import arbiter as arb
 from protocol import transfers as tr
 from protocol.crypto import Signer
 from protocol.errors import ProtocolError
+from protocol.references import Purpose, bank_reference
 
 NARRATIVE = "NARR"
 """ISO 20022's code for "the reason is in the text": a bank answer without a usable code."""
@@ -53,9 +54,12 @@ def bank_answers(state: arb.ArbiterState, rows: Sequence[TransferRow], signer: S
         try:
             attempt = tr.find(state.transfers, row.reference)
         except ProtocolError:
-            # a payout decided before attempts were recorded: only its booking is known
+            # a payout decided before attempts were recorded: only its booking is known (the
+            # close's first attempt only: a checkpoint's row the machine forgot is no close)
             if (row.status == "booked" and state.phase is arb.ArbiterPhase.PAYING
-                    and not state.booked[row.party]):
+                    and not state.booked[row.party]
+                    and row.reference == bank_reference(state.channel_id, Purpose.PAYOUT,
+                                                        row.party)):
                 inputs.append(arb.ObservePayoutBooked(signer, row.party, row.updated_ms))
             continue
         if row.status == "booked" and attempt.status is tr.TransferStatus.SUBMITTED:

@@ -95,3 +95,27 @@ def test_the_return_window_is_one_bank_setting() -> None:
     for bad in (-1, "60d", True, 10**10):
         with pytest.raises(RailConfigError, match="return_window_s"):
             read_bank({"bank": {"return_window_s": bad}})
+
+
+def test_a_forgotten_checkpoint_payout_booked_is_not_taken_for_the_close(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The machine forgets old booked attempts (protocol.transfers.bounded): their rows, still
+    booked at the bank, must not book the close payout the bank has not booked yet."""
+    monkeypatch.setattr(tr, "MAX_TRANSFERS", 2)
+    sim = Simulation.create(tariff=(KM,), opener_deposit=10_000, peer_deposit=0)
+    sim.open()
+    rows = []
+    for _ in range(3):
+        sim.pay(0, (100_000,))
+        decided = sim.checkpoint(0)
+        rows += [row(e, "booked") for e in decided.effects if isinstance(e, arb.SubmitPayout)]
+        sim.book(decided)
+    assert sim.escrow is not None
+    known = {t.reference for t in sim.escrow.transfers}
+    assert any(r.reference not in known for r in rows)  # checkpoint 1's attempt is forgotten
+    sim.pay(0, (100_000,))
+    closing = sim.close(0)
+    close_rows = [row(e, "pending") for e in closing.effects if isinstance(e, arb.SubmitPayout)]
+    assert closing.state.phase is arb.ArbiterPhase.PAYING
+    assert bank_answers(closing.state, rows + close_rows, sim.arbiter) == []
