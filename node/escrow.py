@@ -248,6 +248,10 @@ class EscrowService:
                       debtor: str, booked_ms: int, sender: str = "") -> None:
         """Apply one escrow credit to its channel, or keep it as unapplied — never drop it,
         and never let one credit stop the others (or the payouts and deadlines after them)."""
+        async with self.ctx.db() as session:
+            seen = await session.get(UnappliedCredit, entry_id)
+        if seen is not None and seen.status != "held":
+            return  # read again, refunded (or being refunded) since: that money is no deposit
         match = self.references.get(reference)
         reason, kind, channel = "", "unmatched", ""
         if not 0 < amount <= MAX_AMOUNT or not 0 <= booked_ms <= MAX_TIME_MS:

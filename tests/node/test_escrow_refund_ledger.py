@@ -92,3 +92,29 @@ async def test_an_unmatched_credit_without_a_sender_needs_an_account(
     assert missing.value.code == "UNKNOWN_CREDIT"
     assert (await svc.escrow.credits.show("stray-1")).row.status == "held"
     assert [r for r in await svc.outbox.rows(include_done=True) if r.kind == "refund"] == []
+
+
+async def test_a_credit_refunded_before_its_channel_registered_is_no_deposit_when_read_again(
+    db_url: str, tmp_path: Path, services: ServicesFactory
+) -> None:
+    """The credit page is read again after a crash (or a failed credit) before its cursor was
+    saved: a credit the operator refunded meanwhile must not fund the channel too."""
+    sim = open_sim()
+    svc = await services(make_config(tmp_path / "arbiter", sim.arbiter, db_url=db_url,
+                                     role="arbiter"))
+    reg = registration_of(sim)
+    terms = reg.proposal.terms
+    cid = terms.channel_id.hex()
+    ref0 = bank_reference(terms.channel_id, Purpose.DEPOSIT, 0)
+    await svc.escrow._credit("early-1", ref0, 10_000, terms.currency, "Opener", 5)
+    (kept,) = [v.row for v in await svc.escrow.credits.all()]
+    assert (kept.kind, kept.status) == ("unmatched", "held")
+    refunding = await svc.escrow.credits.refund("early-1", terms.accounts()[0])
+    assert refunding.row.status == "refunding"
+    await svc.escrow.on_register(reg)
+    assert svc.escrow.states[cid].deposited == (0, 0)  # the rematch skips it: being refunded
+    # the same page read again: the same bank entry
+    await svc.escrow._credit("early-1", ref0, 10_000, terms.currency, "Opener", 5)
+    assert svc.escrow.states[cid].deposited == (0, 0)
+    view = await svc.escrow.credits.show("early-1")
+    assert view.row.status == "refunding"
