@@ -24,6 +24,7 @@ async def test_a_later_naming_an_answered_channel_is_refused_not_asked_forever(
     config = make_config(tmp_path / "payee", sim.peer)
     await seed(config, [sim.states[1]], peers=[(sim.arbiter, arbiter.peer_url, "arbiter")])
     node = (await start_node(config)).node
+    await node.watch.stop()  # only the sweep below asks (the node's own loop sweeps at start)
     send = node.ctx.peers.send
     asked: list[Any] = []
 
