@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import structlog
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from node.context import Context, now_ms
 from node.deliveries import transfer_spec
@@ -148,18 +149,25 @@ class Credits:
 
     async def poll(self) -> None:
         """A refund the bank booked is marked refunded (ObserveRefundBooked); one it rejected
-        or returned is paid again as the next attempt, in the same transaction as its outbox
-        row (ObserveRefundRejected: the ledger machine decides, ADR 0322)."""
+        or returned — before the booking was seen, or after it (ObserveRefundReturned) — is
+        paid again as the next attempt, in the same transaction as its outbox row
+        (ObserveRefundRejected: the ledger machine decides, ADR 0322)."""
         submitted = False
         async with self.lock, self.ctx.repo.transaction() as session:
-            rows = (await session.scalars(select(CreditRow).where(
-                CreditRow.status == refunds.CreditStatus.REFUNDING.value))).all()
+            rows = [*(await session.scalars(select(CreditRow).where(
+                CreditRow.status == refunds.CreditStatus.REFUNDING.value))).all(),
+                *await self._returned(session)]
             for row in rows:
                 transfer = await session.get(Transfer, refund_key(row))
                 event: refunds.LedgerInput
-                if transfer is not None and transfer.status == "booked":
+                if transfer is None:
+                    continue
+                if row.status == refunds.CreditStatus.REFUNDED.value:
+                    event = refunds.ObserveRefundReturned(row.entry_id, row.refund_attempt,
+                                                          reason_code(transfer.reason))
+                elif transfer.status == "booked":
                     event = refunds.ObserveRefundBooked(row.entry_id)
-                elif transfer is not None and transfer.status in ("rejected", "returned"):
+                elif transfer.status in ("rejected", "returned"):
                     event = refunds.ObserveRefundRejected(row.entry_id, row.refund_attempt,
                                                           reason_code(transfer.reason))
                 else:
@@ -171,12 +179,32 @@ class Credits:
                 await self.outbox.add_all(session, row.channel_id,
                                           [_delivery(e) for e in t.effects])
                 submitted = submitted or bool(t.effects)
-                log.info("escrow.refunded" if credit.status is refunds.CreditStatus.REFUNDED
-                         else "escrow.refund_rejected", credit=row.entry_id,
+                what = ("escrow.refunded" if credit.status is refunds.CreditStatus.REFUNDED
+                        else "escrow.refund_returned"
+                        if isinstance(event, refunds.ObserveRefundReturned)
+                        else "escrow.refund_rejected")
+                log.info(what, credit=row.entry_id,
                          amount_minor=row.amount_minor, attempt=credit.attempt,
                          status=credit.status.value, reason=credit.rejection)
         if submitted:
             self.outbox.kick()
+
+
+    async def _returned(self, session: AsyncSession) -> list[CreditRow]:
+        """Refunded credits whose live attempt the bank has since returned. The transfer poll
+        asks about booked refunds for `[bank] return_window_s` (node.transfers), so a return
+        is a refund row turned "returned" within that window: usually none, and then no
+        refunded credit is read at all."""
+        since = now_ms() - self.ctx.config.bank.return_window_s * 1000
+        keys = set((await session.scalars(select(Transfer.idempotency_key).where(
+            Transfer.purpose == "refund", Transfer.status == "returned",
+            Transfer.updated_ms >= since))).all())
+        if not keys:
+            return []
+        refunded = (await session.scalars(select(CreditRow).where(
+            CreditRow.status == refunds.CreditStatus.REFUNDED.value,
+            CreditRow.applied.is_(False)))).all()
+        return [row for row in refunded if refund_key(row) in keys]
 
 
 def _delivery(effect: refunds.SubmitRefund) -> Delivery:

@@ -7,9 +7,9 @@ for a channel that is closing or closed (``late``), or is a top-up before the ch
 sit in one :class:`CreditLedger` until the operator refunds them (``ActionRefund``): one refund
 per credit, to the account it came from, with a reference and idempotency key derived from the
 bank entry id (:func:`protocol.references.refund_idempotency_key`), so a retry — or a second
-refund command — never pays twice. A refund the bank rejects (``ObserveRefundRejected``) is paid
-again as attempt n + 1 under a new reference and key, at most 16 attempts (ADR 0322); only the
-live attempt's answer counts.
+refund command — never pays twice. A refund the bank rejects (``ObserveRefundRejected``), or
+returns after booking it (``ObserveRefundReturned``), is paid again as attempt n + 1 under a new
+reference and key, at most 16 attempts (ADR 0322); only the live attempt's answer counts.
 
 Same shape as the other machines: ``step(ledger, input, *, now_ms) -> LedgerTransition``; a
 refused input raises a typed error and changes nothing.
@@ -110,7 +110,20 @@ class ObserveRefundRejected:
     reason: str
 
 
-LedgerInput: TypeAlias = HoldCredit | ActionRefund | ObserveRefundBooked | ObserveRefundRejected
+@dataclass(frozen=True, slots=True)
+class ObserveRefundReturned:
+    """The bank returned the live refund attempt of `credit_id` after booking it (pacs.004, an
+    ACH R-code), for `reason`: the money is back in escrow, so the credit is paid again as
+    attempt n + 1, as after a rejection (at most 16 attempts). A refunded credit's status says
+    where its money is: without this it stayed "refunded" with the money back in escrow."""
+
+    credit_id: str
+    attempt: int
+    reason: str
+
+
+LedgerInput: TypeAlias = (HoldCredit | ActionRefund | ObserveRefundBooked | ObserveRefundRejected
+                          | ObserveRefundReturned)
 
 
 # Effects
@@ -140,7 +153,7 @@ def step(ledger: CreditLedger, event: LedgerInput, *, now_ms: int) -> LedgerTran
         result = _refund(ledger, event)
     elif isinstance(event, ObserveRefundBooked):
         result = _booked(ledger, event.credit_id)
-    elif isinstance(event, ObserveRefundRejected):
+    elif isinstance(event, ObserveRefundRejected | ObserveRefundReturned):
         result = _rejected(ledger, event)
     else:
         raise LocalProtocolError(ErrorCode.INVALID_STATE, f"{type(event).__name__}?")
@@ -203,14 +216,18 @@ def _booked(ledger: CreditLedger, credit_id: str) -> LedgerTransition:
     return LedgerTransition(_with(ledger, credit, replace(credit, status=CreditStatus.REFUNDED)))
 
 
-def _rejected(ledger: CreditLedger, event: ObserveRefundRejected) -> LedgerTransition:
+def _rejected(ledger: CreditLedger, event: ObserveRefundRejected | ObserveRefundReturned
+              ) -> LedgerTransition:
     credit = ledger.get(event.credit_id)
     if credit.status is CreditStatus.HELD:
         raise LocalProtocolError(ErrorCode.INVALID_STATE, "no refund was submitted for it")
-    if credit.status is not CreditStatus.REFUNDING or event.attempt != credit.attempt:
+    live = (CreditStatus.REFUNDING, CreditStatus.REFUNDED) if isinstance(
+        event, ObserveRefundReturned) else (CreditStatus.REFUNDING,)
+    if credit.status not in live or event.attempt != credit.attempt:
         return LedgerTransition(ledger)  # an earlier attempt's answer, or one seen already
     if credit.attempt >= MAX_REFUND_ATTEMPT:
         failed = replace(credit, status=CreditStatus.REJECTED, rejection=event.reason)
         return LedgerTransition(_with(ledger, credit, failed))
-    again = replace(credit, attempt=credit.attempt + 1, rejection=event.reason)
+    again = replace(credit, status=CreditStatus.REFUNDING, attempt=credit.attempt + 1,
+                    rejection=event.reason)
     return LedgerTransition(_with(ledger, credit, again), (_submit(again),))

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from node.context import now_ms
 from node.errors import NodeError
 from node.storage.models import Transfer
 from protocol import arbiter as arb
@@ -75,6 +76,23 @@ async def test_a_late_deposit_is_refunded_once_and_never_rematched(
     async with restarted.ctx.db() as session:
         keys = (await session.scalars(select(Transfer.idempotency_key))).all()
     assert list(keys) == [spec.idempotency_key]
+
+    # the bank returns the booked refund (the transfer poll asks about booked refunds for
+    # the return window): the money is back in escrow, so it is refunded again, attempt 1
+    async with restarted.ctx.db() as session, session.begin():
+        row = await session.get(Transfer, spec.idempotency_key)
+        assert row is not None
+        row.status, row.reason, row.updated_ms = "returned", "AC04 account closed", now_ms()
+    await restarted.escrow.credits.poll()
+    view = await restarted.escrow.credits.show("late-1")
+    assert (view.row.status, view.row.refund_attempt) == ("refunding", 1)
+    pending = [TransferInstruction.decode(r.payload) for r in
+               await restarted.outbox.rows(include_done=True) if r.kind == "refund"]
+    assert [p.idempotency_key for p in pending][-1] == refund_idempotency_key("late-1", 1)
+    assert (pending[-1].amount_minor, pending[-1].creditor.identification) == (
+        700, terms.accounts()[0].identification)
+    await restarted.escrow.credits.poll()  # the old attempt's return is not taken twice
+    assert (await restarted.escrow.credits.show("late-1")).row.refund_attempt == 1
 
 
 async def test_an_unmatched_credit_without_a_sender_needs_an_account(

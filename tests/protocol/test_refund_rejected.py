@@ -68,3 +68,30 @@ def test_refund_rejection_of_an_earlier_attempt_or_seen_again_changes_nothing() 
     assert late.ledger.get("2026-12-01-000042").status is rf.CreditStatus.REFUNDED
     with pytest.raises(LocalProtocolError):  # never submitted: nothing to reject
         rf.step(held(), rf.ObserveRefundRejected("2026-12-01-000042", 0, "AC04"), now_ms=7)
+
+
+def test_a_refund_returned_after_its_booking_is_paid_again_once() -> None:
+    """Booked, then returned by the bank (pacs.004, an ACH R-code): the money is back in
+    escrow, so "refunded" would be untrue. The live attempt's return pays it again as the next
+    attempt; the same return seen again, or an earlier attempt's, changes nothing."""
+    cid = "2026-12-01-000042"
+    ledger = rf.step(held(), rf.ActionRefund(cid), now_ms=2).ledger
+    refunded = rf.step(ledger, rf.ObserveRefundBooked(cid), now_ms=3).ledger
+    assert refunded.get(cid).status is rf.CreditStatus.REFUNDED
+    # a rejection answered after the booking is a stale answer, not a return
+    stale = rf.step(refunded, rf.ObserveRefundRejected(cid, 0, "AC04"), now_ms=4)
+    assert (stale.effects, stale.ledger.credits) == ((), refunded.credits)
+
+    returned = rf.step(refunded, rf.ObserveRefundReturned(cid, 0, "AC04"), now_ms=5)
+    (again,) = returned.effects
+    assert (again.attempt, again.amount, again.account) == (1, 12_345, SENDER)
+    assert again.idempotency_key == refund_idempotency_key(cid, 1)
+    credit = returned.ledger.get(cid)
+    assert (credit.status, credit.attempt, credit.rejection) == (
+        rf.CreditStatus.REFUNDING, 1, "AC04")
+    seen_again = rf.step(returned.ledger, rf.ObserveRefundReturned(cid, 0, "AC04"), now_ms=6)
+    assert (seen_again.effects, seen_again.ledger.credits) == ((), returned.ledger.credits)
+    booked = rf.step(returned.ledger, rf.ObserveRefundBooked(cid), now_ms=7).ledger
+    assert booked.get(cid).status is rf.CreditStatus.REFUNDED
+    with pytest.raises(LocalProtocolError):  # never submitted: nothing to return
+        rf.step(held(), rf.ObserveRefundReturned(cid, 0, "AC04"), now_ms=8)
