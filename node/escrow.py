@@ -247,11 +247,25 @@ class EscrowService:
     async def _credit(self, entry_id: str, reference: str, amount: int, currency: str,
                       debtor: str, booked_ms: int, sender: str = "") -> None:
         """Apply one escrow credit to its channel, or keep it as unapplied — never drop it,
-        and never let one credit stop the others (or the payouts and deadlines after them)."""
+        and never let one credit stop the others (or the payouts and deadlines after them).
+        Under the refunds' lock: an operator's refund of a credit kept unmatched (its channel
+        not registered yet) never lands between the look at it and its deposit."""
+        async with self.credits.lock:
+            match = await self._take_credit(entry_id, reference, amount, currency, debtor,
+                                            booked_ms, sender)
+        if match is None and reference in self.references:
+            # registered while this credit was being written (its look-up came before the
+            # registration, the write after the registration's rematch): match it now
+            await self._rematch(self.references[reference][0])
+
+    async def _take_credit(self, entry_id: str, reference: str, amount: int, currency: str,
+                           debtor: str, booked_ms: int, sender: str) -> tuple[str, int] | None:
+        """:meth:`_credit`'s work: the channel and party the reference matched, if any."""
         async with self.ctx.db() as session:
             seen = await session.get(UnappliedCredit, entry_id)
         if seen is not None and seen.status != "held":
-            return  # read again, refunded (or being refunded) since: that money is no deposit
+            # read again, refunded (or being refunded) since: that money is no deposit
+            return self.references.get(reference)
         match = self.references.get(reference)
         reason, kind, channel = "", "unmatched", ""
         if not 0 < amount <= MAX_AMOUNT or not 0 <= booked_ms <= MAX_TIME_MS:
@@ -288,10 +302,7 @@ class EscrowService:
         if kept:
             log.warning("escrow.unapplied_credit", reference=reference, amount_minor=amount,
                         reason=reason)
-        if match is None and reference in self.references:
-            # registered while this credit was being written (its look-up came before the
-            # registration, the write after the registration's rematch): match it now
-            await self._rematch(self.references[reference][0])
+        return match
 
     async def unapplied(self) -> list[UnappliedCredit]:
         """Credits on the escrow account that no channel took: money to refund by hand."""

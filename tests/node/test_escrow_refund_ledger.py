@@ -3,6 +3,7 @@ refund's transfer row is what the outbox would hand the rail; its key is all tha
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -136,3 +137,40 @@ async def test_a_credit_refunded_before_its_channel_registered_is_no_deposit_whe
     assert svc.escrow.states[cid].deposited == (0, 0)
     view = await svc.escrow.credits.show("early-1")
     assert view.row.status == "refunding"
+
+
+async def test_a_refund_asked_while_its_credit_is_applied_as_a_deposit_is_refused(
+    db_url: str, tmp_path: Path, services: ServicesFactory
+) -> None:
+    """The channel registers and its rematch applies a credit kept unmatched; the operator's
+    refund of that credit arrives while the deposit is being committed. The refund must wait
+    and then find the credit applied (never both: refunded and paid out of escrow)."""
+    sim = open_sim()
+    svc = await services(make_config(tmp_path / "arbiter", sim.arbiter, db_url=db_url,
+                                     role="arbiter"))
+    reg = registration_of(sim)
+    terms = reg.proposal.terms
+    cid = terms.channel_id.hex()
+    ref0 = bank_reference(terms.channel_id, Purpose.DEPOSIT, 0)
+    await svc.escrow._credit("early-2", ref0, 10_000, terms.currency, "Opener", 5)
+    applying, go_on = asyncio.Event(), asyncio.Event()
+    apply = svc.escrow._apply
+
+    async def slow_apply(channel: str, event: object) -> object:
+        if isinstance(event, arb.ObserveDeposit):
+            applying.set()  # the deposit is decided, not yet committed
+            await go_on.wait()
+        return await apply(channel, event)
+
+    svc.escrow._apply = slow_apply
+    registering = asyncio.create_task(svc.escrow.on_register(reg))
+    await asyncio.wait_for(applying.wait(), 10)
+    refunding = asyncio.create_task(svc.escrow.credits.refund("early-2", terms.accounts()[0]))
+    await asyncio.sleep(0.1)  # the refund reads the credit now, if nothing holds it back
+    go_on.set()
+    await asyncio.wait_for(registering, 10)
+    with pytest.raises(NodeError) as refused:
+        await asyncio.wait_for(refunding, 10)
+    assert refused.value.code == "UNKNOWN_CREDIT"  # applied: no refund of a deposit
+    assert svc.escrow.states[cid].deposited == (10_000, 0)
+    assert [r for r in await svc.outbox.rows(include_done=True) if r.kind == "refund"] == []
