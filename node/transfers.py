@@ -32,9 +32,6 @@ RETURNABLE = ("payout", "refund")
 """What the arbiter pays out: re-polled for returns for `[bank] return_window_s` after booking
 (ADR 0271)."""
 NOT_FINAL = ("pending", "accepted", "unreconciled")
-NOT_PAID = ("rejected", "returned")
-"""Final statuses of a payment that did not stay paid: what the caller does next (a payout
-paid again to another account, a channel funded anew) assumes the bank will not book it."""
 _TO_ASK = select(Transfer).where(or_(
     Transfer.status.in_(NOT_FINAL),
     and_(Transfer.status == "booked", Transfer.purpose.in_(RETURNABLE),
@@ -123,10 +120,12 @@ class Transfers:
         # is seen here, or sees this submission in `submitting` and writes nothing
         async with self.saving, self.ctx.db() as session, session.begin():
             row = await session.get(Transfer, key)
-            if row is not None and row.status in NOT_PAID:
-                # the outbox's retry of a payment already refused or returned (a poll stored
-                # it meanwhile, and what follows a refusal may already have paid elsewhere):
-                # never sent to the bank again, where it could still be booked
+            if row is not None and row.status in AFTER_FINAL:
+                # the outbox's retry of a payment whose end is known: refused or returned (a
+                # poll stored it meanwhile, and what follows a refusal may already have paid
+                # elsewhere), or booked (the row's outcome was stored, the step after it
+                # failed): never sent to the bank again, where it could still be booked —
+                # after the bank's idempotency window (24 h in UK Open Banking) a second time
                 code, _, text = row.reason.partition(" ")
                 return PaymentRecord(key, row.end_to_end_id, PaymentStatus(row.status),
                                      row.amount_minor, row.currency, reason_code=code or None,

@@ -286,3 +286,24 @@ async def test_a_submission_starting_while_the_polls_rejection_is_written_is_not
     assert (rail.submitted, [r.status for r in rejections], answer.status) in (
         (0, [PaymentStatus.REJECTED], PaymentStatus.REJECTED),  # the rejection, nothing sent
         (1, [], PaymentStatus.BOOKED))  # or the poll's answer left to the submission
+
+
+async def test_a_transfer_already_booked_is_not_submitted_again(
+        tmp_path: Path, services: ServicesFactory) -> None:
+    """The outbox's attempt stored the booking, then the step after it failed (the arbiter's
+    bank answers met storage away): the outbox retries the row later. The bank must not be
+    asked again: past its idempotency window the same key would pay a second time."""
+    svc = await a_pending_payout(tmp_path, services)
+    async with svc.ctx.db() as session, session.begin():  # type: ignore[attr-defined]
+        row = await session.get(Transfer, KEY)
+        assert row is not None
+        row.status, row.end_to_end_id = "booked", "E2E-1"
+    rail = SlowBank()
+    rail.pay.set()
+    svc.ctx.rail = rail  # type: ignore[attr-defined]
+    transfers = svc.escrow.transfers  # type: ignore[attr-defined]
+    transfers.own_account = lambda: ACCOUNT
+    answer = await transfers.submit("c" * 64, the_payout())  # the outbox's retry
+    assert rail.submitted == 0
+    assert (answer.status, answer.end_to_end_id) == (PaymentStatus.BOOKED, "E2E-1")
+    assert (await stored(svc)).status == "booked"
