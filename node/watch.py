@@ -9,7 +9,11 @@ One request asks about up to MAX_STATUS_BATCH channels of one arbiter (`POST /p2
 requests a sweep, not 10,000. Statuses that do not fit into one answer (each carries up to 32
 payout outcomes) come back as `later` and are asked for at once.
 A unilateral close is therefore seen within one watch interval plus one sweep of the node's
-channels, whatever any callback does, and the evidence goes out at once (specs/0005 §4).
+channels, whatever any callback does, and the evidence goes out at once (specs/0005 §4). Each
+arbiter is asked in a task of its own, so one that answers slowly or never (each request just
+under the timeout, `later` shrinking one channel at a time) holds up only the channels it
+holds; and in each answer the channels the arbiter holds are acted on before proposals asked
+again of their peers.
 """
 
 from __future__ import annotations
@@ -37,7 +41,8 @@ WATCHED = frozenset({ch.Phase.ACCEPTED, ch.Phase.OPEN, ch.Phase.CLOSING, ch.Phas
 FUNDABLE = frozenset(phase for phase, event in ch.TRANSITIONS if event is ch.ReceiveFunding)
 """Where the machine takes funding confirmations (0003 §4): read from its transition table."""
 CONCURRENCY = 16
-"""Status requests in flight at once (one slow arbiter answer never holds up a sweep)."""
+"""Status requests in flight at once to one arbiter. Each arbiter is asked on its own: a slow
+(or hostile) arbiter holds up only the channels it holds, never another arbiter's."""
 
 
 class ArbiterWatch:
@@ -45,37 +50,55 @@ class ArbiterWatch:
         self.ctx = ctx
         self.channels = channels
         self._task: asyncio.Task[None] | None = None
-        self._slots = asyncio.Semaphore(CONCURRENCY)
+        self._slots: defaultdict[str, asyncio.Semaphore] = defaultdict(
+            lambda: asyncio.Semaphore(CONCURRENCY))
+        self._asking: dict[str, asyncio.Task[None]] = {}
+        """Per arbiter, its part of a sweep still under way (the loop's next sweep skips it)."""
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="arbiter-watch")
 
     async def stop(self) -> None:
-        await stop_tasks(self._task)
+        await stop_tasks(self._task, *self._asking.values())
 
     async def _run(self) -> None:
         interval = self.ctx.config.policy.watch_interval_ms / 1000
         while True:
-            await self.sweep()
+            await self.sweep(wait=False)
             await asyncio.sleep(interval)
 
-    async def sweep(self) -> None:
+    async def sweep(self, *, wait: bool = True) -> None:
         """Ask about every watched channel, and every channel we proposed that has no answer
         yet, once: MAX_STATUS_BATCH channels of one arbiter a request, CONCURRENCY requests
-        in flight."""
+        in flight per arbiter, each arbiter in a task of its own. With `wait` (False for the
+        loop), until every arbiter answered (one still on an earlier sweep is waited for,
+        then asked again); without, an arbiter still answering an earlier sweep is left to
+        it, and the others are asked at once."""
         by_arbiter: defaultdict[str, list[str]] = defaultdict(list)
         states = self.channels.states
         for i, (cid, phase) in enumerate(states.phases()):
             await take_turns(i)
             if (phase in WATCHED or phase is ch.Phase.PROPOSED) and cid in states:
                 by_arbiter[states.arbiter(cid)].append(cid)  # no state decoded (ADR 0316)
-        await asyncio.gather(*(
-            self._guarded(arbiter, cids[i:i + MAX_STATUS_BATCH])
-            for arbiter, cids in by_arbiter.items()
-            for i in range(0, len(cids), MAX_STATUS_BATCH)))
+        started: list[asyncio.Task[None]] = []
+        for arbiter, cids in by_arbiter.items():
+            running = self._asking.get(arbiter)
+            if running is not None and not running.done():
+                if not wait:
+                    continue  # still on the last sweep's channels: left to it
+                await asyncio.wait([running])  # then asked again, about every channel now
+            started.append(task := asyncio.create_task(self._ask(arbiter, cids),
+                                                       name=f"watch {arbiter[:16]}"))
+            self._asking[arbiter] = task
+        if wait:
+            await asyncio.gather(*started)
+
+    async def _ask(self, arbiter: str, cids: Sequence[str]) -> None:
+        await asyncio.gather(*(self._guarded(arbiter, cids[i:i + MAX_STATUS_BATCH])
+                               for i in range(0, len(cids), MAX_STATUS_BATCH)))
 
     async def _guarded(self, arbiter: str, cids: Sequence[str]) -> None:
-        async with self._slots:
+        async with self._slots[arbiter]:
             try:
                 answer = await self.fetch(arbiter, cids)
             except asyncio.CancelledError:
@@ -87,7 +110,10 @@ class ArbiterWatch:
             except Exception as exc:  # the next sweep tries again; the watch must not die
                 log.warning("watch.failed", arbiter=arbiter[:16], error=str(exc)[:300])
                 return
-        for i, status in enumerate(answer.statuses):
+        # the channels the arbiter holds first: a proposal asked again (a peer that may take
+        # its 10 s to answer) never delays a dispute's evidence behind it
+        statuses = sorted(answer.statuses, key=self._proposed)
+        for i, status in enumerate(statuses):
             await take_turns(i)  # an answer covers up to MAX_STATUS_BATCH channels
             cid = status.channel_id.hex()
             try:
@@ -103,6 +129,10 @@ class ArbiterWatch:
                 log.warning("watch.failed", channel=cid[:16], error=str(exc)[:300])
         if answer.later:  # statuses that did not fit into one answer: ask for them now
             await self._guarded(arbiter, [cid.hex() for cid in answer.later])
+
+    def _proposed(self, status: EscrowStatus) -> bool:
+        cid = status.channel_id.hex()
+        return cid in self.channels.states and self.channels.phase(cid) is ch.Phase.PROPOSED
 
     async def fetch(self, arbiter_id: str, cids: Sequence[str]) -> EscrowStatuses:
         """The arbiter's one signed, fresh answer about channels `cids` (verified: its
