@@ -14,9 +14,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from protocol.transfers import RETURN_HORIZON_MS
 from rails import registry
 from rails.settings import RailConfigError, RailSettings, parse_settings
 
+MAX_WINDOW_S = RETURN_HORIZON_MS // 1000
+"""A return window no longer than the arbiter's machine remembers a booked payout (else a
+return asked for late would find no payout to pay again)."""
 RETURN_WINDOW_S = 60 * 86_400
 """60 days: an ACH consumer's unauthorized-debit return (R10) may come 60 days after the
 settlement date; a SEPA SCT return (pacs.004) comes within days (ADR 0271)."""
@@ -32,7 +36,7 @@ class BankConfig:
         [bank]
         rail = "nacha"
         poll_interval_ms = 500
-        return_window_s = 5184000   # payouts asked about returns for 60 days after booking
+        return_window_s = 5184000   # asked about returns for 60 days after booking (at most 90)
 
         [rails.nacha]
         url = "https://files.odfi.example"
@@ -94,9 +98,11 @@ def read_bank(raw: Mapping[str, Any]) -> BankConfig:
     if not isinstance(rail, str):
         raise RailConfigError("[bank] rail must be a string")
     window = bank.get("return_window_s", RETURN_WINDOW_S)
-    if not isinstance(window, int) or isinstance(window, bool) or not 0 <= window <= 10**9:
-        raise RailConfigError("[bank] return_window_s must be an integer from 0 to 10^9 "
-                              "(seconds)")
+    if not isinstance(window, int) or isinstance(window, bool) or not 0 <= window <= MAX_WINDOW_S:
+        raise RailConfigError(
+            f"[bank] return_window_s must be an integer from 0 to {MAX_WINDOW_S} seconds (90 "
+            "days: how long the arbiter remembers a booked payout, whose return it can still "
+            "pay again)")
     registry.entry(rail)
     sections = {name: registry.entry(name) for name in rails_raw}
     legacy = {k: v for k, v in bank.items() if k not in BANK_KEYS}

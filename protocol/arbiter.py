@@ -708,7 +708,7 @@ def _submit(
                                        account_issued_ms=issued, now_ms=now_ms)
             transfers = (*transfers, transfer)
             effects.append(_submit_transfer(transfer, state.terms.currency))
-    return replace(state, transfers=tr.bounded(transfers)), tuple(effects)
+    return replace(state, transfers=tr.bounded(transfers, now_ms)), tuple(effects)
 
 
 def _on_checkpoint(state: ArbiterState, event: ReceiveCheckpoint, now_ms: int) -> Transition:
@@ -818,7 +818,7 @@ def _repay(state: ArbiterState, party: int, *, now_ms: int
                                 attempt=old.attempt + 1, account_issued_ms=issued, now_ms=now_ms)
         transfers = (*transfers, again)
         effects.append(_submit_transfer(again, state.terms.currency))
-    return replace(state, transfers=tr.bounded(transfers)), tuple(effects)
+    return replace(state, transfers=tr.bounded(transfers, now_ms)), tuple(effects)
 
 
 def _on_returned(state: ArbiterState, event: ObservePayoutReturned, now_ms: int) -> Transition:

@@ -25,7 +25,13 @@ from protocol.types import ChannelId, MinorUnits
 
 MAX_TRANSFERS = 512
 """Transfers remembered per channel; the oldest booked ones are forgotten first (their money
-is in the running totals, so nothing depends on them)."""
+is in the running totals, so nothing depends on them once no return of them can come)."""
+RETURN_HORIZON_MS = 90 * 86_400_000
+"""How long after its booking a payout attempt is remembered whatever MAX_TRANSFERS: a bank
+can return a payout it booked for weeks (ACH: up to 60 days for some returns), and a return of
+an attempt the arbiter had forgotten found no payout — its money back in escrow, never paid
+again, nobody told. The node asks its bank about returns for `[bank] return_window_s`, which is
+at most this (node.bank)."""
 MAX_ATTEMPTS = 16
 """Attempts per payout before it is left to the operator (a payee that keeps naming accounts
 that bounce cannot make the arbiter submit without end)."""
@@ -133,16 +139,18 @@ def awaiting_account(transfers: tuple[Transfer, ...], party: int) -> list[Transf
     return out
 
 
-def bounded(transfers: tuple[Transfer, ...]) -> tuple[Transfer, ...]:
-    """Forget the oldest booked attempts beyond MAX_TRANSFERS (never a live unbooked one, nor
-    a booked attempt after returned ones: they are kept, and without it the latest of them
-    would look live again, to be paid a second time on the party's next account)."""
+def bounded(transfers: tuple[Transfer, ...], now_ms: int) -> tuple[Transfer, ...]:
+    """Forget the oldest booked attempts beyond MAX_TRANSFERS: never a live unbooked one; nor
+    a booked attempt after returned ones (they are kept, and without it the latest of them
+    would look live again, to be paid a second time on the party's next account); nor one
+    booked less than RETURN_HORIZON_MS ago (a return of it may still come)."""
     excess = len(transfers) - MAX_TRANSFERS
     if excess <= 0:
         return transfers
     out = []
     for transfer in transfers:
-        if excess > 0 and transfer.status is TransferStatus.BOOKED and transfer.attempt == 0:
+        if (excess > 0 and transfer.status is TransferStatus.BOOKED and transfer.attempt == 0
+                and transfer.changed_ms + RETURN_HORIZON_MS <= now_ms):
             excess -= 1
             continue
         out.append(transfer)

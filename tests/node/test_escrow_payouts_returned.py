@@ -92,7 +92,10 @@ def test_the_return_window_is_one_bank_setting() -> None:
     assert read_bank({}).return_window_s == RETURN_WINDOW_S
     assert read_bank({"bank": {"return_window_s": 86_400}}).return_window_s == 86_400
     assert read_bank({"bank": {"return_window_s": 0}}).return_window_s == 0  # off
-    for bad in (-1, "60d", True, 10**10):
+    # at most what the arbiter's machine remembers a booked payout for (ADR 0271)
+    horizon_s = tr.RETURN_HORIZON_MS // 1000
+    assert read_bank({"bank": {"return_window_s": horizon_s}}).return_window_s == horizon_s
+    for bad in (-1, "60d", True, horizon_s + 1, 10**10):
         with pytest.raises(RailConfigError, match="return_window_s"):
             read_bank({"bank": {"return_window_s": bad}})
 
@@ -103,6 +106,7 @@ def test_a_forgotten_checkpoint_payout_booked_is_not_taken_for_the_close(
     """The machine forgets old booked attempts (protocol.transfers.bounded): their rows, still
     booked at the bank, must not book the close payout the bank has not booked yet."""
     monkeypatch.setattr(tr, "MAX_TRANSFERS", 2)
+    monkeypatch.setattr(tr, "RETURN_HORIZON_MS", 0)  # forgotten once booked
     sim = Simulation.create(tariff=(KM,), opener_deposit=10_000, peer_deposit=0)
     sim.open()
     rows = []
