@@ -39,6 +39,15 @@ def _once(bank: Bank, alice: str, bob: str, amount: int) -> None:
     assert bank.balance(bob) == amount
 
 
+async def booked_in_time(pay: OpenBankingRail, key: str) -> None:
+    """The payment under `key`, asked about every 50 ms, is booked within 10 s."""
+    for _ in range(200):
+        if (await pay.status(key)).status is PaymentStatus.BOOKED:
+            return
+        await asyncio.sleep(0.05)
+    assert (await pay.status(key)).status is PaymentStatus.BOOKED
+
+
 @pytest.mark.parametrize("path", [CONSENTS, PAYMENTS], ids=["consent", "payment"])
 async def test_processed_then_dropped_is_retried_under_the_same_key_and_paid_once(
         path: str, bank: Bank, parties: tuple[Party, Party],
@@ -94,11 +103,7 @@ async def test_a_late_booking_is_accepted_first_and_booked_later(
     again = await pay.submit(instr)  # a retry under the same key adds nothing
     assert again.bank_payment_id == record.bank_payment_id
 
-    for _ in range(200):
-        if (await pay.status(instr.idempotency_key)).status is PaymentStatus.BOOKED:
-            break
-        await asyncio.sleep(0.05)
-    assert (await pay.status(instr.idempotency_key)).status is PaymentStatus.BOOKED
+    await booked_in_time(pay, instr.idempotency_key)
     _once(bank, "acc-alice", "acc-bob", 900)
 
 
@@ -264,9 +269,5 @@ async def test_a_refused_status_query_of_a_payment_the_bank_holds_is_not_a_rejec
         await pay.status(instr.idempotency_key)
     assert refused.value.retryable
     assert not final(refused.value)  # the node's poll backs off; it infers nothing
-    for _ in range(200):
-        if (await pay.status(instr.idempotency_key)).status is PaymentStatus.BOOKED:
-            break
-        await asyncio.sleep(0.05)
-    assert (await pay.status(instr.idempotency_key)).status is PaymentStatus.BOOKED
+    await booked_in_time(pay, instr.idempotency_key)
     _once(bank, "acc-alice", "acc-bob", 800)

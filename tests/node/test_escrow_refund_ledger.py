@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -113,19 +114,28 @@ async def test_an_unmatched_credit_without_a_sender_needs_an_account(
     assert [r for r in await svc.outbox.rows(include_done=True) if r.kind == "refund"] == []
 
 
-async def test_a_credit_refunded_before_its_channel_registered_is_no_deposit_when_read_again(
-    db_url: str, tmp_path: Path, services: ServicesFactory
-) -> None:
-    """The credit page is read again after a crash (or a failed credit) before its cursor was
-    saved: a credit the operator refunded meanwhile must not fund the channel too."""
+async def kept_unmatched(db_url: str, tmp_path: Path, services: ServicesFactory,
+                         entry_id: str) -> tuple[Any, Any]:
+    """An arbiter holding a credit of 100.00 EUR with the opener's deposit reference of a
+    channel not registered yet (kept unmatched); the channel's registration, not applied."""
     sim = open_sim()
     svc = await services(make_config(tmp_path / "arbiter", sim.arbiter, db_url=db_url,
                                      role="arbiter"))
     reg = registration_of(sim)
     terms = reg.proposal.terms
-    cid = terms.channel_id.hex()
     ref0 = bank_reference(terms.channel_id, Purpose.DEPOSIT, 0)
-    await svc.escrow._credit("early-1", ref0, 10_000, terms.currency, "Opener", 5)
+    await svc.escrow._credit(entry_id, ref0, 10_000, terms.currency, "Opener", 5)
+    return svc, reg
+
+
+async def test_a_credit_refunded_before_its_channel_registered_is_no_deposit_when_read_again(
+    db_url: str, tmp_path: Path, services: ServicesFactory
+) -> None:
+    """The credit page is read again after a crash (or a failed credit) before its cursor was
+    saved: a credit the operator refunded meanwhile must not fund the channel too."""
+    svc, reg = await kept_unmatched(db_url, tmp_path, services, "early-1")
+    terms = reg.proposal.terms
+    cid, ref0 = terms.channel_id.hex(), bank_reference(terms.channel_id, Purpose.DEPOSIT, 0)
     (kept,) = [v.row for v in await svc.escrow.credits.all()]
     assert (kept.kind, kept.status) == ("unmatched", "held")
     refunding = await svc.escrow.credits.refund("early-1", terms.accounts()[0])
@@ -145,14 +155,9 @@ async def test_a_refund_asked_while_its_credit_is_applied_as_a_deposit_is_refuse
     """The channel registers and its rematch applies a credit kept unmatched; the operator's
     refund of that credit arrives while the deposit is being committed. The refund must wait
     and then find the credit applied (never both: refunded and paid out of escrow)."""
-    sim = open_sim()
-    svc = await services(make_config(tmp_path / "arbiter", sim.arbiter, db_url=db_url,
-                                     role="arbiter"))
-    reg = registration_of(sim)
+    svc, reg = await kept_unmatched(db_url, tmp_path, services, "early-2")
     terms = reg.proposal.terms
     cid = terms.channel_id.hex()
-    ref0 = bank_reference(terms.channel_id, Purpose.DEPOSIT, 0)
-    await svc.escrow._credit("early-2", ref0, 10_000, terms.currency, "Opener", 5)
     applying, go_on = asyncio.Event(), asyncio.Event()
     apply = svc.escrow._apply
 

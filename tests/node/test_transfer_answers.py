@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select
 
@@ -211,16 +212,25 @@ def the_payout() -> TransferInstruction:
 ACCOUNT = Account("Peer GmbH", AccountScheme.IBAN, "DE89370400440532013000")
 
 
+def with_bank(svc: object, *, answers: bool = True) -> tuple[SlowBank, Any]:
+    """`svc`'s transfers on a SlowBank (answering at once unless `answers` is False)."""
+    rail = SlowBank()
+    if answers:
+        rail.go.set()
+        rail.pay.set()
+    svc.ctx.rail = rail  # type: ignore[attr-defined]
+    transfers = svc.escrow.transfers  # type: ignore[attr-defined]
+    transfers.own_account = lambda: ACCOUNT
+    return rail, transfers
+
+
 async def test_a_poll_answer_arriving_once_the_submission_is_in_flight_is_left_to_it(
         tmp_path: Path, services: ServicesFactory) -> None:
     """The poll asked first; the outbox's attempt started while the bank had not answered the
     poll. The poll's inferred "rejected" must not be stored: the arbiter would take it as the
     payout refused and pay it again elsewhere, while the submission in flight books it."""
     svc = await a_pending_payout(tmp_path, services)
-    rail = SlowBank()
-    svc.ctx.rail = rail  # type: ignore[attr-defined]
-    transfers = svc.escrow.transfers  # type: ignore[attr-defined]
-    transfers.own_account = lambda: ACCOUNT
+    rail, transfers = with_bank(svc, answers=False)
     poll = asyncio.create_task(transfers.refresh())
     await asyncio.wait_for(rail.asked.wait(), 5)
     submission = asyncio.create_task(transfers.submit("c" * 64, the_payout()))
@@ -240,12 +250,7 @@ async def test_a_transfer_already_rejected_is_not_submitted_again(
     "rejected", which the arbiter takes as refused (it pays again to the account named next).
     The outbox's retry must not submit it to the bank once more: paid, it would be paid twice."""
     svc = await a_pending_payout(tmp_path, services)
-    rail = SlowBank()
-    rail.go.set()
-    rail.pay.set()
-    svc.ctx.rail = rail  # type: ignore[attr-defined]
-    transfers = svc.escrow.transfers  # type: ignore[attr-defined]
-    transfers.own_account = lambda: ACCOUNT
+    rail, transfers = with_bank(svc)
     assert [r.status for r in await transfers.refresh()] == [PaymentStatus.REJECTED]
     answer = await transfers.submit("c" * 64, the_payout())  # the outbox's retry
     assert rail.submitted == 0
@@ -259,12 +264,7 @@ async def test_a_submission_starting_while_the_polls_rejection_is_written_is_not
     transaction not committed yet, so the retry would read "pending"): either the retry sees
     the rejection and sends nothing, or the poll's rejection is not written."""
     svc = await a_pending_payout(tmp_path, services)
-    rail = SlowBank()
-    rail.go.set()
-    rail.pay.set()
-    svc.ctx.rail = rail  # type: ignore[attr-defined]
-    transfers = svc.escrow.transfers  # type: ignore[attr-defined]
-    transfers.own_account = lambda: ACCOUNT
+    rail, transfers = with_bank(svc)
     events = svc.ctx.events  # type: ignore[attr-defined]
     writing, written = asyncio.Event(), asyncio.Event()
     transfer = events.transfer
@@ -298,11 +298,7 @@ async def test_a_transfer_already_booked_is_not_submitted_again(
         row = await session.get(Transfer, KEY)
         assert row is not None
         row.status, row.end_to_end_id = "booked", "E2E-1"
-    rail = SlowBank()
-    rail.pay.set()
-    svc.ctx.rail = rail  # type: ignore[attr-defined]
-    transfers = svc.escrow.transfers  # type: ignore[attr-defined]
-    transfers.own_account = lambda: ACCOUNT
+    rail, transfers = with_bank(svc)
     answer = await transfers.submit("c" * 64, the_payout())  # the outbox's retry
     assert rail.submitted == 0
     assert (answer.status, answer.end_to_end_id) == (PaymentStatus.BOOKED, "E2E-1")
