@@ -103,7 +103,8 @@ class EventReader:
             source, kind, units, ref = _cloud(raw)
         else:
             units, ref = raw.get("units"), raw.get("ref", "")
-        if not isinstance(ref, str) or len(ref) > 64 or not _REF.fullmatch(ref):
+        if not isinstance(ref, str) or len(ref) > 64 or not _REF.fullmatch(ref) or len(
+                ref := unicodedata.normalize("NFC", ref)) > 64:  # NFC may write one as three
             raise EventRefused("BAD_REFERENCE", "ref must be at most 64 characters of text "
                                "without control or invisible characters")
         if "time" not in raw:
@@ -111,8 +112,8 @@ class EventReader:
                                "the deduplication window is refused by it, so no retry charges "
                                "twice")
         time_ms = self.time(raw["time"])
-        return UsageEvent(event_id, self.quantities(units), unicodedata.normalize("NFC", ref),
-                          time_ms, source or "", kind or "")
+        return UsageEvent(event_id, self.quantities(units), ref, time_ms, source or "",
+                          kind or "")
 
     def time(self, text: Any) -> int:
         if isinstance(text, str):

@@ -1,0 +1,52 @@
+"""node.usage_events with node.api.events_in's reader, in process, on SQLite and PostgreSQL:
+hostile or odd events never change what the other events of a batch are answered, and never
+charge what the tariff does not say (reviewer findings)."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from node.api.events_in import EventReader, EventRefused
+from node.usage_events import UsageEvents
+from protocol.usage_events import Decision, Outcome
+
+from .conftest import ServicesFactory, node_with_peers
+
+
+def stamp() -> str:
+    return datetime.fromtimestamp(time.time(), UTC).isoformat().replace("+00:00", "Z")
+
+
+def read(reader: EventReader, raws: list[dict[str, Any]]) -> list[Any]:
+    out: list[Any] = []
+    for raw in raws:
+        try:
+            out.append(reader.read(raw))
+        except EventRefused as exc:
+            out.append(exc)
+    return out
+
+
+async def test_a_reference_that_grows_past_64_characters_under_nfc_is_refused_alone(
+        tmp_path: Path, services: ServicesFactory, db_url: str) -> None:
+    """U+0958 is one character that NFC writes as two: 64 of them passed the 64-character check
+    and became a 128-character usage reference, which PostgreSQL's usage.reference (64) refused
+    at the commit, failing every event coalesced with it (and, over MQTT, the message again at
+    every redelivery)."""
+    svc = await node_with_peers(tmp_path, services, 0, db_url=db_url)
+    sim = svc.sim  # type: ignore[attr-defined]
+    await svc.channels.commit(sim.states[0], new=True)
+    cid = sim.states[0].channel_id.hex()
+    now = stamp()
+    read_ = read(EventReader(sim.states[0].terms.tariff), [
+        {"id": "ok-1", "units": {"km": "1"}, "ref": "SHIP-1", "time": now},
+        {"id": "nfc-1", "units": {"km": "1"}, "ref": "\u0958" * 64, "time": now}])
+    assert isinstance(read_[1], EventRefused)
+    assert read_[1].code == "BAD_REFERENCE"
+    decisions: list[Decision] = await UsageEvents(svc.channels).submit(
+        cid, [e for e in read_ if not isinstance(e, EventRefused)], wait=False)
+    assert [d.outcome for d in decisions] == [Outcome.ACCEPTED]
+    assert {u[2] for u in await svc.usage(cid)} == {"SHIP-1"}
