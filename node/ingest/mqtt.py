@@ -189,7 +189,7 @@ class MqttIngest:
             raise Resubscribe(f"cannot meter on {cid[:16]}: {exc}") from None
         for event, decision in zip(events, decisions, strict=True):
             if decision.outcome is Outcome.REFUSED:
-                log.warning("ingest.mqtt.refused", event=event.id, code=decision.code,
+                log.warning("ingest.mqtt.refused", event_id=event.id, code=decision.code,
                             message=decision.message)
 
     def _events(self, payload: Any, tariff: Any) -> list[UsageEvent]:

@@ -4,12 +4,15 @@ charge what the tariff does not say (reviewer findings)."""
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from node.api.events_in import EventReader, EventRefused
+from node.ingest.mqtt import MqttIngest
+from node.ingest.settings import MqttConfig
 from node.usage_events import UsageEvents
 from protocol.usage_events import Decision, Outcome
 
@@ -50,3 +53,20 @@ async def test_a_reference_that_grows_past_64_characters_under_nfc_is_refused_al
         cid, [e for e in read_ if not isinstance(e, EventRefused)], wait=False)
     assert [d.outcome for d in decisions] == [Outcome.ACCEPTED]
     assert {u[2] for u in await svc.usage(cid)} == {"SHIP-1"}
+
+
+
+async def test_an_mqtt_message_whose_event_is_refused_is_acknowledged(
+        tmp_path: Path, services: ServicesFactory) -> None:
+    """The refusal was logged with ``event=``, structlog's own first argument: a TypeError, so
+    the message was never acknowledged and its task died; the broker stops sending once its
+    in-flight window (Mosquitto: 20) holds such messages, and every reconnect delivers them to
+    fail again — one old or reused event id stalled the subscription."""
+    svc = await node_with_peers(tmp_path, services, 0)
+    sim = svc.sim  # type: ignore[attr-defined]
+    await svc.channels.commit(sim.states[0], new=True)
+    cid = sim.states[0].channel_id.hex()
+    ingest = MqttIngest(MqttConfig(channel=cid[:16]), UsageEvents(svc.channels), svc.channels)
+    old = json.dumps({"id": "m-old", "units": {"km": "1"}, "time": "2020-01-01T00:00:00Z"})
+    await ingest.meter(old.encode())  # refused EVENT_TOO_OLD: returns, to be acknowledged
+    assert ingest.events.refusals["EVENT_TOO_OLD"] == 1
