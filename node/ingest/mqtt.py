@@ -191,6 +191,9 @@ class MqttIngest:
             if decision.outcome is Outcome.REFUSED:
                 log.warning("ingest.mqtt.refused", event_id=event.id, code=decision.code,
                             message=decision.message)
+        if any(decision.code == "DEDUP_FULL" for decision in decisions):  # not for good
+            raise Resubscribe(f"the deduplication window is full ([ingest] max_ids) on "
+                              f"{cid[:16]}: delivered again once it is pruned")
 
     def _events(self, payload: Any, tariff: Any) -> list[UsageEvent]:
         if not isinstance(payload, bytes | bytearray) or len(payload) > MAX_MESSAGE_BYTES:

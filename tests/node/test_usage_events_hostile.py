@@ -4,15 +4,18 @@ charge what the tariff does not say (reviewer findings)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from node.api.events_in import EventReader, EventRefused
-from node.ingest.mqtt import MqttIngest
-from node.ingest.settings import MqttConfig
+from node.ingest.mqtt import MqttIngest, Resubscribe
+from node.ingest.settings import IngestConfig, MqttConfig
 from node.usage_events import UsageEvents
 from protocol.usage_events import Decision, Outcome
 
@@ -70,3 +73,26 @@ async def test_an_mqtt_message_whose_event_is_refused_is_acknowledged(
     old = json.dumps({"id": "m-old", "units": {"km": "1"}, "time": "2020-01-01T00:00:00Z"})
     await ingest.meter(old.encode())  # refused EVENT_TOO_OLD: returns, to be acknowledged
     assert ingest.events.refusals["EVENT_TOO_OLD"] == 1
+
+
+async def test_an_mqtt_event_refused_for_a_full_window_is_delivered_again_not_acknowledged(
+        tmp_path: Path, services: ServicesFactory) -> None:
+    """DEDUP_FULL says "try again later", and is: the window prunes. An MQTT message is
+    acknowledged when its events are refused because a redelivery "could only be refused
+    again" (ADR 0201) — not so for this one: acknowledged, the event was gone from the broker
+    and never paid, though nobody but the log was told."""
+    svc = await node_with_peers(tmp_path, services, 0)
+    sim = svc.sim  # type: ignore[attr-defined]
+    await svc.channels.commit(sim.states[0], new=True)
+    cid = sim.states[0].channel_id.hex()
+    svc.ctx.config = dataclasses.replace(svc.ctx.config, ingest=IngestConfig(max_ids=1))
+    ingest = MqttIngest(MqttConfig(channel=cid[:16]), UsageEvents(svc.channels), svc.channels)
+
+    def message(event_id: str) -> bytes:
+        return json.dumps({"id": event_id, "units": {"km": "1"}, "time": stamp()}).encode()
+
+    await ingest.meter(message("m-1"))  # accepted: the window is full now
+    with pytest.raises(Resubscribe):
+        await ingest.meter(message("m-2"))
+    await ingest.meter(message("m-1"))  # a duplicate: acknowledged
+    assert svc.channels.get(cid).sent.quantities[0] == 1000
