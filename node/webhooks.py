@@ -299,7 +299,7 @@ class Webhooks:
             stored.attempts = attempts
             stored.next_attempt_ms = now_ms() + wait
             stored.last_error = f"event {event_id}: {outcome.error}"[:300]
-        log.warning("webhook.failed", webhook=row.id, event=event_id, attempts=attempts,
+        log.warning("webhook.failed", webhook=row.id, event_id=event_id, attempts=attempts,
                     status=outcome.status, error=outcome.error[:200], retry_in_ms=wait)
 
     async def _post(self, row: WebhookEndpoint, event: dict[str, Any]) -> Outcome:
