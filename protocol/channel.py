@@ -496,6 +496,10 @@ TRANSITIONS: dict[tuple[Phase, type], frozenset[Phase]] = {
     (P.ACCEPTED, ReceiveTopUp): frozenset({P.ACCEPTED}),
     (P.OPEN, ReceiveTopUp): frozenset({P.OPEN}),
     (P.CLOSING, ReceiveTopUp): frozenset({P.CLOSING}),
+    # The arbiter, still open, may confirm a top-up after we signed the close or handed in a
+    # unilateral one: it is kept, as a late funding confirmation is, so the payout adds up.
+    (P.CLOSED, ReceiveTopUp): frozenset({P.CLOSED}),
+    (P.DISPUTED, ReceiveTopUp): frozenset({P.DISPUTED}),
 }
 
 

@@ -12,7 +12,13 @@ from protocol import channel as ch
 from protocol import refunds as rf
 from protocol.checkpoint import withdrawable
 from protocol.errors import ErrorCode, LocalProtocolError, ProtocolError, RemoteProtocolError
-from protocol.messages import EMPTY_SIGNATURE, BankAccount, Checkpoint, PayoutAccount
+from protocol.messages import (
+    EMPTY_SIGNATURE,
+    BankAccount,
+    Checkpoint,
+    CooperativeClose,
+    PayoutAccount,
+)
 from protocol.payout import cumulative_shares
 from protocol.references import (
     Purpose,
@@ -358,6 +364,60 @@ def test_topup_after_the_close_is_held_for_refund(sim: Simulation) -> None:
     assert hold.credit.sender == sim.terms.peer_account
     assert late.state.topped_up == (0, 0)
     assert late.state.payouts == decided.state.payouts
+
+
+def _sign_close_both(sim: Simulation) -> CooperativeClose:
+    """Both nodes sign the final state (CLOSED); the arbiter does not have it yet."""
+    first = ch.step(sim.states[0], ch.ActionClose(sim.opener), now_ms=sim.tick())
+    sim.states[0] = first.state
+    (request,) = [e.close for e in first.effects if isinstance(e, ch.SendClose)]
+    sim.states[1] = ch.step(sim.states[1], ch.ReceiveClose(request), now_ms=sim.now_ms).state
+    cosigned = ch.step(sim.states[1], ch.ActionClose(sim.peer), now_ms=sim.now_ms)
+    sim.states[1] = cosigned.state
+    full = next(e.close for e in cosigned.effects if isinstance(e, ch.SubmitClose))
+    sim.states[0] = ch.step(sim.states[0], ch.ReceiveClose(full), now_ms=sim.now_ms).state
+    return full
+
+
+@pytest.mark.parametrize("ending", ["cooperative", "unilateral"])
+def test_topup_confirmed_while_the_close_travels_counts_in_the_payout(
+        sim: Simulation, ending: str) -> None:
+    """The arbiter, still open, confirms a top-up after both nodes signed the close (or after
+    one handed in a unilateral close that has not reached it): escrow pays it out at the close,
+    so a node that refused the confirmation would refuse its own payout notice."""
+    sim.pay(0, (100_000,))
+    if ending == "cooperative":
+        close = _sign_close_both(sim)
+        assert [s.phase for s in sim.states] == [ch.Phase.CLOSED, ch.Phase.CLOSED]
+    else:
+        forced = ch.step(sim.states[1], ch.ActionForceClose(sim.peer), now_ms=sim.tick())
+        sim.states[1] = forced.state
+        (claim,) = [e.claim for e in forced.effects if isinstance(e, ch.SubmitUnilateralClose)]
+    reference = bank_reference(sim.terms.channel_id, Purpose.TOPUP, 0)
+    topup = arb.step(sim.escrow,  # type: ignore[arg-type]
+                     arb.ObserveTopUp(sim.arbiter, 0, MinorUnits(700), "t-1", reference, 5),
+                     now_ms=sim.tick())
+    sim.escrow = topup.state
+    (send,) = topup.effects
+    assert isinstance(send, arb.SendTopUpConfirmation)
+    for i in (0, 1):
+        sim.states[i] = ch.step(sim.states[i], ch.ReceiveTopUp(send.confirmation),
+                                now_ms=sim.now_ms).state
+        assert sim.states[i].topped_up == (700, 0)
+    if ending == "cooperative":
+        decided = arb.step(sim.escrow, arb.ReceiveCooperativeClose(close),  # type: ignore[arg-type]
+                           now_ms=sim.tick())
+        sim.escrow = decided.state
+        sim.settle(decided)
+    else:
+        opened = arb.step(sim.escrow, arb.ReceiveUnilateralClose(claim),  # type: ignore[arg-type]
+                          now_ms=sim.tick())
+        decided = arb.step(opened.state, arb.Tick(sim.arbiter),
+                           now_ms=sim.tick(sim.terms.dispute_window_ms + 1))
+        sim.escrow = decided.state
+        sim.settle(decided)
+    assert [s.phase for s in sim.states] == [ch.Phase.SETTLED, ch.Phase.SETTLED]
+    assert paid_to(sim, 0) + paid_to(sim, 1) == 15_700
 
 
 # -- refunds --------------------------------------------------------------------------------------
