@@ -493,6 +493,10 @@ TRANSITIONS: dict[tuple[Phase, type], frozenset[Phase]] = {
     (P.SETTLED, ReceivePayout): frozenset({P.SETTLED}),
     (P.OPEN, ActionCheckpoint): frozenset({P.OPEN}),
     (P.OPEN, ReceiveCheckpoint): frozenset({P.OPEN}),
+    # A body we signed, co-signed by a peer that had not yet learnt of our close (0003 §9.2).
+    (P.CLOSING, ReceiveCheckpoint): frozenset({P.CLOSING}),
+    (P.CLOSED, ReceiveCheckpoint): frozenset({P.CLOSED}),
+    (P.DISPUTED, ReceiveCheckpoint): frozenset({P.DISPUTED}),
     (P.ACCEPTED, ReceiveTopUp): frozenset({P.ACCEPTED}),
     (P.OPEN, ReceiveTopUp): frozenset({P.OPEN}),
     (P.CLOSING, ReceiveTopUp): frozenset({P.CLOSING}),
@@ -1217,6 +1221,10 @@ def _on_checkpoint(state: ChannelState, event: ReceiveCheckpoint, now_ms: int) -
         if state.checkpoint_signed is not None and state.checkpoint_signed.same_state(checkpoint):
             new = replace(new, checkpoint_signed=checkpoint)  # our proposal is signed: not pending
         return Transition(new, (SubmitCheckpoint(checkpoint),))
+    if state.phase is not Phase.OPEN:  # a closing channel settles by its close
+        raise RemoteProtocolError(
+            ErrorCode.INVALID_STATE,
+            f"a checkpoint proposal is not expected: the channel is {state.phase.value}")
     pending = state.checkpoint_signed
     if pending is not None and not pending.fully_signed() and pending.seq == checkpoint.seq:
         if pending.same_state(checkpoint):  # both proposed the same body: it is signed

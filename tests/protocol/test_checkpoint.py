@@ -595,3 +595,38 @@ def test_checkpoint_co_signed_back_is_not_pending_for_its_proposer(sim: Simulati
     with pytest.raises(LocalProtocolError) as err:
         ch.step(proposer, ch.ActionCheckpoint(sim.opener), now_ms=sim.now_ms + 1)
     assert err.value.code is ErrorCode.INVALID_STATE
+
+
+@pytest.mark.parametrize("phase", [ch.Phase.CLOSING, ch.Phase.DISPUTED])
+def test_checkpoint_co_signed_back_after_the_proposer_began_closing_is_held(
+        sim: Simulation, phase: ch.Phase) -> None:
+    """The opener proposed a checkpoint, then began to close (or handed in a unilateral close);
+    the peer, still open, co-signed it and handed it to the arbiter, which paid it out. The
+    co-signed body coming back is one the opener signed: it holds it (its settlement rows, the
+    arbiter's notices of those payouts), but a new proposal from the peer it still refuses."""
+    sim.pay(0, (300_000,))
+    proposed = ch.step(sim.states[0], ch.ActionCheckpoint(sim.opener), now_ms=sim.tick())
+    sim.states[0] = proposed.state
+    (ours,) = [e.checkpoint for e in proposed.effects if isinstance(e, ch.SendCheckpoint)]
+    action = (ch.ActionClose(sim.opener) if phase is ch.Phase.CLOSING
+              else ch.ActionForceClose(sim.opener))
+    sim.states[0] = ch.step(sim.states[0], action, now_ms=sim.tick()).state
+    assert sim.states[0].phase is phase
+    sim.states[1] = ch.step(sim.states[1], ch.ReceiveCheckpoint(ours), now_ms=sim.now_ms).state
+    cosigned = ch.step(sim.states[1], ch.ActionCheckpoint(sim.peer), now_ms=sim.now_ms)
+    full = next(e.checkpoint for e in cosigned.effects if isinstance(e, ch.SubmitCheckpoint))
+    paid = arb.step(sim.escrow, arb.ReceiveCheckpoint(full), now_ms=sim.tick())  # type: ignore[arg-type]
+    assert payouts_of(paid)  # the arbiter pays it out while the opener is not open
+    sim.escrow = paid.state
+    sim.book(paid)
+    held = ch.step(sim.states[0], ch.ReceiveCheckpoint(full), now_ms=sim.tick())
+    assert held.state.phase is phase
+    assert held.state.checkpoint == full
+    assert held.state.withdrawn == sim.states[0].withdrawn  # counted when it signed
+    # A peer-only proposal is still refused outside `open`.
+    f0 = held.state.flows[0]
+    new = Checkpoint(sim.terms.channel_id, full.seq + 1, f0.nonce, f0.amount, 0, 0,
+                     EMPTY_SIGNATURE, EMPTY_SIGNATURE).signed_by(sim.peer, "peer_signature")
+    with pytest.raises(RemoteProtocolError) as info:
+        ch.step(held.state, ch.ReceiveCheckpoint(new), now_ms=sim.tick())
+    assert info.value.code is ErrorCode.INVALID_STATE
