@@ -150,7 +150,25 @@ class ChannelService:
         """The state, the rows that go with it (and the settlements of a checkpoint it newly
         holds) and its deliveries, in one transaction; the in-memory copy is replaced after
         the commit, the deliveries start after it. `also` writes more rows in the same
-        transaction (node.usage_events: the deduplication rows)."""
+        transaction (node.usage_events: the deduplication rows).
+
+        A commit once begun runs to its end, in memory too, even when the caller is cancelled
+        (Writer.stop's bound): a cancel does not stop the thread that commits it (the direct
+        connection's, aiosqlite's), and a state in memory left behind the stored one would be
+        written back over it (the stop's receipt flush) or signed on again."""
+        done = asyncio.ensure_future(self._commit(state, new=new, usage=usage, outgoing=outgoing,
+                                                  prune_upto=prune_upto, outbox=outbox,
+                                                  rows=rows, also=also))
+        try:
+            await asyncio.shield(done)
+        except asyncio.CancelledError:
+            await asyncio.wait([done])
+            raise
+
+    async def _commit(self, state: ch.ChannelState, *, new: bool, usage: UsageRows | None,
+                      outgoing: Encoded, prune_upto: int | None, outbox: Sequence[Delivery],
+                      rows: Sequence[Base],
+                      also: Callable[[AsyncSession], Awaitable[None]] | None) -> None:
         cid = state.channel_id.hex()
         before = self.states.get(cid)
         if not (new or outbox or rows or also) and self._rows_alone(before, state):

@@ -113,3 +113,71 @@ async def test_a_full_disk_under_a_direct_commit_is_storage_unavailable_and_chan
             (blob,) = conn.execute(f"SELECT state FROM {Channel.__tablename__}").fetchone()
         assert proofs == 4001
         assert decode_channel(blob).sent.nonce == 4001
+
+
+async def test_a_writer_cancelled_while_its_direct_commit_runs_keeps_memory_as_stored(
+        tmp_path: Path, services: ServicesFactory) -> None:
+    """Writer.stop gives a writer still running 5 s, then cancels it. A cancel that lands while
+    the writer's commit runs on the direct connection's thread does not stop the commit (the
+    thread finishes it), so the state in memory must become the one stored. Otherwise it stays
+    the state before, and the stop's flush of a receipt held in memory writes that state over
+    the commit: the proof it stored sits beside a state that never signed it, and a restart
+    signs that nonce again (a second, different proof for it)."""
+    import threading
+    import time
+
+    from node.storage.models import Channel as ChannelRow
+    from protocol.messages import BalanceProof
+
+    svc = await node_with_peers(tmp_path, services, 0)
+    sim = svc.sim  # type: ignore[attr-defined]
+    await svc.channels.commit(sim.states[0], new=True)
+    cid = sim.states[0].channel_id.hex()
+    service, writer = svc.channels, svc.channels.writer
+    await service.pay(cid, quantities=[1, 0], wait=False)  # nonce 1, committed
+
+    direct = svc.ctx.repo.direct
+    assert direct is not None
+    write, running, gate = direct._write, threading.Event(), threading.Event()
+
+    def held(writes: Any) -> Any:
+        running.set()
+        gate.wait(30)
+        return write(writes)
+
+    direct._write = held  # type: ignore[method-assign]
+    paying = asyncio.ensure_future(service.pay(cid, quantities=[1, 0], wait=False))
+    assert await asyncio.get_running_loop().run_in_executor(None, running.wait, 10)
+
+    # the peer's receipt for nonce 1 lands while nonce 2 commits: held in memory (dirty)
+    ((_, data),) = await svc.ctx.repo.outgoing_after(cid, 0)
+    stamp = time.time_ns() // 1_000_000 + 1
+    peer, _, errors = ch.receive_proofs(sim.states[1], [BalanceProof.decode(data)], (),
+                                        now_ms=stamp)
+    assert errors == []
+    receipt = ch.step(peer, ch.ActionAcknowledge(sim.peer), now_ms=stamp).state.received.receipt
+    assert receipt is not None
+    await service.on_receipt(receipt)
+    assert cid in writer.dirty
+
+    stopping = asyncio.ensure_future(writer.stop())
+    task = writer.tasks[cid]
+    for _ in range(200):  # until the stop's 5 s are up: it cancels the writer mid-commit
+        if task.cancelling():
+            break
+        await asyncio.sleep(0.05)
+    assert task.cancelling()
+    gate.set()
+    await asyncio.wait_for(stopping, 30)
+    paying.cancel()
+    del writer.tasks[cid]  # stopped (cancelled): the fixture's own stop has no writer to wait for
+
+    async with svc.ctx.db() as session:
+        row = await session.get(ChannelRow, cid)
+    assert row is not None
+    nonces = [n for n, _ in await svc.ctx.repo.outgoing_after(cid, 0)]
+    stored = decode_channel(row.state)
+    assert stored.sent.nonce == max(nonces, default=0) == 2, (
+        "the stored state is behind the proofs stored with it")
+    assert stored.sent.acked_nonce == 1
+    assert service.get(cid) == stored
