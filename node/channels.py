@@ -163,6 +163,8 @@ class ChannelService:
             await asyncio.shield(done)
         except asyncio.CancelledError:
             await asyncio.wait([done])
+            if not done.cancelled():
+                done.exception()  # its failure, if any, is the cancelled caller's: retrieved
             raise
 
     async def _commit(self, state: ch.ChannelState, *, new: bool, usage: UsageRows | None,
