@@ -13,6 +13,10 @@ NO_LOCALS = structlog.processors.ExceptionRenderer(
 """Tracebacks as JSON without each frame's local variables: those hold whatever the code had in
 hand (a request's credentials, a client's keys), and a log line must never carry them (the crash
 suite's log scan found a bank client's key material in an `unhandled` line's locals)."""
+PRETTY_NO_LOCALS = (structlog.dev.RichTracebackFormatter(show_locals=False)
+                    if getattr(structlog.dev, "rich", None) is not None  # not re-exported
+                    else structlog.dev.plain_traceback)
+"""The console renderer's tracebacks, likewise without locals (rich shows them by default)."""
 
 
 def log_level() -> str:
@@ -32,7 +36,7 @@ def configure_logging(*, json: bool | None = None, level: str | None = None) -> 
     renderer: list[structlog.types.Processor] = (
         [NO_LOCALS, structlog.processors.JSONRenderer()]
         if as_json
-        else [structlog.dev.ConsoleRenderer()]
+        else [structlog.dev.ConsoleRenderer(exception_formatter=PRETTY_NO_LOCALS)]
     )
     structlog.configure(
         processors=shared + renderer,

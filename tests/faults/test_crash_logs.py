@@ -77,3 +77,25 @@ def test_a_logged_traceback_carries_no_local_variable(tmp_path: Path) -> None:
     assert "kX3v9Q_wz0" not in proc.stderr
     (tmp_path / "daemon.log").write_text(proc.stderr)
     assert not scan(tmp_path).leaks
+
+
+def test_a_pretty_traceback_carries_no_local_variable(tmp_path: Path) -> None:
+    """The console renderer (a TTY, `--pretty-logs`, `meterline bank start` without
+    `--json-logs`) formats tracebacks with rich, which shows every frame's locals by default:
+    the same credential the JSON renderer leaves out was printed there."""
+    program = (
+        "import structlog\n"
+        "from node.logs import configure_logging\n"
+        "configure_logging(json=False)\n"
+        "def handler(credential):\n"
+        "    raise ConnectionResetError('Connection lost')\n"
+        "try:\n"
+        "    handler('kX3v9Q_wz0-ABCDEFGHIJKLMNOPQRSTUVWXYZabcdef')\n"
+        "except ConnectionResetError as exc:\n"
+        "    structlog.get_logger().exception('unhandled', error=repr(exc))\n")
+    proc = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "ConnectionResetError" in proc.stderr  # the traceback is still there
+    assert "handler" in proc.stderr
+    assert "kX3v9Q_wz0" not in proc.stderr
