@@ -11,6 +11,7 @@ when the money is due.
 
 from __future__ import annotations
 
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -44,6 +45,10 @@ def _openbanking(settings: RailSettings, ctx: RailContext) -> Rail:
     from rails.openbanking import OpenBankingConfig, OpenBankingRail
 
     assert isinstance(settings, OpenBankingSettings)
+    key_file = Path(settings.key_file)
+    if key_file.is_file() and (mode := stat.S_IMODE(key_file.stat().st_mode)) & 0o077:
+        raise RailConfigError(f"key_file {key_file} is readable by others (mode {mode:o}): "
+                              f"run `chmod 600 {key_file}`")
     return OpenBankingRail(OpenBankingConfig(
         base_url=settings.url, client_id=settings.client_id, org_id=settings.org_id,
         software_statement_id=settings.software_statement_id,

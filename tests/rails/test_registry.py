@@ -240,3 +240,21 @@ def test_the_open_banking_redirect_uri_is_https_or_loopback(tmp_path: Path) -> N
     rail = registry.build_rail("openbanking", settings, registry.RailContext(tmp_path, "ACME"))
     assert isinstance(rail, OpenBankingRail)
     assert rail._config.redirect_uri == "https://payments.example.com/cb"
+
+
+@pytest.mark.parametrize("bits", [0o644, 0o640, 0o604])
+def test_an_open_banking_key_others_can_read_is_refused(tmp_path: Path, bits: int) -> None:
+    """The TPP key signs every payment and every token request: like the node key, the admin
+    token and the TLS key, a file group or others can read is refused at start."""
+    key = tmp_path / "tpp.pem"
+    generate_signing_key(key)
+    directory = node_dir(tmp_path, {
+        "rail": "openbanking", "url": "https://ob.bank.example",
+        "identification": "40000100000001", "account_id": "22289", "client_id": "tpp-1",
+        "org_id": "0015800001F528CA73", "software_statement_id": "0b3f72fec387e8b38570a2",
+        "key_file": str(key)})
+    config = load_config(directory)
+    assert isinstance(build_rail(config), OpenBankingRail)  # 0600: used
+    key.chmod(bits)
+    with pytest.raises(ConfigError, match="chmod 600"):
+        build_rail(config)
