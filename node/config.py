@@ -47,7 +47,7 @@ from node.datadir import init_data_dir, render_config
 from node.ingest.settings import IngestConfig, read_ingest
 from node.roles import Role
 from protocol.crypto import Signer
-from protocol.messages import BankAccount
+from protocol.messages import URL, BankAccount
 from rails.settings import RailConfigError
 
 __all__ = [
@@ -177,6 +177,11 @@ def load_config(data_dir: Path) -> Config:
             f"{policy.min_dispute_window_ms}..{policy.max_dispute_window_ms}")
     scheme = "https" if tls.cert_file else "http"
     public_url = _str(path, node, "public_url", f"{scheme}://{listen[0]}:{listen[1]}")
+    if len(public_url) > URL.max_len or URL.pattern is None or not URL.pattern.fullmatch(
+            public_url):
+        raise ConfigError(f"{path}: [node] public_url must be an http(s) URL such as "
+                          f"https://carrier.example:7811 (at most {URL.max_len} characters: what "
+                          f"peers accept in a signed identity), not {public_url[:60]!r}")
     if tls.cert_file and not public_url.startswith("https://"):
         raise ConfigError(f"{path}: [tls] serves the peer API over HTTPS, so [node] public_url "
                           f"must be https://…, not {public_url!r}")

@@ -211,3 +211,18 @@ def test_a_limit_of_the_wrong_kind_is_a_config_error(data_dir: Path, limits: str
     _append(data_dir, f"\n[limits]\n{limits}\n")
     with pytest.raises(ConfigError, match=limits.split()[0]):
         load_config(data_dir)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["ftp://carrier.example:7811", "carrier.example:7811", "http://carrier example:7811",
+     "http://carrier.example:7811/" + "x" * 250],
+)
+def test_a_public_url_the_wire_refuses_is_a_config_error(data_dir: Path, url: str) -> None:
+    """`public_url` is what this node signs into its identity (NodeInfo.url) and its channel
+    callbacks: one the wire's URL rule refuses made every peer refuse the node's identity
+    (INVALID_FIELD), while the node itself started without a word."""
+    _edit(data_dir, 'public_url = "http://127.0.0.1:7811"', f'public_url = "{url}"')
+    with pytest.raises(ConfigError, match="public_url"):
+        load_config(data_dir)
+
