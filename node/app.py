@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable
 
 import structlog
 from aiohttp import web
+from sqlalchemy.exc import SQLAlchemyError
 
 from node.api import admin, events_out, peer
 from node.api.events_in import EVENTS
@@ -83,7 +84,11 @@ class Node:
         self.config = config
         self.signer = load_signer(config)
         self.token = load_token(config)
-        engine = make_engine(config.db_url)
+        try:
+            engine = make_engine(config.db_url)
+        except (SQLAlchemyError, ImportError) as exc:  # not the URL: it may hold a password
+            raise ConfigError(f"[node] db is not a database URL this node can use ({exc}): "
+                              "sqlite+aiosqlite:///PATH or postgresql+asyncpg://…") from None
         metrics = Metrics()
         self.ctx = Context(
             config=config, signer=self.signer, engine=engine, db=sessionmaker(engine),

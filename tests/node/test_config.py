@@ -226,3 +226,21 @@ def test_a_public_url_the_wire_refuses_is_a_config_error(data_dir: Path, url: st
     with pytest.raises(ConfigError, match="public_url"):
         load_config(data_dir)
 
+
+@pytest.mark.parametrize(
+    "db", ["nonsense", "sqlite:///plain.db", "postgresql://u:hunter2@127.0.0.1:1/x"]
+)
+def test_a_database_url_the_node_cannot_use_is_a_config_error_at_start(
+    data_dir: Path, db: str
+) -> None:
+    """Was a traceback out of SQLAlchemy (a URL that does not parse, a driver that is not
+    async or not installed); now exit 1 with a sentence naming [node] db, the password of the
+    URL not in it."""
+    text = (data_dir / "config.toml").read_text()
+    line = next(line for line in text.splitlines() if line.startswith("db = "))
+    _edit(data_dir, line, f'db = "{db}"')
+    out = meterline("node", "start", "--data-dir", str(data_dir), "--json-logs")
+    assert out.returncode == 1, out.stderr
+    assert "Traceback" not in out.stderr, out.stderr
+    assert "[node] db" in out.stderr, out.stderr
+    assert "hunter2" not in out.stderr
