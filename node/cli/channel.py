@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from node.cli.client import Admin, data_dir_option, emit, json_option
+from node.cli.client import Admin, channel_id_argument, data_dir_option, emit, json_option
 from node.cli.exits import USAGE, CliError
 from node.cli.group import Group
 from node.cli.render import amount, balance, short, table, wait_until
@@ -201,7 +201,7 @@ def tariff_text(tariff: list[dict[str, Any]], currency: str) -> str:
 
 
 @channel.command("show")
-@click.argument("channel_id")
+@channel_id_argument
 @data_dir_option
 @json_option
 @precise_option
@@ -229,7 +229,7 @@ def show(channel_id: str, data_dir: Path | None, as_json: bool, precise: bool) -
 
 
 @channel.command("wait")
-@click.argument("channel_id")
+@channel_id_argument
 @click.option("--phase", default="open", show_default=True,
               type=click.Choice(PHASES[:-1]), help="The phase to wait for.")
 @click.option("--timeout", "timeout_s", default=300, show_default=True,
@@ -256,7 +256,7 @@ def wait(channel_id: str, phase: str, timeout_s: int, data_dir: Path | None,
 
 
 @channel.command("accept")
-@click.argument("channel_id")
+@channel_id_argument
 @data_dir_option
 @json_option
 def accept(channel_id: str, data_dir: Path | None, as_json: bool) -> None:
@@ -271,7 +271,7 @@ def accept(channel_id: str, data_dir: Path | None, as_json: bool) -> None:
 
 
 @channel.command("reject")
-@click.argument("channel_id")
+@channel_id_argument
 @data_dir_option
 @json_option
 def reject(channel_id: str, data_dir: Path | None, as_json: bool) -> None:
@@ -286,7 +286,7 @@ def reject(channel_id: str, data_dir: Path | None, as_json: bool) -> None:
 
 
 @channel.command("close")
-@click.argument("channel_id")
+@channel_id_argument
 @click.option("--force", is_flag=True,
               help="Close without the peer: the arbiter opens the dispute window.")
 @click.option("--wait", is_flag=True, help="Wait until the bank has booked the payouts.")

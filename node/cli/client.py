@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -20,6 +21,20 @@ data_dir_option = click.option(
     help="The node's data directory [default: $METERLINE_HOME or ~/.meterline].",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
+_CHANNEL_REF = re.compile(r"[0-9A-Fa-f]{1,64}")
+"""The admin API's ChannelId path parameter (node.api.validate.CHANNEL_REF)."""
+
+
+def _channel_ref(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    """A channel id or prefix, checked before it becomes part of an admin API path: any other
+    text (``3f9a/close?``) would name another route."""
+    if not _CHANNEL_REF.fullmatch(value):
+        raise click.BadParameter(f"{value[:80]!r} is not a channel id or prefix (1 to 64 hex "
+                                 "digits)", param_hint="CHANNEL_ID")
+    return value
+
+
+channel_id_argument = click.argument("channel_id", callback=_channel_ref)
 
 
 def resolve_dir(data_dir: Path | None) -> Path:

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from node.cli.client import Admin, data_dir_option, emit, json_option
+from node.cli.client import Admin, channel_id_argument, data_dir_option, emit, json_option
 from node.cli.group import Group
 from node.cli.render import amount, short, table, wait_until
 
@@ -76,7 +76,7 @@ def list_(data_dir: Path | None, as_json: bool) -> None:
 
 
 @escrow.command("show")
-@click.argument("channel_id")
+@channel_id_argument
 @data_dir_option
 @json_option
 def show(channel_id: str, data_dir: Path | None, as_json: bool) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from node.cli.client import Admin, data_dir_option, emit, json_option
+from node.cli.client import Admin, channel_id_argument, data_dir_option, emit, json_option
 from node.cli.exits import NOT_RUNNING, REFUSED, TIMED_OUT, USAGE, CliError
 from node.cli.render import amount, balance
 
@@ -17,7 +17,7 @@ CHUNK = 1_000
 
 
 @click.command()
-@click.argument("channel_id")
+@channel_id_argument
 @click.option("--units", "units", multiple=True, metavar="UNIT=QUANTITY",
               help="Quantity of a tariff unit, e.g. km=12.5; repeat for several units.")
 @click.option("--amount", "amount_text", default=None, help='A plain amount, e.g. "3.20 EUR".')

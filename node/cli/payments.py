@@ -7,12 +7,12 @@ from pathlib import Path
 
 import click
 
-from node.cli.client import Admin, data_dir_option, emit, json_option
+from node.cli.client import Admin, channel_id_argument, data_dir_option, emit, json_option
 from node.cli.render import amount, table
 
 
 @click.command()
-@click.argument("channel_id")
+@channel_id_argument
 @click.option("--ref", "reference", default=None, help="Only this usage reference.")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 500),
               help="Rows per page.")

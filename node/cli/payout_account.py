@@ -6,11 +6,11 @@ from pathlib import Path
 
 import click
 
-from node.cli.client import Admin, data_dir_option, emit, json_option
+from node.cli.client import Admin, channel_id_argument, data_dir_option, emit, json_option
 
 
 @click.command("payout-account")
-@click.argument("channel_id")
+@channel_id_argument
 @click.option("--account", "identification", required=True,
               help="The corrected account (IBAN, sort code + number, or routing:account).")
 @click.option("--name", required=True, help="The account holder's name.")

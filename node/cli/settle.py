@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from node.cli.client import Admin, data_dir_option, emit, json_option
+from node.cli.client import Admin, channel_id_argument, data_dir_option, emit, json_option
 from node.cli.render import amount, wait_until
 
 
@@ -61,7 +61,7 @@ def _duration(ms: int) -> str:
 
 
 @click.command("settle")
-@click.argument("channel_id")
+@channel_id_argument
 @click.option("--wait", is_flag=True,
               help="Wait until the peer has co-signed the checkpoint (the arbiter then pays).")
 @data_dir_option
@@ -94,7 +94,7 @@ def settle(channel_id: str, wait: bool, data_dir: Path | None, as_json: bool) ->
 
 
 @click.command("schedule")
-@click.argument("channel_id")
+@channel_id_argument
 @click.option("--every", default=None,
               help="Propose a checkpoint this long after the last (1d, 12h); 0 turns it off.")
 @click.option("--threshold", default=None,
@@ -124,7 +124,7 @@ def schedule(channel_id: str, every: str | None, threshold: str | None, data_dir
 
 
 @click.command("topup")
-@click.argument("channel_id")
+@channel_id_argument
 @click.argument("amount_text", metavar="AMOUNT")
 @click.option("--wait", is_flag=True,
               help="Wait until the arbiter confirms the credit (capacity grows only then).")

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from node.cli.client import Admin, data_dir_option
+from node.cli.client import Admin, channel_id_argument, data_dir_option
 from node.cli.render import amount, balance, table
 from node.cli.settle import checkpoint_label, outcome
 
@@ -125,7 +125,7 @@ def as_table(data: dict[str, Any]) -> str:
 
 
 @click.command()
-@click.argument("channel_id")
+@channel_id_argument
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
               show_default=True, help="table for people, csv for spreadsheets, json for systems.")
 @click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
