@@ -123,7 +123,8 @@ def init_data_dir(
         write_private(token_path, secrets.token_urlsafe(32).encode() + b"\n")
         written.append(token_path)
         written.append(data_dir / CONFIG_FILE)
-        (data_dir / CONFIG_FILE).write_text(text)
+        (data_dir / CONFIG_FILE).unlink(missing_ok=True)
+        write_private(data_dir / CONFIG_FILE, text.encode())  # [node] db may hold a password
     except BaseException:
         for path in written:  # no half-initialised directory: all three files or none
             path.unlink(missing_ok=True)

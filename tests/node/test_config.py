@@ -244,3 +244,18 @@ def test_a_database_url_the_node_cannot_use_is_a_config_error_at_start(
     assert "Traceback" not in out.stderr, out.stderr
     assert "[node] db" in out.stderr, out.stderr
     assert "hunter2" not in out.stderr
+
+
+def test_init_into_an_existing_directory_keeps_a_database_password_private(
+    tmp_path: Path,
+) -> None:
+    """A data directory made beforehand (a package's /var/lib/meterline, mode 0755) leaves
+    config.toml reachable: with `--db postgresql+asyncpg://user:PASSWORD@…` it must be readable
+    by the owner only, like the key and the token."""
+    directory = tmp_path / "node"
+    directory.mkdir(mode=0o755)
+    directory.chmod(0o755)
+    init_data_dir(directory, name="carrier",
+                  db="postgresql+asyncpg://meterline:hunter2@127.0.0.1:5432/meterline")
+    assert "hunter2" in (directory / "config.toml").read_text()
+    assert mode(directory / "config.toml") & 0o077 == 0
