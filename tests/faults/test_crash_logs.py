@@ -53,22 +53,28 @@ def test_the_scan_finds_what_it_looks_for(tmp_path: Path) -> None:
     assert not any(":1:" in leak for leak in leaks), leaks
 
 
-def test_a_logged_traceback_carries_no_local_variable(tmp_path: Path) -> None:
-    """Found by the crash run: the sandbox bank's `unhandled` line (a client gone while its
-    answer was held back) rendered every frame's locals, a bank client's key material among
-    them. A daemon's JSON log now carries the frames without their locals."""
+def logged_traceback(*, json: bool) -> subprocess.CompletedProcess[str]:
+    """A process that logs an exception raised in a frame holding a credential, its logging
+    configured as a daemon's (`json`) or as on a terminal."""
     program = (
         "import structlog\n"
         "from node.logs import configure_logging\n"
-        "configure_logging(json=True)\n"
+        f"configure_logging(json={json})\n"
         "def handler(credential):\n"
         "    raise ConnectionResetError('Connection lost')\n"
         "try:\n"
         "    handler('kX3v9Q_wz0-ABCDEFGHIJKLMNOPQRSTUVWXYZabcdef')\n"
         "except ConnectionResetError as exc:\n"
         "    structlog.get_logger().exception('unhandled', error=repr(exc))\n")
-    proc = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
                           timeout=60, check=False)
+
+
+def test_a_logged_traceback_carries_no_local_variable(tmp_path: Path) -> None:
+    """Found by the crash run: the sandbox bank's `unhandled` line (a client gone while its
+    answer was held back) rendered every frame's locals, a bank client's key material among
+    them. A daemon's JSON log now carries the frames without their locals."""
+    proc = logged_traceback(json=True)
     assert proc.returncode == 0, proc.stderr
     line = json.loads(proc.stderr.strip().splitlines()[-1])
     frames = line["exception"][0]["frames"]
@@ -83,18 +89,7 @@ def test_a_pretty_traceback_carries_no_local_variable(tmp_path: Path) -> None:
     """The console renderer (a TTY, `--pretty-logs`, `meterline bank start` without
     `--json-logs`) formats tracebacks with rich, which shows every frame's locals by default:
     the same credential the JSON renderer leaves out was printed there."""
-    program = (
-        "import structlog\n"
-        "from node.logs import configure_logging\n"
-        "configure_logging(json=False)\n"
-        "def handler(credential):\n"
-        "    raise ConnectionResetError('Connection lost')\n"
-        "try:\n"
-        "    handler('kX3v9Q_wz0-ABCDEFGHIJKLMNOPQRSTUVWXYZabcdef')\n"
-        "except ConnectionResetError as exc:\n"
-        "    structlog.get_logger().exception('unhandled', error=repr(exc))\n")
-    proc = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
-                          timeout=60, check=False)
+    proc = logged_traceback(json=False)
     assert proc.returncode == 0, proc.stderr
     assert "ConnectionResetError" in proc.stderr  # the traceback is still there
     assert "handler" in proc.stderr

@@ -57,6 +57,20 @@ def payer_only(make_sim: Callable[..., Simulation]) -> Simulation:
     return s
 
 
+def top_up_both(sim: Simulation, amount: int, entry_id: str, reference: str,
+                booked_ms: int) -> None:
+    """The opener's top-up booked at the arbiter, its confirmation taken by both nodes."""
+    step = arb.step(sim.escrow,  # type: ignore[arg-type]
+                    arb.ObserveTopUp(sim.arbiter, 0, MinorUnits(amount), entry_id, reference,
+                                     booked_ms), now_ms=sim.tick())
+    sim.escrow = step.state
+    (send,) = step.effects
+    assert isinstance(send, arb.SendTopUpConfirmation)
+    for side in (0, 1):
+        sim.states[side] = ch.step(sim.states[side], ch.ReceiveTopUp(send.confirmation),
+                                   now_ms=sim.now_ms).state
+
+
 def day_of_work(sim: Simulation, metres: int, trips: int) -> None:
     for _ in range(trips):
         sim.pay(0, (metres,))
@@ -326,15 +340,7 @@ def test_topup_during_heavy_streaming_then_checkpoint(payer_only: Simulation) ->
             sim.ledger.move(sim.terms.accounts()[0].identification,
                             sim.terms.escrow_account.identification, 2_000, reference)
         if i == 260:
-            step = arb.step(sim.escrow,  # type: ignore[arg-type]
-                            arb.ObserveTopUp(sim.arbiter, 0, MinorUnits(2_000), "top-1",
-                                             reference, sim.now_ms), now_ms=sim.tick())
-            sim.escrow = step.state
-            (send,) = step.effects
-            assert isinstance(send, arb.SendTopUpConfirmation)
-            for side in (0, 1):
-                sim.states[side] = ch.step(sim.states[side], ch.ReceiveTopUp(send.confirmation),
-                                           now_ms=sim.now_ms).state
+            top_up_both(sim, 2_000, "top-1", reference, sim.now_ms)
         try:
             sim.pay(0, (0,), direct=400_000)
         except LocalProtocolError as exc:
@@ -394,16 +400,8 @@ def test_topup_confirmed_while_the_close_travels_counts_in_the_payout(
         sim.states[1] = forced.state
         (claim,) = [e.claim for e in forced.effects if isinstance(e, ch.SubmitUnilateralClose)]
     reference = bank_reference(sim.terms.channel_id, Purpose.TOPUP, 0)
-    topup = arb.step(sim.escrow,  # type: ignore[arg-type]
-                     arb.ObserveTopUp(sim.arbiter, 0, MinorUnits(700), "t-1", reference, 5),
-                     now_ms=sim.tick())
-    sim.escrow = topup.state
-    (send,) = topup.effects
-    assert isinstance(send, arb.SendTopUpConfirmation)
-    for i in (0, 1):
-        sim.states[i] = ch.step(sim.states[i], ch.ReceiveTopUp(send.confirmation),
-                                now_ms=sim.now_ms).state
-        assert sim.states[i].topped_up == (700, 0)
+    top_up_both(sim, 700, "t-1", reference, 5)
+    assert [sim.states[i].topped_up for i in (0, 1)] == [(700, 0), (700, 0)]
     if ending == "cooperative":
         decided = arb.step(sim.escrow, arb.ReceiveCooperativeClose(close),  # type: ignore[arg-type]
                            now_ms=sim.tick())
