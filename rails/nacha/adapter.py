@@ -296,10 +296,17 @@ class AchCreditRail(FileBankRail):
         for _, answers in await self._fetch("nacha.return"):
             assert isinstance(answers, AnswerFile)
             for ret in answers.returns:
-                if ret.individual_id == iid:
-                    fold.consider(self._record(stored, PaymentStatus.RETURNED,
-                                               code=ret.reason_code,
-                                               reason=f"returned by the RDFI: {ret.reason}"))
+                if ret.individual_id != iid:
+                    continue
+                if ret.amount_cents != int(stored.instruction["amount_minor"]):
+                    # our id on another amount: not our payment's return (a return is of the
+                    # whole entry); a broken answer, never a status
+                    raise BankProtocolError(
+                        f"return file: a return of {ret.amount_cents} cents under {iid}, "
+                        f"whose payment is {stored.instruction['amount_minor']} cents")
+                fold.consider(self._record(stored, PaymentStatus.RETURNED,
+                                           code=ret.reason_code,
+                                           reason=f"returned by the RDFI: {ret.reason}"))
             for noc in answers.corrections:
                 if noc.individual_id == iid:
                     corrected = self._record(stored, PaymentStatus.BOOKED,

@@ -266,3 +266,57 @@ def test_an_unreadable_answer_file_is_a_bank_protocol_error() -> None:
         parse_answer_file(good.replace(b"\n798", b"\n798xx", 1))
     with pytest.raises(BankProtocolError):
         parse_answer_file(b"\n".join(good.split(b"\n")[3:]))  # addenda without its entry
+
+
+def return_file(individual_id: str, amount_cents: int, code: str, trace: str) -> bytes:
+    """A return file as an ODFI relays an RDFI's return: one entry (21: a returned checking
+    credit) and its 99 addenda with the R code."""
+    def rec(*parts: str) -> str:
+        line = "".join(parts)
+        assert len(line) == 94, (len(line), line)
+        return line
+
+    lines = [
+        rec("101", " 999999992", "1470000001", "261002", "0900", "A094101",
+            "ACME CORPORATION".ljust(23), "MOCK BANK".ljust(23), " " * 8),
+        rec("5220", "ACME CORPORATION".ljust(16), " " * 20, "1470000001", "CCD",
+            "SETTLEMENT", " " * 6, "261002", "   ", "1", "09999999", "0000001"),
+        rec("621", "02100002", "1", "12345678901".ljust(17), f"{amount_cents:010d}",
+            individual_id, "PEER POWER INC".ljust(22), "  ", "1", "099999990000001"),
+        rec("799", code, trace, " " * 6, "02100002", " " * 44, "099999990000001"),
+        rec("8220", "000002", "0002100002", "0" * 12, f"{amount_cents:012d}", "1470000001",
+            " " * 25, "09999999", "0000001"),
+        rec("9", "000001", "000001", "00000002", "0002100002", "0" * 12,
+            f"{amount_cents:012d}", " " * 39),
+    ]
+    lines += ["9" * 94] * 4
+    return ("\n".join(lines) + "\n").encode()
+
+
+async def test_a_return_of_another_amount_does_not_mark_the_payment_returned(
+    make_rail: Rails, nacha_bank: MockBank
+) -> None:
+    relay = await FlakyBank(nacha_bank.url).start()
+    try:
+        rail = make_rail(url=relay.url)
+        record = await rail.submit(pay("ret-amount", amount=12_345))
+        assert record.status is PaymentStatus.BOOKED
+        data = rail._store.get("ret-amount").meta["file_b64"]
+        trace = base64.b64decode(data).decode().splitlines()[2][79:94]
+        # our individual id, but one cent: not the return of our 123.45 payment
+        wrong = return_file(record.end_to_end_id, 1, "R01", trace)
+        assert [r.amount_cents for r in parse_return_file(wrong)] == [1]
+        relay.extra_messages.append({"id": 10**9, "type": "nacha.return", "account": "ACME",
+                                     "body": wrong.decode()})
+        with pytest.raises(BankProtocolError, match="a return of 1 cents"):
+            await rail.status("ret-amount")
+        assert rail._store.get("ret-amount").record.status is PaymentStatus.BOOKED
+        # the same return with the payment's amount is its return
+        relay.extra_messages[:] = [{"id": 10**9, "type": "nacha.return", "account": "ACME",
+                                    "body": return_file(record.end_to_end_id, 12_345, "R01",
+                                                        trace).decode()}]
+        fresh = make_rail(url=relay.url)  # parses the bank's messages anew
+        returned = await fresh.status("ret-amount")
+        assert (returned.status, returned.reason_code) == (PaymentStatus.RETURNED, "R01")
+    finally:
+        await relay.stop()
