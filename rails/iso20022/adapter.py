@@ -245,10 +245,18 @@ class SepaCreditTransferRail(FileBankRail):
         for _, returns in await self._fetch("pacs.004"):
             for ret in returns:
                 assert isinstance(ret, Return)
-                if ret.end_to_end_id == e2e and ret.original_msg_id in (None, msg_id):
-                    fold.consider(self._record(stored, PaymentStatus.RETURNED,
-                                          code=ret.reason_code,
-                                          reason="returned by the creditor's bank"))
+                if ret.end_to_end_id != e2e or ret.original_msg_id not in (None, msg_id):
+                    continue
+                amount = int(stored.instruction["amount_minor"])
+                currency = str(stored.instruction["currency"])
+                if (ret.amount_minor, ret.currency) != (amount, currency):
+                    # our ids on another amount: not our payment's return; a broken answer
+                    raise BankProtocolError(
+                        f"pacs.004 returns {ret.amount_minor} {ret.currency} under {e2e}, "
+                        f"whose payment is {amount} {currency}")
+                fold.consider(self._record(stored, PaymentStatus.RETURNED,
+                                           code=ret.reason_code,
+                                           reason="returned by the creditor's bank"))
         return fold.best
 
     # -- reconciliation --------------------------------------------------------------------

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from rails.errors import BankProtocolError
 from rails.iso20022 import SepaCreditTransferRail
 from rails.port import PaymentStatus
 from rails.reconcile import DifferenceKind
@@ -130,3 +131,27 @@ def test_the_transport_port_is_met_by_the_test_transport() -> None:
     from rails.transport import FileTransport
 
     assert isinstance(MockBankHttpTransport("http://127.0.0.1:1"), FileTransport)
+
+
+@pytest.mark.parametrize(("was", "now"), [(">123.45<", ">0.01<"),
+                                          ('Ccy="EUR">123.45<', 'Ccy="USD">123.45<')])
+async def test_a_return_of_another_amount_or_currency_does_not_mark_the_payment_returned(
+    rail: SepaCreditTransferRail, flaky: FlakyBank, bank: MockBank, was: str, now: str
+) -> None:
+    await bank.patch_account("ACME", behaviour="return-later",
+                             parameters={"days": 2, "reason": "MD07"})
+    record = await rail.submit(pay("chan-1/payout/ret"))
+    assert record.status is PaymentStatus.BOOKED
+    await bank.advance(5)
+    pacs004 = [m["body"] for m in await bank.messages("pacs.004")
+               if record.end_to_end_id in m["body"]]
+    assert len(pacs004) == 1
+    assert was in pacs004[0]
+    # our end-to-end id and MsgId, but another amount (currency): not our payment's return
+    flaky.rewrite = lambda body: body.replace(was, now) if "pacs.004" in body else body
+    with pytest.raises(BankProtocolError, match=r"pacs\.004 returns"):
+        await rail.status("chan-1/payout/ret")
+    stored = rail._store.get("chan-1/payout/ret")
+    assert stored is not None
+    assert stored.record is not None
+    assert stored.record.status is PaymentStatus.BOOKED
