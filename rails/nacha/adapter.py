@@ -170,11 +170,14 @@ class AchCreditRail(FileBankRail):
 
     def _is_our_account(self, reported: str) -> bool:
         """Is a camt.054's Acct/Id ours? The bank names a NACHA account there by its IBAN
-        (`report_account`); without one configured, an identifier ending in our account
-        number is taken as ours."""
+        (`report_account`); without one configured, our account number, or an identifier
+        ending in it after a letter (an IBAN's bank code: ``NL41MOCK0000000001``), is taken as
+        ours — never one with more digits before it (``70000000001`` is another account)."""
         if self._report_account is not None:
             return reported == self._report_account
-        return reported.endswith(self.account.identification)
+        ours = self.account.identification
+        head = reported[:-len(ours)]
+        return reported.endswith(ours) and (not head or not head[-1].isdigit())
 
     def _spec(self, instruction: PaymentInstruction, created_at: datetime, modifier: str
               ) -> AchFileSpec:

@@ -320,3 +320,27 @@ async def test_a_return_of_another_amount_does_not_mark_the_payment_returned(
         assert (returned.status, returned.reason_code) == (PaymentStatus.RETURNED, "R01")
     finally:
         await relay.stop()
+
+
+async def test_a_notification_for_an_account_whose_number_ends_in_ours_is_not_ours(
+    make_rail: Rails, nacha_bank: MockBank
+) -> None:
+    relay = await FlakyBank(nacha_bank.url).start()
+    try:
+        rail = make_rail(url=relay.url)
+        status, body = await nacha_bank.call("POST", "/_mock/credits", {
+            "account": "ACME", "amount": 7_700, "reference": "ML-REF-ACH1",
+            "debtor": {"name": "Peer Power Inc", "iban": "NL30MOCK0000000005"}})
+        assert status in (200, 201), body
+        [mine] = [m["body"] for m in await nacha_bank.messages("camt.054")]
+        ours = "<IBAN>NL41MOCK0000000001</IBAN>"
+        assert ours in mine
+        # the same bank's account 70000000001 (ours is 0000000001): another account's credit
+        other = mine.replace(ours, "<Othr><Id>70000000001</Id></Othr>").replace(
+            "ML-REF-ACH1", "ML-REF-OTHER")
+        relay.extra_messages.append({"id": 10**9, "type": "camt.054", "account": "ACME",
+                                     "body": other})
+        page = await rail.incoming_credits()
+        assert [c.reference for c in page.credits] == ["ML-REF-ACH1"]
+    finally:
+        await relay.stop()
