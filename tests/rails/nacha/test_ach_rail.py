@@ -194,19 +194,27 @@ async def test_incoming_credit_to_a_nacha_account_via_camt054(
 
 
 
+def rec(*parts: str) -> str:
+    """One NACHA record: its fields joined, 94 characters."""
+    line = "".join(parts)
+    assert len(line) == 94, (len(line), line)
+    return line
+
+
+def answer_heads(sec: str) -> list[str]:
+    """The file header and batch header of an answer file the ODFI relays (`sec`: COR for
+    notifications of change, CCD for returns)."""
+    return [rec("101", " 999999992", "1470000001", "261002", "0900", "A094101",
+                "ACME CORPORATION".ljust(23), "MOCK BANK".ljust(23), " " * 8),
+            rec("5220", "ACME CORPORATION".ljust(16), " " * 20, "1470000001", sec,
+                "SETTLEMENT", " " * 6, "261002", "   ", "1", "09999999", "0000001")]
+
+
 def noc_file(individual_id: str, code: str, corrected: str, trace: str) -> bytes:
     """A return file as an ODFI relays an RDFI's notification of change: a COR batch, one
     entry (21: NOC for a checking credit, zero amount) and its 98 addenda."""
-    def rec(*parts: str) -> str:
-        line = "".join(parts)
-        assert len(line) == 94, (len(line), line)
-        return line
-
     lines = [
-        rec("101", " 999999992", "1470000001", "261002", "0900", "A094101",
-            "ACME CORPORATION".ljust(23), "MOCK BANK".ljust(23), " " * 8),
-        rec("5220", "ACME CORPORATION".ljust(16), " " * 20, "1470000001", "COR",
-            "SETTLEMENT", " " * 6, "261002", "   ", "1", "09999999", "0000001"),
+        *answer_heads("COR"),
         rec("621", "02100002", "1", "12345678901".ljust(17), "0" * 10, individual_id,
             "PEER POWER INC".ljust(22), "  ", "1", "099999990000001"),
         rec("798", code, trace, " " * 6, "02100002", corrected.ljust(29), " " * 15,
@@ -271,16 +279,8 @@ def test_an_unreadable_answer_file_is_a_bank_protocol_error() -> None:
 def return_file(individual_id: str, amount_cents: int, code: str, trace: str) -> bytes:
     """A return file as an ODFI relays an RDFI's return: one entry (21: a returned checking
     credit) and its 99 addenda with the R code."""
-    def rec(*parts: str) -> str:
-        line = "".join(parts)
-        assert len(line) == 94, (len(line), line)
-        return line
-
     lines = [
-        rec("101", " 999999992", "1470000001", "261002", "0900", "A094101",
-            "ACME CORPORATION".ljust(23), "MOCK BANK".ljust(23), " " * 8),
-        rec("5220", "ACME CORPORATION".ljust(16), " " * 20, "1470000001", "CCD",
-            "SETTLEMENT", " " * 6, "261002", "   ", "1", "09999999", "0000001"),
+        *answer_heads("CCD"),
         rec("621", "02100002", "1", "12345678901".ljust(17), f"{amount_cents:010d}",
             individual_id, "PEER POWER INC".ljust(22), "  ", "1", "099999990000001"),
         rec("799", code, trace, " " * 6, "02100002", " " * 44, "099999990000001"),
