@@ -217,8 +217,6 @@ class Transfers:
                                 error=str(exc), retry_in_ms=wait)
                     continue
                 record = rejected(row.idempotency_key, row.amount_minor, row.currency, exc)
-            if row.idempotency_key in self.submitting:
-                continue  # submitted while the bank answered us: that submission's answer counts
             self._backoff.pop(row.idempotency_key, None)
             if record.status.value != row.status and await self._save(record):
                 changed.append(record)
